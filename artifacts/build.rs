@@ -1,0 +1,75 @@
+//! Build the guest component with a nested cargo, in the manner of
+//! wasmtime's `test-programs/artifacts`: its own target dir (sharing ours
+//! would deadlock on the build lock) and none of our rustflags (they are for
+//! the host target and break the wasm link).
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, exit};
+
+const TARGET: &str = "wasm32-wasip2";
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir.parent().expect("artifacts/ lives in the workspace root");
+    let guest = root.join("guest");
+    for p in ["src", "Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", guest.join(p).display());
+    }
+    println!("cargo:rerun-if-changed={}", root.join("wit").display());
+
+    check_target();
+
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let target_dir = out_dir.join("guest-target");
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .arg(guest.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => fail(&format!("building the guest failed ({s}); see the errors above")),
+        Err(e) => fail(&format!("could not run cargo to build the guest: {e}")),
+    }
+    let wasm = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("surfaces_guest.wasm");
+    if !wasm.is_file() {
+        fail(&format!("the guest build produced no {}", wasm.display()));
+    }
+    println!("cargo:rerun-if-changed={}", wasm.display());
+    println!("cargo:rustc-env=SURFACES_GUEST_WASM={}", wasm.display());
+}
+
+/// Stop with one line that says what to do when the wasm target is missing
+/// (rustup may not install it by itself: RUSTUP_AUTO_INSTALL=0).
+fn check_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(sysroot) = sysroot {
+        if !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
+            fail(&format!(
+                "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
+            ));
+        }
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("error: {msg}");
+    println!("cargo:warning={msg}");
+    exit(1);
+}

@@ -1,0 +1,7 @@
+//! The guest component, built by `build.rs` from `guest/`.
+
+/// Path of the built guest `.wasm`.
+pub const GUEST_WASM_PATH: &str = env!("SURFACES_GUEST_WASM");
+
+/// The built guest `.wasm` (the one that ships, embedded).
+pub static GUEST_WASM: &[u8] = include_bytes!(env!("SURFACES_GUEST_WASM"));

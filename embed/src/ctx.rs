@@ -1,0 +1,321 @@
+//! The per-instance host state and the imports: each one records an effect,
+//! a log line or a store write and returns at once.
+
+use std::collections::BTreeMap;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::surfaces::bot::{agent, clock, host, matrix, store, types};
+use crate::kv::{BoxedKv, Detached, Write};
+use crate::{AgentMessage, EditTarget, LogLevel, MessageContent};
+
+/// Something the guest asked the host to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Send {
+        request: u64,
+        room_id: String,
+        content: MessageContent,
+    },
+    Edit {
+        request: u64,
+        room_id: String,
+        target: EditTarget,
+        content: MessageContent,
+    },
+    React {
+        request: u64,
+        room_id: String,
+        event_id: String,
+        key: String,
+    },
+    SetTyping {
+        room_id: String,
+        typing: bool,
+        timeout_ms: u32,
+    },
+    ReadReceipt {
+        room_id: String,
+        event_id: String,
+    },
+    Join {
+        request: u64,
+        room_id: String,
+    },
+    Leave {
+        request: u64,
+        room_id: String,
+    },
+    AgentSubmit {
+        request: u64,
+        context_id: String,
+        message: AgentMessage,
+    },
+    AgentCancel {
+        context_id: String,
+    },
+    AgentReset {
+        context_id: String,
+    },
+    SetTimer {
+        id: u64,
+        delay_ms: u64,
+    },
+    CancelTimer {
+        id: u64,
+    },
+    Reload {
+        request: u64,
+    },
+}
+
+/// A line the guest logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// Caps guest memory, and remembers that it did so we can tell an
+/// out-of-memory abort from any other trap.
+pub(crate) struct Limits {
+    max_memory: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+pub(crate) struct Ctx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: Limits,
+    kv: BoxedKv,
+    now_ms: u64,
+    /// This call's writes, in order, and the latest value per key for reads.
+    writes: Vec<Write>,
+    overlay: BTreeMap<String, Option<Vec<u8>>>,
+    effects: Vec<crate::Effect>,
+    logs: Vec<LogLine>,
+}
+
+impl Ctx {
+    pub(crate) fn new(max_memory: usize) -> Self {
+        // No preopened directories, no environment, no arguments, no
+        // sockets: the guest reaches the world only through our imports.
+        let wasi = WasiCtx::builder()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            // Fixed seeds: the guest must not depend on randomness, and the
+            // simulator's transcripts must not either.
+            .insecure_random_seed(0)
+            .build();
+        Ctx {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits {
+                max_memory,
+                hit: false,
+            },
+            kv: Box::new(Detached),
+            now_ms: 0,
+            writes: Vec::new(),
+            overlay: BTreeMap::new(),
+            effects: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    pub(crate) fn limits_hit(&self) -> bool {
+        self.limits.hit
+    }
+
+    pub(crate) fn attach(&mut self, kv: BoxedKv, now_ms: u64) {
+        self.kv = kv;
+        self.now_ms = now_ms;
+    }
+
+    /// End a call: give back the host's store, this call's writes, effects
+    /// and logs.
+    pub(crate) fn finish(&mut self) -> (BoxedKv, Vec<Write>, Vec<crate::Effect>, Vec<LogLine>) {
+        self.overlay.clear();
+        (
+            std::mem::replace(&mut self.kv, Box::new(Detached)),
+            std::mem::take(&mut self.writes),
+            std::mem::take(&mut self.effects),
+            std::mem::take(&mut self.logs),
+        )
+    }
+
+    fn effect(&mut self, e: crate::Effect) {
+        self.effects.push(e);
+    }
+
+    fn write(&mut self, key: String, value: Option<Vec<u8>>) {
+        self.overlay.insert(key.clone(), value.clone());
+        self.writes.push((key, value));
+    }
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for Ctx {}
+
+impl matrix::Host for Ctx {
+    fn send(&mut self, request: u64, room_id: String, content: MessageContent) {
+        self.effect(crate::Effect::Send {
+            request,
+            room_id,
+            content,
+        });
+    }
+
+    fn edit(&mut self, request: u64, room_id: String, target: EditTarget, content: MessageContent) {
+        self.effect(crate::Effect::Edit {
+            request,
+            room_id,
+            target,
+            content,
+        });
+    }
+
+    fn react(&mut self, request: u64, room_id: String, event_id: String, key: String) {
+        self.effect(crate::Effect::React {
+            request,
+            room_id,
+            event_id,
+            key,
+        });
+    }
+
+    fn set_typing(&mut self, room_id: String, typing: bool, timeout_ms: u32) {
+        self.effect(crate::Effect::SetTyping {
+            room_id,
+            typing,
+            timeout_ms,
+        });
+    }
+
+    fn read_receipt(&mut self, room_id: String, event_id: String) {
+        self.effect(crate::Effect::ReadReceipt { room_id, event_id });
+    }
+
+    fn join(&mut self, request: u64, room_id: String) {
+        self.effect(crate::Effect::Join { request, room_id });
+    }
+
+    fn leave(&mut self, request: u64, room_id: String) {
+        self.effect(crate::Effect::Leave { request, room_id });
+    }
+}
+
+impl agent::Host for Ctx {
+    fn submit(&mut self, request: u64, context_id: String, message: AgentMessage) {
+        self.effect(crate::Effect::AgentSubmit {
+            request,
+            context_id,
+            message,
+        });
+    }
+
+    fn cancel(&mut self, context_id: String) {
+        self.effect(crate::Effect::AgentCancel { context_id });
+    }
+
+    fn reset(&mut self, context_id: String) {
+        self.effect(crate::Effect::AgentReset { context_id });
+    }
+}
+
+impl store::Host for Ctx {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(&key) {
+            return Ok(v.clone());
+        }
+        // A failing store must not look like a missing key (the guest would
+        // take a known user for a new one): it fails the event instead.
+        self.kv.get(&key).map_err(wasmtime::Error::msg)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) {
+        self.write(key, Some(value));
+    }
+
+    fn delete(&mut self, key: String) {
+        self.write(key, None);
+    }
+
+    fn keys(&mut self, prefix: String) -> wasmtime::Result<Vec<String>> {
+        let mut keys: std::collections::BTreeSet<String> = self
+            .kv
+            .keys(&prefix)
+            .map_err(wasmtime::Error::msg)?
+            .into_iter()
+            .collect();
+        for (k, v) in self.overlay.range(prefix.clone()..) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            match v {
+                Some(_) => keys.insert(k.clone()),
+                None => keys.remove(k),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+}
+
+impl clock::Host for Ctx {
+    fn now(&mut self) -> u64 {
+        self.now_ms
+    }
+
+    fn set_timer(&mut self, id: u64, delay_ms: u64) {
+        self.effect(crate::Effect::SetTimer { id, delay_ms });
+    }
+
+    fn cancel_timer(&mut self, id: u64) {
+        self.effect(crate::Effect::CancelTimer { id });
+    }
+}
+
+impl host::Host for Ctx {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.logs.push(LogLine { level, message });
+    }
+
+    fn reload(&mut self, request: u64) {
+        self.effect(crate::Effect::Reload { request });
+    }
+}

@@ -1,0 +1,396 @@
+//! The one embedding of the surfaces guest, shared by the native host and the
+//! simulator (they differ only in the I/O behind the imports).
+//!
+//! - [`Embedding`]: the wasmtime engine and a linker holding every import.
+//! - [`GuestComponent`]: a compiled, type-checked guest, ready to instantiate.
+//! - [`Guest`]: a running generation; it delivers events one at a time under
+//!   a time budget and a memory cap, and contains traps.
+//!
+//! An event is handled transactionally: imports only record [`Effect`]s and
+//! store writes; both are handed to the host when the call returns, and
+//! dropped when it traps or runs out of budget. A trapped wasmtime store can
+//! never be entered again, so the next event runs on a fresh instance.
+
+mod bindings;
+mod ctx;
+mod kv;
+
+use std::fmt;
+use std::sync::Arc;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+pub use bindings::surfaces::bot::types::{
+    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, Attachment,
+    ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel, MatrixError,
+    MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadResult, RoomMessage,
+    Sender,
+};
+pub use ctx::{Effect, LogLine};
+pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Write};
+
+use bindings::{Bot, BotPre};
+use ctx::Ctx;
+
+/// How a guest call is bounded in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// Wall-clock budget: the host must tick [`Embedding::engine`]'s epoch
+    /// (see [`Embedding::tick`]); a call may run for this many ticks.
+    Epoch { ticks: u64 },
+    /// Deterministic budget in wasmtime fuel (about one unit per wasm
+    /// instruction); the simulator uses this so a looping guest stops at the
+    /// same point on every run.
+    Fuel { units: u64 },
+}
+
+/// Sandbox limits for every guest instance.
+#[derive(Clone, Copy, Debug)]
+pub struct Sandbox {
+    pub budget: Budget,
+    /// Cap on the guest's linear memory, in bytes.
+    pub memory_bytes: usize,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Sandbox {
+            budget: Budget::Epoch { ticks: 20 },
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why the embedding could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+    #[error("not a valid surfaces guest: {0}")]
+    Invalid(String),
+}
+
+/// What went wrong while the guest handled one call. The guest instance is
+/// gone after every variant but [`GuestError::Rejected`] and
+/// [`GuestError::Store`]; the next call runs on a fresh instance.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    #[error("guest exceeded its time budget")]
+    Timeout,
+    #[error("guest exceeded its memory cap")]
+    OutOfMemory,
+    #[error("guest could not be instantiated: {0}")]
+    Instantiate(String),
+    /// `init` returned an error: the guest refuses this configuration.
+    #[error("guest refused to start: {0}")]
+    Rejected(String),
+    /// The host's store failed to commit the event's writes.
+    #[error("store: {0}")]
+    Store(#[from] KvError),
+}
+
+impl GuestError {
+    /// Whether the instance died (trap, timeout) as opposed to the call
+    /// failing cleanly.
+    pub fn killed_instance(&self) -> bool {
+        !matches!(self, GuestError::Rejected(_) | GuestError::Store(_))
+    }
+}
+
+/// The engine and linker. Cheap to clone; one per process is enough.
+#[derive(Clone)]
+pub struct Embedding {
+    inner: Arc<EmbeddingInner>,
+}
+
+struct EmbeddingInner {
+    engine: Engine,
+    linker: Linker<Ctx>,
+    sandbox: Sandbox,
+}
+
+impl fmt::Debug for Embedding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Embedding")
+            .field("sandbox", &self.inner.sandbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedding {
+    pub fn new(sandbox: Sandbox) -> Result<Self, EmbedError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        match sandbox.budget {
+            Budget::Epoch { .. } => {
+                config.epoch_interruption(true);
+            }
+            Budget::Fuel { .. } => {
+                config.consume_fuel(true);
+            }
+        }
+        let engine = Engine::new(&config).map_err(|e| EmbedError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        // A wasm32-wasip2 guest imports WASI through std (stdio, clocks,
+        // random, environment). It gets a context with nothing in it.
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EmbedError::Engine(e.to_string()))?;
+        Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |c: &mut Ctx| c)
+            .map_err(|e| EmbedError::Engine(e.to_string()))?;
+        Ok(Embedding {
+            inner: Arc::new(EmbeddingInner {
+                engine,
+                linker,
+                sandbox,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn sandbox(&self) -> Sandbox {
+        self.inner.sandbox
+    }
+
+    /// Advance the epoch by one tick (only meaningful with
+    /// [`Budget::Epoch`]); the native host calls this from a timer.
+    pub fn tick(&self) {
+        self.inner.engine.increment_epoch();
+    }
+
+    /// Compile a guest from its `.wasm` bytes and check that it fits the
+    /// contract (imports satisfied, exports present).
+    pub fn compile(&self, wasm: &[u8]) -> Result<GuestComponent, EmbedError> {
+        let component = Component::new(&self.inner.engine, wasm)
+            .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
+        self.prepare(component)
+    }
+
+    fn prepare(&self, component: Component) -> Result<GuestComponent, EmbedError> {
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
+        let pre = BotPre::new(pre).map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
+        Ok(GuestComponent {
+            embedding: self.clone(),
+            pre,
+        })
+    }
+}
+
+/// A compiled guest that satisfies the contract. Cheap to clone.
+#[derive(Clone)]
+pub struct GuestComponent {
+    embedding: Embedding,
+    pre: BotPre<Ctx>,
+}
+
+impl fmt::Debug for GuestComponent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestComponent").finish_non_exhaustive()
+    }
+}
+
+/// What one call produced, to be carried out by the host.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub effects: Vec<Effect>,
+    pub logs: Vec<LogLine>,
+}
+
+/// A guest generation: one component, one host configuration, and the
+/// instance currently serving it (recreated after a trap).
+pub struct Guest {
+    component: GuestComponent,
+    info: HostInfo,
+    live: Option<Live>,
+    guest_info: GuestInfo,
+    /// Instances started so far; more than one means traps or timeouts.
+    instances: u64,
+}
+
+struct Live {
+    store: Store<Ctx>,
+    bot: Bot,
+}
+
+impl fmt::Debug for Guest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guest")
+            .field("guest_info", &self.guest_info)
+            .field("instances", &self.instances)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guest {
+    /// Instantiate the component and run its `init`. Nothing is written to
+    /// `kv` unless `init` succeeds.
+    pub fn start(
+        component: &GuestComponent,
+        info: HostInfo,
+        kv: &mut BoxedKv,
+        now_ms: u64,
+    ) -> Result<(Guest, Output), GuestError> {
+        let mut guest = Guest {
+            component: component.clone(),
+            info,
+            live: None,
+            guest_info: GuestInfo {
+                name: String::new(),
+                version: String::new(),
+            },
+            instances: 0,
+        };
+        let out = guest.ensure_live(kv, now_ms)?;
+        Ok((guest, out))
+    }
+
+    /// Name and version the guest reported from `init`.
+    pub fn info(&self) -> &GuestInfo {
+        &self.guest_info
+    }
+
+    /// How many instances this generation has started (1 + recoveries).
+    pub fn instances(&self) -> u64 {
+        self.instances
+    }
+
+    /// Deliver one event. On success the store writes are committed to `kv`
+    /// and the effects returned; on failure nothing is written or returned
+    /// but the guest's own log lines.
+    pub fn handle(
+        &mut self,
+        event: &Event,
+        kv: &mut BoxedKv,
+        now_ms: u64,
+    ) -> Result<Output, GuestError> {
+        let mut out = self.ensure_live(kv, now_ms)?;
+        let live = self.live.as_mut().ok_or_else(|| {
+            GuestError::Instantiate("instance missing after a successful start".into())
+        })?;
+        let result = run_call(&mut live.store, kv, now_ms, self.component.embedding.sandbox(), |store, bot| {
+            bot.call_handle(store, event)
+        }, &live.bot);
+        match result {
+            Ok((Ok(()), call_out)) => {
+                out.effects.extend(call_out.effects);
+                out.logs.extend(call_out.logs);
+                Ok(out)
+            }
+            Ok((Err(message), call_out)) => {
+                // A clean error return is still a normal return: its effects
+                // and writes stand (they were committed by run_call).
+                out.effects.extend(call_out.effects);
+                out.logs.extend(call_out.logs);
+                out.logs.push(LogLine {
+                    level: LogLevel::Error,
+                    message: format!("guest error: {message}"),
+                });
+                Ok(out)
+            }
+            Err((err, logs)) => {
+                if err.killed_instance() {
+                    self.live = None;
+                }
+                let _ = logs; // reported through the error path by the host
+                Err(err)
+            }
+        }
+    }
+
+    fn ensure_live(&mut self, kv: &mut BoxedKv, now_ms: u64) -> Result<Output, GuestError> {
+        if self.live.is_some() {
+            return Ok(Output::default());
+        }
+        let embedding = &self.component.embedding;
+        let sandbox = embedding.sandbox();
+        let ctx = Ctx::new(sandbox.memory_bytes);
+        let mut store = Store::new(embedding.engine(), ctx);
+        store.limiter(|c| &mut c.limits);
+        arm_budget(&mut store, sandbox)?;
+        let bot = self
+            .component
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| classify(e, &mut store))?;
+        let mut info = self.info.clone();
+        info.resumed = self.instances > 0;
+        self.instances += 1;
+        let result = run_call(&mut store, kv, now_ms, sandbox, |store, bot| bot.call_init(store, &info), &bot);
+        match result {
+            Ok((Ok(guest_info), out)) => {
+                self.guest_info = guest_info;
+                self.live = Some(Live { store, bot });
+                Ok(out)
+            }
+            Ok((Err(reason), _)) => Err(GuestError::Rejected(reason)),
+            Err((err, _)) => Err(err),
+        }
+    }
+}
+
+fn arm_budget(store: &mut Store<Ctx>, sandbox: Sandbox) -> Result<(), GuestError> {
+    match sandbox.budget {
+        Budget::Epoch { ticks } => {
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
+        Budget::Fuel { units } => store
+            .set_fuel(units)
+            .map_err(|e| GuestError::Instantiate(e.to_string()))?,
+    }
+    Ok(())
+}
+
+type CallFailure = (GuestError, Vec<LogLine>);
+
+/// Run one export call with a fresh budget; commit its writes on return.
+fn run_call<R>(
+    store: &mut Store<Ctx>,
+    kv: &mut BoxedKv,
+    now_ms: u64,
+    sandbox: Sandbox,
+    call: impl FnOnce(&mut Store<Ctx>, &Bot) -> wasmtime::Result<R>,
+    bot: &Bot,
+) -> Result<(R, Output), CallFailure> {
+    if let Err(e) = arm_budget(store, sandbox) {
+        return Err((e, Vec::new()));
+    }
+    // The store import reads through to `kv` while the call runs. The
+    // pointer is only used inside this call and cleared right after it.
+    // The store import reads through to `kv` while the call runs; the data
+    // of a trapped store stays reachable, so `kv` always comes back.
+    let backend = std::mem::replace(kv, Box::new(kv::Detached));
+    store.data_mut().attach(backend, now_ms);
+    let result = call(store, bot);
+    let (backend, writes, effects, logs) = store.data_mut().finish();
+    *kv = backend;
+    match result {
+        Ok(value) => {
+            if let Err(e) = kv.commit(writes) {
+                return Err((GuestError::Store(e), logs));
+            }
+            Ok((value, Output { effects, logs }))
+        }
+        Err(e) => Err((classify(e, store), logs)),
+    }
+}
+
+fn classify(err: wasmtime::Error, store: &mut Store<Ctx>) -> GuestError {
+    if store.data().limits_hit() {
+        return GuestError::OutOfMemory;
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) | Some(Trap::OutOfFuel) => GuestError::Timeout,
+        Some(trap) => GuestError::Trap(format!("{trap}: {err:#}")),
+        None => GuestError::Trap(format!("{err:#}")),
+    }
+}

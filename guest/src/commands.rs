@@ -1,0 +1,153 @@
+//! Command parsing and the texts commands answer with.
+
+/// A command a user typed (after the prefix).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    /// `new` or `reset`: a fresh agent context.
+    New,
+    Context,
+    Usage,
+    Stop,
+    Status,
+    Skills,
+    Skill { name: String, on: bool },
+    Reload,
+    /// A known command used wrongly: what to tell the user.
+    Misused(String),
+    Unknown(String),
+}
+
+pub const NAMES: &[&str] = &[
+    "help", "new", "reset", "context", "usage", "stop", "status", "skills", "skill", "reload",
+];
+
+/// Parse the text after the prefix.
+pub fn parse(rest: &str, prefix: &str) -> Command {
+    let mut words = rest.split_whitespace();
+    let name = words.next().unwrap_or("").to_lowercase();
+    let args: Vec<&str> = words.collect();
+    match name.as_str() {
+        "help" | "h" | "?" => Command::Help,
+        "new" | "reset" => Command::New,
+        "context" => Command::Context,
+        "usage" => Command::Usage,
+        "stop" | "cancel" => Command::Stop,
+        "status" => Command::Status,
+        "skills" => Command::Skills,
+        "skill" => match args.as_slice() {
+            [skill, state] => match state.to_lowercase().as_str() {
+                "on" | "enable" => Command::Skill {
+                    name: skill.to_string(),
+                    on: true,
+                },
+                "off" | "disable" => Command::Skill {
+                    name: skill.to_string(),
+                    on: false,
+                },
+                _ => Command::Misused(format!(
+                    "`{prefix}skill` takes `on` or `off`, not `{state}`: `{prefix}skill {skill} on`"
+                )),
+            },
+            _ => Command::Misused(format!(
+                "Usage: `{prefix}skill NAME on|off` (see `{prefix}skills` for the names)"
+            )),
+        },
+        "reload" => Command::Reload,
+        _ => Command::Unknown(name),
+    }
+}
+
+/// The known command closest to `name`, if it is close enough to be a typo.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    NAMES
+        .iter()
+        .map(|n| (distance(name, n), *n))
+        .filter(|(d, n)| *d <= 2 && *d < n.len())
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(row[j]).min(cur)
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+pub fn help(p: &str, admin: bool) -> String {
+    let mut s = format!(
+        "**Commands**\n\n\
+         - `{p}help`: this list\n\
+         - `{p}new` or `{p}reset`: start a fresh agent context\n\
+         - `{p}context`: tokens and messages in the current context\n\
+         - `{p}usage`: tokens you have used\n\
+         - `{p}stop`: stop the reply being written\n\
+         - `{p}status`: agent connection, queue and version\n\
+         - `{p}skills`: your skills; `{p}skill NAME on|off` to switch one\n"
+    );
+    if admin {
+        s.push_str(&format!("- `{p}reload`: swap in the guest file again (admin)\n"));
+    }
+    s.push_str("\nAnything else you write goes to the agent.");
+    s
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses() {
+        assert_eq!(parse("help", "!"), Command::Help);
+        assert_eq!(parse("RESET", "!"), Command::New);
+        assert_eq!(
+            parse("skill code on", "!"),
+            Command::Skill {
+                name: "code".into(),
+                on: true
+            }
+        );
+        assert!(matches!(parse("skill code maybe", "!"), Command::Misused(_)));
+        assert_eq!(parse("dance", "!"), Command::Unknown("dance".into()));
+    }
+
+    #[test]
+    fn suggests_near_names_only() {
+        assert_eq!(suggest("stauts"), Some("status"));
+        assert_eq!(suggest("hlep"), Some("help"));
+        assert_eq!(suggest("xyzzy"), None);
+    }
+
+    #[test]
+    fn formats_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+}

@@ -1,0 +1,148 @@
+//! Guest settings, parsed from the operator's key/value strings.
+
+/// Which conversations share one agent context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// One context for every room and user (the prototype's behaviour).
+    Shared,
+    /// One context per room.
+    Room,
+    /// One context per thread (a message outside a thread starts its own).
+    Thread,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub command_prefix: String,
+    /// Minimum time between two updates (send or edit) of one message.
+    pub edit_interval_ms: u64,
+    pub scope: Scope,
+    /// Messages that may wait per context before new ones are refused.
+    pub queue_limit: usize,
+    pub admins: Vec<String>,
+    /// Skills a user can switch on and off.
+    pub skills: Vec<String>,
+    pub auto_join: bool,
+    /// How often a message refused with `busy` is retried before the user
+    /// is told to try again later.
+    pub busy_retries: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command_prefix: "!".into(),
+            edit_interval_ms: 1000,
+            scope: Scope::Shared,
+            queue_limit: 10,
+            admins: Vec::new(),
+            skills: vec!["browser".into(), "code".into(), "memory".into()],
+            auto_join: true,
+            busy_retries: 5,
+        }
+    }
+}
+
+impl Config {
+    pub fn parse(settings: &[(String, String)]) -> Result<Config, String> {
+        let mut c = Config::default();
+        for (key, value) in settings {
+            let v = value.trim();
+            match key.as_str() {
+                "command_prefix" => {
+                    if v.is_empty() || v.chars().any(char::is_whitespace) {
+                        return Err(format!(
+                            "command_prefix: {value:?} must be non-empty, without spaces"
+                        ));
+                    }
+                    c.command_prefix = v.to_string();
+                }
+                "edit_interval_ms" => c.edit_interval_ms = number(key, v, 0, 600_000)?,
+                "context_scope" => {
+                    c.scope = match v {
+                        "shared" => Scope::Shared,
+                        "room" => Scope::Room,
+                        "thread" => Scope::Thread,
+                        _ => {
+                            return Err(format!(
+                                "context_scope: {value:?} is not one of shared, room, thread"
+                            ));
+                        }
+                    }
+                }
+                "queue_limit" => c.queue_limit = number(key, v, 0, 10_000)? as usize,
+                "admins" => c.admins = list(v),
+                "skills" => c.skills = list(v),
+                "auto_join" => c.auto_join = boolean(key, v)?,
+                "busy_retries" => c.busy_retries = number(key, v, 0, 100)? as u32,
+                _ => {
+                    return Err(format!(
+                        "unknown setting {key:?} (known: command_prefix, edit_interval_ms, \
+                         context_scope, queue_limit, admins, skills, auto_join, busy_retries)"
+                    ));
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("{key}: {v:?} is not a whole number"))?;
+    if n < min || n > max {
+        return Err(format!("{key}: {n} is outside {min}..={max}"));
+    }
+    Ok(n)
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("{key}: {v:?} is not true or false")),
+    }
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::parse(&kv(&[
+            ("command_prefix", "/"),
+            ("context_scope", "thread"),
+            ("admins", "@a:x, @b:y"),
+        ]))
+        .unwrap();
+        assert_eq!(c.command_prefix, "/");
+        assert_eq!(c.scope, Scope::Thread);
+        assert_eq!(c.admins, vec!["@a:x", "@b:y"]);
+        assert_eq!(c.edit_interval_ms, 1000);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::parse(&kv(&[("edit_interval_ms", "soon")])).unwrap_err();
+        assert!(e.contains("edit_interval_ms"), "{e}");
+        let e = Config::parse(&kv(&[("colour", "blue")])).unwrap_err();
+        assert!(e.contains("unknown setting \"colour\""), "{e}");
+    }
+}

@@ -1,0 +1,55 @@
+//! The surfaces guest: dispatch and conversation logic.
+//!
+//! An event-driven state machine ([`bot::Bot`]). It never blocks: every
+//! effect goes through the [`host::Host`] trait, which the wasm build maps to
+//! the component's imports and a native build (benchmarks) to plain Rust.
+//! All durable state lives in the host's store; what the bot keeps in memory
+//! is a cache it can rebuild, so a fresh instance (after a trap or a swap)
+//! carries on where the last one stopped.
+
+pub mod bot;
+pub mod commands;
+pub mod config;
+pub mod host;
+pub mod render;
+pub mod state;
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "bot",
+});
+
+pub use surfaces::bot::types;
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use std::cell::RefCell;
+
+    use crate::bot::Bot;
+    use crate::host::WitHost;
+    use crate::types::{Event, GuestInfo, HostInfo};
+
+    thread_local! {
+        static BOT: RefCell<Option<Bot>> = const { RefCell::new(None) };
+    }
+
+    struct Component;
+
+    impl crate::Guest for Component {
+        fn init(info: HostInfo) -> Result<GuestInfo, String> {
+            let bot = Bot::new(info, &mut WitHost)?;
+            let out = bot.guest_info();
+            BOT.with(|b| *b.borrow_mut() = Some(bot));
+            Ok(out)
+        }
+
+        fn handle(event: Event) -> Result<(), String> {
+            BOT.with(|b| match b.borrow_mut().as_mut() {
+                Some(bot) => bot.handle(&mut WitHost, event),
+                None => Err("handle called before init".to_string()),
+            })
+        }
+    }
+
+    crate::export!(Component with_types_in crate);
+}

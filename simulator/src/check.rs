@@ -1,0 +1,167 @@
+//! The rules every run must keep, checked on its outcome.
+
+use std::collections::BTreeMap;
+
+use crate::world::{Outcome, Run};
+
+/// Every rule a run broke, in words (empty when all hold).
+pub fn violations(run: &Run) -> Vec<String> {
+    let mut v = Vec::new();
+    if !run.settled {
+        v.push("the world did not settle (a message may never be answered)".to_string());
+    }
+    for f in &run.facts.guest_failures {
+        v.push(format!("guest failure: {f}"));
+    }
+    for x in &run.homeserver.violations {
+        v.push(format!("homeserver: {x}"));
+    }
+    if run.homeserver.rejected_too_large > 0 {
+        v.push(format!(
+            "{} events exceeded the size limit (413)",
+            run.homeserver.rejected_too_large
+        ));
+    }
+    let too_big: Vec<&str> = run
+        .homeserver
+        .events
+        .iter()
+        .filter(|e| serde_json::to_vec(&e.content).map_or(true, |b| b.len() > run.homeserver.max_event_bytes))
+        .map(|e| e.event_id.as_str())
+        .collect();
+    if !too_big.is_empty() {
+        v.push(format!("events over the size limit: {too_big:?}"));
+    }
+    v.extend(throttle(run));
+    v.extend(answered(run));
+    v.extend(final_texts(run));
+    v
+}
+
+/// No message is updated (sent, then edited) more than once per interval.
+fn throttle(run: &Run) -> Vec<String> {
+    let interval = run.facts.edit_interval_ms;
+    let mut v = Vec::new();
+    for (event, times) in &run.facts.updates {
+        for pair in times.windows(2) {
+            if pair[1] < pair[0] + interval {
+                v.push(format!(
+                    "{event} updated twice within {}ms (< {interval}ms)",
+                    pair[1] - pair[0]
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// Bot messages replying to each user event: (notices, texts), in order.
+fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> {
+    let mut out: BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> = BTreeMap::new();
+    for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
+        let original = run.homeserver.event(&id).map(|e| e.content.clone());
+        let Some(target) = original.as_ref().and_then(|c| {
+            c.pointer("/m.relates_to/m.in_reply_to/event_id")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        }) else {
+            continue;
+        };
+        let entry = out.entry(target).or_default();
+        if content.get("msgtype").and_then(|m| m.as_str()) == Some("m.notice") {
+            entry.0.push(id);
+        } else {
+            entry.1.push(content);
+        }
+    }
+    out
+}
+
+/// Every message addressed to the bot gets a reply, a queue position or a
+/// clear error: never nothing. And no message stays live.
+fn answered(run: &Run) -> Vec<String> {
+    let replies = replies_by_target(run);
+    let mut v = Vec::new();
+    for m in &run.facts.user_messages {
+        if m.addressed && !replies.contains_key(&m.event_id) {
+            v.push(format!("{} ({:?}) got no answer", m.event_id, m.body));
+        }
+    }
+    for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
+        if content.get("org.matrix.msc4357.live").is_some() {
+            v.push(format!("{id} is still marked live at the end"));
+        }
+    }
+    v
+}
+
+/// The final text of every reply is the agent's chunks joined (plus a note
+/// when the reply was cut short).
+fn final_texts(run: &Run) -> Vec<String> {
+    let replies = replies_by_target(run);
+    let mut v = Vec::new();
+    for m in &run.facts.user_messages {
+        // Only messages whose text identifies one submit unambiguously.
+        let same_text = run
+            .facts
+            .user_messages
+            .iter()
+            .filter(|o| o.body.trim() == m.body.trim())
+            .count();
+        if same_text != 1 {
+            continue;
+        }
+        let Some(submit) = run
+            .facts
+            .submits
+            .iter()
+            .rev()
+            .find(|s| m.body.contains(s.text.as_str()) && !s.text.is_empty())
+        else {
+            continue;
+        };
+        let chunks = run.facts.chunks.get(&submit.request).cloned().unwrap_or_default();
+        let joined: String = chunks.concat();
+        let shown: String = replies
+            .get(&m.event_id)
+            .map(|(_, texts)| {
+                texts
+                    .iter()
+                    .filter_map(|c| c.get("body").and_then(|b| b.as_str()))
+                    .collect::<Vec<_>>()
+                    .concat()
+            })
+            .unwrap_or_default();
+        match run.facts.outcomes.get(&submit.request) {
+            Some(Outcome::Ended) if joined.is_empty() => {}
+            Some(Outcome::Ended) => {
+                if shown != joined && !shown.starts_with(&joined) {
+                    v.push(format!(
+                        "reply to {} is {:?}, the agent sent {:?}",
+                        m.event_id,
+                        crate::world::quote(&shown),
+                        crate::world::quote(&joined)
+                    ));
+                } else if shown != joined && !shown[joined.len()..].contains("Stopped") {
+                    v.push(format!(
+                        "reply to {} has extra text {:?}",
+                        m.event_id,
+                        crate::world::quote(&shown[joined.len()..])
+                    ));
+                }
+            }
+            Some(Outcome::Failed(_)) => {
+                if !shown.is_empty() && !shown.starts_with(&joined) {
+                    v.push(format!(
+                        "cut reply to {} is {:?}, the agent sent {:?}",
+                        m.event_id,
+                        crate::world::quote(&shown),
+                        crate::world::quote(&joined)
+                    ));
+                }
+            }
+            None => v.push(format!("agent request #{} never ended", submit.request)),
+        }
+    }
+    v
+}

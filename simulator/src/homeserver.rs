@@ -1,0 +1,285 @@
+//! A fake homeserver that keeps the Matrix rules a bot meets: edits must
+//! name an original event, events over the size limit get 413, sends beyond
+//! the rate limit get 429 with `retry_after_ms`, and a transaction id makes a
+//! send idempotent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use surfaces_embed::{MatrixError, MatrixErrorKind, MessageContent};
+
+/// One event in a room's timeline.
+#[derive(Clone, Debug)]
+pub struct HsEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub ts: u64,
+    pub content: Value,
+    /// For an edit: the event it replaces.
+    pub replaces: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct HsRoom {
+    pub members: BTreeSet<String>,
+    pub direct: bool,
+}
+
+/// Leaky bucket as Synapse's ratelimiter: the level drains at `rate` per
+/// second; an action that would lift it above `burst` is refused.
+#[derive(Clone, Debug)]
+struct Bucket {
+    level: f64,
+    last_ms: u64,
+}
+
+pub struct Homeserver {
+    pub rooms: BTreeMap<String, HsRoom>,
+    pub events: Vec<HsEvent>,
+    by_id: BTreeMap<String, usize>,
+    txns: BTreeMap<(String, String), String>,
+    buckets: BTreeMap<String, Bucket>,
+    rate_per_second: f64,
+    burst: f64,
+    pub max_event_bytes: usize,
+    next_event: u64,
+    /// Rule breaks a real homeserver accepts but clients ignore.
+    pub violations: Vec<String>,
+    pub rejected_too_large: u32,
+    pub rate_limited: u32,
+}
+
+impl Homeserver {
+    pub fn new(rate_per_second: f64, burst: u32, max_event_bytes: usize) -> Self {
+        Homeserver {
+            rooms: BTreeMap::new(),
+            events: Vec::new(),
+            by_id: BTreeMap::new(),
+            txns: BTreeMap::new(),
+            buckets: BTreeMap::new(),
+            rate_per_second,
+            burst: f64::from(burst),
+            max_event_bytes,
+            next_event: 1,
+            violations: Vec::new(),
+            rejected_too_large: 0,
+            rate_limited: 0,
+        }
+    }
+
+    pub fn event(&self, id: &str) -> Option<&HsEvent> {
+        self.by_id.get(id).map(|i| &self.events[*i])
+    }
+
+    /// A message from a (simulated) person: no limits apply to them.
+    pub fn post_user_message(&mut self, room_id: &str, sender: &str, ts: u64, content: Value) -> String {
+        self.append(room_id, sender, ts, content, None)
+    }
+
+    fn append(&mut self, room_id: &str, sender: &str, ts: u64, content: Value, replaces: Option<String>) -> String {
+        let event_id = format!("$e{}", self.next_event);
+        self.next_event += 1;
+        self.by_id.insert(event_id.clone(), self.events.len());
+        self.events.push(HsEvent {
+            event_id: event_id.clone(),
+            room_id: room_id.to_string(),
+            sender: sender.to_string(),
+            ts,
+            content,
+            replaces,
+        });
+        event_id
+    }
+
+    fn check_rate(&mut self, sender: &str, now: u64) -> Result<(), MatrixError> {
+        let rate = self.rate_per_second;
+        let b = self.buckets.entry(sender.to_string()).or_insert(Bucket {
+            level: 0.0,
+            last_ms: now,
+        });
+        let elapsed = (now.saturating_sub(b.last_ms)) as f64 / 1000.0;
+        b.level = (b.level - elapsed * rate).max(0.0);
+        b.last_ms = now;
+        if b.level + 1.0 > self.burst {
+            self.rate_limited += 1;
+            let wait_ms = ((b.level + 1.0 - self.burst) / rate * 1000.0).ceil() as u64;
+            return Err(MatrixError {
+                kind: MatrixErrorKind::RateLimited,
+                message: "M_LIMIT_EXCEEDED: Too Many Requests".into(),
+                retry_after_ms: Some(wait_ms.max(1)),
+            });
+        }
+        b.level += 1.0;
+        Ok(())
+    }
+
+    /// `PUT /rooms/{room}/send/m.room.message/{txn}`: a message or an edit.
+    pub fn send(
+        &mut self,
+        sender: &str,
+        txn: &str,
+        room_id: &str,
+        content: &MessageContent,
+        replaces: Option<&str>,
+        now: u64,
+    ) -> Result<String, MatrixError> {
+        if let Some(id) = self.txns.get(&(sender.to_string(), txn.to_string())) {
+            return Ok(id.clone());
+        }
+        let Some(room) = self.rooms.get(room_id) else {
+            return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
+        };
+        if !room.members.contains(sender) {
+            return Err(err(MatrixErrorKind::Forbidden, "M_FORBIDDEN: not in the room"));
+        }
+        if let Some(target) = replaces {
+            match self.event(target) {
+                None => {
+                    return Err(err(MatrixErrorKind::Other, "M_BAD_JSON: edit of an unknown event"));
+                }
+                Some(orig) => {
+                    if orig.sender != sender {
+                        return Err(err(MatrixErrorKind::Forbidden, "M_FORBIDDEN: edit of another user's event"));
+                    }
+                    if orig.replaces.is_some() {
+                        // Synapse accepts this; clients ignore it.
+                        self.violations.push(format!("edit of an edit: {target}"));
+                    }
+                }
+            }
+        }
+        self.check_rate(sender, now)?;
+        let body = matrix_content(content, replaces);
+        let event = json!({
+            "type": "m.room.message",
+            "room_id": room_id,
+            "sender": sender,
+            "event_id": format!("$e{}", self.next_event),
+            "origin_server_ts": now,
+            "content": body,
+            "unsigned": {"transaction_id": txn},
+        });
+        let size = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > self.max_event_bytes {
+            self.rejected_too_large += 1;
+            return Err(err(
+                MatrixErrorKind::TooLarge,
+                &format!("M_TOO_LARGE: event is {size} bytes, over {}", self.max_event_bytes),
+            ));
+        }
+        let id = self.append(room_id, sender, now, body, replaces.map(str::to_string));
+        self.txns.insert((sender.to_string(), txn.to_string()), id.clone());
+        Ok(id)
+    }
+
+    pub fn join(&mut self, user: &str, room_id: &str) -> Result<(), MatrixError> {
+        match self.rooms.get_mut(room_id) {
+            Some(r) => {
+                r.members.insert(user.to_string());
+                Ok(())
+            }
+            None => Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room")),
+        }
+    }
+
+    pub fn leave(&mut self, user: &str, room_id: &str) -> Result<u32, MatrixError> {
+        match self.rooms.get_mut(room_id) {
+            Some(r) => {
+                r.members.remove(user);
+                Ok(r.members.len() as u32)
+            }
+            None => Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room")),
+        }
+    }
+
+    /// What a client shows for each message of `sender`: the content of the
+    /// last valid edit (or the original), keyed by the original event id, in
+    /// timeline order.
+    pub fn rendered(&self, sender: &str) -> Vec<(String, Value)> {
+        let mut order = Vec::new();
+        let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+        for e in &self.events {
+            if e.sender != sender {
+                continue;
+            }
+            match &e.replaces {
+                None => {
+                    order.push(e.event_id.clone());
+                    latest.insert(e.event_id.clone(), e.content.clone());
+                }
+                Some(target) => {
+                    let valid = self.event(target).is_some_and(|o| o.replaces.is_none());
+                    if valid {
+                        if let Some(new) = e.content.get("m.new_content") {
+                            latest.insert(target.clone(), new.clone());
+                        }
+                    }
+                }
+            }
+        }
+        order
+            .into_iter()
+            .filter_map(|id| latest.remove(&id).map(|c| (id, c)))
+            .collect()
+    }
+}
+
+fn err(kind: MatrixErrorKind, message: &str) -> MatrixError {
+    MatrixError {
+        kind,
+        message: message.to_string(),
+        retry_after_ms: None,
+    }
+}
+
+/// The `m.room.message` content a host builds from the guest's content.
+pub fn matrix_content(c: &MessageContent, replaces: Option<&str>) -> Value {
+    let msgtype = if c.notice { "m.notice" } else { "m.text" };
+    let mut inner = json!({ "msgtype": msgtype, "body": c.body });
+    if let Some(html) = &c.formatted_body {
+        inner["format"] = json!("org.matrix.custom.html");
+        inner["formatted_body"] = json!(html);
+    }
+    if c.live {
+        inner["org.matrix.msc4357.live"] = json!({});
+    }
+    inner["m.mentions"] = json!({ "user_ids": c.mentions });
+    match replaces {
+        Some(target) => {
+            // An edit: fallback for old clients, the new content, and only
+            // newly mentioned users at the top level (none).
+            let mut outer = json!({
+                "msgtype": msgtype,
+                "body": format!("* {}", c.body),
+                "m.new_content": inner,
+                "m.relates_to": { "rel_type": "m.replace", "event_id": target },
+                "m.mentions": {},
+            });
+            if let Some(html) = &c.formatted_body {
+                outer["format"] = json!("org.matrix.custom.html");
+                outer["formatted_body"] = json!(format!("* {html}"));
+            }
+            if c.live {
+                outer["org.matrix.msc4357.live"] = json!({});
+            }
+            outer
+        }
+        None => {
+            let relates = match (&c.thread_root, &c.reply_to) {
+                (Some(root), reply) => Some(json!({
+                    "rel_type": "m.thread",
+                    "event_id": root,
+                    "is_falling_back": reply.is_none(),
+                    "m.in_reply_to": { "event_id": reply.as_deref().unwrap_or(root) },
+                })),
+                (None, Some(reply)) => Some(json!({ "m.in_reply_to": { "event_id": reply } })),
+                (None, None) => None,
+            };
+            if let Some(r) = relates {
+                inner["m.relates_to"] = r;
+            }
+            inner
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The surfaces simulator: a deterministic host for the shipped guest.
+//!
+//! [`run`] plays a [`Scenario`] with a seed: virtual time, a seeded RNG, a
+//! fake homeserver ([`homeserver`]) and fake agent servers, all in one
+//! thread. The same seed gives a byte-identical transcript. [`check`] holds
+//! the rules every run must keep.
+
+pub mod check;
+pub mod homeserver;
+pub mod scenario;
+pub mod world;
+
+use std::sync::OnceLock;
+
+use surfaces_embed::{Budget, Embedding, GuestComponent, Sandbox};
+
+pub use scenario::Scenario;
+pub use world::{Run, run};
+
+/// Fuel per guest call: far above what a real event needs, low enough to
+/// stop a looping guest quickly and at the same point on every run.
+pub const FUEL_PER_CALL: u64 = 2_000_000_000;
+
+/// The simulator's embedding: deterministic (fuel, not wall-clock) budget.
+pub fn embedding() -> Result<Embedding, surfaces_embed::EmbedError> {
+    Embedding::new(Sandbox {
+        budget: Budget::Fuel {
+            units: FUEL_PER_CALL,
+        },
+        memory_bytes: 256 << 20,
+    })
+}
+
+/// The shipped guest, compiled once per process.
+pub fn shipped_guest() -> Result<&'static GuestComponent, String> {
+    static GUEST: OnceLock<Result<GuestComponent, String>> = OnceLock::new();
+    GUEST
+        .get_or_init(|| {
+            let e = embedding().map_err(|e| e.to_string())?;
+            e.compile(surfaces_artifacts::GUEST_WASM)
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The command that replays a run.
+pub fn replay_command(scenario: &str, seed: u64) -> String {
+    format!("cargo run -p surfaces-sim -- run {scenario} --seed {seed}")
+}

@@ -1,0 +1,987 @@
+//! The simulated world: a virtual clock, a seeded RNG, the fake homeserver,
+//! fake agent servers, and the simulator's host (the I/O behind the guest's
+//! imports). Everything happens in one thread, in the order of a priority
+//! queue keyed by (virtual time, sequence number), so a seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use surfaces_embed::{
+    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentStatus, BoxedKv, ConnectionState,
+    EditTarget, Effect, Event, Guest, GuestComponent, HostInfo, Invite, LogLevel, MatrixError,
+    MatrixErrorKind, MatrixResult, MembersChanged, MemoryKv, MessageContent, ReloadResult,
+    RoomMessage,
+};
+use surfaces_protocol::{self as proto, ServerFrame};
+
+use crate::homeserver::Homeserver;
+use crate::scenario::{self, Scenario, Step};
+
+/// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+/// A run that has not settled after this much virtual time is a failure.
+const MAX_VIRTUAL_MS: u64 = 6 * 3600 * 1000;
+const MAX_STEPS: u64 = 500_000;
+
+/// What the checks need to know about a run, besides the homeserver.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub user_messages: Vec<UserMessage>,
+    pub submits: Vec<Submit>,
+    /// Chunks the guest received, per agent request.
+    pub chunks: BTreeMap<u64, Vec<String>>,
+    /// How each agent request ended for the guest.
+    pub outcomes: BTreeMap<u64, Outcome>,
+    /// When the guest issued each send/edit of a message, by original
+    /// event id.
+    pub updates: BTreeMap<String, Vec<u64>>,
+    /// Send request -> original event id, and send request -> issue time.
+    pub sends: BTreeMap<u64, u64>,
+    pub guest_failures: Vec<String>,
+    pub edit_interval_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserMessage {
+    pub event_id: String,
+    pub room_id: String,
+    pub body: String,
+    /// The bot is expected to answer it (DM, mention or command).
+    pub addressed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Submit {
+    pub request: u64,
+    pub context_id: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ended,
+    Failed(String),
+}
+
+/// The result of a run.
+pub struct Run {
+    pub seed: u64,
+    pub transcript: Vec<String>,
+    pub homeserver: Homeserver,
+    pub facts: Facts,
+    /// False when the run was cut off before the world went quiet.
+    pub settled: bool,
+    pub bot_user_id: String,
+    pub prefix: String,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Step(usize),
+    Deliver(Event),
+    HsArrive(Effect),
+    AgentStep { ctx: String, epoch: u64 },
+    AgentFrame { ctx: String, epoch: u64, frame: String },
+    Reconnect { ctx: String, epoch: u64 },
+    Timer { id: u64, token: u64 },
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum ConnState {
+    Connecting,
+    Ready,
+    Down,
+}
+
+/// One agent connection: the client side (as the native host keeps it) and
+/// the fake server behind it.
+struct Conn {
+    epoch: u64,
+    state: ConnState,
+    /// Client: the request in flight, and whether its frames are being
+    /// dropped (after a malformed frame, until the agent ends it).
+    in_flight: Option<u64>,
+    draining: bool,
+    /// Client: a submit waiting for the connection (connecting/draining).
+    waiting: Option<(u64, String)>,
+    /// Server: the reply being streamed.
+    stream: Option<Stream>,
+}
+
+struct Stream {
+    pieces: VecDeque<String>,
+    sent: usize,
+    total: usize,
+    tokens: u64,
+    then: String,
+    delay: [u64; 2],
+    cancelled: bool,
+}
+
+struct World<'a> {
+    scenario: &'a Scenario,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    slab: Vec<Option<Pending>>,
+    hs: Homeserver,
+    component: &'a GuestComponent,
+    guest: Option<Guest>,
+    info: HostInfo,
+    kv: BoxedKv,
+    conns: BTreeMap<String, Conn>,
+    replies: VecDeque<scenario::Reply>,
+    timers: BTreeMap<u64, u64>,
+    timer_token: u64,
+    req_events: BTreeMap<u64, String>,
+    labels: BTreeMap<String, String>,
+    transcript: Vec<String>,
+    facts: Facts,
+    prefix: String,
+}
+
+/// Run a scenario with a seed on a compiled guest.
+pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
+    let settings = scenario.settings();
+    let prefix = settings
+        .iter()
+        .find(|(k, _)| k == "command_prefix")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "!".into());
+    let edit_interval_ms = settings
+        .iter()
+        .find(|(k, _)| k == "edit_interval_ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1000);
+    let hs_cfg = &scenario.homeserver;
+    let mut hs = Homeserver::new(
+        hs_cfg.rate_per_second,
+        hs_cfg.burst,
+        scenario.bot.max_event_bytes as usize,
+    );
+    for room in &scenario.rooms {
+        let mut r = crate::homeserver::HsRoom {
+            direct: room.direct,
+            ..Default::default()
+        };
+        r.members.extend(room.members.iter().cloned());
+        if room.joined {
+            r.members.insert(scenario.bot.user_id.clone());
+        }
+        hs.rooms.insert(room.id.clone(), r);
+    }
+    let info = HostInfo {
+        bot_user_id: scenario.bot.user_id.clone(),
+        bot_display_name: scenario.bot.display_name.clone(),
+        host_version: format!("surfaces-sim {}", env!("CARGO_PKG_VERSION")),
+        settings,
+        max_event_bytes: scenario.bot.max_event_bytes,
+        resumed: false,
+    };
+    let mut w = World {
+        scenario,
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        now: EPOCH_MS,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        slab: Vec::new(),
+        hs,
+        component,
+        guest: None,
+        info,
+        kv: Box::new(MemoryKv::default()),
+        conns: BTreeMap::new(),
+        replies: scenario.agent.replies.iter().cloned().collect(),
+        timers: BTreeMap::new(),
+        timer_token: 0,
+        req_events: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        transcript: Vec::new(),
+        facts: Facts {
+            edit_interval_ms,
+            ..Facts::default()
+        },
+        prefix: prefix.clone(),
+    };
+    w.start_guest(None);
+    let shared = !scenario
+        .guest
+        .get("context_scope")
+        .and_then(|v| v.as_str())
+        .is_some_and(|s| s != "shared");
+    if shared {
+        w.connect("shared");
+    }
+    for (i, step) in scenario.steps.iter().enumerate() {
+        w.at(EPOCH_MS + step.at_ms, Pending::Step(i));
+    }
+    let settled = w.run_loop();
+    Run {
+        seed,
+        transcript: w.transcript,
+        homeserver: w.hs,
+        facts: w.facts,
+        settled,
+        bot_user_id: scenario.bot.user_id.clone(),
+        prefix,
+    }
+}
+
+impl World<'_> {
+    fn at(&mut self, time: u64, p: Pending) {
+        let slot = self.slab.len();
+        self.slab.push(Some(p));
+        self.queue.push(Reverse((time, self.seq, slot)));
+        self.seq += 1;
+    }
+
+    fn after(&mut self, delay: u64, p: Pending) {
+        self.at(self.now + delay, p);
+    }
+
+    fn latency(&mut self) -> u64 {
+        let [lo, hi] = self.scenario.homeserver.latency_ms;
+        self.range(lo, hi)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi)
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        let t = self.now - EPOCH_MS;
+        self.transcript
+            .push(format!("{:>4}.{:03} {line}", t / 1000, t % 1000));
+    }
+
+    fn run_loop(&mut self) -> bool {
+        let mut steps = 0u64;
+        while let Some(Reverse((time, _, slot))) = self.queue.pop() {
+            if time > EPOCH_MS + MAX_VIRTUAL_MS || steps > MAX_STEPS {
+                self.log("simulation cut off: the world did not settle".into());
+                return false;
+            }
+            steps += 1;
+            self.now = time;
+            if let Some(p) = self.slab[slot].take() {
+                self.process(p);
+            }
+        }
+        true
+    }
+
+    fn process(&mut self, p: Pending) {
+        match p {
+            Pending::Step(i) => self.step(i),
+            Pending::Deliver(ev) => self.deliver(ev),
+            Pending::HsArrive(effect) => self.hs_arrive(effect),
+            Pending::AgentStep { ctx, epoch } => self.agent_step(&ctx, epoch),
+            Pending::AgentFrame { ctx, epoch, frame } => self.agent_frame(&ctx, epoch, &frame),
+            Pending::Reconnect { ctx, epoch } => self.reconnect(&ctx, epoch),
+            Pending::Timer { id, token } => {
+                if self.timers.get(&id) == Some(&token) {
+                    self.timers.remove(&id);
+                    self.deliver(Event::Timer(id));
+                }
+            }
+        }
+    }
+
+    // ---- the guest -----------------------------------------------------------
+
+    fn start_guest(&mut self, reload_request: Option<u64>) {
+        match Guest::start(self.component, self.info.clone(), &mut self.kv, self.now) {
+            Ok((guest, out)) => {
+                let version = guest.info().version.clone();
+                self.log(format!("guest started: {} {}", guest.info().name, version));
+                self.guest = Some(guest);
+                self.apply(out);
+                if let Some(request) = reload_request {
+                    self.after(1, Pending::Deliver(Event::ReloadResult(ReloadResult {
+                        request,
+                        outcome: Ok(version),
+                    })));
+                }
+            }
+            Err(e) => {
+                self.log(format!("guest refused to start: {e}"));
+                self.facts.guest_failures.push(e.to_string());
+                if let Some(request) = reload_request {
+                    self.after(1, Pending::Deliver(Event::ReloadResult(ReloadResult {
+                        request,
+                        outcome: Err(e.to_string()),
+                    })));
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, ev: Event) {
+        match &ev {
+            Event::AgentChunk(c) => self
+                .facts
+                .chunks
+                .entry(c.request)
+                .or_default()
+                .push(c.text.clone()),
+            Event::AgentEnd(e) => {
+                self.facts.outcomes.insert(e.request, Outcome::Ended);
+            }
+            Event::AgentError(e) => {
+                self.facts
+                    .outcomes
+                    .insert(e.request, Outcome::Failed(format!("{:?}", e.kind)));
+            }
+            _ => {}
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            self.log("event dropped: no guest is running".into());
+            return;
+        };
+        match guest.handle(&ev, &mut self.kv, self.now) {
+            Ok(out) => self.apply(out),
+            Err(e) => {
+                let what = event_name(&ev);
+                self.log(format!("guest failed on {what}: {e}"));
+                self.facts.guest_failures.push(format!("{what}: {e}"));
+            }
+        }
+    }
+
+    fn apply(&mut self, out: surfaces_embed::Output) {
+        for line in out.logs {
+            if line.level != LogLevel::Debug && line.level != LogLevel::Trace {
+                self.log(format!("guest {}: {}", level_name(line.level), line.message));
+            }
+        }
+        for effect in out.effects {
+            self.effect(effect);
+        }
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Send { request, ref room_id, ref content } => {
+                self.log(format!("bot send #{request} {room_id}: {}", show(content)));
+                self.facts.sends.insert(request, self.now);
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            Effect::Edit { request, ref room_id, ref target, ref content } => {
+                let t = match target {
+                    EditTarget::Event(e) => e.clone(),
+                    EditTarget::Request(r) => format!("request #{r}"),
+                };
+                self.log(format!("bot edit #{request} {room_id} {t}: {}", show(content)));
+                if let EditTarget::Event(e) = target {
+                    self.facts.updates.entry(e.clone()).or_default().push(self.now);
+                }
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            Effect::React { request, room_id, event_id, key } => {
+                self.log(format!("bot react #{request} {room_id} {event_id} {key}"));
+                self.after(1, Pending::Deliver(Event::MatrixResult(MatrixResult {
+                    request,
+                    outcome: Ok(String::new()),
+                })));
+            }
+            Effect::SetTyping { room_id, typing, .. } => {
+                self.log(format!("bot typing {} {room_id}", if typing { "on" } else { "off" }));
+            }
+            Effect::ReadReceipt { room_id, event_id } => {
+                self.log(format!("bot read {room_id} {event_id}"));
+            }
+            Effect::Join { .. } | Effect::Leave { .. } => {
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            Effect::AgentSubmit { request, context_id, message } => {
+                self.log(format!(
+                    "agent <- #{request} [{context_id}] {} from {}{}",
+                    quote(&message.text),
+                    message.sender.id,
+                    if message.skills.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" skills={}", message.skills.join(","))
+                    }
+                ));
+                self.facts.submits.push(crate::world::Submit {
+                    request,
+                    context_id: context_id.clone(),
+                    text: message.text.clone(),
+                });
+                self.submit(&context_id, request, message.text);
+            }
+            Effect::AgentCancel { context_id } => {
+                self.log(format!("agent <- cancel [{context_id}]"));
+                if let Some(s) = self.conns.get_mut(&context_id).and_then(|c| c.stream.as_mut()) {
+                    s.cancelled = true;
+                }
+            }
+            Effect::AgentReset { context_id } => {
+                self.log(format!("agent <- reset [{context_id}]"));
+                if let Some(c) = self.conns.get_mut(&context_id) {
+                    if let Some(s) = c.stream.as_mut() {
+                        s.cancelled = true;
+                    }
+                    let epoch = c.epoch;
+                    if c.state == ConnState::Ready {
+                        let frame = proto::encode_server(&ServerFrame::Status {
+                            state: proto::AgentState::Ready,
+                            agent_id: Some("sim-agent".into()),
+                            context_tokens: Some(0),
+                        });
+                        self.after(5, Pending::AgentFrame { ctx: context_id, epoch, frame });
+                    }
+                }
+            }
+            Effect::SetTimer { id, delay_ms } => {
+                self.timer_token += 1;
+                let token = self.timer_token;
+                self.timers.insert(id, token);
+                self.after(delay_ms, Pending::Timer { id, token });
+            }
+            Effect::CancelTimer { id } => {
+                self.timers.remove(&id);
+            }
+            Effect::Reload { request } => {
+                self.log(format!("host: reload requested (#{request})"));
+                self.start_guest(Some(request));
+            }
+        }
+    }
+
+    // ---- the homeserver ------------------------------------------------------
+
+    fn hs_arrive(&mut self, effect: Effect) {
+        let bot = self.scenario.bot.user_id.clone();
+        let unavailable = self.scenario.homeserver.unavailable;
+        let (request, result) = match effect {
+            Effect::Send { request, room_id, content } => {
+                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                    Err(unavailable_error())
+                } else {
+                    self.hs.send(&bot, &format!("s{request}"), &room_id, &content, None, self.now)
+                };
+                (request, r)
+            }
+            Effect::Edit { request, room_id, target, content } => {
+                let target = match target {
+                    EditTarget::Event(e) => Some(e),
+                    EditTarget::Request(r) => self.req_events.get(&r).cloned(),
+                };
+                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                    Err(unavailable_error())
+                } else if let Some(target) = target {
+                    self.hs.send(&bot, &format!("s{request}"), &room_id, &content, Some(&target), self.now)
+                } else {
+                    Err(MatrixError {
+                        kind: MatrixErrorKind::NotFound,
+                        message: "edit names a request that sent nothing".into(),
+                        retry_after_ms: None,
+                    })
+                };
+                (request, r)
+            }
+            Effect::Join { request, room_id } => {
+                let r = self.hs.join(&bot, &room_id).map(|_| room_id.clone());
+                if r.is_ok() {
+                    self.log(format!("bot joined {room_id}"));
+                }
+                (request, r)
+            }
+            Effect::Leave { request, room_id } => {
+                let r = self.hs.leave(&bot, &room_id).map(|_| String::new());
+                if r.is_ok() {
+                    self.log(format!("bot left {room_id}"));
+                }
+                (request, r)
+            }
+            _ => return,
+        };
+        match &result {
+            Ok(id) => {
+                if id.starts_with('$') {
+                    self.req_events.insert(request, id.clone());
+                    if let Some(t) = self.facts.sends.get(&request).copied() {
+                        let entry = self.facts.updates.entry(id.clone()).or_default();
+                        if !entry.contains(&t) {
+                            entry.insert(0, t);
+                        }
+                    }
+                }
+                self.log(format!("hs #{request} ok {id}"));
+            }
+            Err(e) => self.log(format!(
+                "hs #{request} {:?}{}",
+                e.kind,
+                e.retry_after_ms.map(|ms| format!(" retry after {ms}ms")).unwrap_or_default()
+            )),
+        }
+        let d = self.latency();
+        self.after(d, Pending::Deliver(Event::MatrixResult(MatrixResult {
+            request,
+            outcome: result,
+        })));
+    }
+
+    // ---- people ----------------------------------------------------------------
+
+    fn step(&mut self, i: usize) {
+        let step: Step = self.scenario.steps[i].clone();
+        let bot = self.scenario.bot.user_id.clone();
+        if step.disconnect_agent {
+            self.log("fault: agent connection drops".into());
+            let ctxs: Vec<String> = self.conns.keys().cloned().collect();
+            for ctx in ctxs {
+                self.disconnect(&ctx);
+            }
+            return;
+        }
+        if step.reload {
+            self.log("host: guest swap (operator)".into());
+            self.start_guest(None);
+            return;
+        }
+        let (Some(from), Some(room)) = (step.from.clone(), step.room.clone()) else {
+            return;
+        };
+        let direct = self.hs.rooms.get(&room).is_some_and(|r| r.direct);
+        if step.invite {
+            self.log(format!("{from} invites the bot to {room}"));
+            self.after(10, Pending::Deliver(Event::Invite(Invite {
+                room_id: room,
+                inviter: from,
+                is_direct: direct,
+            })));
+            return;
+        }
+        if step.leave {
+            if let Ok(joined) = self.hs.leave(&from, &room) {
+                self.log(format!("{from} leaves {room}"));
+                self.after(10, Pending::Deliver(Event::MembersChanged(MembersChanged {
+                    room_id: room,
+                    joined,
+                })));
+            }
+            return;
+        }
+        let Some(body) = step.say.clone() else { return };
+        let thread = step.thread.as_ref().and_then(|l| self.labels.get(l).cloned());
+        let reply_to = step.reply_to.as_ref().and_then(|l| self.labels.get(l).cloned());
+        let display = self.scenario.bot.display_name.to_lowercase();
+        let mentions_bot = step.mention
+            || body.contains(&bot)
+            || (!display.is_empty() && body.to_lowercase().contains(&display));
+        let mut content = json!({
+            "msgtype": if step.notice { "m.notice" } else { "m.text" },
+            "body": body,
+            "m.mentions": { "user_ids": if step.mention { vec![bot.clone()] } else { vec![] } },
+        });
+        if let Some(root) = &thread {
+            content["m.relates_to"] = json!({ "rel_type": "m.thread", "event_id": root });
+        } else if let Some(r) = &reply_to {
+            content["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": r } });
+        }
+        let event_id = self.hs.post_user_message(&room, &from, self.now, content);
+        if let Some(label) = &step.label {
+            self.labels.insert(label.clone(), event_id.clone());
+        }
+        self.log(format!("{from} in {room} {event_id}: {}", quote(&body)));
+        let addressed = !step.notice
+            && (direct || mentions_bot || body.trim_start().starts_with(&self.prefix)
+                || strip_address(&body, &bot, &display).starts_with(&self.prefix));
+        self.facts.user_messages.push(UserMessage {
+            event_id: event_id.clone(),
+            room_id: room.clone(),
+            body: body.clone(),
+            addressed,
+        });
+        let d = self.range(5, 30);
+        self.after(d, Pending::Deliver(Event::Message(RoomMessage {
+            room_id: room,
+            event_id,
+            sender: from,
+            sender_display_name: step.display_name.clone(),
+            body,
+            thread_root: thread,
+            reply_to,
+            is_direct: direct,
+            mentions_bot,
+            is_notice: step.notice,
+            origin_server_ts: self.now,
+        })));
+    }
+
+    // ---- agents ----------------------------------------------------------------
+
+    fn connect(&mut self, ctx: &str) {
+        let epoch = self.conns.get(ctx).map_or(1, |c| c.epoch + 1);
+        let waiting = self.conns.get_mut(ctx).and_then(|c| c.waiting.take());
+        self.conns.insert(ctx.to_string(), Conn {
+            epoch,
+            state: ConnState::Connecting,
+            in_flight: None,
+            draining: false,
+            waiting,
+            stream: None,
+        });
+        self.log(format!("agent [{ctx}] connecting"));
+        self.after(1, Pending::Deliver(Event::AgentStatus(AgentStatus {
+            context_id: ctx.to_string(),
+            state: ConnectionState::Connecting,
+            context_tokens: None,
+            detail: None,
+        })));
+        let frame = proto::encode_server(&ServerFrame::Status {
+            state: proto::AgentState::Ready,
+            agent_id: Some("sim-agent".into()),
+            context_tokens: None,
+        });
+        let d = self.scenario.agent.connect_ms;
+        self.after(d, Pending::AgentFrame { ctx: ctx.to_string(), epoch, frame });
+    }
+
+    fn disconnect(&mut self, ctx: &str) {
+        let Some(c) = self.conns.get_mut(ctx) else { return };
+        if c.state == ConnState::Down {
+            return;
+        }
+        c.state = ConnState::Down;
+        c.epoch += 1;
+        c.stream = None;
+        c.draining = false;
+        let epoch = c.epoch;
+        let lost: Vec<u64> = c.in_flight.take().into_iter().chain(c.waiting.take().map(|w| w.0)).collect();
+        let base = self.scenario.agent.reconnect_ms;
+        let delay = base + self.range(0, base / 2);
+        for request in lost {
+            self.after(1, Pending::Deliver(Event::AgentError(AgentError {
+                request,
+                kind: AgentErrorKind::Disconnected,
+                message: "connection to the agent lost".into(),
+            })));
+        }
+        self.log(format!("agent [{ctx}] disconnected; reconnecting in {delay}ms"));
+        self.after(2, Pending::Deliver(Event::AgentStatus(AgentStatus {
+            context_id: ctx.to_string(),
+            state: ConnectionState::Disconnected,
+            context_tokens: None,
+            detail: Some(format!("reconnecting in {}s", delay.div_ceil(1000))),
+        })));
+        self.after(delay, Pending::Reconnect { ctx: ctx.to_string(), epoch });
+    }
+
+    fn reconnect(&mut self, ctx: &str, epoch: u64) {
+        if self.conns.get(ctx).is_some_and(|c| c.epoch == epoch && c.state == ConnState::Down) {
+            self.connect(ctx);
+        }
+    }
+
+    /// The host's agent client gets a submit from the guest.
+    fn submit(&mut self, ctx: &str, request: u64, text: String) {
+        if !self.conns.contains_key(ctx) {
+            self.connect(ctx);
+        }
+        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let refuse = match c.state {
+            ConnState::Down => Some(AgentErrorKind::Disconnected),
+            _ if c.waiting.is_some() || (c.in_flight.is_some() && !c.draining) => {
+                // One request in flight per connection.
+                Some(AgentErrorKind::Busy)
+            }
+            ConnState::Connecting => {
+                c.waiting = Some((request, text));
+                None
+            }
+            ConnState::Ready if c.draining => {
+                c.waiting = Some((request, text));
+                None
+            }
+            ConnState::Ready => {
+                c.in_flight = Some(request);
+                self.serve(ctx, &text);
+                None
+            }
+        };
+        if let Some(kind) = refuse {
+            self.after(1, Pending::Deliver(Event::AgentError(AgentError {
+                request,
+                kind,
+                message: "refused by the host's agent client".into(),
+            })));
+        }
+    }
+
+    /// The fake agent server starts answering a request.
+    fn serve(&mut self, ctx: &str, text: &str) {
+        let spec = self.replies.pop_front().unwrap_or_else(|| scenario::Reply {
+            text: Some(format!("echo: {text}")),
+            chunks: Some(3),
+            ..Default::default()
+        });
+        let pieces: VecDeque<String> = spec.pieces().into();
+        let total = pieces.len();
+        let tokens = spec.tokens.unwrap_or((text.len() / 4 + total) as u64);
+        let Some(c) = self.conns.get_mut(ctx) else { return };
+        c.stream = Some(Stream {
+            pieces,
+            sent: 0,
+            total,
+            tokens,
+            then: spec.then.clone().unwrap_or_else(|| "end".into()),
+            delay: spec.chunk_delay_ms.unwrap_or([80, 250]),
+            cancelled: false,
+        });
+        let epoch = c.epoch;
+        let [lo, hi] = spec.chunk_delay_ms.unwrap_or([80, 250]);
+        let d = self.range(lo, hi);
+        self.after(d, Pending::AgentStep { ctx: ctx.to_string(), epoch });
+    }
+
+    /// The fake server sends its next frame for the current stream.
+    fn agent_step(&mut self, ctx: &str, epoch: u64) {
+        let Some(c) = self.conns.get_mut(ctx) else { return };
+        if c.epoch != epoch {
+            return;
+        }
+        let Some(s) = c.stream.as_mut() else { return };
+        let mut frames = Vec::new();
+        let mut next = None;
+        let mut drop_conn = false;
+        if s.cancelled {
+            let partial = if s.total == 0 { 0 } else { s.tokens * s.sent as u64 / s.total as u64 };
+            frames.push(proto::encode_server(&ServerFrame::AgentEventEnd { tokens_used: partial }));
+            c.stream = None;
+        } else if let Some(piece) = s.pieces.pop_front() {
+            s.sent += 1;
+            frames.push(proto::encode_server(&ServerFrame::AgentEventTextChunk { text: piece }));
+            next = Some(s.delay);
+        } else {
+            match s.then.as_str() {
+                "disconnect" => drop_conn = true,
+                "malformed" => {
+                    frames.push("{\"type\": \"agent_event_text_chunk\", \"text\": ".to_string());
+                    frames.push(proto::encode_server(&ServerFrame::AgentEventEnd { tokens_used: s.tokens }));
+                }
+                then => match then.strip_prefix("error:") {
+                    Some(code) => {
+                        let code = match code {
+                            "busy" => proto::ErrorCode::Busy,
+                            "bad_request" => proto::ErrorCode::BadRequest,
+                            "context_overflow" => proto::ErrorCode::ContextOverflow,
+                            _ => proto::ErrorCode::Internal,
+                        };
+                        frames.push(proto::encode_server(&ServerFrame::Error {
+                            code,
+                            message: format!("simulated {code:?}").to_lowercase(),
+                        }));
+                    }
+                    None => frames.push(proto::encode_server(&ServerFrame::AgentEventEnd {
+                        tokens_used: s.tokens,
+                    })),
+                },
+            }
+            c.stream = None;
+        }
+        if drop_conn {
+            self.log(format!("fault: agent [{ctx}] drops the connection mid-reply"));
+            self.disconnect(ctx);
+            return;
+        }
+        for (i, frame) in frames.into_iter().enumerate() {
+            let d = 2 + i as u64;
+            self.after(d, Pending::AgentFrame { ctx: ctx.to_string(), epoch, frame });
+        }
+        if let Some([lo, hi]) = next {
+            let d = self.range(lo, hi);
+            self.after(d, Pending::AgentStep { ctx: ctx.to_string(), epoch });
+        }
+    }
+
+    /// The host's agent client receives a frame and turns it into events.
+    fn agent_frame(&mut self, ctx: &str, epoch: u64, frame: &str) {
+        let Some(c) = self.conns.get_mut(ctx) else { return };
+        if c.epoch != epoch {
+            return;
+        }
+        let decoded = proto::decode_server(frame);
+        let mut events = Vec::new();
+        let mut start_waiting = false;
+        match decoded {
+            Ok(ServerFrame::Status { context_tokens, .. }) => {
+                let first = c.state == ConnState::Connecting;
+                c.state = ConnState::Ready;
+                start_waiting = first;
+                events.push(Event::AgentStatus(AgentStatus {
+                    context_id: ctx.to_string(),
+                    state: ConnectionState::Ready,
+                    context_tokens,
+                    detail: None,
+                }));
+            }
+            Ok(ServerFrame::AgentEventTextChunk { text }) => {
+                if let (Some(request), false) = (c.in_flight, c.draining) {
+                    events.push(Event::AgentChunk(AgentChunk { request, text }));
+                }
+            }
+            Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
+                if let Some(request) = c.in_flight.take() {
+                    if !c.draining {
+                        events.push(Event::AgentEnd(AgentEnd { request, tokens_used }));
+                    }
+                    c.draining = false;
+                    start_waiting = true;
+                }
+            }
+            Ok(ServerFrame::Error { code, message }) => {
+                if let Some(request) = c.in_flight.take() {
+                    if !c.draining {
+                        let kind = match code {
+                            proto::ErrorCode::Busy => AgentErrorKind::Busy,
+                            proto::ErrorCode::BadRequest => AgentErrorKind::BadRequest,
+                            proto::ErrorCode::ContextOverflow => AgentErrorKind::ContextOverflow,
+                            proto::ErrorCode::Internal | proto::ErrorCode::Unknown => {
+                                AgentErrorKind::Internal
+                            }
+                        };
+                        events.push(Event::AgentError(AgentError { request, kind, message }));
+                    }
+                    c.draining = false;
+                    start_waiting = true;
+                }
+            }
+            Ok(ServerFrame::Unknown) => {}
+            Err(e) => {
+                if let (Some(request), false) = (c.in_flight, c.draining) {
+                    c.draining = true;
+                    if let Some(s) = c.stream.as_mut() {
+                        s.cancelled = true;
+                    }
+                    events.push(Event::AgentError(AgentError {
+                        request,
+                        kind: AgentErrorKind::Protocol,
+                        message: e.to_string(),
+                    }));
+                }
+            }
+        }
+        let waiting = if start_waiting && c.state == ConnState::Ready && c.in_flight.is_none() {
+            c.waiting.take()
+        } else {
+            None
+        };
+        self.log(format!("agent -> [{ctx}] {}", quote_frame(frame)));
+        for ev in events {
+            self.deliver(ev);
+        }
+        if let Some((request, text)) = waiting {
+            if let Some(c) = self.conns.get_mut(ctx) {
+                c.in_flight = Some(request);
+            }
+            self.serve(ctx, &text);
+        }
+    }
+}
+
+fn unavailable_error() -> MatrixError {
+    MatrixError {
+        kind: MatrixErrorKind::Unavailable,
+        message: "503: homeserver unavailable".into(),
+        retry_after_ms: None,
+    }
+}
+
+fn strip_address<'a>(body: &'a str, bot: &str, display: &str) -> &'a str {
+    let b = body.trim_start();
+    for name in [bot, display] {
+        if !name.is_empty() && b.len() >= name.len() && b[..name.len()].eq_ignore_ascii_case(name) {
+            return b[name.len()..].trim_start_matches([':', ',']).trim_start();
+        }
+    }
+    b
+}
+
+fn event_name(ev: &Event) -> String {
+    match ev {
+        Event::Message(m) => format!("message {}", m.event_id),
+        Event::Invite(i) => format!("invite to {}", i.room_id),
+        Event::MembersChanged(m) => format!("members of {}", m.room_id),
+        Event::MatrixResult(r) => format!("matrix result #{}", r.request),
+        Event::AgentChunk(c) => format!("agent chunk #{}", c.request),
+        Event::AgentEnd(e) => format!("agent end #{}", e.request),
+        Event::AgentError(e) => format!("agent error #{}", e.request),
+        Event::AgentStatus(s) => format!("agent status [{}]", s.context_id),
+        Event::Timer(id) => format!("timer {id}"),
+        Event::ReloadResult(r) => format!("reload result #{}", r.request),
+    }
+}
+
+/// A short, one-line rendering of a text for the transcript.
+pub fn quote(text: &str) -> String {
+    const MAX: usize = 72;
+    let escaped: String = text.escape_debug().collect();
+    if escaped.chars().count() <= MAX {
+        return format!("\"{escaped}\"");
+    }
+    let head: String = escaped.chars().take(MAX).collect();
+    format!("\"{head}…\" ({} bytes)", text.len())
+}
+
+fn quote_frame(frame: &str) -> String {
+    match proto::decode_server(frame) {
+        Ok(ServerFrame::AgentEventTextChunk { text }) => format!("chunk {}", quote(&text)),
+        Ok(ServerFrame::AgentEventEnd { tokens_used }) => format!("end tokens={tokens_used}"),
+        Ok(ServerFrame::Error { code, .. }) => format!("error {code:?}").to_lowercase(),
+        Ok(ServerFrame::Status { state, context_tokens, .. }) => format!(
+            "status {state:?}{}",
+            context_tokens.map(|t| format!(" context_tokens={t}")).unwrap_or_default()
+        )
+        .to_lowercase(),
+        Ok(ServerFrame::Unknown) => "unknown frame (ignored)".into(),
+        Err(_) => format!("malformed frame {}", quote(frame)),
+    }
+}
+
+fn show(c: &MessageContent) -> String {
+    let mut flags = Vec::new();
+    if c.notice {
+        flags.push("notice".to_string());
+    }
+    if c.live {
+        flags.push("live".to_string());
+    }
+    if c.formatted_body.is_some() {
+        flags.push("html".to_string());
+    }
+    if let Some(t) = &c.thread_root {
+        flags.push(format!("thread {t}"));
+    }
+    if let Some(r) = &c.reply_to {
+        flags.push(format!("reply-to {r}"));
+    }
+    if !c.mentions.is_empty() {
+        flags.push(format!("mentions {}", c.mentions.join(",")));
+    }
+    format!("[{}] {}", flags.join(", "), quote(&c.body))
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
+}
