@@ -11,7 +11,9 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("artifacts/ lives in the workspace root");
+    let root = manifest_dir
+        .parent()
+        .expect("artifacts/ lives in the workspace root");
     let guest = root.join("guest");
     for p in ["src", "Cargo.toml", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
@@ -24,7 +26,14 @@ fn main() {
     let target_dir = out_dir.join("guest-target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--manifest-path",
+        ])
         .arg(guest.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -35,7 +44,9 @@ fn main() {
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => fail(&format!("building the guest failed ({s}); see the errors above")),
+        Ok(s) => fail(&format!(
+            "building the guest failed ({s}); see the errors above"
+        )),
         Err(e) => fail(&format!("could not run cargo to build the guest: {e}")),
     }
     let wasm = target_dir
@@ -60,7 +71,11 @@ fn check_target() {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     if let Some(sysroot) = sysroot {
-        if !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir() {
+        if !Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .is_dir()
+        {
             fail(&format!(
                 "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
             ));

@@ -276,9 +276,14 @@ impl Guest {
         let live = self.live.as_mut().ok_or_else(|| {
             GuestError::Instantiate("instance missing after a successful start".into())
         })?;
-        let result = run_call(&mut live.store, kv, now_ms, self.component.embedding.sandbox(), |store, bot| {
-            bot.call_handle(store, event)
-        }, &live.bot);
+        let result = run_call(
+            &mut live.store,
+            kv,
+            now_ms,
+            self.component.embedding.sandbox(),
+            |store, bot| bot.call_handle(store, event),
+            &live.bot,
+        );
         match result {
             Ok((Ok(()), call_out)) => {
                 out.effects.extend(call_out.effects);
@@ -324,7 +329,14 @@ impl Guest {
         let mut info = self.info.clone();
         info.resumed = self.instances > 0;
         self.instances += 1;
-        let result = run_call(&mut store, kv, now_ms, sandbox, |store, bot| bot.call_init(store, &info), &bot);
+        let result = run_call(
+            &mut store,
+            kv,
+            now_ms,
+            sandbox,
+            |store, bot| bot.call_init(store, &info),
+            &bot,
+        );
         match result {
             Ok((Ok(guest_info), out)) => {
                 self.guest_info = guest_info;

@@ -99,7 +99,10 @@ impl Bot {
         let mut user: User = match db.get(&key)? {
             Some(u) => u,
             None => {
-                let name = m.sender_display_name.clone().unwrap_or_else(|| m.sender.clone());
+                let name = m
+                    .sender_display_name
+                    .clone()
+                    .unwrap_or_else(|| m.sender.clone());
                 let greeting = format!(
                     "👋 Hi {name}! I pass what you write to an AI agent and stream its reply \
                      here. Commands start with `{p}`: send `{p}help` for the list.",
@@ -149,7 +152,10 @@ impl Bot {
             }
             if let Some(rest) = strip_prefix_ci(text, name) {
                 let rest = rest.trim_start_matches([':', ',']);
-                if rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.len() < text.len() - name.len() {
+                if rest.is_empty()
+                    || rest.starts_with(char::is_whitespace)
+                    || rest.len() < text.len() - name.len()
+                {
                     return rest.trim_start();
                 }
             }
@@ -228,7 +234,10 @@ impl Bot {
         db.host.read_receipt(&q.room_id, &q.event_id);
         db.host.set_typing(&q.room_id, true, TYPING_TIMEOUT_MS);
         let typing_timer = db.next_id()?;
-        db.put(&timer_key(typing_timer), &TimerPurpose::Typing { reply: req })?;
+        db.put(
+            &timer_key(typing_timer),
+            &TimerPurpose::Typing { reply: req },
+        )?;
         db.host.set_timer(typing_timer, TYPING_RENEW_MS);
         let reply = Reply {
             context_id: ctx_id.to_string(),
@@ -429,13 +438,35 @@ impl Bot {
 
     /// Answer `m` with a notice (delivered even through rate limits).
     fn notice(&mut self, host: &mut dyn Host, m: &RoomMessage, text: &str) -> Result<(), String> {
-        let mentions = if m.is_direct { Vec::new() } else { vec![m.sender.clone()] };
-        self.send_notice(host, &m.room_id, text, Some(&m.event_id), m.thread_root.as_deref(), mentions)
+        let mentions = if m.is_direct {
+            Vec::new()
+        } else {
+            vec![m.sender.clone()]
+        };
+        self.send_notice(
+            host,
+            &m.room_id,
+            text,
+            Some(&m.event_id),
+            m.thread_root.as_deref(),
+            mentions,
+        )
     }
 
     fn notice_to(&mut self, host: &mut dyn Host, q: &Queued, text: &str) -> Result<(), String> {
-        let mentions = if q.is_direct { Vec::new() } else { vec![q.sender.clone()] };
-        self.send_notice(host, &q.room_id, text, Some(&q.event_id), q.thread_root.as_deref(), mentions)
+        let mentions = if q.is_direct {
+            Vec::new()
+        } else {
+            vec![q.sender.clone()]
+        };
+        self.send_notice(
+            host,
+            &q.room_id,
+            text,
+            Some(&q.event_id),
+            q.thread_root.as_deref(),
+            mentions,
+        )
     }
 
     fn send_notice(
@@ -486,7 +517,9 @@ impl Bot {
         };
         let delay = match err.kind {
             MatrixErrorKind::RateLimited => err.retry_after_ms.unwrap_or(1000),
-            MatrixErrorKind::Unavailable | MatrixErrorKind::Other if out.attempts < MAX_FAILURES => {
+            MatrixErrorKind::Unavailable | MatrixErrorKind::Other
+                if out.attempts < MAX_FAILURES =>
+            {
                 backoff(out.attempts)
             }
             _ => {
@@ -505,7 +538,10 @@ impl Bot {
         out.attempts += 1;
         db.put(&out_key(r.request), &out)?;
         let timer = db.next_id()?;
-        db.put(&timer_key(timer), &TimerPurpose::Resend { request: r.request })?;
+        db.put(
+            &timer_key(timer),
+            &TimerPurpose::Resend { request: r.request },
+        )?;
         db.host.set_timer(timer, delay);
         Ok(())
     }
@@ -533,7 +569,8 @@ impl Bot {
             return Ok(());
         }
         self.text(db.host, req);
-        db.host.store_put(&chunk_key(req, r.chunks), chunk.as_bytes());
+        db.host
+            .store_put(&chunk_key(req, r.chunks), chunk.as_bytes());
         r.chunks += 1;
         r.len += chunk.len();
         if let Some(t) = self.texts.get_mut(&req) {
@@ -589,7 +626,10 @@ impl Bot {
         }
         db.host.log(
             LogLevel::Warn,
-            &format!("agent request {} failed: {:?} {}", e.request, e.kind, e.message),
+            &format!(
+                "agent request {} failed: {:?} {}",
+                e.request, e.kind, e.message
+            ),
         );
         let nothing_shown = r.chunks == 0;
         // Refused, or lost before a word: the message goes back to the head
@@ -605,7 +645,12 @@ impl Bot {
             if matches!(e.kind, AgentErrorKind::Busy) {
                 ctx.busy_attempts += 1;
                 let timer = db.next_id()?;
-                db.put(&timer_key(timer), &TimerPurpose::Retry { context_id: ctx_id.clone() })?;
+                db.put(
+                    &timer_key(timer),
+                    &TimerPurpose::Retry {
+                        context_id: ctx_id.clone(),
+                    },
+                )?;
                 db.host.set_timer(timer, backoff(ctx.busy_attempts));
                 ctx.retry_timer = Some(timer);
             } else {
@@ -827,17 +872,22 @@ impl Bot {
         Ok(())
     }
 
-    fn on_part_result(&mut self, host: &mut dyn Host, reply: u64, res: MatrixResult) -> Result<(), String> {
+    fn on_part_result(
+        &mut self,
+        host: &mut dyn Host,
+        reply: u64,
+        res: MatrixResult,
+    ) -> Result<(), String> {
         let mut db = Db { host };
         db.delete(&route_key(res.request));
         let Some(mut r) = db.get::<Reply>(&reply_key(reply))? else {
             return Ok(());
         };
-        let Some(idx) = r
-            .parts
-            .iter()
-            .position(|p| p.in_flight.as_ref().is_some_and(|f| f.request == res.request))
-        else {
+        let Some(idx) = r.parts.iter().position(|p| {
+            p.in_flight
+                .as_ref()
+                .is_some_and(|f| f.request == res.request)
+        }) else {
             return Ok(()); // stale
         };
         let now = db.host.now();
@@ -958,7 +1008,8 @@ impl Bot {
             TimerPurpose::Typing { reply } => {
                 match db.get::<Reply>(&reply_key(reply))? {
                     Some(r) if r.ending.is_none() => {
-                        db.host.set_typing(&r.origin.room_id, true, TYPING_TIMEOUT_MS);
+                        db.host
+                            .set_typing(&r.origin.room_id, true, TYPING_TIMEOUT_MS);
                         db.host.set_timer(id, TYPING_RENEW_MS);
                     }
                     _ => db.delete(&timer_key(id)),
@@ -978,7 +1029,8 @@ impl Bot {
             TimerPurpose::Resend { request } => {
                 db.delete(&timer_key(id));
                 if let Some(out) = db.get::<Outgoing>(&out_key(request))? {
-                    db.host.send(request, &out.room_id, &MessageContent::from(&out.content));
+                    db.host
+                        .send(request, &out.room_id, &MessageContent::from(&out.content));
                 }
                 Ok(())
             }
@@ -1005,7 +1057,10 @@ impl Bot {
             let mut db = Db { host };
             let req = db.next_id()?;
             db.put(&route_key(req), &Route::Membership)?;
-            db.host.log(LogLevel::Info, &format!("leaving {}: nobody else is here", m.room_id));
+            db.host.log(
+                LogLevel::Info,
+                &format!("leaving {}: nobody else is here", m.room_id),
+            );
             db.host.leave(req, &m.room_id);
         }
         Ok(())
@@ -1026,7 +1081,14 @@ impl Bot {
             Ok(version) => format!("✅ Reloaded: now running guest {version}."),
             Err(why) => format!("⚠️ Reload refused, the previous guest keeps running: {why}"),
         };
-        self.send_notice(host, &room_id, &text, Some(&reply_to), thread_root.as_deref(), Vec::new())
+        self.send_notice(
+            host,
+            &room_id,
+            &text,
+            Some(&reply_to),
+            thread_root.as_deref(),
+            Vec::new(),
+        )
     }
 }
 
@@ -1055,12 +1117,15 @@ fn join_note(text: &str, note: Option<&str>) -> String {
 
 /// 1 s, 2 s, 4 s ... capped at one minute.
 fn backoff(attempt: u32) -> u64 {
-    1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)).min(60_000)
+    1000u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(60_000)
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
 }
 
 fn list_or_none(items: &[String]) -> String {

@@ -11,7 +11,10 @@ pub enum Command {
     Stop,
     Status,
     Skills,
-    Skill { name: String, on: bool },
+    Skill {
+        name: String,
+        on: bool,
+    },
     Reload,
     /// A known command used wrongly: what to tell the user.
     Misused(String),
@@ -99,7 +102,9 @@ pub fn help(p: &str, admin: bool) -> String {
          - `{p}skills`: your skills; `{p}skill NAME on|off` to switch one\n"
     );
     if admin {
-        s.push_str(&format!("- `{p}reload`: swap in the guest file again (admin)\n"));
+        s.push_str(&format!(
+            "- `{p}reload`: swap in the guest file again (admin)\n"
+        ));
     }
     s.push_str("\nAnything else you write goes to the agent.");
     s
@@ -133,7 +138,10 @@ mod tests {
                 on: true
             }
         );
-        assert!(matches!(parse("skill code maybe", "!"), Command::Misused(_)));
+        assert!(matches!(
+            parse("skill code maybe", "!"),
+            Command::Misused(_)
+        ));
         assert_eq!(parse("dance", "!"), Command::Unknown("dance".into()));
     }
 

@@ -31,7 +31,10 @@ pub fn to_html(markdown: &str) -> Option<String> {
 }
 
 fn render(markdown: &str) -> String {
-    let parser = Parser::new_ext(markdown, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH);
+    let parser = Parser::new_ext(
+        markdown,
+        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH,
+    );
     let mut dropped_link = false;
     let mut image_as_link = false;
     let events = parser.filter_map(|event| match event {
@@ -267,7 +270,10 @@ mod tests {
     fn http_images_become_links() {
         let html = to_html("![cat](https://x.org/cat.png)").unwrap();
         assert!(!html.contains("<img"), "{html}");
-        assert!(html.contains("<a href=\"https://x.org/cat.png\">cat</a>"), "{html}");
+        assert!(
+            html.contains("<a href=\"https://x.org/cat.png\">cat</a>"),
+            "{html}"
+        );
         let html = to_html("![cat](mxc://x.org/abc)").unwrap();
         assert!(html.contains("<img src=\"mxc://x.org/abc\""), "{html}");
     }
@@ -291,7 +297,10 @@ mod tests {
 
     #[test]
     fn fences() {
-        assert_eq!(open_fence("x\n```rust\nfn f() {}\n"), Some("```rust".into()));
+        assert_eq!(
+            open_fence("x\n```rust\nfn f() {}\n"),
+            Some("```rust".into())
+        );
         assert_eq!(open_fence("```\na\n```\n"), None);
         assert_eq!(open_fence("~~~~\n```\n"), Some("~~~~".into()));
     }

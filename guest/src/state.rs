@@ -187,9 +187,15 @@ pub enum TimerPurpose {
 /// Who is waiting for the outcome of a Matrix request.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Route {
-    Part { reply: u64 },
+    Part {
+        reply: u64,
+    },
     Notice,
-    Reload { room_id: String, reply_to: String, thread_root: Option<String> },
+    Reload {
+        room_id: String,
+        reply_to: String,
+        thread_root: Option<String>,
+    },
     Membership,
 }
 

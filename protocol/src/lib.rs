@@ -167,13 +167,22 @@ mod tests {
                 message: "x".into()
             })
         );
-        assert_eq!(decode_server(r#"{"type":"typing"}"#), Ok(ServerFrame::Unknown));
+        assert_eq!(
+            decode_server(r#"{"type":"typing"}"#),
+            Ok(ServerFrame::Unknown)
+        );
     }
 
     #[test]
     fn malformed_frames_are_errors() {
-        assert!(matches!(decode_server("not json"), Err(ProtocolError::NotJson(_))));
-        assert!(matches!(decode_server("[1,2]"), Err(ProtocolError::NotJson(_))));
+        assert!(matches!(
+            decode_server("not json"),
+            Err(ProtocolError::NotJson(_))
+        ));
+        assert!(matches!(
+            decode_server("[1,2]"),
+            Err(ProtocolError::NotJson(_))
+        ));
         assert_eq!(decode_server(r#"{"text":"x"}"#), Err(ProtocolError::NoType));
         assert!(matches!(
             decode_server(r#"{"type":"agent_event_end"}"#),

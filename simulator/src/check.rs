@@ -4,8 +4,26 @@ use std::collections::BTreeMap;
 
 use crate::world::{Outcome, Run};
 
+/// A rule: its name, and what of it a run broke (empty when it holds).
+pub type Rule = (&'static str, fn(&Run) -> Vec<String>);
+
+/// Every rule, by name.
+pub const RULES: &[Rule] = &[
+    ("settles without guest failures", settles),
+    ("no edit names an edit", no_edit_of_edit),
+    ("no event exceeds the size limit", size_limit),
+    ("at most one update per interval per message", throttle),
+    ("every addressed message is answered", answered),
+    ("final text is the chunks joined", final_texts),
+];
+
 /// Every rule a run broke, in words (empty when all hold).
 pub fn violations(run: &Run) -> Vec<String> {
+    RULES.iter().flat_map(|(_, rule)| rule(run)).collect()
+}
+
+/// The run went quiet (nothing left pending) and the guest never failed.
+pub fn settles(run: &Run) -> Vec<String> {
     let mut v = Vec::new();
     if !run.settled {
         v.push("the world did not settle (a message may never be answered)".to_string());
@@ -13,9 +31,19 @@ pub fn violations(run: &Run) -> Vec<String> {
     for f in &run.facts.guest_failures {
         v.push(format!("guest failure: {f}"));
     }
-    for x in &run.homeserver.violations {
-        v.push(format!("homeserver: {x}"));
-    }
+    v
+}
+
+pub fn no_edit_of_edit(run: &Run) -> Vec<String> {
+    run.homeserver
+        .violations
+        .iter()
+        .map(|x| format!("homeserver: {x}"))
+        .collect()
+}
+
+pub fn size_limit(run: &Run) -> Vec<String> {
+    let mut v = Vec::new();
     if run.homeserver.rejected_too_large > 0 {
         v.push(format!(
             "{} events exceeded the size limit (413)",
@@ -26,20 +54,20 @@ pub fn violations(run: &Run) -> Vec<String> {
         .homeserver
         .events
         .iter()
-        .filter(|e| serde_json::to_vec(&e.content).map_or(true, |b| b.len() > run.homeserver.max_event_bytes))
+        .filter(|e| {
+            serde_json::to_vec(&e.content)
+                .map_or(true, |b| b.len() > run.homeserver.max_event_bytes)
+        })
         .map(|e| e.event_id.as_str())
         .collect();
     if !too_big.is_empty() {
         v.push(format!("events over the size limit: {too_big:?}"));
     }
-    v.extend(throttle(run));
-    v.extend(answered(run));
-    v.extend(final_texts(run));
     v
 }
 
 /// No message is updated (sent, then edited) more than once per interval.
-fn throttle(run: &Run) -> Vec<String> {
+pub fn throttle(run: &Run) -> Vec<String> {
     let interval = run.facts.edit_interval_ms;
     let mut v = Vec::new();
     for (event, times) in &run.facts.updates {
@@ -79,7 +107,7 @@ fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json
 
 /// Every message addressed to the bot gets a reply, a queue position or a
 /// clear error: never nothing. And no message stays live.
-fn answered(run: &Run) -> Vec<String> {
+pub fn answered(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
@@ -97,7 +125,7 @@ fn answered(run: &Run) -> Vec<String> {
 
 /// The final text of every reply is the agent's chunks joined (plus a note
 /// when the reply was cut short).
-fn final_texts(run: &Run) -> Vec<String> {
+pub fn final_texts(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
@@ -120,7 +148,12 @@ fn final_texts(run: &Run) -> Vec<String> {
         else {
             continue;
         };
-        let chunks = run.facts.chunks.get(&submit.request).cloned().unwrap_or_default();
+        let chunks = run
+            .facts
+            .chunks
+            .get(&submit.request)
+            .cloned()
+            .unwrap_or_default();
         let joined: String = chunks.concat();
         let shown: String = replies
             .get(&m.event_id)

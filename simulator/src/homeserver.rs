@@ -73,11 +73,24 @@ impl Homeserver {
     }
 
     /// A message from a (simulated) person: no limits apply to them.
-    pub fn post_user_message(&mut self, room_id: &str, sender: &str, ts: u64, content: Value) -> String {
+    pub fn post_user_message(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        ts: u64,
+        content: Value,
+    ) -> String {
         self.append(room_id, sender, ts, content, None)
     }
 
-    fn append(&mut self, room_id: &str, sender: &str, ts: u64, content: Value, replaces: Option<String>) -> String {
+    fn append(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        ts: u64,
+        content: Value,
+        replaces: Option<String>,
+    ) -> String {
         let event_id = format!("$e{}", self.next_event);
         self.next_event += 1;
         self.by_id.insert(event_id.clone(), self.events.len());
@@ -131,16 +144,25 @@ impl Homeserver {
             return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
         };
         if !room.members.contains(sender) {
-            return Err(err(MatrixErrorKind::Forbidden, "M_FORBIDDEN: not in the room"));
+            return Err(err(
+                MatrixErrorKind::Forbidden,
+                "M_FORBIDDEN: not in the room",
+            ));
         }
         if let Some(target) = replaces {
             match self.event(target) {
                 None => {
-                    return Err(err(MatrixErrorKind::Other, "M_BAD_JSON: edit of an unknown event"));
+                    return Err(err(
+                        MatrixErrorKind::Other,
+                        "M_BAD_JSON: edit of an unknown event",
+                    ));
                 }
                 Some(orig) => {
                     if orig.sender != sender {
-                        return Err(err(MatrixErrorKind::Forbidden, "M_FORBIDDEN: edit of another user's event"));
+                        return Err(err(
+                            MatrixErrorKind::Forbidden,
+                            "M_FORBIDDEN: edit of another user's event",
+                        ));
                     }
                     if orig.replaces.is_some() {
                         // Synapse accepts this; clients ignore it.
@@ -160,16 +182,22 @@ impl Homeserver {
             "content": body,
             "unsigned": {"transaction_id": txn},
         });
-        let size = serde_json::to_vec(&event).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&event)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > self.max_event_bytes {
             self.rejected_too_large += 1;
             return Err(err(
                 MatrixErrorKind::TooLarge,
-                &format!("M_TOO_LARGE: event is {size} bytes, over {}", self.max_event_bytes),
+                &format!(
+                    "M_TOO_LARGE: event is {size} bytes, over {}",
+                    self.max_event_bytes
+                ),
             ));
         }
         let id = self.append(room_id, sender, now, body, replaces.map(str::to_string));
-        self.txns.insert((sender.to_string(), txn.to_string()), id.clone());
+        self.txns
+            .insert((sender.to_string(), txn.to_string()), id.clone());
         Ok(id)
     }
 

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use surfaces_sim::{Scenario, check, replay_command};
 
 #[derive(Parser)]
-#[command(name = "surfaces-sim", version, about = "Deterministic simulator for the surfaces guest")]
+#[command(
+    name = "surfaces-sim",
+    version,
+    about = "Deterministic simulator for the surfaces guest"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +86,10 @@ fn real_main() -> Result<ExitCode> {
                 for b in &broken {
                     println!("# BROKEN: {b}");
                 }
-                println!("# replay: {}", replay_command(&scenario.display().to_string(), seed));
+                println!(
+                    "# replay: {}",
+                    replay_command(&scenario.display().to_string(), seed)
+                );
                 Ok(ExitCode::FAILURE)
             }
         }
@@ -107,7 +114,10 @@ fn real_main() -> Result<ExitCode> {
                         for b in broken {
                             println!("  {b}");
                         }
-                        println!("  replay: {}", replay_command(&file.display().to_string(), seed));
+                        println!(
+                            "  replay: {}",
+                            replay_command(&file.display().to_string(), seed)
+                        );
                     }
                 }
             }

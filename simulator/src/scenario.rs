@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const BOT_USER: &str = "@surfaces:sim.test";
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// One line saying what the scenario shows.
@@ -28,7 +28,7 @@ pub struct Scenario {
     pub steps: Vec<Step>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Bot {
     pub user_id: String,
@@ -46,7 +46,7 @@ impl Default for Bot {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Homeserver {
     /// Leaky-bucket message rate limit, as Synapse's `rc_message`.
@@ -69,7 +69,7 @@ impl Default for Homeserver {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Agent {
     /// Time from connecting to the agent's first `status` frame.
@@ -90,7 +90,7 @@ impl Default for Agent {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Reply {
     /// The reply text, cut into `chunks` pieces...
@@ -110,7 +110,7 @@ pub struct Reply {
     pub context_tokens: Option<u64>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Room {
     pub id: String,
@@ -129,7 +129,7 @@ fn yes() -> bool {
 }
 
 /// One thing that happens at a given time.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Step {
     pub at_ms: u64,
@@ -242,6 +242,11 @@ impl Scenario {
     }
 
     /// The guest settings as strings.
+    /// The scenario as a TOML file (to save a generated one for replay).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot write scenario: {e}"))
+    }
+
     pub fn settings(&self) -> Vec<(String, String)> {
         self.guest
             .iter()
@@ -250,7 +255,11 @@ impl Scenario {
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Array(items) => items
                         .iter()
-                        .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                        .map(|i| {
+                            i.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| i.to_string())
+                        })
                         .collect::<Vec<_>>()
                         .join(","),
                     other => other.to_string(),

@@ -83,10 +83,23 @@ enum Pending {
     Step(usize),
     Deliver(Event),
     HsArrive(Effect),
-    AgentStep { ctx: String, epoch: u64 },
-    AgentFrame { ctx: String, epoch: u64, frame: String },
-    Reconnect { ctx: String, epoch: u64 },
-    Timer { id: u64, token: u64 },
+    AgentStep {
+        ctx: String,
+        epoch: u64,
+    },
+    AgentFrame {
+        ctx: String,
+        epoch: u64,
+        frame: String,
+    },
+    Reconnect {
+        ctx: String,
+        epoch: u64,
+    },
+    Timer {
+        id: u64,
+        token: u64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -305,20 +318,26 @@ impl World<'_> {
                 self.guest = Some(guest);
                 self.apply(out);
                 if let Some(request) = reload_request {
-                    self.after(1, Pending::Deliver(Event::ReloadResult(ReloadResult {
-                        request,
-                        outcome: Ok(version),
-                    })));
+                    self.after(
+                        1,
+                        Pending::Deliver(Event::ReloadResult(ReloadResult {
+                            request,
+                            outcome: Ok(version),
+                        })),
+                    );
                 }
             }
             Err(e) => {
                 self.log(format!("guest refused to start: {e}"));
                 self.facts.guest_failures.push(e.to_string());
                 if let Some(request) = reload_request {
-                    self.after(1, Pending::Deliver(Event::ReloadResult(ReloadResult {
-                        request,
-                        outcome: Err(e.to_string()),
-                    })));
+                    self.after(
+                        1,
+                        Pending::Deliver(Event::ReloadResult(ReloadResult {
+                            request,
+                            outcome: Err(e.to_string()),
+                        })),
+                    );
                 }
             }
         }
@@ -359,7 +378,11 @@ impl World<'_> {
     fn apply(&mut self, out: surfaces_embed::Output) {
         for line in out.logs {
             if line.level != LogLevel::Debug && line.level != LogLevel::Trace {
-                self.log(format!("guest {}: {}", level_name(line.level), line.message));
+                self.log(format!(
+                    "guest {}: {}",
+                    level_name(line.level),
+                    line.message
+                ));
             }
         }
         for effect in out.effects {
@@ -369,33 +392,62 @@ impl World<'_> {
 
     fn effect(&mut self, effect: Effect) {
         match effect {
-            Effect::Send { request, ref room_id, ref content } => {
+            Effect::Send {
+                request,
+                ref room_id,
+                ref content,
+            } => {
                 self.log(format!("bot send #{request} {room_id}: {}", show(content)));
                 self.facts.sends.insert(request, self.now);
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
-            Effect::Edit { request, ref room_id, ref target, ref content } => {
+            Effect::Edit {
+                request,
+                ref room_id,
+                ref target,
+                ref content,
+            } => {
                 let t = match target {
                     EditTarget::Event(e) => e.clone(),
                     EditTarget::Request(r) => format!("request #{r}"),
                 };
-                self.log(format!("bot edit #{request} {room_id} {t}: {}", show(content)));
+                self.log(format!(
+                    "bot edit #{request} {room_id} {t}: {}",
+                    show(content)
+                ));
                 if let EditTarget::Event(e) = target {
-                    self.facts.updates.entry(e.clone()).or_default().push(self.now);
+                    self.facts
+                        .updates
+                        .entry(e.clone())
+                        .or_default()
+                        .push(self.now);
                 }
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
-            Effect::React { request, room_id, event_id, key } => {
+            Effect::React {
+                request,
+                room_id,
+                event_id,
+                key,
+            } => {
                 self.log(format!("bot react #{request} {room_id} {event_id} {key}"));
-                self.after(1, Pending::Deliver(Event::MatrixResult(MatrixResult {
-                    request,
-                    outcome: Ok(String::new()),
-                })));
+                self.after(
+                    1,
+                    Pending::Deliver(Event::MatrixResult(MatrixResult {
+                        request,
+                        outcome: Ok(String::new()),
+                    })),
+                );
             }
-            Effect::SetTyping { room_id, typing, .. } => {
-                self.log(format!("bot typing {} {room_id}", if typing { "on" } else { "off" }));
+            Effect::SetTyping {
+                room_id, typing, ..
+            } => {
+                self.log(format!(
+                    "bot typing {} {room_id}",
+                    if typing { "on" } else { "off" }
+                ));
             }
             Effect::ReadReceipt { room_id, event_id } => {
                 self.log(format!("bot read {room_id} {event_id}"));
@@ -404,7 +456,11 @@ impl World<'_> {
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
-            Effect::AgentSubmit { request, context_id, message } => {
+            Effect::AgentSubmit {
+                request,
+                context_id,
+                message,
+            } => {
                 self.log(format!(
                     "agent <- #{request} [{context_id}] {} from {}{}",
                     quote(&message.text),
@@ -424,7 +480,11 @@ impl World<'_> {
             }
             Effect::AgentCancel { context_id } => {
                 self.log(format!("agent <- cancel [{context_id}]"));
-                if let Some(s) = self.conns.get_mut(&context_id).and_then(|c| c.stream.as_mut()) {
+                if let Some(s) = self
+                    .conns
+                    .get_mut(&context_id)
+                    .and_then(|c| c.stream.as_mut())
+                {
                     s.cancelled = true;
                 }
             }
@@ -441,7 +501,14 @@ impl World<'_> {
                             agent_id: Some("sim-agent".into()),
                             context_tokens: Some(0),
                         });
-                        self.after(5, Pending::AgentFrame { ctx: context_id, epoch, frame });
+                        self.after(
+                            5,
+                            Pending::AgentFrame {
+                                ctx: context_id,
+                                epoch,
+                                frame,
+                            },
+                        );
                     }
                 }
             }
@@ -467,15 +534,31 @@ impl World<'_> {
         let bot = self.scenario.bot.user_id.clone();
         let unavailable = self.scenario.homeserver.unavailable;
         let (request, result) = match effect {
-            Effect::Send { request, room_id, content } => {
+            Effect::Send {
+                request,
+                room_id,
+                content,
+            } => {
                 let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
                     Err(unavailable_error())
                 } else {
-                    self.hs.send(&bot, &format!("s{request}"), &room_id, &content, None, self.now)
+                    self.hs.send(
+                        &bot,
+                        &format!("s{request}"),
+                        &room_id,
+                        &content,
+                        None,
+                        self.now,
+                    )
                 };
                 (request, r)
             }
-            Effect::Edit { request, room_id, target, content } => {
+            Effect::Edit {
+                request,
+                room_id,
+                target,
+                content,
+            } => {
                 let target = match target {
                     EditTarget::Event(e) => Some(e),
                     EditTarget::Request(r) => self.req_events.get(&r).cloned(),
@@ -483,7 +566,14 @@ impl World<'_> {
                 let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
                     Err(unavailable_error())
                 } else if let Some(target) = target {
-                    self.hs.send(&bot, &format!("s{request}"), &room_id, &content, Some(&target), self.now)
+                    self.hs.send(
+                        &bot,
+                        &format!("s{request}"),
+                        &room_id,
+                        &content,
+                        Some(&target),
+                        self.now,
+                    )
                 } else {
                     Err(MatrixError {
                         kind: MatrixErrorKind::NotFound,
@@ -525,14 +615,19 @@ impl World<'_> {
             Err(e) => self.log(format!(
                 "hs #{request} {:?}{}",
                 e.kind,
-                e.retry_after_ms.map(|ms| format!(" retry after {ms}ms")).unwrap_or_default()
+                e.retry_after_ms
+                    .map(|ms| format!(" retry after {ms}ms"))
+                    .unwrap_or_default()
             )),
         }
         let d = self.latency();
-        self.after(d, Pending::Deliver(Event::MatrixResult(MatrixResult {
-            request,
-            outcome: result,
-        })));
+        self.after(
+            d,
+            Pending::Deliver(Event::MatrixResult(MatrixResult {
+                request,
+                outcome: result,
+            })),
+        );
     }
 
     // ---- people ----------------------------------------------------------------
@@ -559,26 +654,38 @@ impl World<'_> {
         let direct = self.hs.rooms.get(&room).is_some_and(|r| r.direct);
         if step.invite {
             self.log(format!("{from} invites the bot to {room}"));
-            self.after(10, Pending::Deliver(Event::Invite(Invite {
-                room_id: room,
-                inviter: from,
-                is_direct: direct,
-            })));
+            self.after(
+                10,
+                Pending::Deliver(Event::Invite(Invite {
+                    room_id: room,
+                    inviter: from,
+                    is_direct: direct,
+                })),
+            );
             return;
         }
         if step.leave {
             if let Ok(joined) = self.hs.leave(&from, &room) {
                 self.log(format!("{from} leaves {room}"));
-                self.after(10, Pending::Deliver(Event::MembersChanged(MembersChanged {
-                    room_id: room,
-                    joined,
-                })));
+                self.after(
+                    10,
+                    Pending::Deliver(Event::MembersChanged(MembersChanged {
+                        room_id: room,
+                        joined,
+                    })),
+                );
             }
             return;
         }
         let Some(body) = step.say.clone() else { return };
-        let thread = step.thread.as_ref().and_then(|l| self.labels.get(l).cloned());
-        let reply_to = step.reply_to.as_ref().and_then(|l| self.labels.get(l).cloned());
+        let thread = step
+            .thread
+            .as_ref()
+            .and_then(|l| self.labels.get(l).cloned());
+        let reply_to = step
+            .reply_to
+            .as_ref()
+            .and_then(|l| self.labels.get(l).cloned());
         let display = self.scenario.bot.display_name.to_lowercase();
         let mentions_bot = step.mention
             || body.contains(&bot)
@@ -599,7 +706,9 @@ impl World<'_> {
         }
         self.log(format!("{from} in {room} {event_id}: {}", quote(&body)));
         let addressed = !step.notice
-            && (direct || mentions_bot || body.trim_start().starts_with(&self.prefix)
+            && (direct
+                || mentions_bot
+                || body.trim_start().starts_with(&self.prefix)
                 || strip_address(&body, &bot, &display).starts_with(&self.prefix));
         self.facts.user_messages.push(UserMessage {
             event_id: event_id.clone(),
@@ -608,19 +717,22 @@ impl World<'_> {
             addressed,
         });
         let d = self.range(5, 30);
-        self.after(d, Pending::Deliver(Event::Message(RoomMessage {
-            room_id: room,
-            event_id,
-            sender: from,
-            sender_display_name: step.display_name.clone(),
-            body,
-            thread_root: thread,
-            reply_to,
-            is_direct: direct,
-            mentions_bot,
-            is_notice: step.notice,
-            origin_server_ts: self.now,
-        })));
+        self.after(
+            d,
+            Pending::Deliver(Event::Message(RoomMessage {
+                room_id: room,
+                event_id,
+                sender: from,
+                sender_display_name: step.display_name.clone(),
+                body,
+                thread_root: thread,
+                reply_to,
+                is_direct: direct,
+                mentions_bot,
+                is_notice: step.notice,
+                origin_server_ts: self.now,
+            })),
+        );
     }
 
     // ---- agents ----------------------------------------------------------------
@@ -628,32 +740,47 @@ impl World<'_> {
     fn connect(&mut self, ctx: &str) {
         let epoch = self.conns.get(ctx).map_or(1, |c| c.epoch + 1);
         let waiting = self.conns.get_mut(ctx).and_then(|c| c.waiting.take());
-        self.conns.insert(ctx.to_string(), Conn {
-            epoch,
-            state: ConnState::Connecting,
-            in_flight: None,
-            draining: false,
-            waiting,
-            stream: None,
-        });
+        self.conns.insert(
+            ctx.to_string(),
+            Conn {
+                epoch,
+                state: ConnState::Connecting,
+                in_flight: None,
+                draining: false,
+                waiting,
+                stream: None,
+            },
+        );
         self.log(format!("agent [{ctx}] connecting"));
-        self.after(1, Pending::Deliver(Event::AgentStatus(AgentStatus {
-            context_id: ctx.to_string(),
-            state: ConnectionState::Connecting,
-            context_tokens: None,
-            detail: None,
-        })));
+        self.after(
+            1,
+            Pending::Deliver(Event::AgentStatus(AgentStatus {
+                context_id: ctx.to_string(),
+                state: ConnectionState::Connecting,
+                context_tokens: None,
+                detail: None,
+            })),
+        );
         let frame = proto::encode_server(&ServerFrame::Status {
             state: proto::AgentState::Ready,
             agent_id: Some("sim-agent".into()),
             context_tokens: None,
         });
         let d = self.scenario.agent.connect_ms;
-        self.after(d, Pending::AgentFrame { ctx: ctx.to_string(), epoch, frame });
+        self.after(
+            d,
+            Pending::AgentFrame {
+                ctx: ctx.to_string(),
+                epoch,
+                frame,
+            },
+        );
     }
 
     fn disconnect(&mut self, ctx: &str) {
-        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let Some(c) = self.conns.get_mut(ctx) else {
+            return;
+        };
         if c.state == ConnState::Down {
             return;
         }
@@ -662,28 +789,51 @@ impl World<'_> {
         c.stream = None;
         c.draining = false;
         let epoch = c.epoch;
-        let lost: Vec<u64> = c.in_flight.take().into_iter().chain(c.waiting.take().map(|w| w.0)).collect();
+        let lost: Vec<u64> = c
+            .in_flight
+            .take()
+            .into_iter()
+            .chain(c.waiting.take().map(|w| w.0))
+            .collect();
         let base = self.scenario.agent.reconnect_ms;
         let delay = base + self.range(0, base / 2);
         for request in lost {
-            self.after(1, Pending::Deliver(Event::AgentError(AgentError {
-                request,
-                kind: AgentErrorKind::Disconnected,
-                message: "connection to the agent lost".into(),
-            })));
+            self.after(
+                1,
+                Pending::Deliver(Event::AgentError(AgentError {
+                    request,
+                    kind: AgentErrorKind::Disconnected,
+                    message: "connection to the agent lost".into(),
+                })),
+            );
         }
-        self.log(format!("agent [{ctx}] disconnected; reconnecting in {delay}ms"));
-        self.after(2, Pending::Deliver(Event::AgentStatus(AgentStatus {
-            context_id: ctx.to_string(),
-            state: ConnectionState::Disconnected,
-            context_tokens: None,
-            detail: Some(format!("reconnecting in {}s", delay.div_ceil(1000))),
-        })));
-        self.after(delay, Pending::Reconnect { ctx: ctx.to_string(), epoch });
+        self.log(format!(
+            "agent [{ctx}] disconnected; reconnecting in {delay}ms"
+        ));
+        self.after(
+            2,
+            Pending::Deliver(Event::AgentStatus(AgentStatus {
+                context_id: ctx.to_string(),
+                state: ConnectionState::Disconnected,
+                context_tokens: None,
+                detail: Some(format!("reconnecting in {}s", delay.div_ceil(1000))),
+            })),
+        );
+        self.after(
+            delay,
+            Pending::Reconnect {
+                ctx: ctx.to_string(),
+                epoch,
+            },
+        );
     }
 
     fn reconnect(&mut self, ctx: &str, epoch: u64) {
-        if self.conns.get(ctx).is_some_and(|c| c.epoch == epoch && c.state == ConnState::Down) {
+        if self
+            .conns
+            .get(ctx)
+            .is_some_and(|c| c.epoch == epoch && c.state == ConnState::Down)
+        {
             self.connect(ctx);
         }
     }
@@ -693,7 +843,9 @@ impl World<'_> {
         if !self.conns.contains_key(ctx) {
             self.connect(ctx);
         }
-        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let Some(c) = self.conns.get_mut(ctx) else {
+            return;
+        };
         let refuse = match c.state {
             ConnState::Down => Some(AgentErrorKind::Disconnected),
             _ if c.waiting.is_some() || (c.in_flight.is_some() && !c.draining) => {
@@ -715,11 +867,14 @@ impl World<'_> {
             }
         };
         if let Some(kind) = refuse {
-            self.after(1, Pending::Deliver(Event::AgentError(AgentError {
-                request,
-                kind,
-                message: "refused by the host's agent client".into(),
-            })));
+            self.after(
+                1,
+                Pending::Deliver(Event::AgentError(AgentError {
+                    request,
+                    kind,
+                    message: "refused by the host's agent client".into(),
+                })),
+            );
         }
     }
 
@@ -733,7 +888,9 @@ impl World<'_> {
         let pieces: VecDeque<String> = spec.pieces().into();
         let total = pieces.len();
         let tokens = spec.tokens.unwrap_or((text.len() / 4 + total) as u64);
-        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let Some(c) = self.conns.get_mut(ctx) else {
+            return;
+        };
         c.stream = Some(Stream {
             pieces,
             sent: 0,
@@ -746,12 +903,20 @@ impl World<'_> {
         let epoch = c.epoch;
         let [lo, hi] = spec.chunk_delay_ms.unwrap_or([80, 250]);
         let d = self.range(lo, hi);
-        self.after(d, Pending::AgentStep { ctx: ctx.to_string(), epoch });
+        self.after(
+            d,
+            Pending::AgentStep {
+                ctx: ctx.to_string(),
+                epoch,
+            },
+        );
     }
 
     /// The fake server sends its next frame for the current stream.
     fn agent_step(&mut self, ctx: &str, epoch: u64) {
-        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let Some(c) = self.conns.get_mut(ctx) else {
+            return;
+        };
         if c.epoch != epoch {
             return;
         }
@@ -760,19 +925,29 @@ impl World<'_> {
         let mut next = None;
         let mut drop_conn = false;
         if s.cancelled {
-            let partial = if s.total == 0 { 0 } else { s.tokens * s.sent as u64 / s.total as u64 };
-            frames.push(proto::encode_server(&ServerFrame::AgentEventEnd { tokens_used: partial }));
+            let partial = if s.total == 0 {
+                0
+            } else {
+                s.tokens * s.sent as u64 / s.total as u64
+            };
+            frames.push(proto::encode_server(&ServerFrame::AgentEventEnd {
+                tokens_used: partial,
+            }));
             c.stream = None;
         } else if let Some(piece) = s.pieces.pop_front() {
             s.sent += 1;
-            frames.push(proto::encode_server(&ServerFrame::AgentEventTextChunk { text: piece }));
+            frames.push(proto::encode_server(&ServerFrame::AgentEventTextChunk {
+                text: piece,
+            }));
             next = Some(s.delay);
         } else {
             match s.then.as_str() {
                 "disconnect" => drop_conn = true,
                 "malformed" => {
                     frames.push("{\"type\": \"agent_event_text_chunk\", \"text\": ".to_string());
-                    frames.push(proto::encode_server(&ServerFrame::AgentEventEnd { tokens_used: s.tokens }));
+                    frames.push(proto::encode_server(&ServerFrame::AgentEventEnd {
+                        tokens_used: s.tokens,
+                    }));
                 }
                 then => match then.strip_prefix("error:") {
                     Some(code) => {
@@ -795,23 +970,40 @@ impl World<'_> {
             c.stream = None;
         }
         if drop_conn {
-            self.log(format!("fault: agent [{ctx}] drops the connection mid-reply"));
+            self.log(format!(
+                "fault: agent [{ctx}] drops the connection mid-reply"
+            ));
             self.disconnect(ctx);
             return;
         }
         for (i, frame) in frames.into_iter().enumerate() {
             let d = 2 + i as u64;
-            self.after(d, Pending::AgentFrame { ctx: ctx.to_string(), epoch, frame });
+            self.after(
+                d,
+                Pending::AgentFrame {
+                    ctx: ctx.to_string(),
+                    epoch,
+                    frame,
+                },
+            );
         }
         if let Some([lo, hi]) = next {
             let d = self.range(lo, hi);
-            self.after(d, Pending::AgentStep { ctx: ctx.to_string(), epoch });
+            self.after(
+                d,
+                Pending::AgentStep {
+                    ctx: ctx.to_string(),
+                    epoch,
+                },
+            );
         }
     }
 
     /// The host's agent client receives a frame and turns it into events.
     fn agent_frame(&mut self, ctx: &str, epoch: u64, frame: &str) {
-        let Some(c) = self.conns.get_mut(ctx) else { return };
+        let Some(c) = self.conns.get_mut(ctx) else {
+            return;
+        };
         if c.epoch != epoch {
             return;
         }
@@ -838,7 +1030,10 @@ impl World<'_> {
             Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
                 if let Some(request) = c.in_flight.take() {
                     if !c.draining {
-                        events.push(Event::AgentEnd(AgentEnd { request, tokens_used }));
+                        events.push(Event::AgentEnd(AgentEnd {
+                            request,
+                            tokens_used,
+                        }));
                     }
                     c.draining = false;
                     start_waiting = true;
@@ -855,7 +1050,11 @@ impl World<'_> {
                                 AgentErrorKind::Internal
                             }
                         };
-                        events.push(Event::AgentError(AgentError { request, kind, message }));
+                        events.push(Event::AgentError(AgentError {
+                            request,
+                            kind,
+                            message,
+                        }));
                     }
                     c.draining = false;
                     start_waiting = true;
@@ -943,9 +1142,15 @@ fn quote_frame(frame: &str) -> String {
         Ok(ServerFrame::AgentEventTextChunk { text }) => format!("chunk {}", quote(&text)),
         Ok(ServerFrame::AgentEventEnd { tokens_used }) => format!("end tokens={tokens_used}"),
         Ok(ServerFrame::Error { code, .. }) => format!("error {code:?}").to_lowercase(),
-        Ok(ServerFrame::Status { state, context_tokens, .. }) => format!(
+        Ok(ServerFrame::Status {
+            state,
+            context_tokens,
+            ..
+        }) => format!(
             "status {state:?}{}",
-            context_tokens.map(|t| format!(" context_tokens={t}")).unwrap_or_default()
+            context_tokens
+                .map(|t| format!(" context_tokens={t}"))
+                .unwrap_or_default()
         )
         .to_lowercase(),
         Ok(ServerFrame::Unknown) => "unknown frame (ignored)".into(),
