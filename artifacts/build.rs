@@ -15,7 +15,14 @@ fn main() {
         .parent()
         .expect("artifacts/ lives in the workspace root");
     let guest = root.join("guest");
-    for p in ["src", "Cargo.toml", "Cargo.lock"] {
+    for p in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+        "chaos/src",
+        "chaos/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -26,15 +33,12 @@ fn main() {
     let target_dir = out_dir.join("guest-target");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--target",
-            TARGET,
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(["-p", "surfaces-guest", "-p", "surfaces-chaos-guest"])
+        .arg("--manifest-path")
         .arg(guest.join("Cargo.toml"))
+        // guest/.cargo/config.toml holds the release profile (size, LTO).
+        .current_dir(&guest)
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
@@ -49,15 +53,17 @@ fn main() {
         )),
         Err(e) => fail(&format!("could not run cargo to build the guest: {e}")),
     }
-    let wasm = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("surfaces_guest.wasm");
-    if !wasm.is_file() {
-        fail(&format!("the guest build produced no {}", wasm.display()));
+    for (file, var) in [
+        ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
+        ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
+    ] {
+        let wasm = target_dir.join(TARGET).join("release").join(file);
+        if !wasm.is_file() {
+            fail(&format!("the guest build produced no {}", wasm.display()));
+        }
+        println!("cargo:rerun-if-changed={}", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
     }
-    println!("cargo:rerun-if-changed={}", wasm.display());
-    println!("cargo:rustc-env=SURFACES_GUEST_WASM={}", wasm.display());
 }
 
 /// Stop with one line that says what to do when the wasm target is missing

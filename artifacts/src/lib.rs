@@ -5,3 +5,6 @@ pub const GUEST_WASM_PATH: &str = env!("SURFACES_GUEST_WASM");
 
 /// The built guest `.wasm` (the one that ships, embedded).
 pub static GUEST_WASM: &[u8] = include_bytes!(env!("SURFACES_GUEST_WASM"));
+
+/// A guest that loops, traps or eats memory on request (sandbox tests).
+pub static CHAOS_WASM: &[u8] = include_bytes!(env!("SURFACES_CHAOS_WASM"));

@@ -112,37 +112,3 @@ fn list(v: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_and_overrides() {
-        let c = Config::parse(&kv(&[
-            ("command_prefix", "/"),
-            ("context_scope", "thread"),
-            ("admins", "@a:x, @b:y"),
-        ]))
-        .unwrap();
-        assert_eq!(c.command_prefix, "/");
-        assert_eq!(c.scope, Scope::Thread);
-        assert_eq!(c.admins, vec!["@a:x", "@b:y"]);
-        assert_eq!(c.edit_interval_ms, 1000);
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let e = Config::parse(&kv(&[("edit_interval_ms", "soon")])).unwrap_err();
-        assert!(e.contains("edit_interval_ms"), "{e}");
-        let e = Config::parse(&kv(&[("colour", "blue")])).unwrap_err();
-        assert!(e.contains("unknown setting \"colour\""), "{e}");
-    }
-}

@@ -1,0 +1,200 @@
+//! The embedding contains a misbehaving guest: traps, endless loops and
+//! memory hogs become error values, their effects and writes are dropped,
+//! and the next event runs on a fresh instance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use surfaces_embed::{
+    BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
+    KvStore, LogLevel, MemoryKv, RoomMessage, Sandbox,
+};
+
+fn info(settings: &[(&str, &str)]) -> HostInfo {
+    HostInfo {
+        bot_user_id: "@bot:test".into(),
+        bot_display_name: "bot".into(),
+        host_version: "test".into(),
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        max_event_bytes: 65_536,
+        resumed: false,
+    }
+}
+
+fn msg(body: &str) -> Event {
+    Event::Message(RoomMessage {
+        room_id: "!room".into(),
+        event_id: "$1".into(),
+        sender: "@alice:test".into(),
+        sender_display_name: None,
+        body: body.into(),
+        thread_root: None,
+        reply_to: None,
+        is_direct: true,
+        mentions_bot: false,
+        is_notice: false,
+        origin_server_ts: 0,
+    })
+}
+
+fn chaos(sandbox: Sandbox) -> GuestComponent {
+    Embedding::new(sandbox)
+        .expect("engine")
+        .compile(surfaces_artifacts::CHAOS_WASM)
+        .expect("chaos guest compiles")
+}
+
+fn fuel() -> Sandbox {
+    Sandbox {
+        budget: Budget::Fuel { units: 50_000_000 },
+        memory_bytes: 32 << 20,
+    }
+}
+
+fn sent(effects: &[Effect]) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { content, .. } => Some(content.body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn keys(kv: &BoxedKv) -> Vec<String> {
+    kv.keys("").expect("memory kv")
+}
+
+#[test]
+fn effects_and_writes_of_a_normal_event_go_through() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let out = g.handle(&msg("write k1"), &mut kv, 0).expect("handled");
+    assert!(out.effects.is_empty());
+    assert_eq!(keys(&kv), vec!["k1"]);
+    let out = g.handle(&msg("send hello"), &mut kv, 0).expect("handled");
+    assert_eq!(sent(&out.effects), vec!["hello"]);
+}
+
+#[test]
+fn a_trap_is_contained_and_loses_the_events_writes_and_effects() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    g.handle(&msg("count"), &mut kv, 0).expect("handled");
+    let err = g
+        .handle(&msg("write-then-trap k2"), &mut kv, 0)
+        .unwrap_err();
+    assert!(matches!(err, GuestError::Trap(_)), "{err}");
+    assert!(keys(&kv).is_empty(), "a trapped event's write was kept");
+    // The next event runs on a fresh instance: its call counter restarts.
+    let out = g.handle(&msg("count"), &mut kv, 0).expect("fresh instance");
+    assert_eq!(sent(&out.effects), vec!["1"]);
+    assert_eq!(g.instances(), 2);
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
+    assert!(matches!(err, GuestError::Timeout), "{err}");
+    let out = g
+        .handle(&msg("send still here"), &mut kv, 0)
+        .expect("recovers");
+    assert_eq!(sent(&out.effects), vec!["still here"]);
+}
+
+#[test]
+fn an_endless_loop_hits_the_epoch_deadline() {
+    let e = Embedding::new(Sandbox {
+        budget: Budget::Epoch { ticks: 2 },
+        memory_bytes: 32 << 20,
+    })
+    .expect("engine");
+    let c = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
+    // The host's ticker: advances the epoch until the test is done.
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (e, done) = (e.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                e.tick();
+            }
+        })
+    };
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
+    let ok = g.handle(&msg("send after"), &mut kv, 0);
+    done.store(true, Ordering::Relaxed);
+    ticker.join().expect("ticker");
+    assert!(matches!(err, GuestError::Timeout), "{err}");
+    assert_eq!(sent(&ok.expect("recovers").effects), vec!["after"]);
+}
+
+#[test]
+fn a_memory_hog_hits_the_cap() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let err = g.handle(&msg("oom"), &mut kv, 0).unwrap_err();
+    assert!(matches!(err, GuestError::OutOfMemory), "{err}");
+    g.handle(&msg("count"), &mut kv, 0).expect("recovers");
+}
+
+#[test]
+fn an_error_return_keeps_effects_and_is_logged() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let out = g
+        .handle(&msg("error"), &mut kv, 0)
+        .expect("an error return is not a failure");
+    assert!(
+        out.logs
+            .iter()
+            .any(|l| l.level == LogLevel::Error && l.message.contains("asked to fail"))
+    );
+    assert_eq!(g.instances(), 1);
+}
+
+#[test]
+fn a_guest_refusing_its_config_does_not_start() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let err = Guest::start(&c, info(&[("refuse", "1")]), &mut kv, 0).unwrap_err();
+    assert!(
+        matches!(err, GuestError::Rejected(ref r) if r.contains("refused")),
+        "{err}"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let e = Embedding::new(fuel()).expect("engine");
+    let err = e.compile(b"\0asm not really").unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid surfaces guest"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_guest_starts_and_rejects_bad_settings() {
+    let e = Embedding::new(fuel()).expect("engine");
+    let c = e
+        .compile(surfaces_artifacts::GUEST_WASM)
+        .expect("shipped guest compiles");
+    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let (g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    assert_eq!(g.info().name, "surfaces-guest");
+    let err = Guest::start(&c, info(&[("edit_interval_ms", "soon")]), &mut kv, 0).unwrap_err();
+    assert!(err.to_string().contains("edit_interval_ms"), "{err}");
+}

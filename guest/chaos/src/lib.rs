@@ -1,0 +1,83 @@
+//! A guest that does what the message body says: `loop`, `trap`, `oom`,
+//! `write-then-trap KEY`, `write KEY`, `send TEXT`, `count`. It exists to
+//! prove the embedding contains a misbehaving guest.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "bot",
+});
+
+use surfaces::bot::types::MessageContent;
+use surfaces::bot::{matrix, store};
+
+struct Chaos;
+
+static mut CALLS: u64 = 0;
+
+impl Guest for Chaos {
+    fn init(info: HostInfo) -> Result<GuestInfo, String> {
+        if info.settings.iter().any(|(k, _)| k == "refuse") {
+            return Err("refused by setting".into());
+        }
+        Ok(GuestInfo {
+            name: "chaos".into(),
+            version: "0.0.1".into(),
+        })
+    }
+
+    fn handle(event: Event) -> Result<(), String> {
+        // Counts calls on this instance: a fresh instance starts at zero.
+        let calls = unsafe {
+            CALLS += 1;
+            CALLS
+        };
+        let Event::Message(m) = event else {
+            return Ok(());
+        };
+        let (cmd, arg) = m.body.split_once(' ').unwrap_or((m.body.as_str(), ""));
+        match cmd {
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "trap" => panic!("asked to trap"),
+            "oom" => {
+                let mut v: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    v.push(vec![1u8; 1 << 20]);
+                }
+            }
+            "write" => store::put(arg, b"v"),
+            "write-then-trap" => {
+                store::put(arg, b"v");
+                send("about to trap");
+                panic!("trapped after writing");
+            }
+            "send" => send(arg),
+            "count" => send(&calls.to_string()),
+            "error" => return Err("asked to fail".into()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn send(text: &str) {
+    matrix::send(
+        0,
+        "!room",
+        &MessageContent {
+            body: text.to_string(),
+            formatted_body: None,
+            notice: false,
+            live: false,
+            thread_root: None,
+            reply_to: None,
+            mentions: Vec::new(),
+        },
+    );
+}
+
+export!(Chaos);
