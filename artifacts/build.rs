@@ -76,16 +76,12 @@ fn check_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = sysroot {
-        if !Path::new(&sysroot)
-            .join("lib/rustlib")
-            .join(TARGET)
-            .is_dir()
-        {
-            fail(&format!(
-                "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
-            ));
-        }
+    if let Some(sysroot) = sysroot
+        && !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir()
+    {
+        fail(&format!(
+            "the {TARGET} target is not installed: run `rustup target add {TARGET}`"
+        ));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use surfaces_embed::{
     BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
-    KvStore, LogLevel, MemoryKv, RoomMessage, Sandbox,
+    LogLevel, MemoryKv, RoomMessage, Sandbox,
 };
 
 fn info(settings: &[(&str, &str)]) -> HostInfo {
@@ -71,7 +71,7 @@ fn keys(kv: &BoxedKv) -> Vec<String> {
 #[test]
 fn effects_and_writes_of_a_normal_event_go_through() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let out = g.handle(&msg("write k1"), &mut kv, 0).expect("handled");
     assert!(out.effects.is_empty());
@@ -83,7 +83,7 @@ fn effects_and_writes_of_a_normal_event_go_through() {
 #[test]
 fn a_trap_is_contained_and_loses_the_events_writes_and_effects() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     g.handle(&msg("count"), &mut kv, 0).expect("handled");
     let err = g
@@ -100,7 +100,7 @@ fn a_trap_is_contained_and_loses_the_events_writes_and_effects() {
 #[test]
 fn an_endless_loop_runs_out_of_fuel() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
     assert!(matches!(err, GuestError::Timeout), "{err}");
@@ -129,7 +129,7 @@ fn an_endless_loop_hits_the_epoch_deadline() {
             }
         })
     };
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
     let ok = g.handle(&msg("send after"), &mut kv, 0);
@@ -142,7 +142,7 @@ fn an_endless_loop_hits_the_epoch_deadline() {
 #[test]
 fn a_memory_hog_hits_the_cap() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let err = g.handle(&msg("oom"), &mut kv, 0).unwrap_err();
     assert!(matches!(err, GuestError::OutOfMemory), "{err}");
@@ -152,7 +152,7 @@ fn a_memory_hog_hits_the_cap() {
 #[test]
 fn an_error_return_keeps_effects_and_is_logged() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let out = g
         .handle(&msg("error"), &mut kv, 0)
@@ -168,7 +168,7 @@ fn an_error_return_keeps_effects_and_is_logged() {
 #[test]
 fn a_guest_refusing_its_config_does_not_start() {
     let c = chaos(fuel());
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let err = Guest::start(&c, info(&[("refuse", "1")]), &mut kv, 0).unwrap_err();
     assert!(
         matches!(err, GuestError::Rejected(ref r) if r.contains("refused")),
@@ -192,7 +192,7 @@ fn the_shipped_guest_starts_and_rejects_bad_settings() {
     let c = e
         .compile(surfaces_artifacts::GUEST_WASM)
         .expect("shipped guest compiles");
-    let mut kv: BoxedKv = Box::new(MemoryKv::default());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     assert_eq!(g.info().name, "surfaces-guest");
     let err = Guest::start(&c, info(&[("edit_interval_ms", "soon")]), &mut kv, 0).unwrap_err();

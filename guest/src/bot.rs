@@ -385,7 +385,7 @@ impl Bot {
                 }
             }
             Command::Skill { name, on } => {
-                if self.cfg.skills.iter().any(|s| *s == name) {
+                if self.cfg.skills.contains(&name) {
                     let mut user = user;
                     user.skills.insert(name.clone(), on);
                     db.put(&user_key(&m.sender), &user)?;
@@ -680,10 +680,8 @@ impl Bot {
         db.put(&ctx_key(&ctx_id), &ctx)?;
         let p = &self.cfg.command_prefix;
         let note = match e.kind {
-            AgentErrorKind::Busy => format!(
-                "⚠️ The agent stayed busy, so your message was not sent. Please try again in a \
-                 moment."
-            ),
+            AgentErrorKind::Busy => "⚠️ The agent stayed busy, so your message was not sent. Please try again in a \
+                 moment.".to_string(),
             AgentErrorKind::Disconnected => {
                 "⚠️ *Reply incomplete: the connection to the agent was lost.*".to_string()
             }
@@ -790,12 +788,11 @@ impl Bot {
                 });
                 continue;
             }
-            if let Some(last) = part.last_update {
-                if now < last + interval {
+            if let Some(last) = part.last_update
+                && now < last + interval {
                     self.schedule_flush(host, req, r, last + interval - now)?;
                     return Ok(false);
                 }
-            }
             // About to send: freeze the part where it must end if the text
             // no longer fits in one event.
             if part.end.is_none() && !render::fits(&body, part.fence.as_deref(), r.budget) {

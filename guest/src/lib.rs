@@ -14,12 +14,16 @@ pub mod host;
 pub mod render;
 pub mod state;
 
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "bot",
-});
+/// Bindings generated from `wit/surfaces.wit`.
+#[allow(clippy::too_many_arguments)] // generated import shims
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "bot",
+    });
+}
 
-pub use surfaces::bot::types;
+pub use bindings::surfaces::bot::types;
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -35,7 +39,7 @@ mod component {
 
     struct Component;
 
-    impl crate::Guest for Component {
+    impl crate::bindings::Guest for Component {
         fn init(info: HostInfo) -> Result<GuestInfo, String> {
             let bot = Bot::new(info, &mut WitHost)?;
             let out = bot.guest_info();
@@ -51,5 +55,5 @@ mod component {
         }
     }
 
-    crate::export!(Component with_types_in crate);
+    crate::bindings::export!(Component with_types_in crate::bindings);
 }

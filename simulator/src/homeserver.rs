@@ -238,11 +238,10 @@ impl Homeserver {
                 }
                 Some(target) => {
                     let valid = self.event(target).is_some_and(|o| o.replaces.is_none());
-                    if valid {
-                        if let Some(new) = e.content.get("m.new_content") {
+                    if valid
+                        && let Some(new) = e.content.get("m.new_content") {
                             latest.insert(target.clone(), new.clone());
                         }
-                    }
                 }
             }
         }

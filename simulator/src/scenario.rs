@@ -210,11 +210,10 @@ impl Scenario {
             {
                 return Err(format!("step {n}: say/invite/leave need `from` and `room`"));
             }
-            if let Some(room) = &step.room {
-                if !self.rooms.iter().any(|r| &r.id == room) {
+            if let Some(room) = &step.room
+                && !self.rooms.iter().any(|r| &r.id == room) {
                     return Err(format!("step {n}: unknown room {room:?}"));
                 }
-            }
             for l in [&step.thread, &step.reply_to].into_iter().flatten() {
                 if !labels.contains(l) {
                     return Err(format!("step {n}: no earlier step is labelled {l:?}"));

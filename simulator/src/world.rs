@@ -221,11 +221,10 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         prefix: prefix.clone(),
     };
     w.start_guest(None);
-    let shared = !scenario
+    let shared = scenario
         .guest
         .get("context_scope")
-        .and_then(|v| v.as_str())
-        .is_some_and(|s| s != "shared");
+        .and_then(|v| v.as_str()).is_none_or(|s| s == "shared");
     if shared {
         w.connect("shared");
     }

@@ -2,6 +2,8 @@
 //! `write-then-trap KEY`, `write KEY`, `send TEXT`, `count`. It exists to
 //! prove the embedding contains a misbehaving guest.
 
+#![allow(clippy::too_many_arguments)] // generated import shims
+
 wit_bindgen::generate!({
     path: "../../wit",
     world: "bot",
