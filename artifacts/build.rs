@@ -77,7 +77,10 @@ fn check_target() {
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
     if let Some(sysroot) = sysroot
-        && !Path::new(&sysroot).join("lib/rustlib").join(TARGET).is_dir()
+        && !Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(TARGET)
+            .is_dir()
     {
         fail(&format!(
             "the {TARGET} target is not installed: run `rustup target add {TARGET}`"

@@ -72,8 +72,8 @@ pub enum EmbedError {
 }
 
 /// What went wrong while the guest handled one call. The guest instance is
-/// gone after every variant but [`GuestError::Rejected`] and
-/// [`GuestError::Store`]; the next call runs on a fresh instance.
+/// gone after every variant but [`GuestError::Rejected`]; the next call runs
+/// on a fresh instance.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     #[error("guest trapped: {0}")]
@@ -87,7 +87,8 @@ pub enum GuestError {
     /// `init` returned an error: the guest refuses this configuration.
     #[error("guest refused to start: {0}")]
     Rejected(String),
-    /// The host's store failed to commit the event's writes.
+    /// The host's store failed to commit the event's writes. The instance
+    /// is dropped too: its memory has moved past what the store holds.
     #[error("store: {0}")]
     Store(#[from] KvError),
 }
@@ -96,7 +97,7 @@ impl GuestError {
     /// Whether the instance died (trap, timeout) as opposed to the call
     /// failing cleanly.
     pub fn killed_instance(&self) -> bool {
-        !matches!(self, GuestError::Rejected(_) | GuestError::Store(_))
+        !matches!(self, GuestError::Rejected(_))
     }
 }
 
@@ -327,7 +328,7 @@ impl Guest {
             .instantiate(&mut store)
             .map_err(|e| classify(e, &mut store))?;
         let mut info = self.info.clone();
-        info.resumed = self.instances > 0;
+        info.resumed = info.resumed || self.instances > 0;
         self.instances += 1;
         let result = run_call(
             &mut store,

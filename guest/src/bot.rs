@@ -27,6 +27,15 @@ const TYPING_TIMEOUT_MS: u32 = 30_000;
 const TYPING_RENEW_MS: u64 = 20_000;
 /// Failures (other than 429) of one message before it is given up.
 const MAX_FAILURES: u32 = 8;
+/// Times a message is sent again after the connection dropped before the
+/// agent answered it.
+const MAX_LOST: u32 = 3;
+/// A homeserver's `retry_after_ms` is trusted up to this.
+const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
+/// Smallest event budget we shrink to after a 413.
+const MIN_BUDGET: usize = 8 * 1024;
+/// Echoed user input (command names, agent messages) is cut to this.
+const ECHO_MAX: usize = 64;
 
 pub struct Bot {
     cfg: Config,
@@ -53,11 +62,103 @@ impl Bot {
                 cfg.scope
             ),
         );
-        Ok(Bot {
+        let resumed = info.resumed;
+        let mut bot = Bot {
             cfg,
             info,
             texts: BTreeMap::new(),
-        })
+        };
+        if !resumed {
+            bot.recover(host)?;
+        }
+        Ok(bot)
+    }
+
+    /// After a host restart: agent requests, timers and Matrix requests of
+    /// the previous run are gone. Replies cut by the restart end with a
+    /// note (or go back to their queue if nothing was shown), replies that
+    /// were finishing are finished, undelivered notices are sent again.
+    fn recover(&mut self, host: &mut dyn Host) -> Result<(), String> {
+        let mut db = Db { host };
+        let mut lost = Vec::new();
+        for key in db.host.store_keys("ctx/") {
+            let Some(mut ctx) = db.get::<Context>(&key)? else {
+                continue;
+            };
+            ctx.conn = Conn::Unknown;
+            ctx.conn_detail = None;
+            ctx.retry_timer = None;
+            lost.extend(ctx.in_flight);
+            db.put(&key, &ctx)?;
+        }
+        for key in db.host.store_keys("timer/") {
+            db.delete(&key);
+        }
+        for key in db.host.store_keys("route/") {
+            db.delete(&key);
+        }
+        let replies: Vec<u64> = db
+            .host
+            .store_keys("reply/")
+            .iter()
+            .filter_map(|k| k.strip_prefix("reply/")?.parse().ok())
+            .collect();
+        for req in replies {
+            let Some(mut r) = db.get::<Reply>(&reply_key(req))? else {
+                continue;
+            };
+            r.flush_timer = None;
+            r.typing_timer = None;
+            r.hold_until = 0;
+            for part in &mut r.parts {
+                if part.in_flight.take().is_some() && part.event_id.is_none() {
+                    // The first send may or may not have landed: its retry
+                    // reuses the transaction id, and an edit follows.
+                    part.retried = true;
+                }
+            }
+            db.put(&reply_key(req), &r)?;
+            if r.ending.is_none() && !lost.contains(&req) {
+                lost.push(req); // a stream no context knew about any more
+            }
+        }
+        for req in lost {
+            self.on_agent_error(
+                db.host,
+                AgentError {
+                    request: req,
+                    kind: AgentErrorKind::Disconnected,
+                    message: "the host restarted".into(),
+                },
+            )?;
+        }
+        let mut db = Db { host };
+        let replies: Vec<u64> = db
+            .host
+            .store_keys("reply/")
+            .iter()
+            .filter_map(|k| k.strip_prefix("reply/")?.parse().ok())
+            .collect();
+        for req in replies {
+            if let Some(mut r) = db.get::<Reply>(&reply_key(req))? {
+                if self.pump(db.host, req, &mut r)? {
+                    self.discard_reply(db.host, req, &r)?;
+                } else {
+                    db.put(&reply_key(req), &r)?;
+                }
+            }
+        }
+        for key in db.host.store_keys("out/") {
+            let Some(req) = key.strip_prefix("out/").and_then(|k| k.parse::<u64>().ok()) else {
+                continue;
+            };
+            if let Some(out) = db.get::<Outgoing>(&key)? {
+                db.put(&route_key(req), &Route::Notice)?;
+                db.host
+                    .send(req, &out.room_id, &MessageContent::from(&out.content));
+            }
+        }
+        Ok(())
     }
 
     pub fn guest_info(&self) -> GuestInfo {
@@ -84,14 +185,32 @@ impl Bot {
 
     // ---- incoming messages -------------------------------------------------
 
-    fn on_message(&mut self, host: &mut dyn Host, m: RoomMessage) -> Result<(), String> {
+    fn on_message(&mut self, host: &mut dyn Host, mut m: RoomMessage) -> Result<(), String> {
         if m.sender == self.info.bot_user_id || m.is_notice {
             return Ok(());
         }
-        let text = self.strip_mention(m.body.trim());
+        let body = m.body.clone();
+        let text = self.strip_mention(body.trim());
         let command = text.strip_prefix(self.cfg.command_prefix.as_str());
-        if !(m.is_direct || m.mentions_bot || command.is_some()) {
+        let addressed = m.is_direct || m.mentions_bot;
+        if !addressed && command.is_none() {
             return Ok(());
+        }
+        // In a group room, "!word" that is none of our commands is meant for
+        // someone else (another bot): stay quiet unless we were mentioned.
+        if let Some(rest) = command
+            && !addressed
+            && matches!(
+                commands::parse(rest, &self.cfg.command_prefix),
+                Command::Unknown(_)
+            )
+        {
+            return Ok(());
+        }
+        if self.cfg.scope == Scope::Thread && m.thread_root.is_none() {
+            // Per-thread contexts: a conversation started in the main
+            // timeline goes on in a thread rooted at its first message.
+            m.thread_root = Some(m.event_id.clone());
         }
         let now = host.now();
         let mut db = Db { host };
@@ -102,7 +221,7 @@ impl Bot {
                 let name = m
                     .sender_display_name
                     .clone()
-                    .unwrap_or_else(|| m.sender.clone());
+                    .unwrap_or_else(|| localpart(&m.sender).to_string());
                 let greeting = format!(
                     "👋 Hi {name}! I pass what you write to an AI agent and stream its reply \
                      here. Commands start with `{p}`: send `{p}help` for the list.",
@@ -140,6 +259,7 @@ impl Bot {
             text: text.to_string(),
             thread_root: m.thread_root.clone(),
             is_direct: m.is_direct,
+            attempts: 0,
         };
         self.enqueue(host, &m, queued)
     }
@@ -175,11 +295,11 @@ impl Bot {
         let ctx_id = self.context_id(&q.room_id, q.thread_root.as_deref(), &q.event_id);
         let mut db = Db { host };
         let mut ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
-        let idle = ctx.in_flight.is_none()
-            && ctx.queue.is_empty()
-            && ctx.retry_timer.is_none()
-            && ctx.conn != Conn::Disconnected;
-        if !idle && ctx.queue.len() >= self.cfg.queue_limit {
+        let waiting = !ctx.queue.is_empty()
+            || ctx.in_flight.is_some()
+            || ctx.retry_timer.is_some()
+            || ctx.conn == Conn::Disconnected;
+        if waiting && ctx.queue.len() >= self.cfg.queue_limit {
             let text = format!(
                 "⚠️ The agent is busy and {} messages are already waiting. \
                  Please send this again in a little while.",
@@ -188,17 +308,22 @@ impl Bot {
             return self.notice(host, m, &text);
         }
         ctx.queue.push_back(q);
-        let position = ctx.queue.len();
         db.put(&ctx_key(&ctx_id), &ctx)?;
-        if idle {
-            return self.start_next(host, &ctx_id);
-        }
+        self.start_next(host, &ctx_id)?;
+        let mut db = Db { host };
+        let ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
+        let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
+            return Ok(()); // on its way to the agent
+        };
         let why = if ctx.conn == Conn::Disconnected {
             "The agent is reconnecting"
         } else {
             "The agent is busy"
         };
-        let text = format!("⏳ {why}: your message is queued (position {position}).");
+        let text = format!(
+            "⏳ {why}: your message is queued (position {}).",
+            position + 1
+        );
         self.notice(host, m, &text)
     }
 
@@ -279,8 +404,19 @@ impl Bot {
         let mut db = Db { host };
         let text = match cmd {
             Command::Help => commands::help(&p, self.is_admin(&m.sender)),
-            Command::New => {
+            Command::New => 'new: {
                 let mut ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
+                if let Some(req) = ctx.in_flight
+                    && let Some(r) = db.get::<Reply>(&reply_key(req))?
+                    && r.origin.sender != m.sender
+                    && !self.is_admin(&m.sender)
+                {
+                    break 'new format!(
+                        "A reply for {} is being written in this context: wait for it to \
+                         finish, or ask them or an admin to `{p}stop` it.",
+                        r.origin.sender
+                    );
+                }
                 let stopped = if let Some(req) = ctx.in_flight {
                     db.host.agent_cancel(&ctx_id);
                     if let Some(mut r) = db.get::<Reply>(&reply_key(req))? {
@@ -301,9 +437,9 @@ impl Bot {
             Command::Context => {
                 let ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
                 let mut s = format!(
-                    "**Context** `{ctx_id}`: {} tokens used over {} messages since it started.",
+                    "**Context** `{ctx_id}`: {} tokens used over {} since it started.",
                     commands::thousands(ctx.tokens),
-                    commands::thousands(ctx.messages)
+                    count(ctx.messages, "message")
                 );
                 if let Some(t) = ctx.agent_tokens {
                     s.push_str(&format!(
@@ -314,10 +450,10 @@ impl Bot {
                 s
             }
             Command::Usage => format!(
-                "**Usage** for {}: {} tokens over {} messages.",
+                "**Usage** for {}: {} tokens over {}.",
                 m.sender,
                 commands::thousands(user.tokens),
-                commands::thousands(user.messages)
+                count(user.messages, "message")
             ),
             Command::Stop => {
                 let ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
@@ -395,7 +531,8 @@ impl Bot {
                     )
                 } else {
                     format!(
-                        "There is no skill `{name}`. Known skills: {}.",
+                        "There is no skill `{}`. Known skills: {}.",
+                        cut(&name, ECHO_MAX),
                         list_or_none(&self.cfg.skills)
                     )
                 }
@@ -417,12 +554,12 @@ impl Bot {
                     "`reload` is for admins only.".to_string()
                 }
             }
-            Command::Misused(text) => text,
+            Command::Misused(text) => cut(&text, 4 * ECHO_MAX).to_string(),
             Command::Unknown(name) => {
                 let mut s = if name.is_empty() {
                     "That is just the command prefix.".to_string()
                 } else {
-                    format!("Unknown command `{p}{name}`.")
+                    format!("Unknown command `{p}{}`.", cut(&name, ECHO_MAX))
                 };
                 if let Some(near) = commands::suggest(&name) {
                     s.push_str(&format!(" Did you mean `{p}{near}`?"));
@@ -516,7 +653,9 @@ impl Bot {
             Err(e) => e,
         };
         let delay = match err.kind {
-            MatrixErrorKind::RateLimited => err.retry_after_ms.unwrap_or(1000),
+            MatrixErrorKind::RateLimited => {
+                err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS)
+            }
             MatrixErrorKind::Unavailable | MatrixErrorKind::Other
                 if out.attempts < MAX_FAILURES =>
             {
@@ -595,8 +734,8 @@ impl Bot {
         });
         let ctx_id = r.context_id.clone();
         let mut ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
-        ctx.tokens += e.tokens_used;
-        ctx.messages += 1;
+        ctx.tokens = ctx.tokens.saturating_add(e.tokens_used);
+        ctx.messages = ctx.messages.saturating_add(1);
         ctx.busy_attempts = 0;
         if ctx.in_flight == Some(e.request) {
             ctx.in_flight = None;
@@ -604,8 +743,8 @@ impl Bot {
         db.put(&ctx_key(&ctx_id), &ctx)?;
         let ukey = user_key(&r.origin.sender);
         let mut user: User = db.get(&ukey)?.unwrap_or_default();
-        user.tokens += e.tokens_used;
-        user.messages += 1;
+        user.tokens = user.tokens.saturating_add(e.tokens_used);
+        user.messages = user.messages.saturating_add(1);
         db.put(&ukey, &user)?;
         self.close_reply(host, e.request, r)?;
         self.start_next(host, &ctx_id)
@@ -631,32 +770,42 @@ impl Bot {
                 e.request, e.kind, e.message
             ),
         );
-        let nothing_shown = r.chunks == 0;
+        let nothing_shown = r.chunks == 0 && !r.stop_requested;
         // Refused, or lost before a word: the message goes back to the head
-        // of the queue rather than being lost.
+        // of the queue rather than being lost (within limits, so that one
+        // message cannot block its queue forever).
         let requeue = nothing_shown
             && match e.kind {
                 AgentErrorKind::Busy => ctx.busy_attempts < self.cfg.busy_retries,
-                AgentErrorKind::Disconnected => true,
+                AgentErrorKind::Disconnected => r.origin.attempts < MAX_LOST,
                 _ => false,
             };
         if requeue {
-            let first_time = ctx.busy_attempts == 0;
-            if matches!(e.kind, AgentErrorKind::Busy) {
-                ctx.busy_attempts += 1;
-                let timer = db.next_id()?;
-                db.put(
-                    &timer_key(timer),
-                    &TimerPurpose::Retry {
-                        context_id: ctx_id.clone(),
-                    },
-                )?;
-                db.host.set_timer(timer, backoff(ctx.busy_attempts));
-                ctx.retry_timer = Some(timer);
-            } else {
-                ctx.conn = Conn::Disconnected;
+            let mut origin = r.origin.clone();
+            let first_time = match e.kind {
+                AgentErrorKind::Busy => {
+                    ctx.busy_attempts += 1;
+                    ctx.busy_attempts == 1
+                }
+                _ => {
+                    origin.attempts += 1;
+                    origin.attempts == 1
+                }
+            };
+            let attempt = ctx.busy_attempts.max(origin.attempts);
+            // Retry after a pause; a `ready` status cuts the pause short.
+            let timer = db.next_id()?;
+            db.put(
+                &timer_key(timer),
+                &TimerPurpose::Retry {
+                    context_id: ctx_id.clone(),
+                },
+            )?;
+            db.host.set_timer(timer, backoff(attempt));
+            if let Some(old) = ctx.retry_timer.replace(timer) {
+                db.host.cancel_timer(old);
+                db.delete(&timer_key(old));
             }
-            let origin = r.origin.clone();
             ctx.queue.push_front(origin.clone());
             db.put(&ctx_key(&ctx_id), &ctx)?;
             self.discard_reply(host, e.request, &r)?;
@@ -674,14 +823,20 @@ impl Bot {
             }
             return Ok(());
         }
-        if matches!(e.kind, AgentErrorKind::Busy) {
-            ctx.busy_attempts = 0;
-        }
+        ctx.busy_attempts = 0;
         db.put(&ctx_key(&ctx_id), &ctx)?;
         let p = &self.cfg.command_prefix;
         let note = match e.kind {
-            AgentErrorKind::Busy => "⚠️ The agent stayed busy, so your message was not sent. Please try again in a \
-                 moment.".to_string(),
+            AgentErrorKind::Busy => {
+                "⚠️ The agent stayed busy, so your message was not sent. Please try again in a \
+                 moment."
+                    .to_string()
+            }
+            AgentErrorKind::Disconnected if r.chunks == 0 && !r.stop_requested => {
+                "⚠️ The connection to the agent kept dropping before it answered. Please try \
+                 again later."
+                    .to_string()
+            }
             AgentErrorKind::Disconnected => {
                 "⚠️ *Reply incomplete: the connection to the agent was lost.*".to_string()
             }
@@ -692,10 +847,13 @@ impl Bot {
                 "⚠️ The agent's context is full. Send `{p}new` to start a fresh context, then \
                  ask again."
             ),
-            AgentErrorKind::BadRequest => {
-                format!("⚠️ The agent rejected this message: {}", e.message)
+            AgentErrorKind::BadRequest => format!(
+                "⚠️ The agent rejected this message: {}",
+                cut(&e.message, 4 * ECHO_MAX)
+            ),
+            AgentErrorKind::Internal => {
+                format!("⚠️ The agent failed: {}", cut(&e.message, 4 * ECHO_MAX))
             }
-            AgentErrorKind::Internal => format!("⚠️ The agent failed: {}", e.message),
         };
         let mut r = r;
         r.ending = Some(Ending::Cut(note));
@@ -740,7 +898,18 @@ impl Bot {
         if r.abandoned {
             return Ok(r.ending.is_some());
         }
-        self.text(host, req);
+        if self.text(host, req).len() != r.len {
+            // The cache and the store disagree (it should not happen): the
+            // store is the truth.
+            self.texts.remove(&req);
+            let rebuilt = self.text(host, req).len();
+            if rebuilt != r.len {
+                return Err(format!(
+                    "reply {req}: stored text is {rebuilt} bytes, record says {}",
+                    r.len
+                ));
+            }
+        }
         // Lend the text out of the cache (no copy per chunk).
         let full = self.texts.remove(&req).unwrap_or_default();
         let result = self.pump_text(host, req, r, &full);
@@ -767,7 +936,7 @@ impl Bot {
                 return Ok(false);
             }
             let part = &r.parts[idx];
-            let (body, is_final) = part_body(r, part, full);
+            let (body, is_final) = part_body(r, part, full)?;
             if body.is_empty() && !is_final {
                 return Ok(false); // nothing to show yet
             }
@@ -779,6 +948,11 @@ impl Bot {
                 let Some(start) = part.end else {
                     return Ok(true); // the final text is shown
                 };
+                let note_pending = matches!(r.ending, Some(Ending::Cut(_)));
+                if start >= full.len() && !note_pending {
+                    // Nothing for a next part (yet): it opens when text comes.
+                    return Ok(r.ending.is_some());
+                }
                 // This part is full and shown: the text goes on in a new one.
                 let fence = render::open_fence(&full[..start]);
                 r.parts.push(Part {
@@ -789,17 +963,22 @@ impl Bot {
                 continue;
             }
             if let Some(last) = part.last_update
-                && now < last + interval {
-                    self.schedule_flush(host, req, r, last + interval - now)?;
-                    return Ok(false);
-                }
+                && now < last + interval
+            {
+                self.schedule_flush(host, req, r, last + interval - now)?;
+                return Ok(false);
+            }
             // About to send: freeze the part where it must end if the text
             // no longer fits in one event.
             if part.end.is_none() && !render::fits(&body, part.fence.as_deref(), r.budget) {
-                let tail = &full[part.start..];
+                let tail = full.get(part.start..).unwrap_or_default();
                 let cut = render::split_point(tail, part.fence.as_deref(), r.budget);
-                r.parts[idx].end = Some(r.parts[idx].start + cut);
-                continue;
+                // A note alone always fits (notes are short, budgets are
+                // not): an empty tail needs no split.
+                if !tail.is_empty() {
+                    r.parts[idx].end = Some(r.parts[idx].start + cut);
+                    continue;
+                }
             }
             let html = render::to_html(&render::with_fence(part.fence.as_deref(), &body));
             let content = MessageContent {
@@ -895,18 +1074,30 @@ impl Bot {
                 if part.event_id.is_none() {
                     part.event_id = Some(event_id);
                 }
-                part.shown = flight.map(|f| f.fingerprint);
+                // A retried first send may have landed the first time, with
+                // older content (the transaction id returns that event):
+                // don't trust it to show this content; an edit follows.
+                part.shown = if part.retried {
+                    None
+                } else {
+                    flight.map(|f| f.fingerprint)
+                };
+                part.retried = false;
                 r.failures = 0;
             }
             Err(err) => {
+                if r.parts[idx].event_id.is_none() {
+                    r.parts[idx].retried = true;
+                }
                 let abandon = match err.kind {
                     MatrixErrorKind::RateLimited => {
-                        r.hold_until = now + err.retry_after_ms.unwrap_or(1000);
+                        let wait = err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS);
+                        r.hold_until = now.saturating_add(wait);
                         false
                     }
                     MatrixErrorKind::TooLarge => {
                         // Our estimate was off: aim lower and split again.
-                        r.budget = r.budget * 2 / 3;
+                        r.budget = (r.budget * 2 / 3).max(MIN_BUDGET);
                         let part = &mut r.parts[idx];
                         part.end = None;
                         r.failures += 1;
@@ -915,7 +1106,7 @@ impl Bot {
                     MatrixErrorKind::Forbidden | MatrixErrorKind::NotFound => true,
                     MatrixErrorKind::Unavailable | MatrixErrorKind::Other => {
                         r.failures += 1;
-                        r.hold_until = now + backoff(r.failures);
+                        r.hold_until = now.saturating_add(backoff(r.failures));
                         r.failures > MAX_FAILURES
                     }
                 };
@@ -979,8 +1170,14 @@ impl Bot {
         if s.context_tokens.is_some() {
             ctx.agent_tokens = s.context_tokens;
         }
+        if ctx.conn == Conn::Ready
+            && let Some(timer) = ctx.retry_timer.take()
+        {
+            db.host.cancel_timer(timer);
+            db.delete(&timer_key(timer));
+        }
         db.put(&key, &ctx)?;
-        if ctx.conn == Conn::Ready {
+        if ctx.conn != Conn::Disconnected {
             self.start_next(host, &s.context_id)?;
         }
         Ok(())
@@ -1090,18 +1287,25 @@ impl Bot {
 }
 
 /// The text a part shows now, and whether that is its final text.
-fn part_body(r: &Reply, part: &Part, full: &str) -> (String, bool) {
+fn part_body(r: &Reply, part: &Part, full: &str) -> Result<(String, bool), String> {
     let end = part.end.unwrap_or(full.len());
+    let Some(text) = full.get(part.start..end) else {
+        return Err(format!(
+            "part {}..{end} is not within the reply's {} bytes",
+            part.start,
+            full.len()
+        ));
+    };
     let is_final = part.end.is_some() || r.ending.is_some();
     let note = match (&r.ending, part.end) {
         (Some(Ending::Cut(note)), None) => Some(note.as_str()),
         _ => None,
     };
-    let body = join_note(&full[part.start..end], note);
+    let body = join_note(text, note);
     if body.is_empty() && is_final {
-        return ("*(The agent returned an empty reply.)*".to_string(), true);
+        return Ok(("*(The agent returned an empty reply.)*".to_string(), true));
     }
-    (body, is_final)
+    Ok((body, is_final))
 }
 
 fn join_note(text: &str, note: Option<&str>) -> String {
@@ -1117,6 +1321,26 @@ fn backoff(attempt: u32) -> u64 {
     1000u64
         .saturating_mul(1 << attempt.saturating_sub(1).min(6))
         .min(60_000)
+}
+
+/// `1 message`, `2 messages`, `1,234 messages`.
+fn count(n: u64, noun: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{} {noun}{s}", commands::thousands(n))
+}
+
+/// At most `max` characters of `s`.
+fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// `@alice:example.org` -> `alice`.
+fn localpart(user_id: &str) -> &str {
+    let s = user_id.strip_prefix('@').unwrap_or(user_id);
+    s.split(':').next().unwrap_or(s)
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {

@@ -66,6 +66,9 @@ pub struct Queued {
     pub text: String,
     pub thread_root: Option<String>,
     pub is_direct: bool,
+    /// Times it was sent and lost with the connection before an answer.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 /// How a streamed reply ended.
@@ -95,6 +98,10 @@ pub struct Part {
     pub shown: Option<u64>,
     /// When the last send or edit was issued (throttle).
     pub last_update: Option<u64>,
+    /// The first send failed once: if a retry finds it landed after all,
+    /// the content it shows may be older.
+    #[serde(default)]
+    pub retried: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -15,6 +15,7 @@ pub const RULES: &[Rule] = &[
     ("at most one update per interval per message", throttle),
     ("every addressed message is answered", answered),
     ("final text is the chunks joined", final_texts),
+    ("nothing transient is left in the store", no_leftovers),
 ];
 
 /// Every rule a run broke, in words (empty when all hold).
@@ -71,6 +72,8 @@ pub fn throttle(run: &Run) -> Vec<String> {
     let interval = run.facts.edit_interval_ms;
     let mut v = Vec::new();
     for (event, times) in &run.facts.updates {
+        let mut times = times.clone();
+        times.sort_unstable();
         for pair in times.windows(2) {
             if pair[1] < pair[0] + interval {
                 v.push(format!(
@@ -197,4 +200,19 @@ pub fn final_texts(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// Once the world is quiet, the guest's store holds only lasting records:
+/// users, contexts and its id counter (see guest/src/state.rs). Anything
+/// else (a reply, a chunk, a pending notice, a timer, a route) leaked.
+pub fn no_leftovers(run: &Run) -> Vec<String> {
+    if !run.settled {
+        return Vec::new(); // reported by `settles`
+    }
+    let lasting = ["user/", "ctx/", "meta/"];
+    run.store_keys
+        .iter()
+        .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))
+        .map(|k| format!("store still holds {k}"))
+        .collect()
 }

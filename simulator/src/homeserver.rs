@@ -238,10 +238,9 @@ impl Homeserver {
                 }
                 Some(target) => {
                     let valid = self.event(target).is_some_and(|o| o.replaces.is_none());
-                    if valid
-                        && let Some(new) = e.content.get("m.new_content") {
-                            latest.insert(target.clone(), new.clone());
-                        }
+                    if valid && let Some(new) = e.content.get("m.new_content") {
+                        latest.insert(target.clone(), new.clone());
+                    }
                 }
             }
         }

@@ -56,6 +56,10 @@ pub struct Homeserver {
     pub latency_ms: [u64; 2],
     /// Probability that a send or edit fails with 503.
     pub unavailable: f64,
+    /// Probability that a send or edit lands but its response is lost
+    /// (the host sees a failure; a retry with the same transaction id
+    /// returns the event that landed).
+    pub lost_response: f64,
 }
 
 impl Default for Homeserver {
@@ -65,6 +69,7 @@ impl Default for Homeserver {
             burst: 50,
             latency_ms: [10, 60],
             unavailable: 0.0,
+            lost_response: 0.0,
         }
     }
 }
@@ -155,6 +160,10 @@ pub struct Step {
     pub disconnect_agent: bool,
     /// The operator swaps the guest in again (as on SIGHUP).
     pub reload: bool,
+    /// The host is killed and started again: agent streams, timers and
+    /// responses in flight are lost; the store, the homeserver and
+    /// undelivered room messages (sync) are not.
+    pub restart: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,13 +205,14 @@ impl Scenario {
                 step.leave,
                 step.disconnect_agent,
                 step.reload,
+                step.restart,
             ]
             .iter()
             .filter(|k| **k)
             .count();
             if kinds != 1 {
                 return Err(format!(
-                    "step {n}: needs exactly one of say, invite, leave, disconnect_agent, reload"
+                    "step {n}: needs exactly one of say, invite, leave, disconnect_agent, reload, restart"
                 ));
             }
             if (step.say.is_some() || step.invite || step.leave)
@@ -211,9 +221,10 @@ impl Scenario {
                 return Err(format!("step {n}: say/invite/leave need `from` and `room`"));
             }
             if let Some(room) = &step.room
-                && !self.rooms.iter().any(|r| &r.id == room) {
-                    return Err(format!("step {n}: unknown room {room:?}"));
-                }
+                && !self.rooms.iter().any(|r| &r.id == room)
+            {
+                return Err(format!("step {n}: unknown room {room:?}"));
+            }
             for l in [&step.thread, &step.reply_to].into_iter().flatten() {
                 if !labels.contains(l) {
                     return Err(format!("step {n}: no earlier step is labelled {l:?}"));

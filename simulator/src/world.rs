@@ -20,11 +20,20 @@ use surfaces_protocol::{self as proto, ServerFrame};
 use crate::homeserver::Homeserver;
 use crate::scenario::{self, Scenario, Step};
 
+/// The guest's commands (and aliases). In a group room an unmentioned
+/// `!word` is only the bot's business if `word` is one of these.
+const KNOWN_COMMANDS: &[&str] = &[
+    "help", "h", "?", "new", "reset", "context", "usage", "stop", "cancel", "status", "skills",
+    "skill", "reload",
+];
+
 /// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
 pub const EPOCH_MS: u64 = 1_767_225_600_000;
 /// A run that has not settled after this much virtual time is a failure.
 const MAX_VIRTUAL_MS: u64 = 6 * 3600 * 1000;
 const MAX_STEPS: u64 = 500_000;
+/// How long a restarted host takes to come up.
+const RESTART_MS: u64 = 1_500;
 
 /// What the checks need to know about a run, besides the homeserver.
 #[derive(Debug, Default)]
@@ -76,6 +85,8 @@ pub struct Run {
     pub settled: bool,
     pub bot_user_id: String,
     pub prefix: String,
+    /// The guest's store at the end of the run.
+    pub store_keys: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -100,6 +111,8 @@ enum Pending {
         id: u64,
         token: u64,
     },
+    /// The restarted host comes up.
+    HostStart,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -140,7 +153,8 @@ struct World<'a> {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    slab: Vec<Option<Pending>>,
+    /// Pending things, with the host run (epoch) that scheduled them.
+    slab: Vec<Option<(Pending, u64)>>,
     hs: Homeserver,
     component: &'a GuestComponent,
     guest: Option<Guest>,
@@ -152,6 +166,10 @@ struct World<'a> {
     timer_token: u64,
     req_events: BTreeMap<u64, String>,
     labels: BTreeMap<String, String>,
+    /// Bumped when the host restarts: what the old run had in flight is
+    /// lost with it.
+    host_epoch: u64,
+    shared_scope: bool,
     transcript: Vec<String>,
     facts: Facts,
     prefix: String,
@@ -213,6 +231,8 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         timer_token: 0,
         req_events: BTreeMap::new(),
         labels: BTreeMap::new(),
+        host_epoch: 0,
+        shared_scope: true,
         transcript: Vec::new(),
         facts: Facts {
             edit_interval_ms,
@@ -220,19 +240,19 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         },
         prefix: prefix.clone(),
     };
-    w.start_guest(None);
-    let shared = scenario
+    w.shared_scope = scenario
         .guest
         .get("context_scope")
-        .and_then(|v| v.as_str()).is_none_or(|s| s == "shared");
-    if shared {
-        w.connect("shared");
-    }
+        .and_then(|v| v.as_str())
+        .is_none_or(|s| s == "shared");
+    w.start_host();
     for (i, step) in scenario.steps.iter().enumerate() {
         w.at(EPOCH_MS + step.at_ms, Pending::Step(i));
     }
     let settled = w.run_loop();
+    let store_keys = w.kv.keys("").unwrap_or_default();
     Run {
+        store_keys,
         seed,
         transcript: w.transcript,
         homeserver: w.hs,
@@ -245,14 +265,48 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
 
 impl World<'_> {
     fn at(&mut self, time: u64, p: Pending) {
+        let epoch = self.host_epoch;
+        self.at_epoch(time, p, epoch);
+    }
+
+    fn at_epoch(&mut self, time: u64, p: Pending, epoch: u64) {
         let slot = self.slab.len();
-        self.slab.push(Some(p));
+        self.slab.push(Some((p, epoch)));
         self.queue.push(Reverse((time, self.seq, slot)));
         self.seq += 1;
     }
 
     fn after(&mut self, delay: u64, p: Pending) {
         self.at(self.now + delay, p);
+    }
+
+    /// What the host does when it starts: the guest, then the agent.
+    fn start_host(&mut self) {
+        self.start_guest(None);
+        // (The guest may have connected it already, by submitting at init.)
+        if self.shared_scope && !self.conns.contains_key("shared") {
+            self.connect("shared");
+        }
+    }
+
+    /// The host is killed and started again. Its agent connections, timers
+    /// and pending responses die with it; the store, the homeserver and the
+    /// room messages not yet handled (sync resumes) survive.
+    fn restart_host(&mut self) {
+        self.log("fault: the host is killed and restarted".into());
+        self.host_epoch += 1;
+        self.timers.clear();
+        for c in std::mem::take(&mut self.conns).into_values() {
+            for request in c.in_flight.into_iter().chain(c.waiting.map(|w| w.0)) {
+                self.facts
+                    .outcomes
+                    .insert(request, Outcome::Failed("host restarted".into()));
+            }
+        }
+        self.guest = None;
+        // A new process takes a while to start: what the old one had sent
+        // lands meanwhile, and sync delivers what came in after.
+        self.after(RESTART_MS, Pending::HostStart);
     }
 
     fn latency(&mut self) -> u64 {
@@ -283,18 +337,37 @@ impl World<'_> {
             }
             steps += 1;
             self.now = time;
-            if let Some(p) = self.slab[slot].take() {
-                self.process(p);
+            if let Some((p, epoch)) = self.slab[slot].take() {
+                self.process(p, epoch);
             }
         }
         true
     }
 
-    fn process(&mut self, p: Pending) {
+    fn process(&mut self, p: Pending, epoch: u64) {
         match p {
             Pending::Step(i) => self.step(i),
-            Pending::Deliver(ev) => self.deliver(ev),
-            Pending::HsArrive(effect) => self.hs_arrive(effect),
+            Pending::Deliver(ev) => {
+                // Room events come from sync, which a restarted host resumes
+                // from its saved position: they are never lost.
+                let from_sync = matches!(
+                    ev,
+                    Event::Message(_) | Event::Invite(_) | Event::MembersChanged(_)
+                );
+                if from_sync && self.guest.is_none() {
+                    // The host is down: sync hands it over once it is up.
+                    self.after(RESTART_MS, Pending::Deliver(ev));
+                } else if from_sync || epoch == self.host_epoch {
+                    self.deliver(ev);
+                }
+            }
+            Pending::HostStart => {
+                if self.guest.is_none() {
+                    self.log("host: started again".into());
+                    self.start_host();
+                }
+            }
+            Pending::HsArrive(effect) => self.hs_arrive(effect, epoch),
             Pending::AgentStep { ctx, epoch } => self.agent_step(&ctx, epoch),
             Pending::AgentFrame { ctx, epoch, frame } => self.agent_frame(&ctx, epoch, &frame),
             Pending::Reconnect { ctx, epoch } => self.reconnect(&ctx, epoch),
@@ -310,7 +383,10 @@ impl World<'_> {
     // ---- the guest -----------------------------------------------------------
 
     fn start_guest(&mut self, reload_request: Option<u64>) {
-        match Guest::start(self.component, self.info.clone(), &mut self.kv, self.now) {
+        let mut info = self.info.clone();
+        // A swap carries on the same host run; a (re)start does not.
+        info.resumed = self.guest.is_some();
+        match Guest::start(self.component, info, &mut self.kv, self.now) {
             Ok((guest, out)) => {
                 let version = guest.info().version.clone();
                 self.log(format!("guest started: {} {}", guest.info().name, version));
@@ -397,7 +473,7 @@ impl World<'_> {
                 ref content,
             } => {
                 self.log(format!("bot send #{request} {room_id}: {}", show(content)));
-                self.facts.sends.insert(request, self.now);
+                self.facts.sends.entry(request).or_insert(self.now);
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
@@ -529,7 +605,7 @@ impl World<'_> {
 
     // ---- the homeserver ------------------------------------------------------
 
-    fn hs_arrive(&mut self, effect: Effect) {
+    fn hs_arrive(&mut self, effect: Effect, epoch: u64) {
         let bot = self.scenario.bot.user_id.clone();
         let unavailable = self.scenario.homeserver.unavailable;
         let (request, result) = match effect {
@@ -602,11 +678,12 @@ impl World<'_> {
             Ok(id) => {
                 if id.starts_with('$') {
                     self.req_events.insert(request, id.clone());
-                    if let Some(t) = self.facts.sends.get(&request).copied() {
-                        let entry = self.facts.updates.entry(id.clone()).or_default();
-                        if !entry.contains(&t) {
-                            entry.insert(0, t);
-                        }
+                    // The first send of a message counts as its first update;
+                    // a retry that the transaction id folds into it does not.
+                    if let Some(t) = self.facts.sends.get(&request).copied()
+                        && !self.facts.updates.contains_key(id)
+                    {
+                        self.facts.updates.insert(id.clone(), vec![t]);
                     }
                 }
                 self.log(format!("hs #{request} ok {id}"));
@@ -619,13 +696,25 @@ impl World<'_> {
                     .unwrap_or_default()
             )),
         }
+        // The homeserver may store the event and the response still get
+        // lost on the way back.
+        let lost = self.scenario.homeserver.lost_response;
+        let result = match result {
+            Ok(id) if lost > 0.0 && id.starts_with('$') && self.rng.random_bool(lost.min(1.0)) => {
+                self.log(format!("fault: the response to #{request} is lost"));
+                Err(unavailable_error())
+            }
+            other => other,
+        };
         let d = self.latency();
-        self.after(
-            d,
+        // The response goes to the host run that sent the request.
+        self.at_epoch(
+            self.now + d,
             Pending::Deliver(Event::MatrixResult(MatrixResult {
                 request,
                 outcome: result,
             })),
+            epoch,
         );
     }
 
@@ -642,9 +731,17 @@ impl World<'_> {
             }
             return;
         }
+        if (step.reload || step.restart) && self.guest.is_none() {
+            self.log("host: down, nothing to swap or restart".into());
+            return;
+        }
         if step.reload {
             self.log("host: guest swap (operator)".into());
             self.start_guest(None);
+            return;
+        }
+        if step.restart {
+            self.restart_host();
             return;
         }
         let (Some(from), Some(room)) = (step.from.clone(), step.room.clone()) else {
@@ -704,11 +801,11 @@ impl World<'_> {
             self.labels.insert(label.clone(), event_id.clone());
         }
         self.log(format!("{from} in {room} {event_id}: {}", quote(&body)));
-        let addressed = !step.notice
-            && (direct
-                || mentions_bot
-                || body.trim_start().starts_with(&self.prefix)
-                || strip_address(&body, &bot, &display).starts_with(&self.prefix));
+        let command_word = strip_address(&body, &bot, &display)
+            .strip_prefix(self.prefix.as_str())
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").to_lowercase());
+        let known_command = command_word.is_some_and(|w| KNOWN_COMMANDS.contains(&w.as_str()));
+        let addressed = !step.notice && (direct || mentions_bot || known_command);
         self.facts.user_messages.push(UserMessage {
             event_id: event_id.clone(),
             room_id: room.clone(),

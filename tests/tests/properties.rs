@@ -71,6 +71,7 @@ enum Act {
     },
     Disconnect,
     Reload,
+    Restart,
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -82,6 +83,7 @@ fn act() -> impl Strategy<Value = Act> {
         ])).prop_map(|(who, dm, name)| Act::Command { who, dm, name }),
         1 => Just(Act::Disconnect),
         1 => Just(Act::Reload),
+        1 => Just(Act::Restart),
     ]
 }
 
@@ -93,6 +95,7 @@ prop_compose! {
         strict_rate in any::<bool>(),
         latency in (1u64..80, 0u64..150),
         unavailable in prop::sample::select(vec![0.0, 0.0, 0.1, 0.3]),
+        lost_response in prop::sample::select(vec![0.0, 0.0, 0.2]),
         small_events in any::<bool>(),
         connect_ms in 1u64..3000,
         reconnect_ms in 100u64..3000,
@@ -128,6 +131,7 @@ prop_compose! {
                 },
                 Act::Disconnect => Step { at_ms, disconnect_agent: true, ..Step::default() },
                 Act::Reload => Step { at_ms, reload: true, ..Step::default() },
+                Act::Restart => Step { at_ms, restart: true, ..Step::default() },
             };
             steps.push(step);
         }
@@ -143,6 +147,7 @@ prop_compose! {
                 burst: if strict_rate { 10 } else { 50 },
                 latency_ms: [latency.0, latency.0 + latency.1],
                 unavailable,
+                lost_response,
             },
             agent: Agent { connect_ms, reconnect_ms, replies },
             rooms: vec![
@@ -239,6 +244,11 @@ proptest! {
     #[test]
     fn runs_settle_without_guest_failures((scenario, seed) in world()) {
         holds("settles", check::settles, &scenario, seed)?;
+    }
+
+    #[test]
+    fn nothing_transient_is_left_in_the_store((scenario, seed) in world()) {
+        holds("leftovers", check::no_leftovers, &scenario, seed)?;
     }
 
     #[test]
