@@ -575,33 +575,27 @@ impl Bot {
 
     /// Answer `m` with a notice (delivered even through rate limits).
     fn notice(&mut self, host: &mut dyn Host, m: &RoomMessage, text: &str) -> Result<(), String> {
-        let mentions = if m.is_direct {
-            Vec::new()
-        } else {
-            vec![m.sender.clone()]
-        };
-        self.send_notice(
-            host,
-            &m.room_id,
-            text,
-            Some(&m.event_id),
-            m.thread_root.as_deref(),
-            mentions,
-        )
+        self.notice_in(host, Place::from(m), text)
     }
 
     fn notice_to(&mut self, host: &mut dyn Host, q: &Queued, text: &str) -> Result<(), String> {
-        let mentions = if q.is_direct {
+        self.notice_in(host, Place::from(q), text)
+    }
+
+    /// A notice replying to a message, in its thread; in a group room it
+    /// mentions the sender.
+    fn notice_in(&mut self, host: &mut dyn Host, to: Place<'_>, text: &str) -> Result<(), String> {
+        let mentions = if to.is_direct {
             Vec::new()
         } else {
-            vec![q.sender.clone()]
+            vec![to.sender.to_string()]
         };
         self.send_notice(
             host,
-            &q.room_id,
+            to.room_id,
             text,
-            Some(&q.event_id),
-            q.thread_root.as_deref(),
+            Some(to.event_id),
+            to.thread_root,
             mentions,
         )
     }
@@ -1306,6 +1300,39 @@ fn part_body(r: &Reply, part: &Part, full: &str) -> Result<(String, bool), Strin
         return Ok(("*(The agent returned an empty reply.)*".to_string(), true));
     }
     Ok((body, is_final))
+}
+
+/// Where a user message was, to answer it there.
+struct Place<'a> {
+    room_id: &'a str,
+    event_id: &'a str,
+    sender: &'a str,
+    thread_root: Option<&'a str>,
+    is_direct: bool,
+}
+
+impl<'a> From<&'a RoomMessage> for Place<'a> {
+    fn from(m: &'a RoomMessage) -> Self {
+        Place {
+            room_id: &m.room_id,
+            event_id: &m.event_id,
+            sender: &m.sender,
+            thread_root: m.thread_root.as_deref(),
+            is_direct: m.is_direct,
+        }
+    }
+}
+
+impl<'a> From<&'a Queued> for Place<'a> {
+    fn from(q: &'a Queued) -> Self {
+        Place {
+            room_id: &q.room_id,
+            event_id: &q.event_id,
+            sender: &q.sender,
+            thread_root: q.thread_root.as_deref(),
+            is_direct: q.is_direct,
+        }
+    }
 }
 
 fn join_note(text: &str, note: Option<&str>) -> String {
