@@ -1,0 +1,159 @@
+//! Durable state in SQLite: the guest's key/value records behind its
+//! `store` import, with a schema version and migrations.
+//!
+//! Every guest event's writes commit in one transaction. The database runs
+//! in WAL mode with `synchronous = NORMAL`: a committed event survives the
+//! host being killed (it may not survive the machine losing power).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use surfaces_embed::{KvError, KvStore, Write};
+
+/// Migrations, in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: the guest's records. Keys are compared as bytes (BLOB), so a
+    // prefix scan is a range scan.
+    "CREATE TABLE guest_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database schema version {found} is newer than this host knows ({known}): refusing to touch it"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = SqliteStore { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let found = self.schema_version()?;
+        if found > known {
+            return Err(StoreError::TooNew { found, known });
+        }
+        let tx = self.conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The smallest byte string greater than every string starting with
+/// `prefix`, or `None` when there is none (all 0xFF).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn kv_err(e: rusqlite::Error) -> KvError {
+    KvError(format!("database: {e}"))
+}
+
+impl KvStore for SqliteStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.conn
+            .prepare_cached("SELECT value FROM guest_kv WHERE key = ?1")
+            .and_then(|mut st| {
+                st.query_row(params![key.as_bytes()], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(kv_err)
+    }
+
+    fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        let rows: Result<Vec<Vec<u8>>, rusqlite::Error> = match prefix_end(prefix.as_bytes()) {
+            Some(end) => self
+                .conn
+                .prepare_cached(
+                    "SELECT key FROM guest_kv WHERE key >= ?1 AND key < ?2 ORDER BY key",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![prefix.as_bytes(), end], |r| r.get(0))?
+                        .collect()
+                }),
+            None => self
+                .conn
+                .prepare_cached("SELECT key FROM guest_kv WHERE key >= ?1 ORDER BY key")
+                .and_then(|mut st| {
+                    st.query_map(params![prefix.as_bytes()], |r| r.get(0))?
+                        .collect()
+                }),
+        };
+        rows.map_err(kv_err)?
+            .into_iter()
+            .map(|k| String::from_utf8(k).map_err(|e| KvError(format!("key is not UTF-8: {e}"))))
+            .collect()
+    }
+
+    fn commit(&mut self, writes: Vec<Write>) -> Result<(), KvError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(kv_err)?;
+        {
+            let mut put = tx
+                .prepare_cached("INSERT OR REPLACE INTO guest_kv (key, value) VALUES (?1, ?2)")
+                .map_err(kv_err)?;
+            let mut del = tx
+                .prepare_cached("DELETE FROM guest_kv WHERE key = ?1")
+                .map_err(kv_err)?;
+            for (key, value) in &writes {
+                match value {
+                    Some(v) => put.execute(params![key.as_bytes(), v]),
+                    None => del.execute(params![key.as_bytes()]),
+                }
+                .map_err(kv_err)?;
+            }
+        }
+        tx.commit().map_err(kv_err)
+    }
+}

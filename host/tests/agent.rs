@@ -1,0 +1,359 @@
+//! The agent client against real WebSocket servers on loopback: the
+//! reference server in each of its modes, and servers that misbehave.
+//!
+//! Waits are on events; the timeouts only stop a broken test from hanging.
+
+use std::time::Duration;
+
+use surfaces_embed::{AgentErrorKind, AgentMessage, ConnectionState, Event, Sender};
+use surfaces_host::agent::client::{self, AgentHandle, Backend, ClientConfig, Command};
+use surfaces_host::agent::server::{self, Mode, ServerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn reference_server(config: ServerConfig) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server::serve(listener, config));
+    format!("ws://{addr}/agent")
+}
+
+fn fast(mode: Mode) -> ServerConfig {
+    ServerConfig {
+        mode,
+        chunks: 4,
+        chunk_delay: Duration::from_millis(5),
+        ..ServerConfig::default()
+    }
+}
+
+fn quick_client(backend: Backend) -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(600),
+        ping_interval: Duration::from_millis(100),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..ClientConfig::new(backend)
+    }
+}
+
+struct Agent {
+    handle: AgentHandle,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Agent {
+    fn start(config: ClientConfig) -> Agent {
+        let (tx, events) = mpsc::unbounded_channel();
+        let handle = client::spawn("shared".into(), config, tx);
+        Agent { handle, events }
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(PATIENCE, self.events.recv())
+            .await
+            .expect("an agent event in time")
+            .expect("the client is running")
+    }
+
+    /// Skip events until one matches.
+    async fn until(&mut self, what: &str, f: impl Fn(&Event) -> bool) -> Event {
+        loop {
+            let e = self.next().await;
+            if f(&e) {
+                return e;
+            }
+            if let Event::AgentStatus(_) = e {
+                continue;
+            }
+            assert!(
+                matches!(e, Event::AgentChunk(_)),
+                "waiting for {what}, got {e:?}"
+            );
+        }
+    }
+
+    async fn ready(&mut self) {
+        self.until(
+            "ready",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Ready),
+        )
+        .await;
+    }
+
+    fn submit(&self, request: u64, text: &str) {
+        assert!(self.handle.send(Command::Submit {
+            request,
+            message: AgentMessage {
+                text: text.into(),
+                sender: Sender {
+                    id: "@alice:test".into(),
+                    display_name: Some("Alice".into()),
+                },
+                skills: vec!["code".into()],
+                attachments: vec![],
+            },
+        }));
+    }
+
+    /// Collect a reply: its chunks, and how it ended.
+    async fn reply(&mut self, request: u64) -> (String, Result<u64, AgentErrorKind>) {
+        let mut text = String::new();
+        loop {
+            match self.next().await {
+                Event::AgentChunk(c) if c.request == request => text.push_str(&c.text),
+                Event::AgentEnd(e) if e.request == request => return (text, Ok(e.tokens_used)),
+                Event::AgentError(e) if e.request == request => return (text, Err(e.kind)),
+                Event::AgentStatus(_) => {}
+                other => panic!("unexpected {other:?} during reply #{request}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_a_reply_and_records_tokens() {
+    let url = reference_server(fast(Mode::Echo)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, "hello there agent");
+    let (text, end) = agent.reply(1).await;
+    assert_eq!(text, "hello there agent");
+    assert_eq!(end, Ok(6));
+}
+
+#[tokio::test]
+async fn the_in_process_echo_backend_streams_in_chunks() {
+    let mut agent = Agent::start(quick_client(Backend::Echo(fast(Mode::Echo))));
+    agent.ready().await;
+    agent.submit(7, "ping pong");
+    let mut chunks = 0;
+    loop {
+        match agent.next().await {
+            Event::AgentChunk(_) => chunks += 1,
+            Event::AgentEnd(e) => {
+                assert_eq!(e.request, 7);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(chunks > 1, "the echo should stream, got {chunks} chunk(s)");
+}
+
+#[tokio::test]
+async fn a_submit_while_connecting_waits_for_the_status() {
+    let url = reference_server(ServerConfig {
+        status_delay: Duration::from_millis(200),
+        ..fast(Mode::Echo)
+    })
+    .await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.submit(1, "early bird");
+    // Held until the connection is up (status received), then sent.
+    let (text, end) = agent.reply(1).await;
+    assert_eq!((text.as_str(), end.is_ok()), ("early bird", true));
+}
+
+#[tokio::test]
+async fn a_second_request_in_flight_is_refused_as_busy() {
+    let url = reference_server(ServerConfig {
+        chunk_delay: Duration::from_millis(50),
+        ..fast(Mode::Echo)
+    })
+    .await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, "first");
+    agent.submit(2, "second");
+    let refused = agent
+        .until(
+            "a busy refusal",
+            |e| matches!(e, Event::AgentError(x) if x.request == 2),
+        )
+        .await;
+    assert!(matches!(refused, Event::AgentError(ref x) if x.kind == AgentErrorKind::Busy));
+    let (text, end) = agent.reply(1).await;
+    assert_eq!((text.as_str(), end.is_ok()), ("first", true));
+}
+
+#[tokio::test]
+async fn the_agent_refusing_as_busy_is_an_error_event() {
+    let url = reference_server(fast(Mode::Busy)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, "anyone?");
+    assert_eq!(
+        agent.reply(1).await,
+        (String::new(), Err(AgentErrorKind::Busy))
+    );
+}
+
+#[tokio::test]
+async fn a_connection_dropped_mid_reply_ends_it_and_reconnects() {
+    let url = reference_server(fast(Mode::DropMidReply)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, "one two three four five six seven eight");
+    let (text, end) = agent.reply(1).await;
+    assert_eq!(end, Err(AgentErrorKind::Disconnected));
+    assert!(!text.is_empty(), "half the reply arrived first");
+    agent
+        .until(
+            "disconnected",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+        )
+        .await;
+    agent.ready().await; // reconnected by itself
+}
+
+#[tokio::test]
+async fn a_malformed_frame_fails_the_request_and_the_next_one_works() {
+    let url = reference_server(fast(Mode::Malformed)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, "one two three four");
+    let (_, end) = agent.reply(1).await;
+    assert_eq!(end, Err(AgentErrorKind::Protocol));
+    // Sent while the rest of #1 drains: it waits, then goes through.
+    agent.submit(2, "again");
+    let (_, end) = agent.reply(2).await;
+    assert_eq!(
+        end,
+        Err(AgentErrorKind::Protocol),
+        "the malformed mode misbehaves every time"
+    );
+}
+
+#[tokio::test]
+async fn no_status_in_time_is_a_failed_connect_that_is_retried() {
+    let url = reference_server(fast(Mode::Silent)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    let e = agent
+        .until(
+            "disconnected",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+        )
+        .await;
+    let Event::AgentStatus(s) = e else {
+        unreachable!()
+    };
+    assert!(
+        s.detail.unwrap_or_default().contains("no status"),
+        "detail says why"
+    );
+    agent
+        .until(
+            "connecting again",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Connecting),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_lost_after_the_idle_limit() {
+    let url = reference_server(fast(Mode::Mute)).await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    let e = agent
+        .until(
+            "disconnected",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+        )
+        .await;
+    let Event::AgentStatus(s) = e else {
+        unreachable!()
+    };
+    assert!(
+        s.detail.unwrap_or_default().contains("no frame"),
+        "detail says why"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_token_is_sent_and_checked() {
+    let config = ServerConfig {
+        token: Some("s3cret".into()),
+        ..fast(Mode::Echo)
+    };
+    let url = reference_server(config).await;
+    let mut good = Agent::start(quick_client(Backend::Url {
+        url: url.clone(),
+        token: Some("s3cret".into()),
+    }));
+    good.ready().await;
+    let mut bad = Agent::start(quick_client(Backend::Url {
+        url,
+        token: Some("wrong".into()),
+    }));
+    let e = bad
+        .until(
+            "refused",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+        )
+        .await;
+    let Event::AgentStatus(s) = e else {
+        unreachable!()
+    };
+    assert!(
+        s.detail.unwrap_or_default().contains("401"),
+        "the 401 is reported"
+    );
+}
+
+#[tokio::test]
+async fn cancel_ends_the_reply_with_partial_tokens_and_reset_reports_status() {
+    let url = reference_server(ServerConfig {
+        // Long enough that the cancel always lands mid-reply.
+        chunk_delay: Duration::from_millis(100),
+        chunks: 50,
+        ..fast(Mode::Echo)
+    })
+    .await;
+    let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
+    agent.ready().await;
+    agent.submit(1, &"word ".repeat(50));
+    agent
+        .until("a first chunk", |e| matches!(e, Event::AgentChunk(_)))
+        .await;
+    assert!(agent.handle.send(Command::Cancel));
+    let (_, end) = agent.reply(1).await;
+    let tokens = end.expect("a cancelled reply ends normally");
+    assert!(tokens < 100, "partial tokens, got {tokens}");
+    assert!(agent.handle.send(Command::Reset));
+    let e = agent
+        .until("status", |e| matches!(e, Event::AgentStatus(_)))
+        .await;
+    assert!(
+        matches!(e, Event::AgentStatus(ref s) if s.context_tokens == Some(0)),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_agent_is_reported_and_submits_are_refused() {
+    // A port nobody listens on: bind, learn it, close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let mut agent = Agent::start(quick_client(Backend::Url {
+        url: format!("ws://{addr}/"),
+        token: None,
+    }));
+    agent
+        .until(
+            "disconnected",
+            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+        )
+        .await;
+    agent.submit(1, "hello?");
+    let e = agent
+        .until("a refusal", |e| matches!(e, Event::AgentError(_)))
+        .await;
+    assert!(matches!(e, Event::AgentError(ref x) if x.kind == AgentErrorKind::Disconnected));
+}
