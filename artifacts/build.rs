@@ -22,6 +22,8 @@ fn main() {
         ".cargo/config.toml",
         "chaos/src",
         "chaos/Cargo.toml",
+        "broken/src",
+        "broken/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
@@ -34,7 +36,14 @@ fn main() {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "--locked", "--target", TARGET])
-        .args(["-p", "surfaces-guest", "-p", "surfaces-chaos-guest"])
+        .args([
+            "-p",
+            "surfaces-guest",
+            "-p",
+            "surfaces-chaos-guest",
+            "-p",
+            "surfaces-broken-guest",
+        ])
         .arg("--manifest-path")
         .arg(guest.join("Cargo.toml"))
         // guest/.cargo/config.toml holds the release profile (size, LTO).
@@ -56,6 +65,7 @@ fn main() {
     for (file, var) in [
         ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
         ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
+        ("surfaces_broken_guest.wasm", "SURFACES_BROKEN_WASM"),
     ] {
         let wasm = target_dir.join(TARGET).join("release").join(file);
         if !wasm.is_file() {

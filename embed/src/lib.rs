@@ -16,7 +16,11 @@ mod ctx;
 mod kv;
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
 use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
@@ -172,6 +176,60 @@ impl Embedding {
         self.prepare(component)
     }
 
+    /// Like [`Embedding::compile`], through a cache of precompiled
+    /// artifacts in `dir`, keyed by the wasm's SHA-256 and the engine's
+    /// compatibility hash (a different wasmtime or engine setting misses).
+    /// A cache that cannot be read or written only costs a compile.
+    pub fn compile_cached(
+        &self,
+        wasm: &[u8],
+        dir: &Path,
+    ) -> Result<(GuestComponent, CacheUse), EmbedError> {
+        let path = dir.join(self.cache_key(wasm));
+        // Read into memory rather than mmap the file: a file changed under
+        // a mapping would crash the host (SIGBUS), a copy cannot.
+        if let Ok(bytes) = std::fs::read(&path) {
+            // SAFETY: wasmtime requires that deserialized bytes come from
+            // `Component::serialize` of a compatible engine. The file is
+            // named by the engine's compatibility hash and is only written
+            // by `store_artifact` (atomically, by rename) in a directory the
+            // host owns; wasmtime also checks the engine's settings.
+            let loaded = unsafe { Component::deserialize(&self.inner.engine, &bytes) };
+            match loaded {
+                Ok(component) => return Ok((self.prepare(component)?, CacheUse::Hit)),
+                Err(e) => {
+                    tracing::warn!("ignoring unreadable cached guest {}: {e:#}", path.display())
+                }
+            }
+        }
+        let component = Component::new(&self.inner.engine, wasm)
+            .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
+        let guest = self.prepare(component.clone())?;
+        let stored = store_artifact(&component, dir, &path);
+        if let Err(e) = &stored {
+            tracing::warn!("cannot cache the compiled guest in {}: {e}", dir.display());
+        }
+        Ok((
+            guest,
+            if stored.is_ok() {
+                CacheUse::Stored
+            } else {
+                CacheUse::Uncached
+            },
+        ))
+    }
+
+    fn cache_key(&self, wasm: &[u8]) -> String {
+        let mut engine = std::hash::DefaultHasher::new();
+        self.inner
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine);
+        let digest = Sha256::digest(wasm);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}-{:016x}.cwasm", engine.finish())
+    }
+
     fn prepare(&self, component: Component) -> Result<GuestComponent, EmbedError> {
         let pre = self
             .inner
@@ -184,6 +242,28 @@ impl Embedding {
             pre,
         })
     }
+}
+
+/// Where a compiled guest came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Loaded from the cache: no compile.
+    Hit,
+    /// Compiled, and stored for next time.
+    Stored,
+    /// Compiled; the cache could not be written.
+    Uncached,
+}
+
+fn store_artifact(component: &Component, dir: &Path, path: &Path) -> std::io::Result<()> {
+    let bytes = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+    std::fs::create_dir_all(dir)?;
+    // Write then rename: a reader never sees half a file.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A compiled guest that satisfies the contract. Cheap to clone.
@@ -252,6 +332,23 @@ impl Guest {
         };
         let out = guest.ensure_live(kv, now_ms)?;
         Ok((guest, out))
+    }
+
+    /// Replace this generation with `component`, carrying on the same host
+    /// run (its `init` sees `resumed = true`). The new generation is
+    /// started (instantiated, `init` run) before anything changes: if that
+    /// fails, this generation keeps serving and nothing was written.
+    pub fn swap(
+        &mut self,
+        component: &GuestComponent,
+        kv: &mut BoxedKv,
+        now_ms: u64,
+    ) -> Result<Output, GuestError> {
+        let mut info = self.info.clone();
+        info.resumed = true;
+        let (next, out) = Guest::start(component, info, kv, now_ms)?;
+        *self = next;
+        Ok(out)
     }
 
     /// Name and version the guest reported from `init`.

@@ -280,6 +280,11 @@ impl World<'_> {
         self.at(self.now + delay, p);
     }
 
+    /// Schedule an event for the guest from the current host run.
+    fn deliver_after(&mut self, delay: u64, ev: Event) {
+        self.after(delay, Pending::Deliver(ev));
+    }
+
     /// What the host does when it starts: the guest, then the agent.
     fn start_host(&mut self) {
         self.start_guest(None);
@@ -383,38 +388,37 @@ impl World<'_> {
     // ---- the guest -----------------------------------------------------------
 
     fn start_guest(&mut self, reload_request: Option<u64>) {
-        let mut info = self.info.clone();
-        // A swap carries on the same host run; a (re)start does not.
-        info.resumed = self.guest.is_some();
-        match Guest::start(self.component, info, &mut self.kv, self.now) {
-            Ok((guest, out)) => {
-                let version = guest.info().version.clone();
-                self.log(format!("guest started: {} {}", guest.info().name, version));
-                self.guest = Some(guest);
-                self.apply(out);
-                if let Some(request) = reload_request {
-                    self.after(
-                        1,
-                        Pending::Deliver(Event::ReloadResult(ReloadResult {
-                            request,
-                            outcome: Ok(version),
-                        })),
-                    );
+        // A swap carries on the same host run (the embedding's `swap`); a
+        // (re)start does not.
+        let result = match self.guest.as_mut() {
+            Some(guest) => guest
+                .swap(self.component, &mut self.kv, self.now)
+                .map(|out| (None, out)),
+            None => Guest::start(self.component, self.info.clone(), &mut self.kv, self.now)
+                .map(|(guest, out)| (Some(guest), out)),
+        };
+        let outcome = match result {
+            Ok((started, out)) => {
+                if let Some(guest) = started {
+                    self.guest = Some(guest);
                 }
+                let (name, version) = self
+                    .guest
+                    .as_ref()
+                    .map(|g| (g.info().name.clone(), g.info().version.clone()))
+                    .unwrap_or_default();
+                self.log(format!("guest started: {name} {version}"));
+                self.apply(out);
+                Ok(version)
             }
             Err(e) => {
                 self.log(format!("guest refused to start: {e}"));
                 self.facts.guest_failures.push(e.to_string());
-                if let Some(request) = reload_request {
-                    self.after(
-                        1,
-                        Pending::Deliver(Event::ReloadResult(ReloadResult {
-                            request,
-                            outcome: Err(e.to_string()),
-                        })),
-                    );
-                }
+                Err(e.to_string())
             }
+        };
+        if let Some(request) = reload_request {
+            self.deliver_after(1, Event::ReloadResult(ReloadResult { request, outcome }));
         }
     }
 

@@ -1,0 +1,222 @@
+//! The cost of the guest: one event through wasm against the same logic
+//! built natively, instantiation, and the stall of a swap.
+//!
+//! `cargo bench -p surfaces-embed`
+
+use std::collections::BTreeMap;
+
+use surfaces_embed::{
+    AgentChunk, BoxedKv, Budget, Embedding, Event, Guest, GuestComponent, HostInfo, MemoryKv,
+    RoomMessage, Sandbox,
+};
+use surfaces_guest::bot::Bot;
+use surfaces_guest::host::Host;
+use surfaces_guest::types as g;
+
+fn main() {
+    divan::main();
+}
+
+fn embedding() -> Embedding {
+    Embedding::new(Sandbox {
+        budget: Budget::Epoch {
+            ticks: u64::MAX / 2,
+        },
+        memory_bytes: 64 << 20,
+    })
+    .expect("engine")
+}
+
+fn info() -> HostInfo {
+    HostInfo {
+        bot_user_id: "@bot:bench".into(),
+        bot_display_name: "bot".into(),
+        host_version: "bench".into(),
+        settings: vec![],
+        max_event_bytes: 65_536,
+        resumed: false,
+    }
+}
+
+fn message() -> RoomMessage {
+    RoomMessage {
+        room_id: "!dm".into(),
+        event_id: "$1".into(),
+        sender: "@alice:bench".into(),
+        sender_display_name: Some("Alice".into()),
+        body: "tell me something".into(),
+        thread_root: None,
+        reply_to: None,
+        is_direct: true,
+        mentions_bot: false,
+        is_notice: false,
+        origin_server_ts: 0,
+    }
+}
+
+/// The agent request id the guest gives the first message (after the
+/// greeting notice took id 1).
+const REQUEST: u64 = 2;
+
+/// A wasm guest in the middle of streaming a reply.
+fn streaming_wasm() -> (Guest, BoxedKv) {
+    let e = embedding();
+    let c = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut guest, _) = Guest::start(&c, info(), &mut kv, 0).expect("starts");
+    guest
+        .handle(&Event::Message(message()), &mut kv, 0)
+        .expect("message");
+    (guest, kv)
+}
+
+/// The same logic natively, with a host that records effects in memory.
+#[derive(Default)]
+struct NativeHost {
+    store: BTreeMap<String, Vec<u8>>,
+    effects: usize,
+}
+
+impl Host for NativeHost {
+    fn send(&mut self, _: u64, _: &str, _: &g::MessageContent) {
+        self.effects += 1;
+    }
+    fn edit(&mut self, _: u64, _: &str, _: &g::EditTarget, _: &g::MessageContent) {
+        self.effects += 1;
+    }
+    fn set_typing(&mut self, _: &str, _: bool, _: u32) {}
+    fn read_receipt(&mut self, _: &str, _: &str) {}
+    fn join(&mut self, _: u64, _: &str) {}
+    fn leave(&mut self, _: u64, _: &str) {}
+    fn agent_submit(&mut self, _: u64, _: &str, _: &g::AgentMessage) {
+        self.effects += 1;
+    }
+    fn agent_cancel(&mut self, _: &str) {}
+    fn agent_reset(&mut self, _: &str) {}
+    fn store_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.store.get(key).cloned()
+    }
+    fn store_put(&mut self, key: &str, value: &[u8]) {
+        self.store.insert(key.to_string(), value.to_vec());
+    }
+    fn store_delete(&mut self, key: &str) {
+        self.store.remove(key);
+    }
+    fn store_keys(&mut self, prefix: &str) -> Vec<String> {
+        self.store
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+    fn now(&mut self) -> u64 {
+        0
+    }
+    fn set_timer(&mut self, _: u64, _: u64) {}
+    fn cancel_timer(&mut self, _: u64) {}
+    fn log(&mut self, _: g::LogLevel, _: &str) {}
+    fn reload(&mut self, _: u64) {}
+}
+
+fn native_info() -> g::HostInfo {
+    g::HostInfo {
+        bot_user_id: "@bot:bench".into(),
+        bot_display_name: "bot".into(),
+        host_version: "bench".into(),
+        settings: vec![],
+        max_event_bytes: 65_536,
+        resumed: false,
+    }
+}
+
+fn streaming_native() -> (Bot, NativeHost) {
+    let mut host = NativeHost::default();
+    let mut bot = Bot::new(native_info(), &mut host).expect("starts");
+    bot.handle(
+        &mut host,
+        g::Event::Message(g::RoomMessage {
+            room_id: "!dm".into(),
+            event_id: "$1".into(),
+            sender: "@alice:bench".into(),
+            sender_display_name: Some("Alice".into()),
+            body: "tell me something".into(),
+            thread_root: None,
+            reply_to: None,
+            is_direct: true,
+            mentions_bot: false,
+            is_notice: false,
+            origin_server_ts: 0,
+        }),
+    )
+    .expect("message");
+    (bot, host)
+}
+
+/// An agent chunk for the reply in flight (throttled: no Matrix request).
+#[divan::bench(name = "chunk_wasm")]
+fn chunk_wasm(bencher: divan::Bencher) {
+    let (mut guest, mut kv) = streaming_wasm();
+    let event = Event::AgentChunk(AgentChunk {
+        request: REQUEST,
+        text: "word ".into(),
+    });
+    bencher.bench_local(|| guest.handle(&event, &mut kv, 0).expect("chunk"));
+}
+
+#[divan::bench(name = "chunk_native")]
+fn chunk_native(bencher: divan::Bencher) {
+    let (mut bot, mut host) = streaming_native();
+    bencher.bench_local(|| {
+        bot.handle(
+            &mut host,
+            g::Event::AgentChunk(g::AgentChunk {
+                request: REQUEST,
+                text: "word ".into(),
+            }),
+        )
+        .expect("chunk")
+    });
+}
+
+/// A timer nobody set: the cheapest event, mostly boundary cost.
+#[divan::bench(name = "stray_timer_wasm")]
+fn stray_timer_wasm(bencher: divan::Bencher) {
+    let (mut guest, mut kv) = streaming_wasm();
+    let event = Event::Timer(999_999);
+    bencher.bench_local(|| guest.handle(&event, &mut kv, 0).expect("timer"));
+}
+
+#[divan::bench(name = "stray_timer_native")]
+fn stray_timer_native(bencher: divan::Bencher) {
+    let (mut bot, mut host) = streaming_native();
+    bencher.bench_local(|| {
+        bot.handle(&mut host, g::Event::Timer(999_999))
+            .expect("timer")
+    });
+}
+
+/// A fresh instance and its `init` (what a trap recovery costs).
+#[divan::bench]
+fn instantiate_and_init(bencher: divan::Bencher) {
+    let e = embedding();
+    let c: GuestComponent = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    bencher.bench_local(|| Guest::start(&c, info(), &mut kv, 0).expect("starts"));
+}
+
+/// The stall of a swap with a precompiled guest: load from the cache,
+/// instantiate, `init`, switch.
+#[divan::bench]
+fn swap_precompiled(bencher: divan::Bencher) {
+    let e = embedding();
+    let dir = tempfile::tempdir().expect("tempdir");
+    e.compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+        .expect("warm the cache");
+    let (mut guest, mut kv) = streaming_wasm();
+    bencher.bench_local(|| {
+        let (next, _) = e
+            .compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+            .expect("cached");
+        guest.swap(&next, &mut kv, 0).expect("swap")
+    });
+}

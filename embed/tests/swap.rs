@@ -1,0 +1,126 @@
+//! Swapping guest generations: validated before the switch, refused
+//! without harm, cached compiles.
+
+use surfaces_embed::{
+    BoxedKv, Budget, CacheUse, Effect, Embedding, Event, Guest, GuestError, HostInfo, MemoryKv,
+    RoomMessage, Sandbox,
+};
+
+fn embedding() -> Embedding {
+    Embedding::new(Sandbox {
+        budget: Budget::Fuel { units: 500_000_000 },
+        memory_bytes: 64 << 20,
+    })
+    .expect("engine")
+}
+
+fn info(settings: &[(&str, &str)]) -> HostInfo {
+    HostInfo {
+        bot_user_id: "@bot:test".into(),
+        bot_display_name: "bot".into(),
+        host_version: "test".into(),
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        max_event_bytes: 65_536,
+        resumed: false,
+    }
+}
+
+fn dm(body: &str) -> Event {
+    Event::Message(RoomMessage {
+        room_id: "!dm".into(),
+        event_id: "$1".into(),
+        sender: "@alice:test".into(),
+        sender_display_name: None,
+        body: body.into(),
+        thread_root: None,
+        reply_to: None,
+        is_direct: true,
+        mentions_bot: false,
+        is_notice: false,
+        origin_server_ts: 0,
+    })
+}
+
+fn sends(out: &surfaces_embed::Output) -> usize {
+    out.effects
+        .iter()
+        .filter(|e| matches!(e, Effect::Send { .. }))
+        .count()
+}
+
+#[test]
+fn a_swap_keeps_the_store_and_the_new_generation_serves() {
+    let e = embedding();
+    let shipped = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&shipped, info(&[]), &mut kv, 0).expect("starts");
+    g.handle(&dm("!help"), &mut kv, 0).expect("handled");
+    let users = kv.keys("user/").expect("kv");
+    assert_eq!(users, vec!["user/@alice:test"]);
+    g.swap(&shipped, &mut kv, 1).expect("swapped");
+    // Alice is known to the new generation: no second greeting.
+    let out = g.handle(&dm("!usage"), &mut kv, 2).expect("handled");
+    assert_eq!(sends(&out), 1, "one answer, no greeting");
+}
+
+#[test]
+fn a_guest_that_refuses_to_start_is_not_swapped_in() {
+    let e = embedding();
+    let chaos = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
+    let shipped = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    // The shipped guest rejects this setting; the chaos guest ignores it.
+    let (mut g, _) = Guest::start(&chaos, info(&[("colour", "blue")]), &mut kv, 0).expect("starts");
+    let err = g.swap(&shipped, &mut kv, 1).unwrap_err();
+    assert!(
+        matches!(err, GuestError::Rejected(ref r) if r.contains("colour")),
+        "{err}"
+    );
+    assert_eq!(g.info().name, "chaos", "the old generation keeps serving");
+    g.handle(&dm("count"), &mut kv, 2).expect("still serving");
+    assert!(
+        kv.keys("").expect("kv").is_empty(),
+        "the refused init wrote nothing"
+    );
+}
+
+#[test]
+fn a_component_without_handle_is_refused_at_compile() {
+    let err = embedding()
+        .compile(surfaces_artifacts::BROKEN_WASM)
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("not a valid surfaces guest"), "{msg}");
+}
+
+#[test]
+fn compiled_guests_are_cached_by_content_and_engine() {
+    let e = embedding();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, first) = e
+        .compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+        .expect("compiles");
+    assert_eq!(first, CacheUse::Stored);
+    let (cached, second) = e
+        .compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+        .expect("loads");
+    assert_eq!(second, CacheUse::Hit);
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    Guest::start(&cached, info(&[]), &mut kv, 0).expect("the cached guest runs");
+    // Another guest is another entry.
+    let (_, other) = e
+        .compile_cached(surfaces_artifacts::CHAOS_WASM, dir.path())
+        .expect("compiles");
+    assert_eq!(other, CacheUse::Stored);
+    // A damaged entry costs a compile, not a failure.
+    for entry in std::fs::read_dir(dir.path()).expect("dir") {
+        std::fs::write(entry.expect("entry").path(), b"garbage").expect("damage");
+    }
+    let (_, again) = e
+        .compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+        .expect("recompiles");
+    assert_eq!(again, CacheUse::Stored);
+}
