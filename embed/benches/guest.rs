@@ -204,19 +204,25 @@ fn instantiate_and_init(bencher: divan::Bencher) {
     bencher.bench_local(|| Guest::start(&c, info(), &mut kv, 0).expect("starts"));
 }
 
-/// The stall of a swap with a precompiled guest: load from the cache,
-/// instantiate, `init`, switch.
+/// Loading a precompiled guest from the cache (done off the event loop).
 #[divan::bench]
-fn swap_precompiled(bencher: divan::Bencher) {
+fn load_precompiled(bencher: divan::Bencher) {
     let e = embedding();
     let dir = tempfile::tempdir().expect("tempdir");
     e.compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
         .expect("warm the cache");
-    let (mut guest, mut kv) = streaming_wasm();
     bencher.bench_local(|| {
-        let (next, _) = e
-            .compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
-            .expect("cached");
-        guest.swap(&next, &mut kv, 0).expect("swap")
+        e.compile_cached(surfaces_artifacts::GUEST_WASM, dir.path())
+            .expect("cached")
     });
+}
+
+/// The stall of a swap on the event loop, the new guest already loaded:
+/// instantiate, `init`, switch.
+#[divan::bench]
+fn swap_stall(bencher: divan::Bencher) {
+    let e = embedding();
+    let next = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    let (mut guest, mut kv) = streaming_wasm();
+    bencher.bench_local(|| guest.swap(&next, &mut kv, 0).expect("swap"));
 }
