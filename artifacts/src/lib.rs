@@ -9,5 +9,8 @@ pub static GUEST_WASM: &[u8] = include_bytes!(env!("SURFACES_GUEST_WASM"));
 /// A guest that loops, traps or eats memory on request (sandbox tests).
 pub static CHAOS_WASM: &[u8] = include_bytes!(env!("SURFACES_CHAOS_WASM"));
 
+/// Path of the component without the `handle` export.
+pub const BROKEN_WASM_PATH: &str = env!("SURFACES_BROKEN_WASM");
+
 /// A component without the `handle` export (swap refusal tests).
 pub static BROKEN_WASM: &[u8] = include_bytes!(env!("SURFACES_BROKEN_WASM"));
