@@ -2,43 +2,16 @@
 //! memory hogs become error values, their effects and writes are dropped,
 //! and the next event runs on a fresh instance.
 
+mod common;
+use common::{dm, info};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use surfaces_embed::{
-    BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
-    LogLevel, MemoryKv, RoomMessage, Sandbox,
+    BoxedKv, Budget, Effect, Embedding, Guest, GuestComponent, GuestError, LogLevel, MemoryKv,
+    Sandbox,
 };
-
-fn info(settings: &[(&str, &str)]) -> HostInfo {
-    HostInfo {
-        bot_user_id: "@bot:test".into(),
-        bot_display_name: "bot".into(),
-        host_version: "test".into(),
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        max_event_bytes: 65_536,
-        resumed: false,
-    }
-}
-
-fn msg(body: &str) -> Event {
-    Event::Message(RoomMessage {
-        room_id: "!room".into(),
-        event_id: "$1".into(),
-        sender: "@alice:test".into(),
-        sender_display_name: None,
-        body: body.into(),
-        thread_root: None,
-        reply_to: None,
-        is_direct: true,
-        mentions_bot: false,
-        is_notice: false,
-        origin_server_ts: 0,
-    })
-}
 
 fn chaos(sandbox: Sandbox) -> GuestComponent {
     Embedding::new(sandbox)
@@ -73,10 +46,10 @@ fn effects_and_writes_of_a_normal_event_go_through() {
     let c = chaos(fuel());
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    let out = g.handle(&msg("write k1"), &mut kv, 0).expect("handled");
+    let out = g.handle(&dm("write k1"), &mut kv, 0).expect("handled");
     assert!(out.effects.is_empty());
     assert_eq!(keys(&kv), vec!["k1"]);
-    let out = g.handle(&msg("send hello"), &mut kv, 0).expect("handled");
+    let out = g.handle(&dm("send hello"), &mut kv, 0).expect("handled");
     assert_eq!(sent(&out.effects), vec!["hello"]);
 }
 
@@ -85,14 +58,12 @@ fn a_trap_is_contained_and_loses_the_events_writes_and_effects() {
     let c = chaos(fuel());
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    g.handle(&msg("count"), &mut kv, 0).expect("handled");
-    let err = g
-        .handle(&msg("write-then-trap k2"), &mut kv, 0)
-        .unwrap_err();
+    g.handle(&dm("count"), &mut kv, 0).expect("handled");
+    let err = g.handle(&dm("write-then-trap k2"), &mut kv, 0).unwrap_err();
     assert!(matches!(err, GuestError::Trap(_)), "{err}");
     assert!(keys(&kv).is_empty(), "a trapped event's write was kept");
     // The next event runs on a fresh instance: its call counter restarts.
-    let out = g.handle(&msg("count"), &mut kv, 0).expect("fresh instance");
+    let out = g.handle(&dm("count"), &mut kv, 0).expect("fresh instance");
     assert_eq!(sent(&out.effects), vec!["1"]);
     assert_eq!(g.instances(), 2);
 }
@@ -102,10 +73,10 @@ fn an_endless_loop_runs_out_of_fuel() {
     let c = chaos(fuel());
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
+    let err = g.handle(&dm("loop"), &mut kv, 0).unwrap_err();
     assert!(matches!(err, GuestError::Timeout), "{err}");
     let out = g
-        .handle(&msg("send still here"), &mut kv, 0)
+        .handle(&dm("send still here"), &mut kv, 0)
         .expect("recovers");
     assert_eq!(sent(&out.effects), vec!["still here"]);
 }
@@ -131,8 +102,8 @@ fn an_endless_loop_hits_the_epoch_deadline() {
     };
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    let err = g.handle(&msg("loop"), &mut kv, 0).unwrap_err();
-    let ok = g.handle(&msg("send after"), &mut kv, 0);
+    let err = g.handle(&dm("loop"), &mut kv, 0).unwrap_err();
+    let ok = g.handle(&dm("send after"), &mut kv, 0);
     done.store(true, Ordering::Relaxed);
     ticker.join().expect("ticker");
     assert!(matches!(err, GuestError::Timeout), "{err}");
@@ -144,9 +115,9 @@ fn a_memory_hog_hits_the_cap() {
     let c = chaos(fuel());
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    let err = g.handle(&msg("oom"), &mut kv, 0).unwrap_err();
+    let err = g.handle(&dm("oom"), &mut kv, 0).unwrap_err();
     assert!(matches!(err, GuestError::OutOfMemory), "{err}");
-    g.handle(&msg("count"), &mut kv, 0).expect("recovers");
+    g.handle(&dm("count"), &mut kv, 0).expect("recovers");
 }
 
 #[test]
@@ -155,7 +126,7 @@ fn an_error_return_keeps_effects_and_is_logged() {
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let out = g
-        .handle(&msg("error"), &mut kv, 0)
+        .handle(&dm("error"), &mut kv, 0)
         .expect("an error return is not a failure");
     assert!(
         out.logs

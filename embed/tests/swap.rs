@@ -1,9 +1,11 @@
 //! Swapping guest generations: validated before the switch, refused
 //! without harm, cached compiles.
 
+mod common;
+use common::{dm, info};
+
 use surfaces_embed::{
-    BoxedKv, Budget, CacheUse, Effect, Embedding, Event, Guest, GuestError, HostInfo, MemoryKv,
-    RoomMessage, Sandbox,
+    BoxedKv, Budget, CacheUse, Effect, Embedding, Guest, GuestError, MemoryKv, Sandbox,
 };
 
 fn embedding() -> Embedding {
@@ -12,36 +14,6 @@ fn embedding() -> Embedding {
         memory_bytes: 64 << 20,
     })
     .expect("engine")
-}
-
-fn info(settings: &[(&str, &str)]) -> HostInfo {
-    HostInfo {
-        bot_user_id: "@bot:test".into(),
-        bot_display_name: "bot".into(),
-        host_version: "test".into(),
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        max_event_bytes: 65_536,
-        resumed: false,
-    }
-}
-
-fn dm(body: &str) -> Event {
-    Event::Message(RoomMessage {
-        room_id: "!dm".into(),
-        event_id: "$1".into(),
-        sender: "@alice:test".into(),
-        sender_display_name: None,
-        body: body.into(),
-        thread_root: None,
-        reply_to: None,
-        is_direct: true,
-        mentions_bot: false,
-        is_notice: false,
-        origin_server_ts: 0,
-    })
 }
 
 fn sends(out: &surfaces_embed::Output) -> usize {

@@ -97,12 +97,7 @@ impl Bot {
         for key in db.host.store_keys("route/") {
             db.delete(&key);
         }
-        let replies: Vec<u64> = db
-            .host
-            .store_keys("reply/")
-            .iter()
-            .filter_map(|k| k.strip_prefix("reply/")?.parse().ok())
-            .collect();
+        let replies = stored_replies(db.host);
         for req in replies {
             let Some(mut r) = db.get::<Reply>(&reply_key(req))? else {
                 continue;
@@ -133,12 +128,7 @@ impl Bot {
             )?;
         }
         let mut db = Db { host };
-        let replies: Vec<u64> = db
-            .host
-            .store_keys("reply/")
-            .iter()
-            .filter_map(|k| k.strip_prefix("reply/")?.parse().ok())
-            .collect();
+        let replies = stored_replies(db.host);
         for req in replies {
             if let Some(mut r) = db.get::<Reply>(&reply_key(req))? {
                 if self.pump(db.host, req, &mut r)? {
@@ -1300,6 +1290,14 @@ fn part_body(r: &Reply, part: &Part, full: &str) -> Result<(String, bool), Strin
         return Ok(("*(The agent returned an empty reply.)*".to_string(), true));
     }
     Ok((body, is_final))
+}
+
+/// The request ids of every reply in the store.
+fn stored_replies(host: &mut dyn Host) -> Vec<u64> {
+    host.store_keys("reply/")
+        .iter()
+        .filter_map(|k| k.strip_prefix("reply/")?.parse().ok())
+        .collect()
 }
 
 /// Where a user message was, to answer it there.

@@ -78,6 +78,20 @@ impl Agent {
         }
     }
 
+    /// Wait for a `disconnected` status; its detail says why.
+    async fn disconnected(&mut self) -> String {
+        match self
+            .until(
+                "disconnected",
+                |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
+            )
+            .await
+        {
+            Event::AgentStatus(s) => s.detail.unwrap_or_default(),
+            other => panic!("not a status: {other:?}"),
+        }
+    }
+
     async fn ready(&mut self) {
         self.until(
             "ready",
@@ -203,12 +217,7 @@ async fn a_connection_dropped_mid_reply_ends_it_and_reconnects() {
     let (text, end) = agent.reply(1).await;
     assert_eq!(end, Err(AgentErrorKind::Disconnected));
     assert!(!text.is_empty(), "half the reply arrived first");
-    agent
-        .until(
-            "disconnected",
-            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
-        )
-        .await;
+    agent.disconnected().await;
     agent.ready().await; // reconnected by itself
 }
 
@@ -234,19 +243,8 @@ async fn a_malformed_frame_fails_the_request_and_the_next_one_works() {
 async fn no_status_in_time_is_a_failed_connect_that_is_retried() {
     let url = reference_server(fast(Mode::Silent)).await;
     let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
-    let e = agent
-        .until(
-            "disconnected",
-            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
-        )
-        .await;
-    let Event::AgentStatus(s) = e else {
-        unreachable!()
-    };
-    assert!(
-        s.detail.unwrap_or_default().contains("no status"),
-        "detail says why"
-    );
+    let detail = agent.disconnected().await;
+    assert!(detail.contains("no status"), "{detail}: detail says why");
     agent
         .until(
             "connecting again",
@@ -260,19 +258,8 @@ async fn a_silent_connection_is_lost_after_the_idle_limit() {
     let url = reference_server(fast(Mode::Mute)).await;
     let mut agent = Agent::start(quick_client(Backend::Url { url, token: None }));
     agent.ready().await;
-    let e = agent
-        .until(
-            "disconnected",
-            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
-        )
-        .await;
-    let Event::AgentStatus(s) = e else {
-        unreachable!()
-    };
-    assert!(
-        s.detail.unwrap_or_default().contains("no frame"),
-        "detail says why"
-    );
+    let detail = agent.disconnected().await;
+    assert!(detail.contains("no frame"), "{detail}: detail says why");
 }
 
 #[tokio::test]
@@ -291,19 +278,8 @@ async fn the_bearer_token_is_sent_and_checked() {
         url,
         token: Some("wrong".into()),
     }));
-    let e = bad
-        .until(
-            "refused",
-            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
-        )
-        .await;
-    let Event::AgentStatus(s) = e else {
-        unreachable!()
-    };
-    assert!(
-        s.detail.unwrap_or_default().contains("401"),
-        "the 401 is reported"
-    );
+    let detail = bad.disconnected().await;
+    assert!(detail.contains("401"), "{detail}: the 401 is reported");
 }
 
 #[tokio::test]
@@ -345,12 +321,7 @@ async fn an_unreachable_agent_is_reported_and_submits_are_refused() {
         url: format!("ws://{addr}/"),
         token: None,
     }));
-    agent
-        .until(
-            "disconnected",
-            |e| matches!(e, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected),
-        )
-        .await;
+    agent.disconnected().await;
     agent.submit(1, "hello?");
     let e = agent
         .until("a refusal", |e| matches!(e, Event::AgentError(_)))

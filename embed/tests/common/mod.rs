@@ -1,0 +1,34 @@
+//! Helpers shared by the embedding's tests.
+
+use surfaces_embed::{Event, HostInfo, RoomMessage};
+
+pub fn info(settings: &[(&str, &str)]) -> HostInfo {
+    HostInfo {
+        bot_user_id: "@bot:test".into(),
+        bot_display_name: "bot".into(),
+        host_version: "test".into(),
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        max_event_bytes: 65_536,
+        resumed: false,
+    }
+}
+
+/// A direct message from Alice.
+pub fn dm(body: &str) -> Event {
+    Event::Message(RoomMessage {
+        room_id: "!room".into(),
+        event_id: "$1".into(),
+        sender: "@alice:test".into(),
+        sender_display_name: None,
+        body: body.into(),
+        thread_root: None,
+        reply_to: None,
+        is_direct: true,
+        mentions_bot: false,
+        is_notice: false,
+        origin_server_ts: 0,
+    })
+}
