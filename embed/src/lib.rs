@@ -5,12 +5,15 @@
 //! - [`GuestComponent`]: a compiled, type-checked guest, ready to instantiate.
 //! - [`Guest`]: a running generation; it delivers events one at a time under
 //!   a time budget and a memory cap, and contains traps.
+//! - [`AgentSession`]: the host's half of the agent protocol, without I/O,
+//!   so both hosts follow the same client rules.
 //!
 //! An event is handled transactionally: imports only record [`Effect`]s and
 //! store writes; both are handed to the host when the call returns, and
 //! dropped when it traps or runs out of budget. A trapped wasmtime store can
 //! never be entered again, so the next event runs on a fresh instance.
 
+pub mod agent;
 mod bindings;
 mod ctx;
 mod kv;
@@ -25,6 +28,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
+pub use agent::{Action, AgentSession, Link};
 pub use bindings::surfaces::bot::types::{
     AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, Attachment,
     ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel, MatrixError,

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use std::time::Duration;
+
 use surfaces_embed::{
-    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentStatus, BoxedKv, ConnectionState,
-    EditTarget, Effect, Event, Guest, GuestComponent, HostInfo, Invite, LogLevel, MatrixError,
-    MatrixErrorKind, MatrixResult, MembersChanged, MemoryKv, MessageContent, ReloadResult,
-    RoomMessage,
+    Action, AgentMessage, AgentSession, BoxedKv, EditTarget, Effect, Event, Guest, GuestComponent,
+    HostInfo, Invite, Link, LogLevel, MatrixError, MatrixErrorKind, MatrixResult, MembersChanged,
+    MemoryKv, MessageContent, ReloadResult, RoomMessage,
 };
-use surfaces_protocol::{self as proto, ServerFrame};
+use surfaces_protocol::{self as proto, ClientFrame, ServerFrame};
 
 use crate::homeserver::Homeserver;
 use crate::scenario::{self, Scenario, Step};
@@ -115,24 +116,11 @@ enum Pending {
     HostStart,
 }
 
-#[derive(Debug, PartialEq, Eq, Clone, Copy)]
-enum ConnState {
-    Connecting,
-    Ready,
-    Down,
-}
-
-/// One agent connection: the client side (as the native host keeps it) and
-/// the fake server behind it.
+/// One agent connection: the host's client session (the very rules the
+/// native client runs) and the fake server behind it.
 struct Conn {
     epoch: u64,
-    state: ConnState,
-    /// Client: the request in flight, and whether its frames are being
-    /// dropped (after a malformed frame, until the agent ends it).
-    in_flight: Option<u64>,
-    draining: bool,
-    /// Client: a submit waiting for the connection (connecting/draining).
-    waiting: Option<(u64, String)>,
+    session: AgentSession,
     /// Server: the reply being streamed.
     stream: Option<Stream>,
 }
@@ -301,11 +289,16 @@ impl World<'_> {
         self.log("fault: the host is killed and restarted".into());
         self.host_epoch += 1;
         self.timers.clear();
-        for c in std::mem::take(&mut self.conns).into_values() {
-            for request in c.in_flight.into_iter().chain(c.waiting.map(|w| w.0)) {
-                self.facts
-                    .outcomes
-                    .insert(request, Outcome::Failed("host restarted".into()));
+        for mut c in std::mem::take(&mut self.conns).into_values() {
+            // The guest never hears of these: the process is gone.
+            let mut out = Vec::new();
+            c.session.lost("host restarted", None, &mut out);
+            for action in out {
+                if let Action::Deliver(Event::AgentError(e)) = action {
+                    self.facts
+                        .outcomes
+                        .insert(e.request, Outcome::Failed("host restarted".into()));
+                }
             }
         }
         self.guest = None;
@@ -555,41 +548,15 @@ impl World<'_> {
                     context_id: context_id.clone(),
                     text: message.text.clone(),
                 });
-                self.submit(&context_id, request, message.text);
+                self.submit(&context_id, request, message);
             }
             Effect::AgentCancel { context_id } => {
                 self.log(format!("agent <- cancel [{context_id}]"));
-                if let Some(s) = self
-                    .conns
-                    .get_mut(&context_id)
-                    .and_then(|c| c.stream.as_mut())
-                {
-                    s.cancelled = true;
-                }
+                self.client(&context_id, |session, out| session.cancel(out));
             }
             Effect::AgentReset { context_id } => {
                 self.log(format!("agent <- reset [{context_id}]"));
-                if let Some(c) = self.conns.get_mut(&context_id) {
-                    if let Some(s) = c.stream.as_mut() {
-                        s.cancelled = true;
-                    }
-                    let epoch = c.epoch;
-                    if c.state == ConnState::Ready {
-                        let frame = proto::encode_server(&ServerFrame::Status {
-                            state: proto::AgentState::Ready,
-                            agent_id: Some("sim-agent".into()),
-                            context_tokens: Some(0),
-                        });
-                        self.after(
-                            5,
-                            Pending::AgentFrame {
-                                ctx: context_id,
-                                epoch,
-                                frame,
-                            },
-                        );
-                    }
-                }
+                self.client(&context_id, |session, out| session.reset(out));
             }
             Effect::SetTimer { id, delay_ms } => {
                 self.timer_token += 1;
@@ -838,29 +805,18 @@ impl World<'_> {
     // ---- agents ----------------------------------------------------------------
 
     fn connect(&mut self, ctx: &str) {
-        let epoch = self.conns.get(ctx).map_or(1, |c| c.epoch + 1);
-        let waiting = self.conns.get_mut(ctx).and_then(|c| c.waiting.take());
-        self.conns.insert(
-            ctx.to_string(),
-            Conn {
-                epoch,
-                state: ConnState::Connecting,
-                in_flight: None,
-                draining: false,
-                waiting,
-                stream: None,
-            },
-        );
+        let c = self.conns.entry(ctx.to_string()).or_insert_with(|| Conn {
+            epoch: 0,
+            session: AgentSession::new(ctx),
+            stream: None,
+        });
+        c.epoch += 1;
+        c.stream = None;
+        let epoch = c.epoch;
+        let mut out = Vec::new();
+        c.session.connecting(&mut out);
         self.log(format!("agent [{ctx}] connecting"));
-        self.after(
-            1,
-            Pending::Deliver(Event::AgentStatus(AgentStatus {
-                context_id: ctx.to_string(),
-                state: ConnectionState::Connecting,
-                context_tokens: None,
-                detail: None,
-            })),
-        );
+        self.client_actions(ctx, out, false);
         let frame = proto::encode_server(&ServerFrame::Status {
             state: proto::AgentState::Ready,
             agent_id: Some("sim-agent".into()),
@@ -878,47 +834,27 @@ impl World<'_> {
     }
 
     fn disconnect(&mut self, ctx: &str) {
+        let base = self.scenario.agent.reconnect_ms;
+        let delay = base + self.range(0, base / 2);
         let Some(c) = self.conns.get_mut(ctx) else {
             return;
         };
-        if c.state == ConnState::Down {
+        if c.session.link() == Link::Down {
             return;
         }
-        c.state = ConnState::Down;
         c.epoch += 1;
         c.stream = None;
-        c.draining = false;
         let epoch = c.epoch;
-        let lost: Vec<u64> = c
-            .in_flight
-            .take()
-            .into_iter()
-            .chain(c.waiting.take().map(|w| w.0))
-            .collect();
-        let base = self.scenario.agent.reconnect_ms;
-        let delay = base + self.range(0, base / 2);
-        for request in lost {
-            self.after(
-                1,
-                Pending::Deliver(Event::AgentError(AgentError {
-                    request,
-                    kind: AgentErrorKind::Disconnected,
-                    message: "connection to the agent lost".into(),
-                })),
-            );
-        }
+        let mut out = Vec::new();
+        c.session.lost(
+            "connection to the agent lost",
+            Some(Duration::from_millis(delay)),
+            &mut out,
+        );
         self.log(format!(
             "agent [{ctx}] disconnected; reconnecting in {delay}ms"
         ));
-        self.after(
-            2,
-            Pending::Deliver(Event::AgentStatus(AgentStatus {
-                context_id: ctx.to_string(),
-                state: ConnectionState::Disconnected,
-                context_tokens: None,
-                detail: Some(format!("reconnecting in {}s", delay.div_ceil(1000))),
-            })),
-        );
+        self.client_actions(ctx, out, false);
         self.after(
             delay,
             Pending::Reconnect {
@@ -932,49 +868,77 @@ impl World<'_> {
         if self
             .conns
             .get(ctx)
-            .is_some_and(|c| c.epoch == epoch && c.state == ConnState::Down)
+            .is_some_and(|c| c.epoch == epoch && c.session.link() == Link::Down)
         {
             self.connect(ctx);
         }
     }
 
     /// The host's agent client gets a submit from the guest.
-    fn submit(&mut self, ctx: &str, request: u64, text: String) {
+    fn submit(&mut self, ctx: &str, request: u64, message: AgentMessage) {
         if !self.conns.contains_key(ctx) {
             self.connect(ctx);
         }
-        let Some(c) = self.conns.get_mut(ctx) else {
-            return;
-        };
-        let refuse = match c.state {
-            ConnState::Down => Some(AgentErrorKind::Disconnected),
-            _ if c.waiting.is_some() || (c.in_flight.is_some() && !c.draining) => {
-                // One request in flight per connection.
-                Some(AgentErrorKind::Busy)
+        let mut out = Vec::new();
+        if let Some(c) = self.conns.get_mut(ctx) {
+            c.session.submit(request, message, &mut out);
+        }
+        self.client_actions(ctx, out, false);
+    }
+
+    /// Run one client-session call for `ctx` and carry out its actions.
+    fn client(&mut self, ctx: &str, call: impl FnOnce(&mut AgentSession, &mut Vec<Action>)) {
+        let mut out = Vec::new();
+        if let Some(c) = self.conns.get_mut(ctx) {
+            call(&mut c.session, &mut out);
+        }
+        self.client_actions(ctx, out, true);
+    }
+
+    /// Carry out what the client session asked, in order: events to the
+    /// guest (now, or each a millisecond after the last), frames to the
+    /// fake server.
+    fn client_actions(&mut self, ctx: &str, actions: Vec<Action>, now: bool) {
+        for (i, action) in actions.into_iter().enumerate() {
+            match action {
+                Action::Deliver(ev) if now => self.deliver(ev),
+                Action::Deliver(ev) => self.deliver_after(1 + i as u64, ev),
+                Action::Send(frame) => self.server_receives(ctx, frame),
             }
-            ConnState::Connecting => {
-                c.waiting = Some((request, text));
-                None
+        }
+    }
+
+    /// The fake agent server reads a frame from the client.
+    fn server_receives(&mut self, ctx: &str, frame: ClientFrame) {
+        match frame {
+            ClientFrame::UserMessage { text, .. } => self.serve(ctx, &text),
+            ClientFrame::Cancel => {
+                if let Some(s) = self.conns.get_mut(ctx).and_then(|c| c.stream.as_mut()) {
+                    s.cancelled = true;
+                }
             }
-            ConnState::Ready if c.draining => {
-                c.waiting = Some((request, text));
-                None
+            ClientFrame::Reset => {
+                let Some(c) = self.conns.get_mut(ctx) else {
+                    return;
+                };
+                if let Some(s) = c.stream.as_mut() {
+                    s.cancelled = true;
+                }
+                let epoch = c.epoch;
+                let frame = proto::encode_server(&ServerFrame::Status {
+                    state: proto::AgentState::Ready,
+                    agent_id: Some("sim-agent".into()),
+                    context_tokens: Some(0),
+                });
+                self.after(
+                    5,
+                    Pending::AgentFrame {
+                        ctx: ctx.to_string(),
+                        epoch,
+                        frame,
+                    },
+                );
             }
-            ConnState::Ready => {
-                c.in_flight = Some(request);
-                self.serve(ctx, &text);
-                None
-            }
-        };
-        if let Some(kind) = refuse {
-            self.after(
-                1,
-                Pending::Deliver(Event::AgentError(AgentError {
-                    request,
-                    kind,
-                    message: "refused by the host's agent client".into(),
-                })),
-            );
         }
     }
 
@@ -1107,88 +1071,13 @@ impl World<'_> {
         if c.epoch != epoch {
             return;
         }
-        let decoded = proto::decode_server(frame);
-        let mut events = Vec::new();
-        let mut start_waiting = false;
-        match decoded {
-            Ok(ServerFrame::Status { context_tokens, .. }) => {
-                let first = c.state == ConnState::Connecting;
-                c.state = ConnState::Ready;
-                start_waiting = first;
-                events.push(Event::AgentStatus(AgentStatus {
-                    context_id: ctx.to_string(),
-                    state: ConnectionState::Ready,
-                    context_tokens,
-                    detail: None,
-                }));
-            }
-            Ok(ServerFrame::AgentEventTextChunk { text }) => {
-                if let (Some(request), false) = (c.in_flight, c.draining) {
-                    events.push(Event::AgentChunk(AgentChunk { request, text }));
-                }
-            }
-            Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
-                if let Some(request) = c.in_flight.take() {
-                    if !c.draining {
-                        events.push(Event::AgentEnd(AgentEnd {
-                            request,
-                            tokens_used,
-                        }));
-                    }
-                    c.draining = false;
-                    start_waiting = true;
-                }
-            }
-            Ok(ServerFrame::Error { code, message }) => {
-                if let Some(request) = c.in_flight.take() {
-                    if !c.draining {
-                        let kind = match code {
-                            proto::ErrorCode::Busy => AgentErrorKind::Busy,
-                            proto::ErrorCode::BadRequest => AgentErrorKind::BadRequest,
-                            proto::ErrorCode::ContextOverflow => AgentErrorKind::ContextOverflow,
-                            proto::ErrorCode::Internal | proto::ErrorCode::Unknown => {
-                                AgentErrorKind::Internal
-                            }
-                        };
-                        events.push(Event::AgentError(AgentError {
-                            request,
-                            kind,
-                            message,
-                        }));
-                    }
-                    c.draining = false;
-                    start_waiting = true;
-                }
-            }
-            Ok(ServerFrame::Unknown) => {}
-            Err(e) => {
-                if let (Some(request), false) = (c.in_flight, c.draining) {
-                    c.draining = true;
-                    if let Some(s) = c.stream.as_mut() {
-                        s.cancelled = true;
-                    }
-                    events.push(Event::AgentError(AgentError {
-                        request,
-                        kind: AgentErrorKind::Protocol,
-                        message: e.to_string(),
-                    }));
-                }
-            }
-        }
-        let waiting = if start_waiting && c.state == ConnState::Ready && c.in_flight.is_none() {
-            c.waiting.take()
-        } else {
-            None
-        };
+        let mut out = Vec::new();
+        let result = c.session.on_text(frame, &mut out);
         self.log(format!("agent -> [{ctx}] {}", quote_frame(frame)));
-        for ev in events {
-            self.deliver(ev);
-        }
-        if let Some((request, text)) = waiting {
-            if let Some(c) = self.conns.get_mut(ctx) {
-                c.in_flight = Some(request);
-            }
-            self.serve(ctx, &text);
+        self.client_actions(ctx, out, true);
+        if let Err(broken) = result {
+            self.log(format!("agent [{ctx}]: {broken}"));
+            self.disconnect(ctx);
         }
     }
 }

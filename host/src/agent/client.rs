@@ -10,14 +10,11 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use surfaces_embed::{
-    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState,
-    Event,
-};
-use surfaces_protocol::{self as proto, ClientFrame, ServerFrame};
+use surfaces_embed::{Action, AgentMessage, AgentSession, Event, Link};
+use surfaces_protocol as proto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -93,13 +90,11 @@ pub fn spawn(
 ) -> AgentHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Connection {
-        context_id,
+        session: AgentSession::new(context_id),
         config,
         events,
         commands: rx,
-        in_flight: None,
-        draining: false,
-        waiting: None,
+        out: Vec::new(),
         seed: 0x9e37_79b9_7f4a_7c15,
     };
     tokio::spawn(conn.run());
@@ -118,16 +113,15 @@ enum Ended {
     Lost(String),
 }
 
+/// The I/O shell around one [`AgentSession`]: it owns the socket, the
+/// timers and the backoff; the session decides what frames and events mean.
 struct Connection {
-    context_id: String,
+    session: AgentSession,
     config: ClientConfig,
     events: mpsc::UnboundedSender<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
-    in_flight: Option<u64>,
-    /// After a malformed frame: drop the rest of that reply until it ends.
-    draining: bool,
-    /// A submit that arrived while connecting or draining.
-    waiting: Option<(u64, AgentMessage)>,
+    /// The session's pending actions (kept to reuse the allocation).
+    out: Vec<Action>,
     /// Jitter source (xorshift; randomness quality does not matter here).
     seed: u64,
 }
@@ -136,150 +130,78 @@ impl Connection {
     async fn run(mut self) {
         let mut attempt: u32 = 0;
         loop {
-            self.status(ConnectionState::Connecting, None, None);
-            let connected = timeout(self.config.connect_timeout, self.connect()).await;
-            let reason = match connected {
-                Ok(Ok((ws, tokens))) => {
-                    attempt = 0;
-                    self.status(ConnectionState::Ready, tokens, None);
-                    match self.session(ws).await {
-                        Ended::Closed => return,
-                        Ended::Lost(reason) => reason,
-                    }
-                }
-                Ok(Err(e)) => e,
-                Err(_) => format!(
-                    "no status from the agent within {:?}",
-                    self.config.connect_timeout
-                ),
+            self.session.connecting(&mut self.out);
+            self.deliver();
+            let deadline = Instant::now() + self.config.connect_timeout;
+            let reason = match self.open(deadline).await {
+                Ok(ws) => match self.serve(ws, deadline).await {
+                    Ended::Closed => return,
+                    Ended::Lost(reason) => reason,
+                },
+                Err(Ended::Closed) => return,
+                Err(Ended::Lost(reason)) => reason,
             };
-            self.fail_all(AgentErrorKind::Disconnected, &reason);
+            if self.session.link() == Link::Ready {
+                attempt = 0;
+            }
             let delay = self.backoff(attempt);
             attempt = attempt.saturating_add(1);
-            tracing::warn!(context = %self.context_id, "agent connection lost: {reason}; retrying in {delay:?}");
-            self.status(
-                ConnectionState::Disconnected,
-                None,
-                Some(format!("{reason}; retrying in {}s", delay.as_secs().max(1))),
-            );
-            if self.wait_refusing(delay).await {
+            tracing::warn!(context = %self.session.context_id(), "agent connection lost: {reason}; retrying in {delay:?}");
+            self.session.lost(&reason, Some(delay), &mut self.out);
+            self.deliver();
+            if self.wait_down(delay).await {
                 return;
             }
         }
     }
 
-    /// Open the WebSocket and wait for the first `status`.
-    async fn connect(&mut self) -> Result<(Ws, Option<u64>), String> {
-        let mut ws: Ws = match &self.config.backend {
-            Backend::Url { url, token } => {
-                let mut request = url
-                    .as_str()
-                    .into_client_request()
-                    .map_err(|e| format!("bad agent URL: {e}"))?;
-                if let Some(token) = token {
-                    let value = HeaderValue::from_str(&format!("Bearer {token}"))
-                        .map_err(|_| "the agent token is not a valid header value".to_string())?;
-                    request.headers_mut().insert("authorization", value);
-                }
-                let uri = request.uri().clone();
-                if uri.scheme_str() != Some("ws") {
-                    return Err(format!(
-                        "unsupported agent URL scheme in {url}: only ws:// is built in so far"
-                    ));
-                }
-                let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
-                let port = uri.port_u16().unwrap_or(80);
-                let tcp = tokio::net::TcpStream::connect((host, port))
-                    .await
-                    .map_err(|e| format!("cannot reach the agent at {host}:{port}: {e}"))?;
-                let _ = tcp.set_nodelay(true);
-                let boxed: Box<dyn Io> = Box::new(tcp);
-                let (ws, _) = tokio_tungstenite::client_async(request, boxed)
-                    .await
-                    .map_err(|e| format!("agent handshake: {e}"))?;
-                ws
-            }
-            Backend::Echo(server_config) => {
-                let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-                let server_config = server_config.clone();
-                tokio::spawn(async move {
-                    let _ = server::serve_connection(server_io, server_config).await;
-                });
-                let boxed: Box<dyn Io> = Box::new(client_io);
-                let (ws, _) = tokio_tungstenite::client_async("ws://echo.invalid/", boxed)
-                    .await
-                    .map_err(|e| format!("in-process echo agent: {e}"))?;
-                ws
-            }
-        };
+    /// Open the socket, taking commands meanwhile (submits wait).
+    async fn open(&mut self, deadline: Instant) -> Result<Ws, Ended> {
+        let opening = open_socket(self.config.backend.clone());
+        tokio::pin!(opening);
         loop {
-            let frame = ws
-                .next()
-                .await
-                .ok_or("the agent closed the connection before its status")?
-                .map_err(|e| format!("agent connection: {e}"))?;
-            if let Message::Text(text) = frame {
-                match proto::decode_server(&text) {
-                    Ok(ServerFrame::Status { context_tokens, .. }) => {
-                        return Ok((ws, context_tokens));
+            tokio::select! {
+                ws = &mut opening => return ws.map_err(Ended::Lost),
+                command = self.commands.recv() => {
+                    if !self.command(command) {
+                        return Err(self.close());
                     }
-                    Ok(_) => continue,
-                    Err(e) => return Err(format!("agent broke the protocol: {e}")),
+                    self.deliver();
                 }
+                _ = sleep_until(deadline) => return Err(self.connect_timed_out()),
             }
         }
     }
 
     /// Serve one open connection until it is lost or closed.
-    async fn session(&mut self, mut ws: Ws) -> Ended {
+    async fn serve(&mut self, mut ws: Ws, connect_deadline: Instant) -> Ended {
         let mut last_frame = Instant::now();
         let mut next_ping = Instant::now() + self.config.ping_interval;
         loop {
-            let idle_at = last_frame + self.config.idle_timeout;
+            // Until the first status, the connect deadline; then the idle limit.
+            let (limit, ready) = match self.session.link() {
+                Link::Ready => (last_frame + self.config.idle_timeout, true),
+                _ => (connect_deadline, false),
+            };
             tokio::select! {
                 frame = ws.next() => {
                     last_frame = Instant::now();
-                    let ended = match frame {
-                        None => Some(Ended::Lost("the agent closed the connection".into())),
-                        Some(Err(e)) => Some(Ended::Lost(format!("agent connection: {e}"))),
-                        Some(Ok(Message::Close(_))) => Some(Ended::Lost("the agent closed the connection".into())),
-                        Some(Ok(Message::Text(text))) => self.on_frame(proto::decode_server(&text), &mut ws).await,
-                        Some(Ok(Message::Binary(_))) => self.on_frame(Err(proto::ProtocolError::Binary), &mut ws).await,
-                        Some(Ok(_)) => None, // ping (answered by tungstenite), pong
+                    let result = match frame {
+                        None | Some(Ok(Message::Close(_))) => Err("the agent closed the connection".to_string()),
+                        Some(Err(e)) => Err(format!("agent connection: {e}")),
+                        Some(Ok(Message::Text(text))) => self.session.on_text(&text, &mut self.out).map_err(|b| b.0),
+                        Some(Ok(Message::Binary(_))) => self.session.on_binary(&mut self.out).map_err(|b| b.0),
+                        Some(Ok(_)) => Ok(()), // ping (answered by tungstenite), pong
                     };
-                    if let Some(ended) = ended {
-                        return ended;
+                    if let Err(reason) = result {
+                        return Ended::Lost(reason);
                     }
                 }
                 command = self.commands.recv() => {
-                    let result = match command {
-                        None | Some(Command::Close) => {
-                            self.fail_all(AgentErrorKind::Disconnected, "the host closed the connection");
-                            let _ = ws.close(None).await;
-                            return Ended::Closed;
-                        }
-                        Some(Command::Submit { request, message }) => {
-                            if self.in_flight.is_some() && !self.draining || self.waiting.is_some() {
-                                self.refuse(request, AgentErrorKind::Busy, "a request is already in flight on this connection");
-                                Ok(())
-                            } else if self.draining {
-                                self.waiting = Some((request, message));
-                                Ok(())
-                            } else {
-                                self.submit(&mut ws, request, message).await
-                            }
-                        }
-                        Some(Command::Cancel) => {
-                            if self.in_flight.is_some() {
-                                send(&mut ws, &ClientFrame::Cancel).await
-                            } else {
-                                Ok(())
-                            }
-                        }
-                        Some(Command::Reset) => send(&mut ws, &ClientFrame::Reset).await,
-                    };
-                    if let Err(e) = result {
-                        return Ended::Lost(e);
+                    if !self.command(command) {
+                        let ended = self.close();
+                        let _ = ws.close(None).await;
+                        return ended;
                     }
                 }
                 _ = sleep_until(next_ping) => {
@@ -288,161 +210,95 @@ impl Connection {
                         return Ended::Lost(format!("agent connection: {e}"));
                     }
                 }
-                _ = sleep_until(idle_at) => {
-                    return Ended::Lost(format!("no frame from the agent for {:?}", self.config.idle_timeout));
+                _ = sleep_until(limit) => {
+                    return if ready {
+                        Ended::Lost(format!("no frame from the agent for {:?}", self.config.idle_timeout))
+                    } else {
+                        self.connect_timed_out()
+                    };
                 }
+            }
+            if let Err(reason) = self.flush(&mut ws).await {
+                return Ended::Lost(reason);
             }
         }
     }
 
-    async fn submit(
-        &mut self,
-        ws: &mut Ws,
-        request: u64,
-        message: AgentMessage,
-    ) -> Result<(), String> {
-        let frame = ClientFrame::UserMessage {
-            text: message.text,
-            sender: Some(proto::Sender {
-                id: message.sender.id,
-                display_name: message.sender.display_name,
-            }),
-            skills: message.skills,
-            attachments: message
-                .attachments
-                .into_iter()
-                .map(|a| proto::Attachment {
-                    name: a.name,
-                    mime: a.mime,
-                    url: a.url,
-                })
-                .collect(),
-        };
-        self.in_flight = Some(request);
-        send(ws, &frame).await
-    }
-
-    /// Turn one frame into events. Returns how the session ended, if it did.
-    async fn on_frame(
-        &mut self,
-        frame: Result<ServerFrame, proto::ProtocolError>,
-        ws: &mut Ws,
-    ) -> Option<Ended> {
-        match frame {
-            Ok(ServerFrame::Status { context_tokens, .. }) => {
-                self.status(ConnectionState::Ready, context_tokens, None);
+    /// Hand a command to the session; false if the host asked to close.
+    fn command(&mut self, command: Option<Command>) -> bool {
+        match command {
+            None | Some(Command::Close) => return false,
+            Some(Command::Submit { request, message }) => {
+                self.session.submit(request, message, &mut self.out)
             }
-            Ok(ServerFrame::AgentEventTextChunk { text }) => {
-                if let (Some(request), false) = (self.in_flight, self.draining) {
-                    self.emit(Event::AgentChunk(AgentChunk { request, text }));
-                }
-            }
-            Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
-                if let Some(request) = self.in_flight.take() {
-                    if !self.draining {
-                        self.emit(Event::AgentEnd(AgentEnd {
-                            request,
-                            tokens_used,
-                        }));
-                    }
-                    return self.next_waiting(ws).await;
-                }
-            }
-            Ok(ServerFrame::Error { code, message }) => {
-                if let Some(request) = self.in_flight.take() {
-                    if !self.draining {
-                        let kind = match code {
-                            proto::ErrorCode::Busy => AgentErrorKind::Busy,
-                            proto::ErrorCode::BadRequest => AgentErrorKind::BadRequest,
-                            proto::ErrorCode::ContextOverflow => AgentErrorKind::ContextOverflow,
-                            proto::ErrorCode::Internal | proto::ErrorCode::Unknown => {
-                                AgentErrorKind::Internal
-                            }
-                        };
-                        self.emit(Event::AgentError(AgentError {
-                            request,
-                            kind,
-                            message,
-                        }));
-                    }
-                    return self.next_waiting(ws).await;
-                }
-            }
-            Ok(ServerFrame::Unknown) => {}
-            Err(e) => {
-                tracing::warn!(context = %self.context_id, "agent sent a bad frame: {e}");
-                if let (Some(request), false) = (self.in_flight, self.draining) {
-                    self.draining = true;
-                    self.emit(Event::AgentError(AgentError {
-                        request,
-                        kind: AgentErrorKind::Protocol,
-                        message: e.to_string(),
-                    }));
-                    if let Err(e) = send(ws, &ClientFrame::Cancel).await {
-                        return Some(Ended::Lost(e));
-                    }
-                }
-            }
+            Some(Command::Cancel) => self.session.cancel(&mut self.out),
+            Some(Command::Reset) => self.session.reset(&mut self.out),
         }
-        None
+        true
     }
 
-    /// The request in flight is over: send the one that waited, if any.
-    async fn next_waiting(&mut self, ws: &mut Ws) -> Option<Ended> {
-        self.draining = false;
-        let (request, message) = self.waiting.take()?;
-        self.submit(ws, request, message)
-            .await
-            .err()
-            .map(Ended::Lost)
+    fn close(&mut self) -> Ended {
+        self.session
+            .lost("the host closed the connection", None, &mut self.out);
+        self.deliver();
+        Ended::Closed
     }
 
-    /// While disconnected: wait out the backoff, refusing submits at once
-    /// (the guest keeps the message queued). True if asked to close.
-    async fn wait_refusing(&mut self, delay: Duration) -> bool {
+    fn connect_timed_out(&self) -> Ended {
+        Ended::Lost(format!(
+            "no status from the agent within {:?}",
+            self.config.connect_timeout
+        ))
+    }
+
+    /// While disconnected: wait out the backoff; the session refuses
+    /// submits at once (the guest keeps the message queued). True if asked
+    /// to close.
+    async fn wait_down(&mut self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
         loop {
             tokio::select! {
                 _ = sleep_until(until) => return false,
-                command = self.commands.recv() => match command {
-                    None | Some(Command::Close) => return true,
-                    Some(Command::Submit { request, .. }) => {
-                        self.refuse(request, AgentErrorKind::Disconnected, "the agent is not connected");
+                command = self.commands.recv() => {
+                    if !self.command(command) {
+                        return true;
                     }
-                    Some(Command::Cancel | Command::Reset) => {}
-                },
+                    self.deliver();
+                }
             }
         }
     }
 
-    fn fail_all(&mut self, kind: AgentErrorKind, why: &str) {
-        self.draining = false;
-        let lost: Vec<u64> = self
-            .in_flight
-            .take()
-            .into_iter()
-            .chain(self.waiting.take().map(|w| w.0))
-            .collect();
-        for request in lost {
-            self.refuse(request, kind, why);
+    /// Carry out the session's actions on an open connection.
+    async fn flush(&mut self, ws: &mut Ws) -> Result<(), String> {
+        let mut actions = std::mem::take(&mut self.out);
+        let mut result = Ok(());
+        for action in actions.drain(..) {
+            match action {
+                Action::Deliver(event) => self.emit(event),
+                Action::Send(frame) if result.is_ok() => {
+                    result = ws
+                        .send(Message::Text(proto::encode_client(&frame).into()))
+                        .await
+                        .map_err(|e| format!("agent connection: {e}"));
+                }
+                Action::Send(_) => {}
+            }
         }
+        self.out = actions;
+        result
     }
 
-    fn refuse(&self, request: u64, kind: AgentErrorKind, why: &str) {
-        self.emit(Event::AgentError(AgentError {
-            request,
-            kind,
-            message: why.to_string(),
-        }));
-    }
-
-    fn status(&self, state: ConnectionState, context_tokens: Option<u64>, detail: Option<String>) {
-        self.emit(Event::AgentStatus(AgentStatus {
-            context_id: self.context_id.clone(),
-            state,
-            context_tokens,
-            detail,
-        }));
+    /// Carry out the session's actions with no connection open: the session
+    /// only sends frames when it is ready, so there are only events.
+    fn deliver(&mut self) {
+        let mut actions = std::mem::take(&mut self.out);
+        for action in actions.drain(..) {
+            if let Action::Deliver(event) = action {
+                self.emit(event);
+            }
+        }
+        self.out = actions;
     }
 
     fn emit(&self, event: Event) {
@@ -465,8 +321,47 @@ impl Connection {
     }
 }
 
-async fn send(ws: &mut Ws, frame: &ClientFrame) -> Result<(), String> {
-    ws.send(Message::Text(proto::encode_client(frame).into()))
-        .await
-        .map_err(|e| format!("agent connection: {e}"))
+/// Open the WebSocket (the session then waits for the first `status`).
+async fn open_socket(backend: Backend) -> Result<Ws, String> {
+    match backend {
+        Backend::Url { url, token } => {
+            let mut request = url
+                .as_str()
+                .into_client_request()
+                .map_err(|e| format!("bad agent URL: {e}"))?;
+            if let Some(token) = token {
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| "the agent token is not a valid header value".to_string())?;
+                request.headers_mut().insert("authorization", value);
+            }
+            let uri = request.uri().clone();
+            if uri.scheme_str() != Some("ws") {
+                return Err(format!(
+                    "unsupported agent URL scheme in {url}: only ws:// is built in so far"
+                ));
+            }
+            let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = tokio::net::TcpStream::connect((host, port))
+                .await
+                .map_err(|e| format!("cannot reach the agent at {host}:{port}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            let boxed: Box<dyn Io> = Box::new(tcp);
+            let (ws, _) = tokio_tungstenite::client_async(request, boxed)
+                .await
+                .map_err(|e| format!("agent handshake: {e}"))?;
+            Ok(ws)
+        }
+        Backend::Echo(server_config) => {
+            let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let _ = server::serve_connection(server_io, server_config).await;
+            });
+            let boxed: Box<dyn Io> = Box::new(client_io);
+            let (ws, _) = tokio_tungstenite::client_async("ws://echo.invalid/", boxed)
+                .await
+                .map_err(|e| format!("in-process echo agent: {e}"))?;
+            Ok(ws)
+        }
+    }
 }

@@ -1,0 +1,296 @@
+//! The host's half of the agent protocol, without I/O.
+//!
+//! Both hosts keep one [`AgentSession`] per agent connection, feed it what
+//! happens (the guest's submits, frames from the agent, the connection
+//! opening or failing) and carry out the [`Action`]s it returns: events for
+//! the guest and frames for the agent. The native host does this over a
+//! real WebSocket, the simulator over its fake agent; so the simulator's
+//! properties hold for the very rules the native client runs.
+//!
+//! The rules: one request in flight per connection (a second is refused as
+//! `busy`); a submit made while connecting, or while the rest of a broken
+//! reply is being dropped, waits for the connection; a submit while the
+//! connection is down is refused at once (the guest keeps the message and
+//! retries on `ready`); a malformed frame fails the request in flight, asks
+//! the agent to cancel it and drops the rest of it; a lost connection fails
+//! every request it carried.
+
+use std::time::Duration;
+
+use surfaces_protocol::{self as proto, ClientFrame, ServerFrame};
+
+use crate::{
+    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState,
+    Event,
+};
+
+/// Where the connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// Opening, waiting for the agent's first `status`.
+    Connecting,
+    Ready,
+    /// Lost or not yet opened; the host may be waiting to retry.
+    Down,
+}
+
+/// What the host must do next, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Deliver this event to the guest.
+    Deliver(Event),
+    /// Write this frame on the connection.
+    Send(ClientFrame),
+}
+
+/// Why the connection must be dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Broken(pub String);
+
+/// One agent connection's protocol state.
+#[derive(Debug)]
+pub struct AgentSession {
+    context_id: String,
+    link: Link,
+    in_flight: Option<u64>,
+    /// After a malformed frame: drop the rest of that reply until it ends.
+    draining: bool,
+    /// A submit waiting for the connection (connecting or draining).
+    waiting: Option<(u64, AgentMessage)>,
+}
+
+impl AgentSession {
+    /// A session for `context_id`, not connected yet.
+    pub fn new(context_id: impl Into<String>) -> Self {
+        AgentSession {
+            context_id: context_id.into(),
+            link: Link::Down,
+            in_flight: None,
+            draining: false,
+            waiting: None,
+        }
+    }
+
+    pub fn context_id(&self) -> &str {
+        &self.context_id
+    }
+
+    pub fn link(&self) -> Link {
+        self.link
+    }
+
+    /// The request whose reply is streaming, if any.
+    pub fn in_flight(&self) -> Option<u64> {
+        self.in_flight
+    }
+
+    /// Nothing in flight or waiting: the connection may be closed.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_none() && self.waiting.is_none()
+    }
+
+    /// The host starts opening the connection.
+    pub fn connecting(&mut self, out: &mut Vec<Action>) {
+        self.link = Link::Connecting;
+        self.status(ConnectionState::Connecting, None, None, out);
+    }
+
+    /// The guest submits a message.
+    pub fn submit(&mut self, request: u64, message: AgentMessage, out: &mut Vec<Action>) {
+        let busy = self.waiting.is_some() || (self.in_flight.is_some() && !self.draining);
+        match self.link {
+            Link::Down => refuse(
+                request,
+                AgentErrorKind::Disconnected,
+                "the agent is not connected",
+                out,
+            ),
+            _ if busy => refuse(
+                request,
+                AgentErrorKind::Busy,
+                "a request is already in flight on this connection",
+                out,
+            ),
+            Link::Connecting => self.waiting = Some((request, message)),
+            Link::Ready if self.draining => self.waiting = Some((request, message)),
+            Link::Ready => self.send_request(request, message, out),
+        }
+    }
+
+    /// The guest asks to stop the reply in flight.
+    pub fn cancel(&mut self, out: &mut Vec<Action>) {
+        // While draining, the cancel has already been sent.
+        if self.link == Link::Ready && self.in_flight.is_some() && !self.draining {
+            out.push(Action::Send(ClientFrame::Cancel));
+        }
+    }
+
+    /// The guest asks the agent to drop its context.
+    pub fn reset(&mut self, out: &mut Vec<Action>) {
+        if self.link == Link::Ready {
+            out.push(Action::Send(ClientFrame::Reset));
+        }
+    }
+
+    /// A text frame arrived. An error means the connection is unusable
+    /// (the agent broke the protocol before it was ready).
+    pub fn on_text(&mut self, text: &str, out: &mut Vec<Action>) -> Result<(), Broken> {
+        self.on_frame(proto::decode_server(text), out)
+    }
+
+    /// A binary frame arrived: the protocol has none.
+    pub fn on_binary(&mut self, out: &mut Vec<Action>) -> Result<(), Broken> {
+        self.on_frame(Err(proto::ProtocolError::Binary), out)
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: Result<ServerFrame, proto::ProtocolError>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Broken> {
+        if self.link == Link::Connecting {
+            return match frame {
+                Ok(ServerFrame::Status { context_tokens, .. }) => {
+                    self.link = Link::Ready;
+                    self.status(ConnectionState::Ready, context_tokens, None, out);
+                    self.send_waiting(out);
+                    Ok(())
+                }
+                // Nothing else means anything before the first status.
+                Ok(_) => Ok(()),
+                Err(e) => Err(Broken(format!("the agent broke the protocol: {e}"))),
+            };
+        }
+        if self.link == Link::Down {
+            return Ok(());
+        }
+        match frame {
+            Ok(ServerFrame::Status { context_tokens, .. }) => {
+                self.status(ConnectionState::Ready, context_tokens, None, out);
+            }
+            Ok(ServerFrame::AgentEventTextChunk { text }) => {
+                if let (Some(request), false) = (self.in_flight, self.draining) {
+                    out.push(Action::Deliver(Event::AgentChunk(AgentChunk {
+                        request,
+                        text,
+                    })));
+                }
+            }
+            Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
+                if let Some(request) = self.in_flight.take() {
+                    if !self.draining {
+                        out.push(Action::Deliver(Event::AgentEnd(AgentEnd {
+                            request,
+                            tokens_used,
+                        })));
+                    }
+                    self.draining = false;
+                    self.send_waiting(out);
+                }
+            }
+            Ok(ServerFrame::Error { code, message }) => {
+                if let Some(request) = self.in_flight.take() {
+                    if !self.draining {
+                        refuse(request, error_kind(code), &message, out);
+                    }
+                    self.draining = false;
+                    self.send_waiting(out);
+                }
+            }
+            Ok(ServerFrame::Unknown) => {}
+            Err(e) => {
+                tracing::warn!(context = %self.context_id, "the agent sent a bad frame: {e}");
+                if let (Some(request), false) = (self.in_flight, self.draining) {
+                    self.draining = true;
+                    refuse(request, AgentErrorKind::Protocol, &e.to_string(), out);
+                    out.push(Action::Send(ClientFrame::Cancel));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection failed (or was never made): every request it carried
+    /// fails, and the guest hears when the host will try again.
+    pub fn lost(&mut self, reason: &str, retry_in: Option<Duration>, out: &mut Vec<Action>) {
+        self.link = Link::Down;
+        // A request being drained has had its error already.
+        let in_flight = self.in_flight.take().filter(|_| !self.draining);
+        self.draining = false;
+        let lost = in_flight
+            .into_iter()
+            .chain(self.waiting.take().map(|w| w.0));
+        for request in lost {
+            refuse(request, AgentErrorKind::Disconnected, reason, out);
+        }
+        let detail = match retry_in {
+            Some(delay) => format!("{reason}; retrying in {}s", delay.as_secs().max(1)),
+            None => reason.to_string(),
+        };
+        self.status(ConnectionState::Disconnected, None, Some(detail), out);
+    }
+
+    fn send_waiting(&mut self, out: &mut Vec<Action>) {
+        if let Some((request, message)) = self.waiting.take() {
+            self.send_request(request, message, out);
+        }
+    }
+
+    fn send_request(&mut self, request: u64, message: AgentMessage, out: &mut Vec<Action>) {
+        self.in_flight = Some(request);
+        out.push(Action::Send(user_message(message)));
+    }
+
+    fn status(
+        &self,
+        state: ConnectionState,
+        context_tokens: Option<u64>,
+        detail: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        out.push(Action::Deliver(Event::AgentStatus(AgentStatus {
+            context_id: self.context_id.clone(),
+            state,
+            context_tokens,
+            detail,
+        })));
+    }
+}
+
+fn refuse(request: u64, kind: AgentErrorKind, why: &str, out: &mut Vec<Action>) {
+    out.push(Action::Deliver(Event::AgentError(AgentError {
+        request,
+        kind,
+        message: why.to_string(),
+    })));
+}
+
+fn error_kind(code: proto::ErrorCode) -> AgentErrorKind {
+    match code {
+        proto::ErrorCode::Busy => AgentErrorKind::Busy,
+        proto::ErrorCode::BadRequest => AgentErrorKind::BadRequest,
+        proto::ErrorCode::ContextOverflow => AgentErrorKind::ContextOverflow,
+        proto::ErrorCode::Internal | proto::ErrorCode::Unknown => AgentErrorKind::Internal,
+    }
+}
+
+fn user_message(message: AgentMessage) -> ClientFrame {
+    ClientFrame::UserMessage {
+        text: message.text,
+        sender: Some(proto::Sender {
+            id: message.sender.id,
+            display_name: message.sender.display_name,
+        }),
+        skills: message.skills,
+        attachments: message
+            .attachments
+            .into_iter()
+            .map(|a| proto::Attachment {
+                name: a.name,
+                mime: a.mime,
+                url: a.url,
+            })
+            .collect(),
+    }
+}
