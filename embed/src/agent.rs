@@ -214,6 +214,22 @@ impl AgentSession {
     /// The connection failed (or was never made): every request it carried
     /// fails, and the guest hears when the host will try again.
     pub fn lost(&mut self, reason: &str, retry_in: Option<Duration>, out: &mut Vec<Action>) {
+        self.fail_all(reason, out);
+        let detail = match retry_in {
+            Some(delay) => format!("{reason}; retrying in {}s", delay.as_secs().max(1)),
+            None => reason.to_string(),
+        };
+        self.status(ConnectionState::Disconnected, None, Some(detail), out);
+    }
+
+    /// The host closed the connection on purpose (idle, or shutting down):
+    /// requests it carried fail, but the guest is not told the agent is
+    /// down, since the next submit opens the connection again.
+    pub fn closed(&mut self, reason: &str, out: &mut Vec<Action>) {
+        self.fail_all(reason, out);
+    }
+
+    fn fail_all(&mut self, reason: &str, out: &mut Vec<Action>) {
         self.link = Link::Down;
         // A request being drained has had its error already.
         let in_flight = self.in_flight.take().filter(|_| !self.draining);
@@ -224,11 +240,6 @@ impl AgentSession {
         for request in lost {
             refuse(request, AgentErrorKind::Disconnected, reason, out);
         }
-        let detail = match retry_in {
-            Some(delay) => format!("{reason}; retrying in {}s", delay.as_secs().max(1)),
-            None => reason.to_string(),
-        };
-        self.status(ConnectionState::Disconnected, None, Some(detail), out);
     }
 
     fn send_waiting(&mut self, out: &mut Vec<Action>) {

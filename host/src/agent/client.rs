@@ -239,7 +239,7 @@ impl Connection {
 
     fn close(&mut self) -> Ended {
         self.session
-            .lost("the host closed the connection", None, &mut self.out);
+            .closed("the host closed the connection", &mut self.out);
         self.deliver();
         Ended::Closed
     }

@@ -1,5 +1,6 @@
-//! The agent side of the host: a client per agent context, and the
-//! reference server (also the in-process echo backend).
+//! The agent side of the host: a client per agent context, the pool that
+//! keeps them, and the reference server (also the in-process echo backend).
 
 pub mod client;
+pub mod pool;
 pub mod server;

@@ -1,12 +1,23 @@
-//! `surfaces`: the bot's command line. So far: `guest check`, which
-//! validates a guest component without running the bot.
+//! `surfaces`: the bot's command line: `run` the bot, `guest check` a
+//! guest component without running the bot.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use surfaces_embed::{BoxedKv, Budget, Embedding, Guest, HostInfo, MemoryKv, Sandbox};
+use surfaces_host::agent::client::{Backend, ClientConfig};
+use surfaces_host::agent::pool::AgentPool;
+use surfaces_host::agent::server::ServerConfig;
+use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
+use surfaces_host::metrics::{self, Metrics};
+use surfaces_host::runtime::{self, Control, GuestSource, Runtime, RuntimeConfig};
+use surfaces_host::store::SqliteStore;
+use surfaces_host::terminal::{self, Terminal};
+use surfaces_host::watch;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +32,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the bot. Without a config file it runs on the embedded defaults:
+    /// the built-in guest, the in-process echo agent, SQLite in ./data, and
+    /// (until the Matrix front end lands) a conversation on stdin/stdout.
+    /// Environment overrides: MATRIX_PLATFORM_BACKEND=mock|real,
+    /// AGENT_WS_URL, AGENT_TOKEN, SURFACES_DATA_DIR, SURFACES_GUEST,
+    /// SURFACES_LOG, SURFACES_LOG_FORMAT=text|json, SURFACES_METRICS_LISTEN.
+    Run {
+        /// The TOML config file (see surfaces.example.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Work with guest components.
     Guest {
         #[command(subcommand)]
@@ -54,6 +76,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Run { config } => run_bot(config.as_deref()),
         Command::Guest {
             command: GuestCommand::Check { file, settings },
         } => check(&file, &settings),
@@ -97,4 +120,115 @@ fn check(file: &PathBuf, settings: &[String]) -> Result<()> {
         wasm.len()
     );
     Ok(())
+}
+
+fn run_bot(config_path: Option<&Path>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    init_logs(&config.log)?;
+    tracing::debug!(?config, "configuration");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let db = config.data_dir.join("surfaces.db");
+    let kv: BoxedKv =
+        Box::new(SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, kv))
+}
+
+async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
+    let metrics = Metrics::new();
+    if let Some(addr) = config.metrics.listen {
+        let listener = metrics::bind(addr).await.map_err(anyhow::Error::msg)?;
+        tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
+        tokio::spawn(metrics::serve(listener, metrics.clone()));
+    }
+    let channels = runtime::channels();
+    let handle = channels.handle.clone();
+    let backend = match config.agent.backend {
+        AgentBackend::Mock => Backend::Echo(ServerConfig {
+            chunk_delay: Duration::from_millis(config.agent.mock_chunk_delay_ms),
+            ..ServerConfig::default()
+        }),
+        AgentBackend::Real => Backend::Url {
+            url: config.agent.url.clone().unwrap_or_default(),
+            token: config.agent.token.as_ref().map(|t| t.expose().to_string()),
+        },
+    };
+    let client = ClientConfig {
+        connect_timeout: config.agent.connect_timeout,
+        idle_timeout: config.agent.idle_timeout,
+        ping_interval: config.agent.ping_interval,
+        ..ClientConfig::new(backend)
+    };
+    let agents = AgentPool::new(
+        client,
+        config.agent.max_connections,
+        config.agent.idle_close,
+        handle.events.clone(),
+    );
+    let terminal = Terminal::new(handle.events.clone(), std::io::stdout());
+    let source = match &config.guest.path {
+        Some(path) => GuestSource::File(path.clone()),
+        None => GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
+    };
+    let runtime_config = RuntimeConfig {
+        source: source.clone(),
+        cache_dir: config.data_dir.join("guest-cache"),
+        sandbox: Sandbox {
+            budget: runtime::epoch_budget(config.guest.call_budget_ms),
+            memory_bytes: config.guest.memory_mib << 20,
+        },
+        host_info: HostInfo {
+            bot_user_id: config.bot.user_id.clone(),
+            bot_display_name: config.bot.display_name.clone(),
+            host_version: format!("surfaces {}", env!("CARGO_PKG_VERSION")),
+            settings: config.guest.settings_pairs(),
+            max_event_bytes: 65_536,
+            resumed: false,
+        },
+        shutdown_grace: config.bot.shutdown_grace,
+    };
+    let runtime = Runtime::start(
+        runtime_config,
+        channels,
+        kv,
+        agents,
+        Box::new(terminal),
+        metrics,
+    )?;
+    tracing::info!(guest = %runtime.guest_version(), agent = ?config.agent.backend, "surfaces is running; type a message (end of input stops the bot)");
+    watch::signals(handle.control.clone()).context("cannot install signal handlers")?;
+    let _watcher = match (&source, config.guest.watch) {
+        (GuestSource::File(path), true) => Some(
+            watch::guest_file(path, handle.control.clone())
+                .with_context(|| format!("cannot watch {}", path.display()))?,
+        ),
+        _ => None,
+    };
+    let control = handle.control.clone();
+    let events = handle.events.clone();
+    tokio::spawn(async move {
+        terminal::read_stdin(events, runtime::now_ms).await;
+        let _ = control.send(Control::Shutdown);
+    });
+    drop(handle);
+    runtime.run().await;
+    Ok(())
+}
+
+fn init_logs(log: &LogConfig) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&log.filter)
+        .with_context(|| format!("bad log filter {:?}", log.filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }

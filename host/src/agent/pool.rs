@@ -1,0 +1,184 @@
+//! One agent connection per context id, opened on first use.
+//!
+//! The guest names the context of each request (`shared`, a room, a
+//! thread). The pool opens a connection per context, keeps at most `max`
+//! open, closes the least recently used idle one to make room, and closes
+//! per-room/thread connections that have been idle for `idle_close` (the
+//! shared one stays open).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use surfaces_embed::{AgentError, AgentErrorKind, AgentMessage, Event};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::client::{self, AgentHandle, ClientConfig, Command};
+
+/// The context that is never closed for idleness.
+pub const SHARED: &str = "shared";
+
+struct Entry {
+    handle: AgentHandle,
+    /// Request in flight or waiting on this connection.
+    busy: Option<u64>,
+    last_used: Instant,
+}
+
+pub struct AgentPool {
+    config: ClientConfig,
+    max: usize,
+    idle_close: Duration,
+    events: mpsc::UnboundedSender<Event>,
+    conns: HashMap<String, Entry>,
+}
+
+impl AgentPool {
+    pub fn new(
+        config: ClientConfig,
+        max: usize,
+        idle_close: Duration,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
+        AgentPool {
+            config,
+            max: max.max(1),
+            idle_close,
+            events,
+            conns: HashMap::new(),
+        }
+    }
+
+    /// Connections open (or opening).
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Requests in flight, over all connections.
+    pub fn in_flight(&self) -> usize {
+        self.conns.values().filter(|e| e.busy.is_some()).count()
+    }
+
+    /// Open the connection for `context_id` now (the shared one at start).
+    pub fn open(&mut self, context_id: &str) -> bool {
+        self.entry(context_id).is_some()
+    }
+
+    pub fn submit(&mut self, context_id: &str, request: u64, message: AgentMessage) {
+        let Some(entry) = self.entry(context_id) else {
+            let _ = self.events.send(Event::AgentError(AgentError {
+                request,
+                kind: AgentErrorKind::Busy,
+                message: format!(
+                    "all {} agent connections are busy; try again shortly",
+                    self.max
+                ),
+            }));
+            return;
+        };
+        entry.busy = Some(request);
+        entry.last_used = Instant::now();
+        if !entry.handle.send(Command::Submit { request, message }) {
+            // The task ended (it only does when closed): start over.
+            self.conns.remove(context_id);
+            let _ = self.events.send(Event::AgentError(AgentError {
+                request,
+                kind: AgentErrorKind::Disconnected,
+                message: "the agent connection was closed".into(),
+            }));
+        }
+    }
+
+    pub fn cancel(&mut self, context_id: &str) {
+        if let Some(entry) = self.conns.get(context_id) {
+            entry.handle.send(Command::Cancel);
+        }
+    }
+
+    pub fn reset(&mut self, context_id: &str) {
+        if let Some(entry) = self.entry(context_id) {
+            entry.last_used = Instant::now();
+            entry.handle.send(Command::Reset);
+        }
+    }
+
+    /// Note how a request ended (the pool sees every agent event).
+    pub fn observe(&mut self, event: &Event) {
+        let request = match event {
+            Event::AgentEnd(e) => e.request,
+            Event::AgentError(e) => e.request,
+            _ => return,
+        };
+        if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {
+            entry.busy = None;
+            entry.last_used = Instant::now();
+        }
+    }
+
+    /// Close per-room/thread connections idle for longer than the limit.
+    pub fn sweep(&mut self) {
+        let now = Instant::now();
+        let idle_close = self.idle_close;
+        self.conns.retain(|context_id, e| {
+            let keep = context_id == SHARED
+                || e.busy.is_some()
+                || now.duration_since(e.last_used) < idle_close;
+            if !keep {
+                tracing::debug!(context = %context_id, "closing an idle agent connection");
+                e.handle.send(Command::Close);
+            }
+            keep
+        });
+    }
+
+    /// Close every connection (shutdown). Requests in flight fail with
+    /// `disconnected`, so the guest marks their replies incomplete.
+    pub fn close_all(&mut self) {
+        for (_, e) in self.conns.drain() {
+            e.handle.send(Command::Close);
+        }
+    }
+
+    fn entry(&mut self, context_id: &str) -> Option<&mut Entry> {
+        if !self.conns.contains_key(context_id) {
+            if self.conns.len() >= self.max && !self.evict() {
+                return None;
+            }
+            let handle = client::spawn(
+                context_id.to_string(),
+                self.config.clone(),
+                self.events.clone(),
+            );
+            self.conns.insert(
+                context_id.to_string(),
+                Entry {
+                    handle,
+                    busy: None,
+                    last_used: Instant::now(),
+                },
+            );
+        }
+        self.conns.get_mut(context_id)
+    }
+
+    /// Close the least recently used idle connection; false if none is idle.
+    fn evict(&mut self) -> bool {
+        let victim = self
+            .conns
+            .iter()
+            .filter(|(id, e)| e.busy.is_none() && id.as_str() != SHARED)
+            .min_by_key(|(_, e)| e.last_used)
+            .map(|(id, _)| id.clone());
+        match victim.and_then(|id| self.conns.remove(&id)) {
+            Some(e) => {
+                e.handle.send(Command::Close);
+                true
+            }
+            None => false,
+        }
+    }
+}

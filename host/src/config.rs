@@ -1,0 +1,346 @@
+//! The operator's configuration: one TOML file, then environment overrides.
+//!
+//! Every field has a default, so an empty file (or none) runs the bot on the
+//! embedded defaults: the built-in guest, the in-process echo agent, SQLite
+//! in `./data`. The prototype's variables keep working:
+//! `MATRIX_PLATFORM_BACKEND=mock|real` and `AGENT_WS_URL`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A value that must never reach a log line.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the database, the compiled-guest cache and (later) the Matrix
+    /// session live.
+    pub data_dir: PathBuf,
+    pub bot: BotConfig,
+    pub guest: GuestConfig,
+    pub agent: AgentConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotConfig {
+    /// The bot's Matrix user id (from the login, once Matrix is wired).
+    pub user_id: String,
+    pub display_name: String,
+    /// On shutdown, how long replies in flight may take to finish before
+    /// they are cut and marked incomplete.
+    #[serde(with = "secs")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BotConfig {
+    fn default() -> Self {
+        BotConfig {
+            user_id: "@surfaces:localhost".into(),
+            display_name: "surfaces".into(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest component; unset means the one built into this binary.
+    /// A change of this file swaps the guest (when `watch` is on).
+    pub path: Option<PathBuf>,
+    pub watch: bool,
+    /// Time budget of one guest call, in milliseconds.
+    pub call_budget_ms: u64,
+    /// Cap on the guest's memory, in MiB.
+    pub memory_mib: usize,
+    /// Settings handed to the guest's `init` (see the guest's config).
+    pub settings: BTreeMap<String, toml::Value>,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        GuestConfig {
+            path: None,
+            watch: true,
+            call_budget_ms: 200,
+            memory_mib: 64,
+            settings: BTreeMap::new(),
+        }
+    }
+}
+
+impl GuestConfig {
+    /// The settings as the guest receives them: strings, lists joined by
+    /// commas.
+    pub fn settings_pairs(&self) -> Vec<(String, String)> {
+        self.settings
+            .iter()
+            .map(|(k, v)| (k.clone(), setting_string(v)))
+            .collect()
+    }
+}
+
+fn setting_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(setting_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentBackend {
+    /// The in-process echo agent (streams the echo in chunks).
+    #[default]
+    Mock,
+    /// The agent service at `agent.url`.
+    Real,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub backend: AgentBackend,
+    /// `ws://` or `wss://`, used exactly as given.
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer ...`.
+    pub token: Option<Secret>,
+    /// Extra CA certificates (PEM) to trust for `wss://`.
+    pub ca_file: Option<PathBuf>,
+    /// Most agent connections open at once (room/thread scopes).
+    pub max_connections: usize,
+    /// A per-room/thread connection idle this long is closed.
+    #[serde(with = "secs")]
+    pub idle_close: Duration,
+    #[serde(with = "secs")]
+    pub connect_timeout: Duration,
+    #[serde(with = "secs")]
+    pub idle_timeout: Duration,
+    #[serde(with = "secs")]
+    pub ping_interval: Duration,
+    /// Pause between echo chunks of the mock backend, in milliseconds.
+    pub mock_chunk_delay_ms: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            backend: AgentBackend::Mock,
+            url: None,
+            token: None,
+            ca_file: None,
+            max_connections: 64,
+            idle_close: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            mock_chunk_delay_ms: 150,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `surfaces_host=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (Prometheus) and `/healthz` here; unset: off.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Read `path` (if given), then apply the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Config::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message,
+                })?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = PathBuf::from("data");
+        }
+        Ok(config)
+    }
+
+    /// Environment overrides; `var` reads one variable.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = var("MATRIX_PLATFORM_BACKEND") {
+            self.agent.backend = match v.trim().to_ascii_lowercase().as_str() {
+                "mock" => AgentBackend::Mock,
+                "real" => AgentBackend::Real,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "MATRIX_PLATFORM_BACKEND",
+                        value: v,
+                        message: "expected mock or real".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("AGENT_WS_URL") {
+            self.agent.url = Some(v);
+        }
+        if let Some(v) = var("AGENT_TOKEN") {
+            self.agent.token = Some(Secret::new(v));
+        }
+        if let Some(v) = var("SURFACES_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("SURFACES_GUEST") {
+            self.guest.path = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var("SURFACES_LOG_FORMAT") {
+            self.log.format = match v.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "SURFACES_LOG_FORMAT",
+                        value: v,
+                        message: "expected text or json".into(),
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("SURFACES_LOG") {
+            self.log.filter = v;
+        }
+        if let Some(v) = var("SURFACES_METRICS_LISTEN") {
+            let addr = v.parse().map_err(|e| ConfigError::Env {
+                name: "SURFACES_METRICS_LISTEN",
+                value: v.clone(),
+                message: format!("{e}"),
+            })?;
+            self.metrics.listen = Some(addr);
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.agent.backend == AgentBackend::Real {
+            let Some(url) = &self.agent.url else {
+                return Err(ConfigError::Invalid(
+                    "agent.backend is real but no agent URL is set (agent.url or AGENT_WS_URL)"
+                        .into(),
+                ));
+            };
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "agent URL {url:?} must start with ws:// or wss://"
+                )));
+            }
+        }
+        if self.agent.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "agent.max_connections must be at least 1".into(),
+            ));
+        }
+        if self.guest.call_budget_ms == 0 || self.guest.memory_mib == 0 {
+            return Err(ConfigError::Invalid(
+                "guest.call_budget_ms and guest.memory_mib must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Durations in the file are whole or fractional seconds.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

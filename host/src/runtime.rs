@@ -1,0 +1,575 @@
+//! The event loop: one task that owns the guest and the database and
+//! delivers events one at a time; everything else (the Matrix front end,
+//! agent connections, timers, the file watcher, signals) talks to it
+//! through two channels.
+//!
+//! - Events (messages, Matrix results, agent frames) go to the guest in
+//!   the order they arrive. Each call is transactional (see `embed`): the
+//!   effects it returns are then handed to the front end, the agent pool or
+//!   the timers, none of which blocks.
+//! - Control messages start a swap, finish one, fire a timer, or shut down.
+//!   A swap compiles the new guest on a blocking thread while the old one
+//!   keeps serving; the switch itself (instantiate, `init`, replace) runs
+//!   on the loop between two events, so events that arrive meanwhile wait
+//!   in the channel and reach the new guest in order: none is lost or
+//!   handled twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use surfaces_embed::{
+    BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
+    LogLevel, Output, ReloadResult, Sandbox,
+};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::agent::pool::{AgentPool, SHARED};
+use crate::matrix::{MatrixPort, is_matrix};
+use crate::metrics::{Health, Kind, Metrics};
+
+/// How often the guest's epoch advances: the unit of its time budget.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Reload requests from the host itself (file change, SIGHUP) carry this
+/// id in their `reload-result`; the guest's own requests start at 1.
+pub const HOST_RELOAD: u64 = 0;
+
+/// Where the guest comes from.
+#[derive(Clone, Debug)]
+pub enum GuestSource {
+    /// A file, read again at every swap.
+    File(PathBuf),
+    /// Bytes built into the binary: nothing to swap to.
+    Builtin(&'static [u8]),
+}
+
+/// Messages to the loop that are not guest events.
+#[derive(Debug)]
+pub enum Control {
+    /// Swap in the guest file again; `request` is the guest's, if it asked.
+    Reload {
+        request: Option<u64>,
+    },
+    /// Shut down gracefully.
+    Shutdown,
+    Timer {
+        id: u64,
+        token: u64,
+    },
+    Compiled(Result<GuestComponent, String>),
+}
+
+/// Senders to the loop, for front ends, signals, watchers and tests.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    pub events: mpsc::UnboundedSender<Event>,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+/// The loop's receiving ends; make them first, so front ends can be built
+/// with the [`Handle`].
+pub struct Channels {
+    pub handle: Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+pub fn channels() -> Channels {
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (control_tx, control) = mpsc::unbounded_channel();
+    Channels {
+        handle: Handle {
+            events: events_tx,
+            control: control_tx,
+        },
+        events,
+        control,
+    }
+}
+
+/// What the loop needs besides its channels and front end.
+pub struct RuntimeConfig {
+    pub source: GuestSource,
+    /// Where compiled guests are cached.
+    pub cache_dir: PathBuf,
+    pub sandbox: Sandbox,
+    pub host_info: HostInfo,
+    pub shutdown_grace: Duration,
+}
+
+/// Why the bot could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the guest {path}: {source}")]
+    ReadGuest {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Embed(#[from] surfaces_embed::EmbedError),
+    #[error("the guest does not start: {0}")]
+    Guest(#[from] GuestError),
+}
+
+pub struct Runtime {
+    embedding: Embedding,
+    config: RuntimeConfig,
+    guest: Guest,
+    kv: BoxedKv,
+    agents: AgentPool,
+    matrix: Box<dyn MatrixPort>,
+    handle: Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    control: mpsc::UnboundedReceiver<Control>,
+    timers: HashMap<u64, (u64, AbortHandle)>,
+    timer_token: u64,
+    /// Swap requests waiting for the compile in progress (`None`: host).
+    swap_requests: Vec<Option<u64>>,
+    compiling: bool,
+    /// A trigger arrived during the compile: the file may have changed again.
+    swap_again: bool,
+    metrics: Arc<Metrics>,
+    ticker: Ticker,
+}
+
+/// Advances the engine's epoch from a thread of its own.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn start(embedding: &Embedding) -> Ticker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let embedding = embedding.clone();
+        std::thread::Builder::new()
+            .name("surfaces-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    embedding.tick();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
+        Ticker { stop }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The epoch budget for a call of `ms` milliseconds.
+pub fn epoch_budget(ms: u64) -> Budget {
+    Budget::Epoch {
+        ticks: ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1),
+    }
+}
+
+impl Runtime {
+    /// Compile and start the guest (a host start: `resumed = false`) and
+    /// open the shared agent connection.
+    pub fn start(
+        config: RuntimeConfig,
+        channels: Channels,
+        mut kv: BoxedKv,
+        agents: AgentPool,
+        matrix: Box<dyn MatrixPort>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Runtime, StartError> {
+        let embedding = Embedding::new(config.sandbox)?;
+        let ticker = Ticker::start(&embedding);
+        let component =
+            load(&embedding, &config.source, &config.cache_dir).map_err(|e| match e {
+                LoadError::Read { path, source } => StartError::ReadGuest { path, source },
+                LoadError::Embed(e) => StartError::Embed(e),
+            })?;
+        let mut info = config.host_info.clone();
+        info.resumed = false;
+        let (guest, out) = Guest::start(&component, info, &mut kv, now_ms())?;
+        tracing::info!(
+            guest = %guest.info().name,
+            version = %guest.info().version,
+            "guest started"
+        );
+        let mut runtime = Runtime {
+            embedding,
+            config,
+            guest,
+            kv,
+            agents,
+            matrix,
+            handle: channels.handle,
+            events: channels.events,
+            control: channels.control,
+            timers: HashMap::new(),
+            timer_token: 0,
+            swap_requests: Vec::new(),
+            compiling: false,
+            swap_again: false,
+            metrics,
+            ticker,
+        };
+        if scope_is_shared(&runtime.config.host_info) {
+            runtime.agents.open(SHARED);
+        }
+        runtime.apply(out);
+        Ok(runtime)
+    }
+
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The running guest's name and version.
+    pub fn guest_version(&self) -> String {
+        format!("{} {}", self.guest.info().name, self.guest.info().version)
+    }
+
+    /// Serve until shut down; then finish (or cut) replies in flight, close
+    /// the agent connections and flush the database.
+    pub async fn run(mut self) {
+        self.metrics.set_health(Health::Serving);
+        let mut sweep = tokio::time::interval(Duration::from_secs(15));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut shutdown: Option<Shutdown> = None;
+        loop {
+            if let Some(s) = &shutdown
+                && self.drained()
+            {
+                tracing::info!(cut = s.cut, "stopped: every reply finished");
+                break;
+            }
+            let deadline = shutdown.as_ref().map(|s| s.deadline);
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(Control::Shutdown) | None => {
+                        if shutdown.is_none() {
+                            tracing::info!("shutting down: finishing replies in flight");
+                            self.metrics.set_health(Health::ShuttingDown);
+                            shutdown = Some(Shutdown {
+                                deadline: Instant::now() + self.config.shutdown_grace,
+                                cut: false,
+                            });
+                        }
+                    }
+                    Some(Control::Reload { request }) => self.begin_swap(request),
+                    Some(Control::Compiled(result)) => self.finish_swap(result),
+                    Some(Control::Timer { id, token }) => {
+                        if self.timers.get(&id).is_some_and(|t| t.0 == token) {
+                            self.timers.remove(&id);
+                            self.deliver(Event::Timer(id));
+                        }
+                    }
+                },
+                event = self.events.recv() => match event {
+                    Some(event) => self.deliver(event),
+                    // Every sender is gone: nothing more can happen.
+                    None => break,
+                },
+                _ = sweep.tick() => self.agents.sweep(),
+                _ = sleep_until_opt(deadline) => {
+                    let Some(s) = shutdown.as_mut() else { continue };
+                    if s.cut {
+                        tracing::warn!("stopped with replies still unfinished");
+                        break;
+                    }
+                    // Out of grace: cut the replies in flight. The guest
+                    // hears `disconnected` and marks them incomplete.
+                    tracing::warn!(
+                        in_flight = self.agents.in_flight(),
+                        "grace period over: cutting replies in flight"
+                    );
+                    self.agents.close_all();
+                    s.cut = true;
+                    s.deadline = Instant::now() + Duration::from_secs(5);
+                }
+            }
+            self.metrics.agent_connections.set(self.agents.len() as i64);
+            self.metrics
+                .agent_in_flight
+                .set(self.agents.in_flight() as i64);
+        }
+        self.agents.close_all();
+        for (_, (_, abort)) in self.timers.drain() {
+            abort.abort();
+        }
+        drop(self.ticker);
+        // Dropping the store closes SQLite, which checkpoints its WAL.
+    }
+
+    /// Shutdown may end: no reply in flight, no guest timer pending (a
+    /// throttled final edit waits on one), nothing unanswered or unread.
+    fn drained(&self) -> bool {
+        self.agents.in_flight() == 0
+            && self.timers.is_empty()
+            && self.matrix.pending() == 0
+            && self.events.is_empty()
+    }
+
+    fn deliver(&mut self, event: Event) {
+        self.agents.observe(&event);
+        let kind = event_kind(&event);
+        self.metrics.events.get_or_create(&Kind { kind }).inc();
+        let started = std::time::Instant::now();
+        let result = self.guest.handle(&event, &mut self.kv, now_ms());
+        self.metrics
+            .guest_call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(out) => self.apply(out),
+            Err(e) => {
+                let reason = failure_kind(&e);
+                self.metrics
+                    .guest_failures
+                    .get_or_create(&Kind { kind: reason })
+                    .inc();
+                tracing::error!(
+                    event = kind,
+                    "the guest failed on an event, which is dropped: {e}; the next event runs on a fresh instance"
+                );
+            }
+        }
+    }
+
+    fn apply(&mut self, out: Output) {
+        for line in out.logs {
+            let message = line.message;
+            match line.level {
+                LogLevel::Trace => tracing::trace!(target: "guest", "{message}"),
+                LogLevel::Debug => tracing::debug!(target: "guest", "{message}"),
+                LogLevel::Info => tracing::info!(target: "guest", "{message}"),
+                LogLevel::Warn => tracing::warn!(target: "guest", "{message}"),
+                LogLevel::Error => tracing::error!(target: "guest", "{message}"),
+            }
+        }
+        for effect in out.effects {
+            self.metrics
+                .effects
+                .get_or_create(&Kind {
+                    kind: effect_kind(&effect),
+                })
+                .inc();
+            if is_matrix(&effect) {
+                self.matrix.execute(effect);
+                continue;
+            }
+            match effect {
+                Effect::AgentSubmit {
+                    request,
+                    context_id,
+                    message,
+                } => self.agents.submit(&context_id, request, message),
+                Effect::AgentCancel { context_id } => self.agents.cancel(&context_id),
+                Effect::AgentReset { context_id } => self.agents.reset(&context_id),
+                Effect::SetTimer { id, delay_ms } => self.set_timer(id, delay_ms),
+                Effect::CancelTimer { id } => {
+                    if let Some((_, abort)) = self.timers.remove(&id) {
+                        abort.abort();
+                    }
+                }
+                Effect::Reload { request } => self.begin_swap(Some(request)),
+                _ => {}
+            }
+        }
+    }
+
+    fn set_timer(&mut self, id: u64, delay_ms: u64) {
+        self.timer_token += 1;
+        let token = self.timer_token;
+        let control = self.handle.control.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            let _ = control.send(Control::Timer { id, token });
+        });
+        if let Some((_, old)) = self.timers.insert(id, (token, task.abort_handle())) {
+            old.abort();
+        }
+    }
+
+    fn begin_swap(&mut self, request: Option<u64>) {
+        let GuestSource::File(path) = &self.config.source else {
+            self.answer_reload(
+                request,
+                Err("this bot runs its built-in guest: set guest.path to swap it".into()),
+            );
+            return;
+        };
+        self.swap_requests.push(request);
+        if self.compiling {
+            self.swap_again = true;
+            return;
+        }
+        self.compiling = true;
+        tracing::info!(path = %path.display(), "swap: compiling the new guest");
+        let embedding = self.embedding.clone();
+        let source = self.config.source.clone();
+        let cache_dir = self.config.cache_dir.clone();
+        let control = self.handle.control.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = load(&embedding, &source, &cache_dir).map_err(|e| e.to_string());
+            let _ = control.send(Control::Compiled(result));
+        });
+    }
+
+    fn finish_swap(&mut self, result: Result<GuestComponent, String>) {
+        self.compiling = false;
+        let requests = std::mem::take(&mut self.swap_requests);
+        let outcome = result.and_then(|component| {
+            self.guest
+                .swap(&component, &mut self.kv, now_ms())
+                .map_err(|e| e.to_string())
+        });
+        let outcome = match outcome {
+            Ok(out) => {
+                let version = self.guest_version();
+                tracing::info!(guest = %version, "swap: the new guest is serving");
+                self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
+                self.apply(out);
+                Ok(version)
+            }
+            Err(why) => {
+                tracing::error!("swap refused, the previous guest keeps serving: {why}");
+                self.metrics
+                    .swaps
+                    .get_or_create(&Kind { kind: "refused" })
+                    .inc();
+                Err(why)
+            }
+        };
+        let mut host_told = false;
+        for request in requests {
+            if request.is_none() {
+                if host_told {
+                    continue;
+                }
+                host_told = true;
+            }
+            self.answer_reload(request, outcome.clone());
+        }
+        if std::mem::take(&mut self.swap_again) {
+            self.begin_swap(None);
+        }
+    }
+
+    /// Tell the guest how a swap went (to the new guest if it succeeded).
+    fn answer_reload(&mut self, request: Option<u64>, outcome: Result<String, String>) {
+        self.deliver(Event::ReloadResult(ReloadResult {
+            request: request.unwrap_or(HOST_RELOAD),
+            outcome,
+        }));
+    }
+}
+
+struct Shutdown {
+    deadline: Instant,
+    /// The grace period is over and the connections were closed.
+    cut: bool,
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("cannot read the guest {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Embed(#[from] surfaces_embed::EmbedError),
+}
+
+/// Read and compile the guest (through the cache).
+fn load(
+    embedding: &Embedding,
+    source: &GuestSource,
+    cache_dir: &Path,
+) -> Result<GuestComponent, LoadError> {
+    let owned;
+    let wasm: &[u8] = match source {
+        GuestSource::File(path) => {
+            owned = std::fs::read(path).map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            &owned
+        }
+        GuestSource::Builtin(bytes) => bytes,
+    };
+    let (component, cache) = embedding.compile_cached(wasm, cache_dir)?;
+    tracing::debug!(?cache, "guest compiled");
+    Ok(component)
+}
+
+fn scope_is_shared(info: &HostInfo) -> bool {
+    info.settings
+        .iter()
+        .find(|(k, _)| k == "context_scope")
+        .is_none_or(|(_, v)| v == SHARED)
+}
+
+fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::Message(_) => "message",
+        Event::Invite(_) => "invite",
+        Event::MembersChanged(_) => "members_changed",
+        Event::MatrixResult(_) => "matrix_result",
+        Event::AgentChunk(_) => "agent_chunk",
+        Event::AgentEnd(_) => "agent_end",
+        Event::AgentError(_) => "agent_error",
+        Event::AgentStatus(_) => "agent_status",
+        Event::Timer(_) => "timer",
+        Event::ReloadResult(_) => "reload_result",
+    }
+}
+
+fn effect_kind(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::Send { .. } => "send",
+        Effect::Edit { .. } => "edit",
+        Effect::React { .. } => "react",
+        Effect::SetTyping { .. } => "typing",
+        Effect::ReadReceipt { .. } => "receipt",
+        Effect::Join { .. } => "join",
+        Effect::Leave { .. } => "leave",
+        Effect::AgentSubmit { .. } => "agent_submit",
+        Effect::AgentCancel { .. } => "agent_cancel",
+        Effect::AgentReset { .. } => "agent_reset",
+        Effect::SetTimer { .. } => "set_timer",
+        Effect::CancelTimer { .. } => "cancel_timer",
+        Effect::Reload { .. } => "reload",
+    }
+}
+
+fn failure_kind(e: &GuestError) -> &'static str {
+    match e {
+        GuestError::Trap(_) => "trap",
+        GuestError::Timeout => "timeout",
+        GuestError::OutOfMemory => "out_of_memory",
+        GuestError::Instantiate(_) => "instantiate",
+        GuestError::Rejected(_) => "rejected",
+        GuestError::Store(_) => "store",
+    }
+}
