@@ -36,6 +36,8 @@ const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
 const MIN_BUDGET: usize = 8 * 1024;
 /// Echoed user input (command names, agent messages) is cut to this.
 const ECHO_MAX: usize = 64;
+/// The `reload-result` request id of swaps the host started on its own.
+const HOST_RELOAD: u64 = 0;
 
 pub struct Bot {
     cfg: Config,
@@ -227,6 +229,9 @@ impl Bot {
         let mut db = Db { host };
         if m.sender_display_name.is_some() && user.display_name != m.sender_display_name {
             user.display_name = m.sender_display_name.clone();
+        }
+        if m.is_direct && user.dm_room.as_deref() != Some(m.room_id.as_str()) {
+            user.dm_room = Some(m.room_id.clone());
         }
         db.put(&key, &user)?;
 
@@ -483,13 +488,19 @@ impl Bot {
                     .as_deref()
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
+                let swap = match db.get::<LastReload>(LAST_RELOAD)? {
+                    Some(LastReload {
+                        outcome: Err(why), ..
+                    }) => format!("\n- last swap: refused ({why})"),
+                    _ => String::new(),
+                };
                 format!(
                     "**Status**\n\n\
                      - agent: {conn}{detail}, context `{ctx_id}`\n\
                      - reply in progress: {}\n\
                      - queue: {} waiting\n\
                      - guest: {} {}\n\
-                     - host: {}",
+                     - host: {}{swap}",
                     if ctx.in_flight.is_some() { "yes" } else { "no" },
                     ctx.queue.len(),
                     env!("CARGO_PKG_NAME"),
@@ -1245,6 +1256,9 @@ impl Bot {
     }
 
     fn on_reload(&mut self, host: &mut dyn Host, r: ReloadResult) -> Result<(), String> {
+        if r.request == HOST_RELOAD {
+            return self.on_host_reload(host, r.outcome);
+        }
         let mut db = Db { host };
         let Some(Route::Reload {
             room_id,
@@ -1267,6 +1281,38 @@ impl Bot {
             thread_root.as_deref(),
             Vec::new(),
         )
+    }
+}
+
+impl Bot {
+    /// The host swapped (or failed to swap) the guest on its own: keep the
+    /// outcome for `status`, and tell the admins when the swap was refused.
+    fn on_host_reload(
+        &mut self,
+        host: &mut dyn Host,
+        outcome: Result<String, String>,
+    ) -> Result<(), String> {
+        let now = host.now();
+        let mut db = Db { host };
+        db.put(
+            LAST_RELOAD,
+            &LastReload {
+                at_ms: now,
+                outcome: outcome.clone(),
+            },
+        )?;
+        let Err(why) = outcome else {
+            return Ok(());
+        };
+        let text = format!("⚠️ A new guest was refused; the running one keeps serving: {why}");
+        for admin in self.cfg.admins.clone() {
+            let mut db = Db { host };
+            let user: Option<User> = db.get(&user_key(&admin))?;
+            if let Some(room) = user.and_then(|u| u.dm_room) {
+                self.send_notice(host, &room, &text, None, None, Vec::new())?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Key layout (all under the guest's own namespace in the host's store):
 //! - `meta/next-id`            the id counter for requests and timers
+//! - `meta/last-reload`        [`LastReload`], the host's last swap
 //! - `user/{user-id}`          [`User`]
 //! - `ctx/{context-id}`        [`Context`]
 //! - `reply/{req:020}`         [`Reply`], a reply being streamed
@@ -25,6 +26,17 @@ pub struct User {
     pub tokens: u64,
     /// Skill name -> on/off; absent means off.
     pub skills: BTreeMap<String, bool>,
+    /// The direct room this user last wrote from (admin notices go there).
+    #[serde(default)]
+    pub dm_room: Option<String>,
+}
+
+/// The outcome of the last swap the host started on its own (guest file
+/// change, SIGHUP), for `status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LastReload {
+    pub at_ms: u64,
+    pub outcome: Result<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,6 +243,7 @@ pub fn route_key(req: u64) -> String {
     format!("route/{req:020}")
 }
 const NEXT_ID: &str = "meta/next-id";
+pub const LAST_RELOAD: &str = "meta/last-reload";
 
 /// Typed access to the host's store.
 pub struct Db<'h, H: Host + ?Sized> {

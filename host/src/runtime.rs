@@ -201,7 +201,7 @@ impl Runtime {
             })?;
         let mut info = config.host_info.clone();
         info.resumed = false;
-        let (guest, out) = Guest::start(&component, info, &mut kv, now_ms())?;
+        let (guest, out) = guest_call(|| Guest::start(&component, info, &mut kv, now_ms()))?;
         tracing::info!(
             guest = %guest.info().name,
             version = %guest.info().version,
@@ -328,7 +328,7 @@ impl Runtime {
         let kind = event_kind(&event);
         self.metrics.events.get_or_create(&Kind { kind }).inc();
         let started = std::time::Instant::now();
-        let result = self.guest.handle(&event, &mut self.kv, now_ms());
+        let result = guest_call(|| self.guest.handle(&event, &mut self.kv, now_ms()));
         self.metrics
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -432,8 +432,7 @@ impl Runtime {
         self.compiling = false;
         let requests = std::mem::take(&mut self.swap_requests);
         let outcome = result.and_then(|component| {
-            self.guest
-                .swap(&component, &mut self.kv, now_ms())
+            guest_call(|| self.guest.swap(&component, &mut self.kv, now_ms()))
                 .map_err(|e| e.to_string())
         });
         let outcome = match outcome {
@@ -474,6 +473,20 @@ impl Runtime {
             request: request.unwrap_or(HOST_RELOAD),
             outcome,
         }));
+    }
+}
+
+/// Run a guest call off the async context. The guest is synchronous (and
+/// bounded by its epoch budget), and WASI's synchronous bindings enter
+/// tokio themselves (`block_on`), which panics on a worker thread that is
+/// driving tasks. `block_in_place` hands this worker's tasks to another
+/// thread for the call's duration; it needs the multi-threaded runtime.
+fn guest_call<R>(call: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
     }
 }
 

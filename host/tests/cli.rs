@@ -60,3 +60,156 @@ fn help_is_everywhere() {
         assert!(ok && out.contains("Usage"), "{args:?}: {out}");
     }
 }
+
+/// `surfaces run` with `input` on stdin, in `data`, with extra env.
+fn run_bot(data: &std::path::Path, input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+        .arg("run")
+        .env("SURFACES_DATA_DIR", data)
+        .env("SURFACES_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+    } // closed here: end of input stops the bot gracefully
+    let out = child.wait_with_output().expect("exits");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_answers_on_the_terminal_and_remembers_across_restarts() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (ok, out, err) = run_bot(data.path(), "hello there\n", &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("Hi you!"), "first contact is greeted: {out}");
+    assert!(
+        out.contains("bot: hello there"),
+        "the echo is streamed in full: {out}"
+    );
+    assert!(data.path().join("surfaces.db").exists());
+
+    // A second run on the same data: the user is known, the reply complete.
+    let (ok, out, err) = run_bot(data.path(), "once more\n!usage\n", &[]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("Hi you!"), "greeted twice: {out}");
+    assert!(out.contains("once more"), "{out}");
+    assert!(out.contains("**Usage**"), "usage answers: {out}");
+}
+
+#[test]
+fn run_refuses_bad_configuration_clearly() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let config = data.path().join("bad.toml");
+    std::fs::write(&config, "[agent]\nbackend = \"mock\"\nurll = \"ws://x\"\n").expect("write");
+    let config = config.to_string_lossy().into_owned();
+    let (ok, out) = surfaces(&["run", "--config", &config]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("bad.toml") && out.contains("urll"), "{out}");
+
+    let (ok, _, err) = run_bot(data.path(), "", &[("MATRIX_PLATFORM_BACKEND", "real")]);
+    assert!(!ok);
+    assert!(err.contains("no agent URL is set"), "{err}");
+    let (ok, _, err) = run_bot(data.path(), "", &[("MATRIX_PLATFORM_BACKEND", "fake")]);
+    assert!(!ok);
+    assert!(err.contains("MATRIX_PLATFORM_BACKEND"), "{err}");
+}
+
+#[test]
+fn run_with_the_real_backend_talks_websocket_to_the_agent() {
+    let rt = tokio::runtime::Runtime::new().expect("tokio");
+    let url = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let config = surfaces_host::agent::server::ServerConfig {
+            mode: surfaces_host::agent::server::Mode::Script("scripted: the agent answered".into()),
+            chunk_delay: std::time::Duration::from_millis(5),
+            token: Some("s3cret-token".into()),
+            ..Default::default()
+        };
+        tokio::spawn(surfaces_host::agent::server::serve(listener, config));
+        format!("ws://{addr}/agent")
+    });
+    let data = tempfile::tempdir().expect("temp dir");
+    let (ok, out, err) = run_bot(
+        data.path(),
+        "question\n",
+        &[
+            ("MATRIX_PLATFORM_BACKEND", "real"),
+            ("AGENT_WS_URL", &url),
+            ("AGENT_TOKEN", "s3cret-token"),
+            ("SURFACES_LOG", "debug"),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("scripted: the agent answered"), "{out}");
+    assert!(
+        !err.contains("s3cret-token"),
+        "a secret reached the logs: {err}"
+    );
+}
+
+#[test]
+fn metrics_and_health_are_served_while_running() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+        .arg("run")
+        .env("SURFACES_DATA_DIR", data.path())
+        .env("SURFACES_LOG", "info")
+        .env("SURFACES_METRICS_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            addr = rest.split('/').next().map(str::to_string);
+        }
+        if line.contains("surfaces is running") {
+            break;
+        }
+    }
+    let addr = addr.expect("the metrics address is logged");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text
+    };
+    let health = get("/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("serving"),
+        "{health}"
+    );
+    let metrics = get("/metrics");
+    assert!(metrics.contains("surfaces_agent_connections"), "{metrics}");
+    assert!(metrics.contains("surfaces_guest_call_seconds"), "{metrics}");
+    drop(child.stdin.take()); // end of input: graceful shutdown
+    let status = child.wait().expect("exits");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}

@@ -28,6 +28,10 @@ const KNOWN_COMMANDS: &[&str] = &[
     "skill", "reload",
 ];
 
+/// The `reload-result` request id of a swap the host started itself (the
+/// native host's file watcher or SIGHUP).
+const HOST_RELOAD: u64 = 0;
+
 /// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
 pub const EPOCH_MS: u64 = 1_767_225_600_000;
 /// A run that has not settled after this much virtual time is a failure.
@@ -708,7 +712,7 @@ impl World<'_> {
         }
         if step.reload {
             self.log("host: guest swap (operator)".into());
-            self.start_guest(None);
+            self.start_guest(Some(HOST_RELOAD));
             return;
         }
         if step.restart {

@@ -33,8 +33,14 @@ impl Guest for Chaos {
             CALLS += 1;
             CALLS
         };
-        let Event::Message(m) = event else {
-            return Ok(());
+        let m = match event {
+            Event::Message(m) => m,
+            // Say when it has been swapped in, so tests can wait for it.
+            Event::ReloadResult(r) => {
+                send(&format!("swapped in: {:?}", r.outcome));
+                return Ok(());
+            }
+            _ => return Ok(()),
         };
         let (cmd, arg) = m.body.split_once(' ').unwrap_or((m.body.as_str(), ""));
         match cmd {

@@ -142,6 +142,7 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
     let metrics = Metrics::new();
     if let Some(addr) = config.metrics.listen {
         let listener = metrics::bind(addr).await.map_err(anyhow::Error::msg)?;
+        let addr = listener.local_addr().unwrap_or(addr);
         tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
         tokio::spawn(metrics::serve(listener, metrics.clone()));
     }

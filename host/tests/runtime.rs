@@ -1,0 +1,511 @@
+//! The native event loop with its real parts: the shipped guest (and the
+//! misbehaving test guests) from files, SQLite on disk, the reference
+//! agent over the WebSocket protocol, the file watcher. Only the Matrix
+//! front end is a recorder here (the homeserver has tests of its own).
+//!
+//! Waits are on effects; the timeouts only stop a broken test from hanging.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use surfaces_embed::{
+    BoxedKv, EditTarget, Effect, Event, HostInfo, MatrixResult, RoomMessage, Sandbox,
+};
+use surfaces_host::agent::client::{Backend, ClientConfig};
+use surfaces_host::agent::pool::AgentPool;
+use surfaces_host::agent::server::ServerConfig;
+use surfaces_host::matrix::{EventSender, MatrixPort};
+use surfaces_host::metrics::Metrics;
+use surfaces_host::runtime::{self, Control, GuestSource, Handle, Runtime, RuntimeConfig};
+use surfaces_host::store::SqliteStore;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const ROOM: &str = "!dm:test";
+const USER: &str = "@alice:test";
+
+/// Answers every Matrix request at once and shows the test each effect.
+struct Recorder {
+    events: EventSender,
+    seen: mpsc::UnboundedSender<(Effect, Option<String>)>,
+    next: u64,
+}
+
+impl MatrixPort for Recorder {
+    fn execute(&mut self, effect: Effect) {
+        let request = match &effect {
+            Effect::Send { request, .. }
+            | Effect::Edit { request, .. }
+            | Effect::React { request, .. }
+            | Effect::Join { request, .. }
+            | Effect::Leave { request, .. } => Some(*request),
+            _ => None,
+        };
+        let event_id = request.map(|request| {
+            self.next += 1;
+            let event_id = format!("$bot{}", self.next);
+            let _ = self.events.send(Event::MatrixResult(MatrixResult {
+                request,
+                outcome: Ok(event_id.clone()),
+            }));
+            event_id
+        });
+        let _ = self.seen.send((effect, event_id));
+    }
+}
+
+struct Bot {
+    handle: Handle,
+    effects: mpsc::UnboundedReceiver<(Effect, Option<String>)>,
+    metrics: Arc<Metrics>,
+    task: JoinHandle<()>,
+    /// What the bot has said, by the message it answers.
+    replies: Replies,
+}
+
+/// Replies as a user sees them: the reply message per user message, its
+/// text after each edit, and whether it is final.
+#[derive(Default)]
+struct Replies {
+    /// Send request -> user event it answers.
+    by_request: BTreeMap<u64, String>,
+    /// User event -> (text, final).
+    text: BTreeMap<String, (String, bool)>,
+    /// User event -> how many reply messages were sent for it.
+    sends: BTreeMap<String, u32>,
+    /// User event -> edits of its reply.
+    edits: BTreeMap<String, u32>,
+    /// Edits that arrived after their reply was final.
+    late_edits: u32,
+    /// Send request -> the event id the recorder gave it.
+    event_ids: BTreeMap<u64, String>,
+    /// Reply event id -> user event it answers.
+    origin_by_event: BTreeMap<String, String>,
+    notices: Vec<String>,
+}
+
+impl Replies {
+    fn record(&mut self, effect: &Effect, event_id: Option<String>) {
+        if let (
+            Effect::Send {
+                request, content, ..
+            },
+            Some(id),
+        ) = (effect, event_id)
+        {
+            if let (Some(origin), false) = (&content.reply_to, content.notice) {
+                self.origin_by_event.insert(id.clone(), origin.clone());
+            }
+            self.event_ids.insert(*request, id);
+        }
+        match effect {
+            Effect::Send {
+                request, content, ..
+            } => {
+                if content.notice {
+                    self.notices.push(content.body.clone());
+                    return;
+                }
+                let Some(origin) = content.reply_to.clone() else {
+                    return;
+                };
+                *self.sends.entry(origin.clone()).or_default() += 1;
+                self.by_request.insert(*request, origin.clone());
+                self.text
+                    .insert(origin, (content.body.clone(), !content.live));
+            }
+            Effect::Edit {
+                target, content, ..
+            } => {
+                let origin = match target {
+                    EditTarget::Request(r) => self.by_request.get(r),
+                    EditTarget::Event(e) => self.origin_by_event.get(e),
+                };
+                let Some(origin) = origin.cloned() else {
+                    return;
+                };
+                if self.text.get(&origin).is_some_and(|t| t.1) {
+                    self.late_edits += 1;
+                }
+                *self.edits.entry(origin.clone()).or_default() += 1;
+                self.text
+                    .insert(origin, (content.body.clone(), !content.live));
+            }
+            _ => {}
+        }
+    }
+
+    /// The request and event id of the reply to `event_id`.
+    fn first_send(&self, event_id: &str) -> (u64, String) {
+        let request = self
+            .by_request
+            .iter()
+            .find(|(_, origin)| origin.as_str() == event_id)
+            .map(|(r, _)| *r)
+            .unwrap_or_else(|| panic!("no reply to {event_id}"));
+        (
+            request,
+            self.event_ids.get(&request).cloned().unwrap_or_default(),
+        )
+    }
+
+    fn final_text(&self, event_id: &str) -> Option<&str> {
+        self.text
+            .get(event_id)
+            .filter(|t| t.1)
+            .map(|t| t.0.as_str())
+    }
+}
+
+struct Setup {
+    source: GuestSource,
+    db: PathBuf,
+    cache: PathBuf,
+    server: ServerConfig,
+}
+
+impl Setup {
+    fn new(dir: &Path, source: GuestSource) -> Setup {
+        Setup {
+            source,
+            db: dir.join("surfaces.db"),
+            // Shared by the tests: a debug build compiles a guest slowly.
+            cache: Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache"),
+            server: ServerConfig {
+                chunks: 5,
+                chunk_delay: Duration::from_millis(15),
+                ..ServerConfig::default()
+            },
+        }
+    }
+
+    fn start(&self) -> Bot {
+        let channels = runtime::channels();
+        let handle = channels.handle.clone();
+        let (seen, effects) = mpsc::unbounded_channel();
+        let recorder = Recorder {
+            events: handle.events.clone(),
+            seen,
+            next: 0,
+        };
+        let agents = AgentPool::new(
+            ClientConfig::new(Backend::Echo(self.server.clone())),
+            8,
+            Duration::from_secs(60),
+            handle.events.clone(),
+        );
+        let kv: BoxedKv = Box::new(SqliteStore::open(&self.db).expect("open the database"));
+        let metrics = Metrics::new();
+        let config = RuntimeConfig {
+            source: self.source.clone(),
+            cache_dir: self.cache.clone(),
+            sandbox: Sandbox {
+                budget: runtime::epoch_budget(200),
+                memory_bytes: 64 << 20,
+            },
+            host_info: HostInfo {
+                bot_user_id: "@bot:test".into(),
+                bot_display_name: "bot".into(),
+                host_version: "test".into(),
+                settings: vec![
+                    ("edit_interval_ms".into(), "20".into()),
+                    ("admins".into(), USER.into()),
+                ],
+                max_event_bytes: 65_536,
+                resumed: false,
+            },
+            shutdown_grace: Duration::from_secs(10),
+        };
+        let runtime = Runtime::start(
+            config,
+            channels,
+            kv,
+            agents,
+            Box::new(recorder),
+            metrics.clone(),
+        )
+        .expect("the bot starts");
+        let task = tokio::spawn(runtime.run());
+        Bot {
+            handle,
+            effects,
+            metrics,
+            task,
+            replies: Replies::default(),
+        }
+    }
+}
+
+impl Bot {
+    fn say(&self, n: u32, body: &str) {
+        self.handle
+            .events
+            .send(Event::Message(RoomMessage {
+                room_id: ROOM.into(),
+                event_id: format!("$m{n}"),
+                sender: USER.into(),
+                sender_display_name: Some("Alice".into()),
+                body: body.into(),
+                thread_root: None,
+                reply_to: None,
+                is_direct: true,
+                mentions_bot: false,
+                is_notice: false,
+                origin_server_ts: runtime::now_ms(),
+            }))
+            .expect("the loop is running");
+    }
+
+    fn control(&self, control: Control) {
+        self.handle
+            .control
+            .send(control)
+            .expect("the loop is running");
+    }
+
+    /// Take effects until `done` holds; returns the effects seen.
+    async fn until(&mut self, what: &str, done: impl Fn(&Replies, &Effect) -> bool) -> Vec<Effect> {
+        let mut seen = Vec::new();
+        let wait = async {
+            while let Some((effect, event_id)) = self.effects.recv().await {
+                self.replies.record(&effect, event_id);
+                let stop = done(&self.replies, &effect);
+                seen.push(effect);
+                if stop {
+                    return true;
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(PATIENCE, wait).await {
+            Ok(true) => seen,
+            _ => panic!("gave up waiting for {what}; saw {seen:#?}"),
+        }
+    }
+
+    async fn final_reply(&mut self, event: &str) -> String {
+        self.until(&format!("the final reply to {event}"), |r, _| {
+            r.final_text(event).is_some()
+        })
+        .await;
+        self.replies
+            .final_text(event)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn metric(&self, line_start: &str) -> u64 {
+        self.metrics
+            .encode()
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+
+    async fn stop(self) -> Replies {
+        self.control(Control::Shutdown);
+        let Bot {
+            task,
+            mut effects,
+            mut replies,
+            ..
+        } = self;
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("the bot stops")
+            .expect("the loop does not panic");
+        while let Ok((effect, event_id)) = effects.try_recv() {
+            replies.record(&effect, event_id);
+        }
+        replies
+    }
+}
+
+fn guest_file(dir: &Path, wasm: &[u8]) -> PathBuf {
+    let path = dir.join("guest.wasm");
+    write_guest(&path, wasm);
+    path
+}
+
+/// Replace the guest file the way a build does: write aside, rename.
+fn write_guest(path: &Path, wasm: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, wasm).expect("write the guest");
+    std::fs::rename(&tmp, path).expect("move the guest in place");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_in_the_middle_of_replies_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut bot = Setup::new(dir.path(), GuestSource::File(path)).start();
+    const MESSAGES: u32 = 6;
+    for n in 1..=MESSAGES {
+        bot.say(n, &format!("message number {n} with a few words to stream"));
+        // Swap while this reply is streaming: after its first piece shows.
+        let event = format!("$m{n}");
+        bot.until("the reply to start streaming", |r, _| {
+            r.text.contains_key(&event)
+        })
+        .await;
+        bot.control(Control::Reload { request: None });
+        // And one more message arrives while the swap is being compiled.
+        if n % 2 == 0 {
+            bot.say(100 + n, &format!("queued behind {n}"));
+        }
+    }
+    let mut expected: Vec<(String, String)> = (1..=MESSAGES)
+        .map(|n| {
+            (
+                format!("$m{n}"),
+                format!("message number {n} with a few words to stream"),
+            )
+        })
+        .collect();
+    expected.extend(
+        (1..=MESSAGES)
+            .filter(|n| n % 2 == 0)
+            .map(|n| (format!("$m{}", 100 + n), format!("queued behind {n}"))),
+    );
+    for (event, text) in &expected {
+        assert_eq!(bot.final_reply(event).await, *text, "reply to {event}");
+    }
+    assert_eq!(
+        bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"),
+        u64::from(MESSAGES)
+    );
+    assert_eq!(bot.metric("surfaces_guest_failures_total"), 0);
+    let replies = bot.stop().await;
+    for (event, _) in &expected {
+        assert_eq!(
+            replies.sends.get(event),
+            Some(&1),
+            "one reply message for {event}"
+        );
+    }
+    assert_eq!(replies.late_edits, 0, "no edit after a reply's final text");
+    assert_eq!(
+        replies.sends.len(),
+        expected.len(),
+        "no reply to anything else"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_that_break_are_contained_and_the_last_good_one_serves() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut bot = Setup::new(dir.path(), GuestSource::File(path.clone())).start();
+    let _watcher =
+        surfaces_host::watch::guest_file(&path, bot.handle.control.clone()).expect("watch");
+    bot.say(1, "hello");
+    assert_eq!(bot.final_reply("$m1").await, "hello");
+
+    // A component without `handle`, dropped in place: the watcher starts
+    // a swap, the swap is refused, the admin hears why, and the shipped
+    // guest keeps answering.
+    write_guest(&path, surfaces_artifacts::BROKEN_WASM);
+    bot.until("admins told of the refused swap", |r, _| {
+        r.notices.iter().any(|n| n.contains("was refused"))
+    })
+    .await;
+    bot.say(2, "still there?");
+    assert_eq!(bot.final_reply("$m2").await, "still there?");
+    assert_eq!(
+        bot.metric("surfaces_guest_swaps_total{kind=\"refused\"}"),
+        1
+    );
+
+    // A guest that loops, traps or eats memory on request: each call is
+    // stopped and reported, and a fresh instance serves the next event.
+    write_guest(&path, surfaces_artifacts::CHAOS_WASM);
+    bot.until("the test guest to be swapped in", |_, e| {
+        sent_body(e).starts_with("swapped in: Ok")
+    })
+    .await;
+    for (n, body) in [(3, "loop"), (4, "trap"), (5, "oom")] {
+        bot.say(n, body);
+    }
+    bot.say(6, "send still serving");
+    bot.until("a fresh instance to answer", |_, e| {
+        sent_body(e) == "still serving"
+    })
+    .await;
+    assert_eq!(
+        bot.metric("surfaces_guest_failures_total{kind=\"timeout\"}"),
+        1
+    );
+    assert_eq!(
+        bot.metric("surfaces_guest_failures_total{kind=\"trap\"}"),
+        1
+    );
+    assert_eq!(
+        bot.metric("surfaces_guest_failures_total{kind=\"out_of_memory\"}"),
+        1
+    );
+    bot.stop().await;
+}
+
+fn sent_body(effect: &Effect) -> &str {
+    match effect {
+        Effect::Send { content, .. } => &content.body,
+        _ => "",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_host_restarts_from_what_sqlite_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut setup = Setup::new(
+        dir.path(),
+        GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
+    );
+    // Slow enough to be killed in the middle of the reply.
+    setup.server.chunk_delay = Duration::from_millis(300);
+    let mut bot = setup.start();
+    bot.say(1, "a reply that will be cut by the kill");
+    bot.until("the reply to be edited once", |r, _| {
+        r.edits.contains_key("$m1")
+    })
+    .await;
+    assert!(bot.replies.notices.iter().any(|n| n.contains("Hi Alice")));
+    let (first_send, first_event) = bot.replies.first_send("$m1");
+    // Killed: no graceful shutdown, nothing flushed but what was committed.
+    bot.task.abort();
+    let _ = bot.task.await;
+
+    let mut bot = setup.start();
+    // The cut reply is closed with a final edit of the same message...
+    let closing = bot
+        .until(
+            "the cut reply to be closed",
+            |_, e| matches!(e, Effect::Edit { content, .. } if !content.live),
+        )
+        .await;
+    let Some(Effect::Edit {
+        target, content, ..
+    }) = closing.last()
+    else {
+        panic!("no final edit in {closing:#?}");
+    };
+    assert!(
+        *target == EditTarget::Request(first_send) || *target == EditTarget::Event(first_event),
+        "the final edit names the original message: {target:?}"
+    );
+    assert!(content.body.starts_with("a reply"), "{}", content.body);
+    // ...and the user is known: no second greeting, and the next message
+    // is answered normally.
+    bot.say(2, "and now?");
+    assert_eq!(bot.final_reply("$m2").await, "and now?");
+    let replies = bot.stop().await;
+    assert!(
+        !replies.notices.iter().any(|n| n.contains("Hi Alice")),
+        "greeted twice"
+    );
+    assert_eq!(replies.sends.get("$m1"), None, "a second reply to $m1");
+}
