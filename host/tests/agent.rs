@@ -3,6 +3,7 @@
 //!
 //! Waits are on events; the timeouts only stop a broken test from hanging.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use surfaces_embed::{AgentErrorKind, AgentMessage, ConnectionState, Event, Sender};
@@ -327,4 +328,181 @@ async fn an_unreachable_agent_is_reported_and_submits_are_refused() {
         .until("a refusal", |e| matches!(e, Event::AgentError(_)))
         .await;
     assert!(matches!(e, Event::AgentError(ref x) if x.kind == AgentErrorKind::Disconnected));
+}
+
+/// A reference server behind TLS with a certificate for `localhost`,
+/// signed by a fresh CA; returns the URL and the CA's PEM.
+async fn tls_reference_server(config: ServerConfig) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("CA cert");
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    let server_tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .expect("server TLS");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = server::serve_connection(tls, config).await;
+                }
+            });
+        }
+    });
+    (format!("wss://localhost:{port}/agent"), ca.pem())
+}
+
+#[tokio::test]
+async fn wss_with_a_private_ca_streams_a_reply() {
+    let (url, ca_pem) = tls_reference_server(fast(Mode::Echo)).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).expect("write CA");
+    let mut config = quick_client(Backend::Url { url, token: None });
+    config.tls =
+        Some(surfaces_host::agent::tls::client_config(Some(&ca_file)).expect("TLS config"));
+    let mut agent = Agent::start(config);
+    agent.ready().await;
+    agent.submit(1, "over TLS");
+    let (text, end) = agent.reply(1).await;
+    assert_eq!(text, "over TLS");
+    assert!(end.is_ok());
+}
+
+#[tokio::test]
+async fn wss_to_an_untrusted_certificate_is_refused_and_says_why() {
+    let (url, _) = tls_reference_server(fast(Mode::Echo)).await;
+    let mut config = quick_client(Backend::Url { url, token: None });
+    // The system's roots only: the test CA is unknown.
+    config.tls = Some(match surfaces_host::agent::tls::client_config(None) {
+        Ok(tls) => tls,
+        // A machine with no CA bundle at all refuses even earlier.
+        Err(e) => {
+            assert!(e.contains("no trusted CA"), "{e}");
+            return;
+        }
+    });
+    let mut agent = Agent::start(config);
+    let why = agent.disconnected().await;
+    assert!(why.contains("TLS") && why.contains("certificate"), "{why}");
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, "not a certificate").expect("write");
+    let err = surfaces_host::agent::tls::client_config(Some(&ca_file)).expect_err("refused");
+    assert!(err.contains("ca.pem"), "{err}");
+}
+
+fn message(text: &str) -> AgentMessage {
+    AgentMessage {
+        text: text.into(),
+        sender: Sender {
+            id: "@alice:test".into(),
+            display_name: None,
+        },
+        skills: vec![],
+        attachments: vec![],
+    }
+}
+
+/// Events until `request` ends; returns its text and every status seen.
+async fn pool_reply(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    request: u64,
+) -> (String, Result<(), AgentErrorKind>, Vec<ConnectionState>) {
+    let mut text = String::new();
+    let mut states = Vec::new();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the pool is running");
+        match event {
+            Event::AgentChunk(c) if c.request == request => text.push_str(&c.text),
+            Event::AgentEnd(e) if e.request == request => return (text, Ok(()), states),
+            Event::AgentError(e) if e.request == request => return (text, Err(e.kind), states),
+            Event::AgentStatus(s) => states.push(s.state),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_pool_keeps_a_connection_per_context_within_its_cap() {
+    use surfaces_host::agent::pool::AgentPool;
+    let url = reference_server(fast(Mode::Echo)).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut pool = AgentPool::new(
+        quick_client(Backend::Url { url, token: None }),
+        2,
+        Duration::from_secs(3600),
+        tx,
+    );
+    for (request, context) in [(1, "!a:test"), (2, "!b:test"), (3, "!c:test")] {
+        pool.submit(context, request, message(context));
+        let (text, end, _) = pool_reply(&mut events, request).await;
+        assert_eq!((text.as_str(), end), (context, Ok(())));
+        pool.observe(&Event::AgentEnd(surfaces_embed::AgentEnd {
+            request,
+            tokens_used: 0,
+        }));
+        assert!(pool.len() <= 2, "the cap holds: {}", pool.len());
+    }
+    // Both open connections busy: a third context is refused, not queued
+    // without bound (the guest keeps the message and retries).
+    pool.submit("!a:test", 4, message("one"));
+    pool.submit("!b:test", 5, message("two"));
+    pool.submit("!d:test", 6, message("three"));
+    let (_, end, _) = pool_reply(&mut events, 6).await;
+    assert_eq!(end, Err(AgentErrorKind::Busy));
+}
+
+#[tokio::test]
+async fn an_idle_context_is_closed_quietly_and_reopened_on_use() {
+    use surfaces_host::agent::pool::AgentPool;
+    let url = reference_server(fast(Mode::Echo)).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut pool = AgentPool::new(
+        quick_client(Backend::Url { url, token: None }),
+        4,
+        Duration::ZERO,
+        tx,
+    );
+    pool.submit("!room:test", 1, message("first"));
+    let (text, _, _) = pool_reply(&mut events, 1).await;
+    assert_eq!(text, "first");
+    pool.observe(&Event::AgentEnd(surfaces_embed::AgentEnd {
+        request: 1,
+        tokens_used: 0,
+    }));
+    pool.sweep();
+    assert!(pool.is_empty(), "the idle room connection is closed");
+    pool.submit("!room:test", 2, message("second"));
+    let (text, end, states) = pool_reply(&mut events, 2).await;
+    assert_eq!((text.as_str(), end), ("second", Ok(())));
+    assert!(
+        !states.contains(&ConnectionState::Disconnected),
+        "closing for idleness is not an outage: {states:?}"
+    );
 }

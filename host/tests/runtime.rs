@@ -165,6 +165,7 @@ struct Setup {
     db: PathBuf,
     cache: PathBuf,
     server: ServerConfig,
+    grace: Duration,
 }
 
 impl Setup {
@@ -179,6 +180,7 @@ impl Setup {
                 chunk_delay: Duration::from_millis(15),
                 ..ServerConfig::default()
             },
+            grace: Duration::from_secs(10),
         }
     }
 
@@ -217,7 +219,7 @@ impl Setup {
                 max_event_bytes: 65_536,
                 resumed: false,
             },
-            shutdown_grace: Duration::from_secs(10),
+            shutdown_grace: self.grace,
         };
         let runtime = Runtime::start(
             config,
@@ -508,4 +510,68 @@ async fn a_killed_host_restarts_from_what_sqlite_acknowledged() {
         "greeted twice"
     );
     assert_eq!(replies.sends.get("$m1"), None, "a second reply to $m1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_replies_or_marks_them_incomplete() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut setup = Setup::new(
+        dir.path(),
+        GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
+    );
+    setup.server.chunk_delay = Duration::from_millis(40);
+    let mut bot = setup.start();
+    // Within the grace period: the reply in flight is finished.
+    bot.say(1, "finish me before you go");
+    bot.until("the reply to start", |r, _| r.text.contains_key("$m1"))
+        .await;
+    let replies = bot.stop().await;
+    assert_eq!(replies.final_text("$m1"), Some("finish me before you go"));
+
+    // Past the grace period: the reply is cut, and says so.
+    setup.server.chunk_delay = Duration::from_millis(400);
+    setup.grace = Duration::from_millis(100);
+    let mut bot = setup.start();
+    bot.say(2, "this one cannot finish");
+    bot.until("the reply to start", |r, _| r.text.contains_key("$m2"))
+        .await;
+    let replies = bot.stop().await;
+    let text = replies.final_text("$m2").expect("a final edit before exit");
+    assert!(text.starts_with("this"), "{text}");
+    assert!(
+        text.contains("Reply incomplete"),
+        "marked incomplete: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reload_swaps_and_answers_in_the_room() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut bot = Setup::new(dir.path(), GuestSource::File(path)).start();
+    bot.say(1, "!reload");
+    bot.until("the reload answer", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("Reloaded: now running guest surfaces-guest"))
+    })
+    .await;
+    assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 1);
+    bot.stop().await;
+
+    // A bot on its built-in guest has no file to swap to, and says so.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bot = Setup::new(
+        dir.path(),
+        GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
+    )
+    .start();
+    bot.say(1, "!reload");
+    bot.until("the refusal", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("Reload refused") && n.contains("built-in guest"))
+    })
+    .await;
+    bot.stop().await;
 }

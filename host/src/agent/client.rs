@@ -7,6 +7,7 @@
 //! exponential backoff and jitter, saying so in `agent-status` events. One
 //! request is in flight per connection: a second one is refused as `busy`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -34,6 +35,8 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     pub backend: Backend,
+    /// TLS for `wss://` URLs (see [`super::tls::client_config`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Upgrade plus first `status` must complete within this.
     pub connect_timeout: Duration,
     /// A connection with no frame (not even a pong) for this long is lost.
@@ -47,6 +50,7 @@ impl ClientConfig {
     pub fn new(backend: Backend) -> Self {
         ClientConfig {
             backend,
+            tls: None,
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
@@ -157,7 +161,7 @@ impl Connection {
 
     /// Open the socket, taking commands meanwhile (submits wait).
     async fn open(&mut self, deadline: Instant) -> Result<Ws, Ended> {
-        let opening = open_socket(self.config.backend.clone());
+        let opening = open_socket(self.config.backend.clone(), self.config.tls.clone());
         tokio::pin!(opening);
         loop {
             tokio::select! {
@@ -322,7 +326,10 @@ impl Connection {
 }
 
 /// Open the WebSocket (the session then waits for the first `status`).
-async fn open_socket(backend: Backend) -> Result<Ws, String> {
+async fn open_socket(
+    backend: Backend,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Ws, String> {
     match backend {
         Backend::Url { url, token } => {
             let mut request = url
@@ -335,19 +342,32 @@ async fn open_socket(backend: Backend) -> Result<Ws, String> {
                 request.headers_mut().insert("authorization", value);
             }
             let uri = request.uri().clone();
-            if uri.scheme_str() != Some("ws") {
-                return Err(format!(
-                    "unsupported agent URL scheme in {url}: only ws:// is built in so far"
-                ));
-            }
+            let secure = match uri.scheme_str() {
+                Some("ws") => false,
+                Some("wss") => true,
+                _ => return Err(format!("the agent URL {url} is neither ws:// nor wss://")),
+            };
             let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
-            let port = uri.port_u16().unwrap_or(80);
+            // An IPv6 literal comes bracketed in URLs, not in socket addresses.
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
             let tcp = tokio::net::TcpStream::connect((host, port))
                 .await
                 .map_err(|e| format!("cannot reach the agent at {host}:{port}: {e}"))?;
             let _ = tcp.set_nodelay(true);
-            let boxed: Box<dyn Io> = Box::new(tcp);
-            let (ws, _) = tokio_tungstenite::client_async(request, boxed)
+            let io: Box<dyn Io> = if secure {
+                let tls = tls.ok_or("wss:// needs a TLS configuration")?;
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("bad agent host name {host}: {e}"))?;
+                let stream = tokio_rustls::TlsConnector::from(tls)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS with the agent at {host}:{port}: {e}"))?;
+                Box::new(stream)
+            } else {
+                Box::new(tcp)
+            };
+            let (ws, _) = tokio_tungstenite::client_async(request, io)
                 .await
                 .map_err(|e| format!("agent handshake: {e}"))?;
             Ok(ws)

@@ -4,3 +4,4 @@
 pub mod client;
 pub mod pool;
 pub mod server;
+pub mod tls;

@@ -31,6 +31,8 @@ pub struct AgentPool {
     idle_close: Duration,
     events: mpsc::UnboundedSender<Event>,
     conns: HashMap<String, Entry>,
+    /// Shutting down: no new connections.
+    closed: bool,
 }
 
 impl AgentPool {
@@ -46,6 +48,7 @@ impl AgentPool {
             idle_close,
             events,
             conns: HashMap::new(),
+            closed: false,
         }
     }
 
@@ -69,6 +72,14 @@ impl AgentPool {
     }
 
     pub fn submit(&mut self, context_id: &str, request: u64, message: AgentMessage) {
+        if self.closed {
+            let _ = self.events.send(Event::AgentError(AgentError {
+                request,
+                kind: AgentErrorKind::Disconnected,
+                message: "the bot is shutting down".into(),
+            }));
+            return;
+        }
         let Some(entry) = self.entry(context_id) else {
             let _ = self.events.send(Event::AgentError(AgentError {
                 request,
@@ -135,15 +146,20 @@ impl AgentPool {
         });
     }
 
-    /// Close every connection (shutdown). Requests in flight fail with
-    /// `disconnected`, so the guest marks their replies incomplete.
+    /// Close every connection and open no more (shutdown). Requests in
+    /// flight fail with `disconnected`, so the guest marks their replies
+    /// incomplete; later submits are refused the same way.
     pub fn close_all(&mut self) {
+        self.closed = true;
         for (_, e) in self.conns.drain() {
             e.handle.send(Command::Close);
         }
     }
 
     fn entry(&mut self, context_id: &str) -> Option<&mut Entry> {
+        if self.closed {
+            return None;
+        }
         if !self.conns.contains_key(context_id) {
             if self.conns.len() >= self.max && !self.evict() {
                 return None;

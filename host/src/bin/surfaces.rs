@@ -12,6 +12,7 @@ use surfaces_embed::{BoxedKv, Budget, Embedding, Guest, HostInfo, MemoryKv, Sand
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
+use surfaces_host::agent::tls;
 use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
 use surfaces_host::metrics::{self, Metrics};
 use surfaces_host::runtime::{self, Control, GuestSource, Runtime, RuntimeConfig};
@@ -158,7 +159,19 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
             token: config.agent.token.as_ref().map(|t| t.expose().to_string()),
         },
     };
+    let secure = config.agent.backend == AgentBackend::Real
+        && config
+            .agent
+            .url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("wss://"));
+    let tls = if secure {
+        Some(tls::client_config(config.agent.ca_file.as_deref()).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     let client = ClientConfig {
+        tls,
         connect_timeout: config.agent.connect_timeout,
         idle_timeout: config.agent.idle_timeout,
         ping_interval: config.agent.ping_interval,
