@@ -115,8 +115,8 @@ pub(crate) struct Ctx {
     pub(crate) limits: Limits,
     kv: BoxedKv,
     now_ms: u64,
-    /// This call's writes, in order, and the latest value per key for reads.
-    writes: Vec<Write>,
+    /// This call's writes: the latest value per key (a delete is `None`).
+    /// Reads see it; the host commits it when the call returns.
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     effects: Vec<crate::Effect>,
     logs: Vec<LogLine>,
@@ -143,7 +143,6 @@ impl Ctx {
             },
             kv: Box::new(Detached),
             now_ms: 0,
-            writes: Vec::new(),
             overlay: BTreeMap::new(),
             effects: Vec::new(),
             logs: Vec::new(),
@@ -162,10 +161,9 @@ impl Ctx {
     /// End a call: give back the host's store, this call's writes, effects
     /// and logs.
     pub(crate) fn finish(&mut self) -> (BoxedKv, Vec<Write>, Vec<crate::Effect>, Vec<LogLine>) {
-        self.overlay.clear();
         (
             std::mem::replace(&mut self.kv, Box::new(Detached)),
-            std::mem::take(&mut self.writes),
+            std::mem::take(&mut self.overlay).into_iter().collect(),
             std::mem::take(&mut self.effects),
             std::mem::take(&mut self.logs),
         )
@@ -176,8 +174,7 @@ impl Ctx {
     }
 
     fn write(&mut self, key: String, value: Option<Vec<u8>>) {
-        self.overlay.insert(key.clone(), value.clone());
-        self.writes.push((key, value));
+        self.overlay.insert(key, value);
     }
 }
 

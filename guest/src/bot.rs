@@ -44,6 +44,12 @@ pub struct Bot {
     info: HostInfo,
     /// Reply texts, rebuilt from their chunks when missing.
     texts: BTreeMap<u64, String>,
+    /// Reply records as last kept, so a chunk costs no decoding (see
+    /// [`Bot::take_reply`]).
+    replies: BTreeMap<u64, Reply>,
+    /// Each reply record as it is in the store (text extent zeroed), so an
+    /// unchanged record is not written again.
+    replies_in_store: BTreeMap<u64, Reply>,
 }
 
 impl Bot {
@@ -69,6 +75,8 @@ impl Bot {
             cfg,
             info,
             texts: BTreeMap::new(),
+            replies: BTreeMap::new(),
+            replies_in_store: BTreeMap::new(),
         };
         if !resumed {
             bot.recover(host)?;
@@ -101,7 +109,7 @@ impl Bot {
         }
         let replies = stored_replies(db.host);
         for req in replies {
-            let Some(mut r) = db.get::<Reply>(&reply_key(req))? else {
+            let Some(mut r) = self.take_reply(db.host, req)? else {
                 continue;
             };
             r.flush_timer = None;
@@ -114,8 +122,9 @@ impl Bot {
                     part.retried = true;
                 }
             }
-            db.put(&reply_key(req), &r)?;
-            if r.ending.is_none() && !lost.contains(&req) {
+            let open = r.ending.is_none();
+            self.keep_reply(db.host, req, r)?;
+            if open && !lost.contains(&req) {
                 lost.push(req); // a stream no context knew about any more
             }
         }
@@ -132,11 +141,11 @@ impl Bot {
         let mut db = Db { host };
         let replies = stored_replies(db.host);
         for req in replies {
-            if let Some(mut r) = db.get::<Reply>(&reply_key(req))? {
+            if let Some(mut r) = self.take_reply(db.host, req)? {
                 if self.pump(db.host, req, &mut r)? {
                     self.discard_reply(db.host, req, &r)?;
                 } else {
-                    db.put(&reply_key(req), &r)?;
+                    self.keep_reply(db.host, req, r)?;
                 }
             }
         }
@@ -374,10 +383,10 @@ impl Bot {
             flush_timer: None,
             typing_timer: Some(typing_timer),
         };
-        db.put(&reply_key(req), &reply)?;
+        self.texts.insert(req, String::new());
+        self.keep_reply(db.host, req, reply)?;
         ctx.in_flight = Some(req);
         db.put(&ctx_key(ctx_id), &ctx)?;
-        self.texts.insert(req, String::new());
         Ok(())
     }
 
@@ -402,7 +411,7 @@ impl Bot {
             Command::New => 'new: {
                 let mut ctx: Context = db.get(&ctx_key(&ctx_id))?.unwrap_or_default();
                 if let Some(req) = ctx.in_flight
-                    && let Some(r) = db.get::<Reply>(&reply_key(req))?
+                    && let Some(r) = self.take_reply(db.host, req)?
                     && r.origin.sender != m.sender
                     && !self.is_admin(&m.sender)
                 {
@@ -414,9 +423,9 @@ impl Bot {
                 }
                 let stopped = if let Some(req) = ctx.in_flight {
                     db.host.agent_cancel(&ctx_id);
-                    if let Some(mut r) = db.get::<Reply>(&reply_key(req))? {
+                    if let Some(mut r) = self.take_reply(db.host, req)? {
                         r.stop_requested = true;
-                        db.put(&reply_key(req), &r)?;
+                        self.keep_reply(db.host, req, r)?;
                     }
                     " The reply in progress was stopped."
                 } else {
@@ -455,7 +464,7 @@ impl Bot {
                 match ctx.in_flight {
                     None => "Nothing to stop: no reply is being written.".to_string(),
                     Some(req) => {
-                        let Some(mut r) = db.get::<Reply>(&reply_key(req))? else {
+                        let Some(mut r) = self.take_reply(db.host, req)? else {
                             return Err(format!("reply {req} in flight has no record"));
                         };
                         if r.origin.sender != m.sender && !self.is_admin(&m.sender) {
@@ -467,7 +476,7 @@ impl Bot {
                             "Already stopping.".to_string()
                         } else {
                             r.stop_requested = true;
-                            db.put(&reply_key(req), &r)?;
+                            self.keep_reply(db.host, req, r)?;
                             db.host.agent_cancel(&ctx_id);
                             "⏹️ Stopping the reply.".to_string()
                         }
@@ -694,29 +703,62 @@ impl Bot {
         })
     }
 
+    /// The reply record, out of the cache or the store. Its text extent
+    /// (`chunks`, `len`) is not stored: it is counted from the chunks, so
+    /// a chunk does not rewrite the record. Give it back with
+    /// [`Bot::keep_reply`]; one taken and not kept is read again next time.
+    fn take_reply(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<Reply>, String> {
+        if let Some(r) = self.replies.remove(&req) {
+            return Ok(Some(r));
+        }
+        let key = reply_key(req);
+        let Some(bytes) = host.store_get(&key) else {
+            return Ok(None);
+        };
+        let mut r: Reply =
+            serde_json::from_slice(&bytes).map_err(|e| format!("corrupt record {key}: {e}"))?;
+        self.replies_in_store.insert(req, r.clone());
+        r.chunks = host.store_keys(&chunk_prefix(req)).len() as u32;
+        r.len = self.text(host, req).len();
+        Ok(Some(r))
+    }
+
+    /// Store the reply record (unless it is unchanged) and cache it.
+    fn keep_reply(&mut self, host: &mut dyn Host, req: u64, mut r: Reply) -> Result<(), String> {
+        // Compare without the text extent, which is not stored.
+        let extent = (r.chunks, r.len);
+        (r.chunks, r.len) = (0, 0);
+        if self.replies_in_store.get(&req) != Some(&r) {
+            let bytes = serde_json::to_vec(&r).map_err(|e| format!("encode reply {req}: {e}"))?;
+            host.store_put(&reply_key(req), &bytes);
+            self.replies_in_store.insert(req, r.clone());
+        }
+        (r.chunks, r.len) = extent;
+        self.replies.insert(req, r);
+        Ok(())
+    }
+
     fn on_chunk(&mut self, host: &mut dyn Host, req: u64, chunk: &str) -> Result<(), String> {
-        let mut db = Db { host };
-        let Some(mut r) = db.get::<Reply>(&reply_key(req))? else {
+        let Some(mut r) = self.take_reply(host, req)? else {
             return Ok(()); // a reply we already closed
         };
         if r.ending.is_some() || chunk.is_empty() {
-            return Ok(());
+            return self.keep_reply(host, req, r);
         }
-        self.text(db.host, req);
-        db.host
-            .store_put(&chunk_key(req, r.chunks), chunk.as_bytes());
+        self.text(host, req);
+        host.store_put(&chunk_key(req, r.chunks), chunk.as_bytes());
         r.chunks += 1;
         r.len += chunk.len();
         if let Some(t) = self.texts.get_mut(&req) {
             t.push_str(chunk);
         }
         self.pump(host, req, &mut r)?;
-        Db { host }.put(&reply_key(req), &r)
+        self.keep_reply(host, req, r)
     }
 
     fn on_end(&mut self, host: &mut dyn Host, e: AgentEnd) -> Result<(), String> {
         let mut db = Db { host };
-        let Some(mut r) = db.get::<Reply>(&reply_key(e.request))? else {
+        let Some(mut r) = self.take_reply(db.host, e.request)? else {
             return Ok(());
         };
         if r.ending.is_some() {
@@ -747,7 +789,7 @@ impl Bot {
 
     fn on_agent_error(&mut self, host: &mut dyn Host, e: AgentError) -> Result<(), String> {
         let mut db = Db { host };
-        let Some(r) = db.get::<Reply>(&reply_key(e.request))? else {
+        let Some(r) = self.take_reply(db.host, e.request)? else {
             return Ok(());
         };
         if r.ending.is_some() {
@@ -866,7 +908,7 @@ impl Bot {
         if self.pump(host, req, &mut r)? {
             return self.discard_reply(host, req, &r);
         }
-        Db { host }.put(&reply_key(req), &r)
+        self.keep_reply(host, req, r)
     }
 
     /// Forget a reply and everything stored for it.
@@ -883,6 +925,8 @@ impl Bot {
         }
         host.store_delete(&reply_key(req));
         self.texts.remove(&req);
+        self.replies.remove(&req);
+        self.replies_in_store.remove(&req);
         Ok(())
     }
 
@@ -1051,7 +1095,7 @@ impl Bot {
     ) -> Result<(), String> {
         let mut db = Db { host };
         db.delete(&route_key(res.request));
-        let Some(mut r) = db.get::<Reply>(&reply_key(reply))? else {
+        let Some(mut r) = self.take_reply(db.host, reply)? else {
             return Ok(());
         };
         let Some(idx) = r.parts.iter().position(|p| {
@@ -1119,7 +1163,7 @@ impl Bot {
                         db.host.agent_cancel(&r.context_id);
                         r.stop_requested = true;
                         r.abandoned = true;
-                        return db.put(&reply_key(reply), &r);
+                        return self.keep_reply(db.host, reply, r);
                     }
                     return self.discard_reply(host, reply, &r);
                 }
@@ -1128,7 +1172,7 @@ impl Bot {
         if self.pump(host, reply, &mut r)? {
             return self.discard_reply(host, reply, &r);
         }
-        Db { host }.put(&reply_key(reply), &r)
+        self.keep_reply(host, reply, r)
     }
 
     // ---- other events -----------------------------------------------------
@@ -1185,17 +1229,17 @@ impl Bot {
         };
         match purpose {
             TimerPurpose::Flush { reply } => {
-                let Some(mut r) = db.get::<Reply>(&reply_key(reply))? else {
+                let Some(mut r) = self.take_reply(db.host, reply)? else {
                     db.delete(&timer_key(id));
                     return Ok(());
                 };
                 if self.pump(host, reply, &mut r)? {
                     return self.discard_reply(host, reply, &r);
                 }
-                Db { host }.put(&reply_key(reply), &r)
+                self.keep_reply(host, reply, r)
             }
             TimerPurpose::Typing { reply } => {
-                match db.get::<Reply>(&reply_key(reply))? {
+                match self.take_reply(db.host, reply)? {
                     Some(r) if r.ending.is_none() => {
                         db.host
                             .set_typing(&r.origin.room_id, true, TYPING_TIMEOUT_MS);

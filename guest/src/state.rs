@@ -127,7 +127,11 @@ pub struct Flight {
 pub struct Reply {
     pub context_id: String,
     pub origin: Queued,
+    /// Chunks received and their total length: counted from the `chunk/`
+    /// keys when the record is read, never stored (see `Bot::take_reply`).
+    #[serde(skip)]
     pub chunks: u32,
+    #[serde(skip)]
     pub len: usize,
     pub ending: Option<Ending>,
     pub stop_requested: bool,
