@@ -226,3 +226,16 @@ fn swap_stall(bencher: divan::Bencher) {
     let (mut guest, mut kv) = streaming_wasm();
     bencher.bench_local(|| guest.swap(&next, &mut kv, 0).expect("swap"));
 }
+
+/// The floor: one event into a guest that does nothing with it (the test
+/// guest ignores timers), i.e. the embedding's and wasmtime's cost of a
+/// call, with no guest logic and no imports.
+#[divan::bench]
+fn empty_call_wasm(bencher: divan::Bencher) {
+    let e = embedding();
+    let c = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut guest, _) = Guest::start(&c, info(), &mut kv, 0).expect("starts");
+    let event = Event::Timer(1);
+    bencher.bench_local(|| guest.handle(&event, &mut kv, 0).expect("timer"));
+}

@@ -216,8 +216,11 @@ fn metrics_and_health_are_served_while_running() {
 
 #[test]
 fn the_example_config_is_valid_and_matches_the_defaults() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../surfaces.example.toml"))
-        .expect("read the example");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../surfaces.example.toml"
+    ))
+    .expect("read the example");
     let example = surfaces_host::config::Config::parse(&text).expect("the example parses");
     let defaults = surfaces_host::config::Config::parse("").expect("empty parses");
     assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
