@@ -160,34 +160,96 @@ fn run_with_the_real_backend_talks_websocket_to_the_agent() {
     );
 }
 
-#[test]
-fn metrics_and_health_are_served_while_running() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
-        .arg("run")
-        .env("SURFACES_DATA_DIR", data.path())
-        .env("SURFACES_LOG", "info")
-        .env("SURFACES_METRICS_LISTEN", "127.0.0.1:0")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.expect("read");
-        if let Some(rest) = line.split("metrics on http://").nth(1) {
-            addr = rest.split('/').next().map(str::to_string);
-        }
-        if line.contains("surfaces is running") {
-            break;
+/// A bot running in the background; its log lines arrive on a channel so
+/// a wait can give up instead of hanging.
+struct Running {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Running {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+            .arg("run")
+            .env("SURFACES_DATA_DIR", data)
+            .env("SURFACES_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("runs");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut running = Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        running.wait_for("surfaces is running");
+        running
+    }
+
+    /// The first log line containing `needle` from now on.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?}; saw {:#?}", self.seen),
+            }
         }
     }
-    let addr = addr.expect("the metrics address is logged");
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Wait for the exit; true if it succeeded.
+    fn exit(mut self) -> (bool, Vec<String>) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().expect("exits");
+        self.seen.extend(self.lines.iter());
+        (status.success(), self.seen)
+    }
+}
+
+#[test]
+fn metrics_and_health_are_served_while_running() {
+    use std::io::{Read, Write};
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut bot = Running::start(data.path(), &[("SURFACES_METRICS_LISTEN", "127.0.0.1:0")]);
+    let line = bot
+        .seen
+        .iter()
+        .find(|l| l.contains("metrics on http://"))
+        .cloned()
+        .unwrap_or_else(|| bot.wait_for("metrics on http://"));
+    let addr = line
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the metrics address is logged")
+        .to_string();
     let get = |path: &str| {
         let mut s = std::net::TcpStream::connect(&addr).expect("connect");
         write!(
@@ -207,11 +269,26 @@ fn metrics_and_health_are_served_while_running() {
     let metrics = get("/metrics");
     assert!(metrics.contains("surfaces_agent_connections"), "{metrics}");
     assert!(metrics.contains("surfaces_guest_call_seconds"), "{metrics}");
-    drop(child.stdin.take()); // end of input: graceful shutdown
-    let status = child.wait().expect("exits");
-    assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+    // End of input: graceful shutdown.
+    let (ok, lines) = bot.exit();
+    assert!(ok, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
+}
+
+#[test]
+fn sighup_swaps_the_guest_file_and_sigterm_stops_gracefully() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let guest = data.path().join("guest.wasm");
+    std::fs::copy(surfaces_artifacts::GUEST_WASM_PATH, &guest).expect("copy the guest");
+    let guest = guest.to_string_lossy().into_owned();
+    let mut bot = Running::start(data.path(), &[("SURFACES_GUEST", &guest)]);
+    bot.signal("HUP");
+    bot.wait_for("the new guest is serving");
+    bot.signal("TERM");
+    bot.wait_for("shutting down");
+    let (ok, lines) = bot.exit();
+    assert!(ok, "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
 }
 
 #[test]
