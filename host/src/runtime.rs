@@ -468,8 +468,10 @@ impl Runtime {
     }
 
     /// Tell the guest how a swap went (to the new guest if it succeeded).
+    /// Through the channel, never nested in the delivery of another event:
+    /// the rest of that event's effects come first.
     fn answer_reload(&mut self, request: Option<u64>, outcome: Result<String, String>) {
-        self.deliver(Event::ReloadResult(ReloadResult {
+        let _ = self.handle.events.send(Event::ReloadResult(ReloadResult {
             request: request.unwrap_or(HOST_RELOAD),
             outcome,
         }));

@@ -20,6 +20,8 @@ pub const USER: &str = "@you:localhost";
 pub struct Terminal<W: Write + Send> {
     events: EventSender,
     out: W,
+    /// Distinguishes this run's event ids from earlier runs'.
+    run: u64,
     next_event: u64,
     /// Request id -> event id of the messages the bot sent.
     sent: HashMap<u64, String>,
@@ -34,6 +36,7 @@ impl<W: Write + Send> Terminal<W> {
         Terminal {
             events,
             out,
+            run: crate::runtime::now_ms(),
             next_event: 0,
             sent: HashMap::new(),
             shown: HashMap::new(),
@@ -45,6 +48,11 @@ impl<W: Write + Send> Terminal<W> {
         let _ = self
             .events
             .send(Event::MatrixResult(MatrixResult { request, outcome }));
+    }
+
+    fn event_id(&mut self) -> String {
+        self.next_event += 1;
+        format!("$bot{}.{}", self.run, self.next_event)
     }
 
     fn end_line(&mut self) {
@@ -78,8 +86,7 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
             Effect::Send {
                 request, content, ..
             } => {
-                self.next_event += 1;
-                let event_id = format!("$bot{}", self.next_event);
+                let event_id = self.event_id();
                 self.show(&event_id, &content.body, content.live);
                 self.sent.insert(request, event_id.clone());
                 self.answer(request, Ok(event_id));
@@ -97,8 +104,8 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
                 match original {
                     Some(event_id) => {
                         self.show(&event_id, &content.body, content.live);
-                        self.next_event += 1;
-                        self.answer(request, Ok(format!("$bot{}", self.next_event)));
+                        let id = self.event_id();
+                        self.answer(request, Ok(id));
                     }
                     None => self.answer(
                         request,
@@ -118,8 +125,8 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
             } => {
                 self.end_line();
                 let _ = writeln!(self.out, "bot reacts {key} to {event_id}");
-                self.next_event += 1;
-                self.answer(request, Ok(format!("$bot{}", self.next_event)));
+                let id = self.event_id();
+                self.answer(request, Ok(id));
             }
             Effect::Join { request, room_id } | Effect::Leave { request, room_id } => {
                 self.answer(request, Ok(room_id));
@@ -133,6 +140,8 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
 /// Read lines from stdin as messages until end of input; then return.
 pub async fn read_stdin(events: EventSender, now_ms: impl Fn() -> u64) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // Event ids must not repeat across runs: the store outlives a run.
+    let run = now_ms();
     let mut n = 0u64;
     loop {
         match lines.next_line().await {
@@ -144,7 +153,7 @@ pub async fn read_stdin(events: EventSender, now_ms: impl Fn() -> u64) {
                 n += 1;
                 let message = RoomMessage {
                     room_id: ROOM.into(),
-                    event_id: format!("$you{n}"),
+                    event_id: format!("$you{run}.{n}"),
                     sender: USER.into(),
                     sender_display_name: Some("you".into()),
                     body,
