@@ -211,6 +211,23 @@ impl AgentSession {
         Ok(())
     }
 
+    /// The reply in flight has made no progress for too long: it fails, the
+    /// agent is asked to cancel it, and the rest of it is dropped. If it was
+    /// already being dropped (the agent ignored the cancel), the connection
+    /// is no good: the error says to drop it.
+    pub fn stalled(&mut self, why: &str, out: &mut Vec<Action>) -> Result<(), Broken> {
+        match (self.in_flight, self.draining) {
+            (Some(request), false) => {
+                self.draining = true;
+                refuse(request, AgentErrorKind::Internal, why, out);
+                out.push(Action::Send(ClientFrame::Cancel));
+                Ok(())
+            }
+            (Some(_), true) => Err(Broken(format!("the agent ignored a cancel: {why}"))),
+            (None, _) => Ok(()),
+        }
+    }
+
     /// The connection failed (or was never made): every request it carried
     /// fails, and the guest hears when the host will try again.
     pub fn lost(&mut self, reason: &str, retry_in: Option<Duration>, out: &mut Vec<Action>) {

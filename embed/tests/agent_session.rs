@@ -15,6 +15,7 @@ enum Input {
     Connecting,
     Frame(ServerFrame),
     Garbage,
+    Stalled,
     Lost,
 }
 
@@ -36,6 +37,7 @@ fn input() -> impl Strategy<Value = Input> {
             message: "boom".into(),
         })),
         1 => Just(Input::Garbage),
+        1 => Just(Input::Stalled),
         1 => Just(Input::Lost),
     ]
 }
@@ -125,6 +127,11 @@ proptest! {
                 }
                 Input::Garbage => {
                     if session.on_text("{not json", &mut out).is_err() {
+                        session.lost("broken", None, &mut out);
+                    }
+                }
+                Input::Stalled => {
+                    if session.stalled("stalled", &mut out).is_err() {
                         session.lost("broken", None, &mut out);
                     }
                 }

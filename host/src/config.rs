@@ -169,6 +169,9 @@ pub struct AgentConfig {
     pub idle_timeout: Duration,
     #[serde(with = "secs")]
     pub ping_interval: Duration,
+    /// A reply the agent stops sending for this long fails and is cancelled.
+    #[serde(with = "secs")]
+    pub reply_timeout: Duration,
     /// Pause between echo chunks of the mock backend, in milliseconds.
     pub mock_chunk_delay_ms: u64,
 }
@@ -185,6 +188,7 @@ impl Default for AgentConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
+            reply_timeout: Duration::from_secs(120),
             mock_chunk_delay_ms: 150,
         }
     }

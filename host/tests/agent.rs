@@ -506,3 +506,22 @@ async fn an_idle_context_is_closed_quietly_and_reopened_on_use() {
         "closing for idleness is not an outage: {states:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reply_the_agent_stops_sending_fails_and_then_the_connection_is_dropped() {
+    let url = reference_server(fast(Mode::Stall)).await;
+    let mut config = quick_client(Backend::Url { url, token: None });
+    config.reply_timeout = Duration::from_millis(150);
+    // Pings keep the connection alive; only the reply is stuck.
+    config.idle_timeout = Duration::from_secs(30);
+    config.ping_interval = Duration::from_millis(20);
+    let mut agent = Agent::start(config);
+    agent.ready().await;
+    agent.submit(1, "anyone there?");
+    let (text, end) = agent.reply(1).await;
+    assert_eq!((text.as_str(), end), ("", Err(AgentErrorKind::Internal)));
+    // The agent ignores the cancel too: the connection is given up.
+    let why = agent.disconnected().await;
+    assert!(why.contains("ignored a cancel"), "{why}");
+    agent.ready().await;
+}

@@ -42,6 +42,9 @@ pub struct ClientConfig {
     /// A connection with no frame (not even a pong) for this long is lost.
     pub idle_timeout: Duration,
     pub ping_interval: Duration,
+    /// A reply with no frame for this long fails (and is cancelled), even
+    /// on a connection that still answers pings.
+    pub reply_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
 }
@@ -54,6 +57,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
+            reply_timeout: Duration::from_secs(120),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -181,15 +185,26 @@ impl Connection {
     async fn serve(&mut self, mut ws: Ws, connect_deadline: Instant) -> Ended {
         let mut last_frame = Instant::now();
         let mut next_ping = Instant::now() + self.config.ping_interval;
+        // The request in flight and when it last made progress.
+        let mut progress: Option<(u64, Instant)> = None;
         loop {
             // Until the first status, the connect deadline; then the idle limit.
             let (limit, ready) = match self.session.link() {
                 Link::Ready => (last_frame + self.config.idle_timeout, true),
                 _ => (connect_deadline, false),
             };
+            progress = match (self.session.in_flight(), progress) {
+                (None, _) => None,
+                (Some(r), Some((p, at))) if r == p => Some((p, at)),
+                (Some(r), _) => Some((r, Instant::now())),
+            };
+            let stall_at = progress.map(|(_, at)| at + self.config.reply_timeout);
             tokio::select! {
                 frame = ws.next() => {
                     last_frame = Instant::now();
+                    if let (Some((r, _)), Some(Ok(Message::Text(_)))) = (progress, &frame) {
+                        progress = Some((r, last_frame));
+                    }
                     let result = match frame {
                         None | Some(Ok(Message::Close(_))) => Err("the agent closed the connection".to_string()),
                         Some(Err(e)) => Err(format!("agent connection: {e}")),
@@ -212,6 +227,14 @@ impl Connection {
                     next_ping = Instant::now() + self.config.ping_interval;
                     if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
                         return Ended::Lost(format!("agent connection: {e}"));
+                    }
+                }
+                _ = sleep_until_opt(stall_at) => {
+                    let why = format!("no word from the agent for {:?}", self.config.reply_timeout);
+                    tracing::warn!(context = %self.session.context_id(), "{why}");
+                    progress = progress.map(|(r, _)| (r, Instant::now()));
+                    if let Err(broken) = self.session.stalled(&why, &mut self.out) {
+                        return Ended::Lost(broken.0);
                     }
                 }
                 _ = sleep_until(limit) => {
@@ -322,6 +345,13 @@ impl Connection {
         self.seed ^= self.seed << 17;
         let half = base / 2;
         half + Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1))
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -30,6 +30,9 @@ pub enum Mode {
     Silent,
     /// Send `status`, then read and answer nothing (no pongs either).
     Mute,
+    /// Send `status` and answer pings, but never answer a request (and
+    /// ignore `cancel`): a live agent that stopped working.
+    Stall,
 }
 
 impl std::str::FromStr for Mode {
@@ -42,11 +45,12 @@ impl std::str::FromStr for Mode {
             "malformed" => Mode::Malformed,
             "silent" => Mode::Silent,
             "mute" => Mode::Mute,
+            "stall" => Mode::Stall,
             _ => match s.strip_prefix("script:") {
                 Some(text) => Mode::Script(text.to_string()),
                 None => {
                     return Err(format!(
-                        "unknown mode {s:?} (echo, script:TEXT, busy, drop, malformed, silent, mute)"
+                        "unknown mode {s:?} (echo, script:TEXT, busy, drop, malformed, silent, mute, stall)"
                     ));
                 }
             },
@@ -151,6 +155,9 @@ where
                     Message::Close(_) => return Ok(()),
                     _ => continue,
                 };
+                if config.mode == Mode::Stall {
+                    continue; // reads (so pings are answered), answers nothing
+                }
                 match proto::decode_client(&text) {
                     Ok(ClientFrame::UserMessage { text, .. }) => {
                         if stream.is_some() || config.mode == Mode::Busy {

@@ -175,6 +175,7 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
         connect_timeout: config.agent.connect_timeout,
         idle_timeout: config.agent.idle_timeout,
         ping_interval: config.agent.ping_interval,
+        reply_timeout: config.agent.reply_timeout,
         ..ClientConfig::new(backend)
     };
     let agents = AgentPool::new(
