@@ -58,6 +58,8 @@ pub struct AgentSession {
     draining: bool,
     /// A submit waiting for the connection (connecting or draining).
     waiting: Option<(u64, AgentMessage)>,
+    /// A reset asked for while not ready: sent with the first status.
+    reset_pending: bool,
 }
 
 impl AgentSession {
@@ -69,6 +71,7 @@ impl AgentSession {
             in_flight: None,
             draining: false,
             waiting: None,
+            reset_pending: false,
         }
     }
 
@@ -118,18 +121,29 @@ impl AgentSession {
         }
     }
 
-    /// The guest asks to stop the reply in flight.
+    /// The guest asks to stop the reply in flight. A request still waiting
+    /// for the connection never reaches the agent: it ends here, empty.
     pub fn cancel(&mut self, out: &mut Vec<Action>) {
+        if let Some((request, _)) = self.waiting.take() {
+            out.push(Action::Deliver(Event::AgentEnd(AgentEnd {
+                request,
+                tokens_used: 0,
+            })));
+            return;
+        }
         // While draining, the cancel has already been sent.
         if self.link == Link::Ready && self.in_flight.is_some() && !self.draining {
             out.push(Action::Send(ClientFrame::Cancel));
         }
     }
 
-    /// The guest asks the agent to drop its context.
+    /// The guest asks the agent to drop its context; if the connection is
+    /// not ready, the reset goes out as soon as it is.
     pub fn reset(&mut self, out: &mut Vec<Action>) {
         if self.link == Link::Ready {
             out.push(Action::Send(ClientFrame::Reset));
+        } else {
+            self.reset_pending = true;
         }
     }
 
@@ -151,9 +165,16 @@ impl AgentSession {
     ) -> Result<(), Broken> {
         if self.link == Link::Connecting {
             return match frame {
-                Ok(ServerFrame::Status { context_tokens, .. }) => {
+                Ok(ServerFrame::Status {
+                    state,
+                    context_tokens,
+                    ..
+                }) => {
                     self.link = Link::Ready;
-                    self.status(ConnectionState::Ready, context_tokens, None, out);
+                    self.status(connection_state(state), context_tokens, None, out);
+                    if std::mem::take(&mut self.reset_pending) {
+                        out.push(Action::Send(ClientFrame::Reset));
+                    }
                     self.send_waiting(out);
                     Ok(())
                 }
@@ -166,8 +187,12 @@ impl AgentSession {
             return Ok(());
         }
         match frame {
-            Ok(ServerFrame::Status { context_tokens, .. }) => {
-                self.status(ConnectionState::Ready, context_tokens, None, out);
+            Ok(ServerFrame::Status {
+                state,
+                context_tokens,
+                ..
+            }) => {
+                self.status(connection_state(state), context_tokens, None, out);
             }
             Ok(ServerFrame::AgentEventTextChunk { text }) => {
                 if let (Some(request), false) = (self.in_flight, self.draining) {
@@ -292,6 +317,13 @@ fn refuse(request: u64, kind: AgentErrorKind, why: &str, out: &mut Vec<Action>) 
         kind,
         message: why.to_string(),
     })));
+}
+
+fn connection_state(state: proto::AgentState) -> ConnectionState {
+    match state {
+        proto::AgentState::Busy => ConnectionState::Busy,
+        proto::AgentState::Ready | proto::AgentState::Unknown => ConnectionState::Ready,
+    }
 }
 
 fn error_kind(code: proto::ErrorCode) -> AgentErrorKind {

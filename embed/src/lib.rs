@@ -413,6 +413,24 @@ impl Guest {
         }
     }
 
+    /// [`Guest::handle`], and if the call killed its instance (a trap, a
+    /// timeout, running out of memory), once more on a fresh instance: the
+    /// failed call changed nothing, and a transient failure (a timeout on a
+    /// loaded machine) must not lose the event; an event that kills every
+    /// instance fails twice and is dropped. Returns the errors of the
+    /// failed attempts, for the host to report, with the outcome.
+    pub fn handle_retrying(
+        &mut self,
+        event: &Event,
+        kv: &mut BoxedKv,
+        now_ms: u64,
+    ) -> (Result<Output, GuestError>, Option<GuestError>) {
+        match self.handle(event, kv, now_ms) {
+            Err(first) if first.killed_instance() => (self.handle(event, kv, now_ms), Some(first)),
+            result => (result, None),
+        }
+    }
+
     fn ensure_live(&mut self, kv: &mut BoxedKv, now_ms: u64) -> Result<Output, GuestError> {
         if self.live.is_some() {
             return Ok(Output::default());

@@ -182,3 +182,69 @@ fn garbage_before_the_first_status_breaks_the_connection() {
     let err = session.on_text("nope", &mut out).expect_err("must break");
     assert!(err.0.contains("broke the protocol"), "{err}");
 }
+
+fn ready(session: &mut AgentSession, out: &mut Vec<Action>) {
+    let status = proto::encode_server(&ServerFrame::Status {
+        state: proto::AgentState::Ready,
+        agent_id: None,
+        context_tokens: None,
+    });
+    session.on_text(&status, out).expect("status is fine");
+}
+
+#[test]
+fn a_cancelled_request_that_never_left_ends_at_once() {
+    let mut session = AgentSession::new("shared");
+    let mut out = Vec::new();
+    session.connecting(&mut out);
+    session.submit(7, message("7"), &mut out);
+    out.clear();
+    session.cancel(&mut out);
+    assert!(
+        matches!(&out[..], [Action::Deliver(Event::AgentEnd(e))] if e.request == 7),
+        "{out:?}"
+    );
+    out.clear();
+    ready(&mut session, &mut out);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Send(_))),
+        "nothing sent: {out:?}"
+    );
+}
+
+#[test]
+fn a_reset_while_connecting_goes_out_before_the_next_request() {
+    let mut session = AgentSession::new("shared");
+    let mut out = Vec::new();
+    session.connecting(&mut out);
+    session.reset(&mut out);
+    session.submit(1, message("1"), &mut out);
+    out.clear();
+    ready(&mut session, &mut out);
+    let sent: Vec<&ClientFrame> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(
+            sent[..],
+            [ClientFrame::Reset, ClientFrame::UserMessage { .. }]
+        ),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn an_unknown_agent_state_is_not_a_broken_connection() {
+    let mut session = AgentSession::new("shared");
+    let mut out = Vec::new();
+    session.connecting(&mut out);
+    let frame = r#"{"type": "status", "state": "thinking-hard"}"#;
+    session
+        .on_text(frame, &mut out)
+        .expect("unknown states are ignored");
+    assert_eq!(session.link(), Link::Ready);
+}

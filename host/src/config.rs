@@ -47,6 +47,18 @@ impl Secret {
     }
 }
 
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_string())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"<redacted>\"")
@@ -95,6 +107,9 @@ pub struct GuestConfig {
     /// A change of this file swaps the guest (when `watch` is on).
     pub path: Option<PathBuf>,
     pub watch: bool,
+    /// Where compiled guests are cached; unset: `guest-cache` in the data
+    /// directory.
+    pub cache_dir: Option<PathBuf>,
     /// Time budget of one guest call, in milliseconds.
     pub call_budget_ms: u64,
     /// Cap on the guest's memory, in MiB.
@@ -108,6 +123,7 @@ impl Default for GuestConfig {
         GuestConfig {
             path: None,
             watch: true,
+            cache_dir: None,
             call_budget_ms: 200,
             memory_mib: 64,
             settings: BTreeMap::new(),
@@ -282,6 +298,9 @@ impl Config {
         if let Some(v) = var("SURFACES_GUEST") {
             self.guest.path = Some(PathBuf::from(v));
         }
+        if let Some(v) = var("SURFACES_GUEST_CACHE") {
+            self.guest.cache_dir = Some(PathBuf::from(v));
+        }
         if let Some(v) = var("SURFACES_LOG_FORMAT") {
             self.log.format = match v.as_str() {
                 "text" => LogFormat::Text,
@@ -331,6 +350,30 @@ impl Config {
         if self.guest.call_budget_ms == 0 || self.guest.memory_mib == 0 {
             return Err(ConfigError::Invalid(
                 "guest.call_budget_ms and guest.memory_mib must be positive".into(),
+            ));
+        }
+        if self.guest.memory_mib > 4096 {
+            return Err(ConfigError::Invalid(
+                "guest.memory_mib is at most 4096 (a wasm32 guest cannot address more)".into(),
+            ));
+        }
+        for (name, value) in [
+            ("agent.connect_timeout", self.agent.connect_timeout),
+            ("agent.idle_timeout", self.agent.idle_timeout),
+            ("agent.ping_interval", self.agent.ping_interval),
+            ("agent.reply_timeout", self.agent.reply_timeout),
+        ] {
+            if value < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 0.1 seconds"
+                )));
+            }
+        }
+        if self.agent.ping_interval >= self.agent.idle_timeout {
+            return Err(ConfigError::Invalid(
+                "agent.ping_interval must be shorter than agent.idle_timeout, or a quiet \
+                 agent would be taken for a lost one"
+                    .into(),
             ));
         }
         Ok(())

@@ -131,8 +131,9 @@ pub struct Runtime {
     /// Swap requests waiting for the compile in progress (`None`: host).
     swap_requests: Vec<Option<u64>>,
     compiling: bool,
-    /// A trigger arrived during the compile: the file may have changed again.
-    swap_again: bool,
+    /// Triggers that arrived during the compile: the file may have changed
+    /// again, so they get a compile of their own.
+    next_swap_requests: Vec<Option<u64>>,
     metrics: Arc<Metrics>,
     ticker: Ticker,
 }
@@ -221,7 +222,7 @@ impl Runtime {
             timer_token: 0,
             swap_requests: Vec::new(),
             compiling: false,
-            swap_again: false,
+            next_swap_requests: Vec::new(),
             metrics,
             ticker,
         };
@@ -328,24 +329,37 @@ impl Runtime {
         let kind = event_kind(&event);
         self.metrics.events.get_or_create(&Kind { kind }).inc();
         let started = std::time::Instant::now();
-        let result = guest_call(|| self.guest.handle(&event, &mut self.kv, now_ms()));
+        let (result, retried) =
+            guest_call(|| self.guest.handle_retrying(&event, &mut self.kv, now_ms()));
         self.metrics
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
+        if let Some(e) = retried {
+            self.count_failure(&e);
+            tracing::warn!(
+                event = kind,
+                "the guest failed on an event: {e}; delivered again to a fresh instance"
+            );
+        }
         match result {
             Ok(out) => self.apply(out),
             Err(e) => {
-                let reason = failure_kind(&e);
-                self.metrics
-                    .guest_failures
-                    .get_or_create(&Kind { kind: reason })
-                    .inc();
+                self.count_failure(&e);
                 tracing::error!(
                     event = kind,
                     "the guest failed on an event, which is dropped: {e}; the next event runs on a fresh instance"
                 );
             }
         }
+    }
+
+    fn count_failure(&self, e: &GuestError) {
+        self.metrics
+            .guest_failures
+            .get_or_create(&Kind {
+                kind: failure_kind(e),
+            })
+            .inc();
     }
 
     fn apply(&mut self, out: Output) {
@@ -411,11 +425,13 @@ impl Runtime {
             );
             return;
         };
-        self.swap_requests.push(request);
         if self.compiling {
-            self.swap_again = true;
+            // The compile in progress may have read the file before this
+            // trigger: answer it from a compile of its own.
+            self.next_swap_requests.push(request);
             return;
         }
+        self.swap_requests.push(request);
         self.compiling = true;
         tracing::info!(path = %path.display(), "swap: compiling the new guest");
         let embedding = self.embedding.clone();
@@ -462,8 +478,8 @@ impl Runtime {
             }
             self.answer_reload(request, outcome.clone());
         }
-        if std::mem::take(&mut self.swap_again) {
-            self.begin_swap(None);
+        for request in std::mem::take(&mut self.next_swap_requests) {
+            self.begin_swap(request);
         }
     }
 

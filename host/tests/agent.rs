@@ -525,3 +525,31 @@ async fn a_reply_the_agent_stops_sending_fails_and_then_the_connection_is_droppe
     assert!(why.contains("ignored a cancel"), "{why}");
     agent.ready().await;
 }
+
+#[tokio::test]
+async fn a_context_the_guest_was_told_is_down_is_never_closed_quietly() {
+    use surfaces_host::agent::pool::AgentPool;
+    let url = reference_server(fast(Mode::DropMidReply)).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let mut pool = AgentPool::new(
+        quick_client(Backend::Url { url, token: None }),
+        4,
+        Duration::ZERO,
+        tx,
+    );
+    pool.submit("!room:test", 1, message("a reply that is dropped half way"));
+    // The guest hears the connection is down (and waits for `ready`): a
+    // quiet close now would leave it waiting for ever.
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the pool is running");
+        pool.observe(&event);
+        if matches!(&event, Event::AgentStatus(s) if s.state == ConnectionState::Disconnected) {
+            break;
+        }
+    }
+    pool.sweep();
+    assert_eq!(pool.len(), 1, "the reconnecting context is kept");
+}

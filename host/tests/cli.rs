@@ -61,6 +61,12 @@ fn help_is_everywhere() {
     }
 }
 
+/// One compiled-guest cache for every run: a debug build compiles a guest
+/// slowly, and the tests run at once on few cores.
+fn guest_cache() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-guest-cache")
+}
+
 /// `surfaces run` with `input` on stdin, in `data`, with extra env.
 fn run_bot(data: &std::path::Path, input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     use std::io::Write;
@@ -68,6 +74,7 @@ fn run_bot(data: &std::path::Path, input: &str, env: &[(&str, &str)]) -> (bool, 
     let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
         .arg("run")
         .env("SURFACES_DATA_DIR", data)
+        .env("SURFACES_GUEST_CACHE", guest_cache())
         .env("SURFACES_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -149,7 +156,7 @@ fn run_with_the_real_backend_talks_websocket_to_the_agent() {
             ("MATRIX_PLATFORM_BACKEND", "real"),
             ("AGENT_WS_URL", &url),
             ("AGENT_TOKEN", "s3cret-token"),
-            ("SURFACES_LOG", "debug"),
+            ("SURFACES_LOG", "trace"),
         ],
     );
     assert!(ok, "{out}{err}");
@@ -175,6 +182,7 @@ impl Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
             .arg("run")
             .env("SURFACES_DATA_DIR", data)
+            .env("SURFACES_GUEST_CACHE", guest_cache())
             .env("SURFACES_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
@@ -224,9 +232,15 @@ impl Running {
         assert!(ok, "kill -{name}");
     }
 
-    /// Wait for the exit; true if it succeeded.
+    /// Close its input (which stops it) and wait for the exit; true if it
+    /// succeeded.
     fn exit(mut self) -> (bool, Vec<String>) {
         drop(self.child.stdin.take());
+        self.wait()
+    }
+
+    /// Wait for the exit, input still open.
+    fn wait(mut self) -> (bool, Vec<String>) {
         let status = self.child.wait().expect("exits");
         self.seen.extend(self.lines.iter());
         (status.success(), self.seen)
@@ -284,9 +298,10 @@ fn sighup_swaps_the_guest_file_and_sigterm_stops_gracefully() {
     let mut bot = Running::start(data.path(), &[("SURFACES_GUEST", &guest)]);
     bot.signal("HUP");
     bot.wait_for("the new guest is serving");
+    // Stopped by the signal alone, the terminal still open.
     bot.signal("TERM");
     bot.wait_for("shutting down");
-    let (ok, lines) = bot.exit();
+    let (ok, lines) = bot.wait();
     assert!(ok, "{lines:#?}");
     assert!(lines.iter().any(|l| l.contains("stopped")), "{lines:#?}");
 }

@@ -39,6 +39,9 @@ pub enum ServerFrame {
 pub enum AgentState {
     Ready,
     Busy,
+    /// A state this client does not know: taken as ready.
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -441,10 +441,15 @@ impl World<'_> {
             self.log("event dropped: no guest is running".into());
             return;
         };
-        match guest.handle(&ev, &mut self.kv, self.now) {
+        let (result, retried) = guest.handle_retrying(&ev, &mut self.kv, self.now);
+        let what = event_name(&ev);
+        if let Some(e) = retried {
+            self.log(format!("guest failed on {what}: {e}; delivered again"));
+            self.facts.guest_failures.push(format!("{what}: {e}"));
+        }
+        match result {
             Ok(out) => self.apply(out),
             Err(e) => {
-                let what = event_name(&ev);
                 self.log(format!("guest failed on {what}: {e}"));
                 self.facts.guest_failures.push(format!("{what}: {e}"));
             }

@@ -22,12 +22,13 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::server::{self, ServerConfig};
+use crate::config::Secret;
 
 /// Where the agent is.
 #[derive(Clone, Debug)]
 pub enum Backend {
     /// A WebSocket URL, used exactly as given, and an optional bearer token.
-    Url { url: String, token: Option<String> },
+    Url { url: String, token: Option<Secret> },
     /// The reference server's echo, in process over an in-memory pipe.
     Echo(ServerConfig),
 }
@@ -73,8 +74,11 @@ pub enum Command {
     },
     Cancel,
     Reset,
-    /// Close the connection and end the task.
+    /// Close the connection and end the task (idle: the guest is not told).
     Close,
+    /// Close the connection for good: the guest hears the agent is gone,
+    /// so it stops resubmitting.
+    Shutdown,
 }
 
 /// The host's end of one agent connection.
@@ -104,6 +108,8 @@ pub fn spawn(
         commands: rx,
         out: Vec::new(),
         seed: 0x9e37_79b9_7f4a_7c15,
+        shutting_down: false,
+        ready_since: Instant::now(),
     };
     tokio::spawn(conn.run());
     AgentHandle { tx }
@@ -132,7 +138,13 @@ struct Connection {
     out: Vec<Action>,
     /// Jitter source (xorshift; randomness quality does not matter here).
     seed: u64,
+    shutting_down: bool,
+    /// When the connection last became ready.
+    ready_since: Instant,
 }
+
+/// A connection up this long counts as working: the backoff starts over.
+const STABLE: Duration = Duration::from_secs(10);
 
 impl Connection {
     async fn run(mut self) {
@@ -149,7 +161,10 @@ impl Connection {
                 Err(Ended::Closed) => return,
                 Err(Ended::Lost(reason)) => reason,
             };
-            if self.session.link() == Link::Ready {
+            // An agent that says `status` and then hangs up must not be
+            // retried at once forever: only a connection that stayed up a
+            // while resets the backoff.
+            if self.session.link() == Link::Ready && self.ready_since.elapsed() >= STABLE {
                 attempt = 0;
             }
             let delay = self.backoff(attempt);
@@ -245,6 +260,9 @@ impl Connection {
                     };
                 }
             }
+            if !ready && self.session.link() == Link::Ready {
+                self.ready_since = Instant::now();
+            }
             if let Err(reason) = self.flush(&mut ws).await {
                 return Ended::Lost(reason);
             }
@@ -255,6 +273,10 @@ impl Connection {
     fn command(&mut self, command: Option<Command>) -> bool {
         match command {
             None | Some(Command::Close) => return false,
+            Some(Command::Shutdown) => {
+                self.shutting_down = true;
+                return false;
+            }
             Some(Command::Submit { request, message }) => {
                 self.session.submit(request, message, &mut self.out)
             }
@@ -265,8 +287,13 @@ impl Connection {
     }
 
     fn close(&mut self) -> Ended {
-        self.session
-            .closed("the host closed the connection", &mut self.out);
+        if self.shutting_down {
+            self.session
+                .lost("the bot is shutting down", None, &mut self.out);
+        } else {
+            self.session
+                .closed("the host closed the connection", &mut self.out);
+        }
         self.deliver();
         Ended::Closed
     }
@@ -367,7 +394,7 @@ async fn open_socket(
                 .into_client_request()
                 .map_err(|e| format!("bad agent URL: {e}"))?;
             if let Some(token) = token {
-                let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                let value = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                     .map_err(|_| "the agent token is not a valid header value".to_string())?;
                 request.headers_mut().insert("authorization", value);
             }

@@ -6,10 +6,12 @@
 //! per-room/thread connections that have been idle for `idle_close` (the
 //! shared one stays open).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use surfaces_embed::{AgentError, AgentErrorKind, AgentMessage, Event};
+use surfaces_embed::{
+    AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState, Event,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -23,6 +25,10 @@ struct Entry {
     /// Request in flight or waiting on this connection.
     busy: Option<u64>,
     last_used: Instant,
+    /// The guest was told this connection is down (it waits for `ready`
+    /// before submitting again): it must not be closed quietly, or the
+    /// guest would wait for ever.
+    down: bool,
 }
 
 pub struct AgentPool {
@@ -33,6 +39,8 @@ pub struct AgentPool {
     conns: HashMap<String, Entry>,
     /// Shutting down: no new connections.
     closed: bool,
+    /// Requests cut by the shutdown whose failure the guest has not seen.
+    cut: HashSet<u64>,
 }
 
 impl AgentPool {
@@ -49,6 +57,7 @@ impl AgentPool {
             events,
             conns: HashMap::new(),
             closed: false,
+            cut: HashSet::new(),
         }
     }
 
@@ -61,9 +70,10 @@ impl AgentPool {
         self.conns.is_empty()
     }
 
-    /// Requests in flight, over all connections.
+    /// Requests in flight, over all connections (and, at shutdown, those
+    /// cut whose failure has not reached the guest yet).
     pub fn in_flight(&self) -> usize {
-        self.conns.values().filter(|e| e.busy.is_some()).count()
+        self.conns.values().filter(|e| e.busy.is_some()).count() + self.cut.len()
     }
 
     /// Open the connection for `context_id` now (the shared one at start).
@@ -77,6 +87,12 @@ impl AgentPool {
                 request,
                 kind: AgentErrorKind::Disconnected,
                 message: "the bot is shutting down".into(),
+            }));
+            let _ = self.events.send(Event::AgentStatus(AgentStatus {
+                context_id: context_id.to_string(),
+                state: ConnectionState::Disconnected,
+                context_tokens: None,
+                detail: Some("the bot is shutting down".into()),
             }));
             return;
         }
@@ -117,13 +133,21 @@ impl AgentPool {
         }
     }
 
-    /// Note how a request ended (the pool sees every agent event).
+    /// Note how a request ended and what the guest was told about each
+    /// connection (the pool sees every agent event).
     pub fn observe(&mut self, event: &Event) {
         let request = match event {
             Event::AgentEnd(e) => e.request,
             Event::AgentError(e) => e.request,
+            Event::AgentStatus(s) => {
+                if let Some(entry) = self.conns.get_mut(&s.context_id) {
+                    entry.down = s.state == ConnectionState::Disconnected;
+                }
+                return;
+            }
             _ => return,
         };
+        self.cut.remove(&request);
         if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {
             entry.busy = None;
             entry.last_used = Instant::now();
@@ -137,6 +161,7 @@ impl AgentPool {
         self.conns.retain(|context_id, e| {
             let keep = context_id == SHARED
                 || e.busy.is_some()
+                || e.down
                 || now.duration_since(e.last_used) < idle_close;
             if !keep {
                 tracing::debug!(context = %context_id, "closing an idle agent connection");
@@ -152,7 +177,10 @@ impl AgentPool {
     pub fn close_all(&mut self) {
         self.closed = true;
         for (_, e) in self.conns.drain() {
-            e.handle.send(Command::Close);
+            if let Some(request) = e.busy {
+                self.cut.insert(request);
+            }
+            e.handle.send(Command::Shutdown);
         }
     }
 
@@ -175,6 +203,7 @@ impl AgentPool {
                     handle,
                     busy: None,
                     last_used: Instant::now(),
+                    down: false,
                 },
             );
         }
@@ -186,7 +215,7 @@ impl AgentPool {
         let victim = self
             .conns
             .iter()
-            .filter(|(id, e)| e.busy.is_none() && id.as_str() != SHARED)
+            .filter(|(id, e)| e.busy.is_none() && !e.down && id.as_str() != SHARED)
             .min_by_key(|(_, e)| e.last_used)
             .map(|(id, _)| id.clone());
         match victim.and_then(|id| self.conns.remove(&id)) {

@@ -38,6 +38,7 @@ enum Command {
     /// (until the Matrix front end lands) a conversation on stdin/stdout.
     /// Environment overrides: MATRIX_PLATFORM_BACKEND=mock|real,
     /// AGENT_WS_URL, AGENT_TOKEN, SURFACES_DATA_DIR, SURFACES_GUEST,
+    /// SURFACES_GUEST_CACHE,
     /// SURFACES_LOG, SURFACES_LOG_FORMAT=text|json, SURFACES_METRICS_LISTEN.
     Run {
         /// The TOML config file (see surfaces.example.toml).
@@ -126,7 +127,6 @@ fn check(file: &PathBuf, settings: &[String]) -> Result<()> {
 fn run_bot(config_path: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
     init_logs(&config.log)?;
-    tracing::debug!(?config, "configuration");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let db = config.data_dir.join("surfaces.db");
@@ -136,7 +136,11 @@ fn run_bot(config_path: Option<&Path>) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, kv))
+    let result = runtime.block_on(serve(config, kv));
+    // The stdin reader sits in a blocking read nobody can cancel: do not
+    // wait for it (a signal stopped the bot while the terminal was open).
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
@@ -156,7 +160,7 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
         }),
         AgentBackend::Real => Backend::Url {
             url: config.agent.url.clone().unwrap_or_default(),
-            token: config.agent.token.as_ref().map(|t| t.expose().to_string()),
+            token: config.agent.token.clone(),
         },
     };
     let secure = config.agent.backend == AgentBackend::Real
@@ -191,7 +195,11 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
     };
     let runtime_config = RuntimeConfig {
         source: source.clone(),
-        cache_dir: config.data_dir.join("guest-cache"),
+        cache_dir: config
+            .guest
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("guest-cache")),
         sandbox: Sandbox {
             budget: runtime::epoch_budget(config.guest.call_budget_ms),
             memory_bytes: config.guest.memory_mib << 20,
@@ -236,8 +244,13 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
 
 fn init_logs(log: &LogConfig) -> Result<()> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&log.filter)
-        .with_context(|| format!("bad log filter {:?}", log.filter))?;
+    // tungstenite traces the upgrade request, bearer token included: its
+    // logs are capped whatever the filter asks for.
+    let filter = EnvFilter::try_new(format!(
+        "{},tungstenite=info,tokio_tungstenite=info",
+        log.filter
+    ))
+    .with_context(|| format!("bad log filter {:?}", log.filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
