@@ -230,6 +230,9 @@ impl Runtime {
             runtime.agents.open(SHARED);
         }
         runtime.apply(out);
+        // Serving from here: events sent from now on wait in the channel
+        // for `run`, none is refused.
+        runtime.metrics.set_health(Health::Serving);
         Ok(runtime)
     }
 
@@ -245,7 +248,6 @@ impl Runtime {
     /// Serve until shut down; then finish (or cut) replies in flight, close
     /// the agent connections and flush the database.
     pub async fn run(mut self) {
-        self.metrics.set_health(Health::Serving);
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown: Option<Shutdown> = None;
