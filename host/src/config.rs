@@ -274,17 +274,7 @@ impl Config {
     /// Environment overrides; `var` reads one variable.
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = var("MATRIX_PLATFORM_BACKEND") {
-            self.agent.backend = match v.trim().to_ascii_lowercase().as_str() {
-                "mock" => AgentBackend::Mock,
-                "real" => AgentBackend::Real,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "MATRIX_PLATFORM_BACKEND",
-                        value: v,
-                        message: "expected mock or real".into(),
-                    });
-                }
-            };
+            self.agent.backend = env_choice("MATRIX_PLATFORM_BACKEND", v)?;
         }
         if let Some(v) = var("AGENT_WS_URL") {
             self.agent.url = Some(v);
@@ -302,17 +292,7 @@ impl Config {
             self.guest.cache_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = var("SURFACES_LOG_FORMAT") {
-            self.log.format = match v.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: "SURFACES_LOG_FORMAT",
-                        value: v,
-                        message: "expected text or json".into(),
-                    });
-                }
-            };
+            self.log.format = env_choice("SURFACES_LOG_FORMAT", v)?;
         }
         if let Some(v) = var("SURFACES_LOG") {
             self.log.filter = v;
@@ -378,6 +358,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// One of an enum's lowercase names, read as the config file reads it.
+fn env_choice<T: serde::de::DeserializeOwned>(
+    name: &'static str,
+    value: String,
+) -> Result<T, ConfigError> {
+    use serde::de::IntoDeserializer;
+    let word = value.trim().to_ascii_lowercase();
+    T::deserialize(word.as_str().into_deserializer()).map_err(|e: serde::de::value::Error| {
+        ConfigError::Env {
+            name,
+            value,
+            message: e.to_string(),
+        }
+    })
 }
 
 /// Durations in the file are whole or fractional seconds.

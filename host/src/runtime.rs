@@ -128,11 +128,11 @@ pub struct Runtime {
     control: mpsc::UnboundedReceiver<Control>,
     timers: HashMap<u64, (u64, AbortHandle)>,
     timer_token: u64,
-    /// Swap requests waiting for the compile in progress (`None`: host).
+    /// Swap requests waiting for the compile in progress (`None`: host);
+    /// not empty exactly while a compile runs.
     swap_requests: Vec<Option<u64>>,
-    compiling: bool,
     /// Triggers that arrived during the compile: the file may have changed
-    /// again, so they get a compile of their own.
+    /// again, so they share the next compile.
     next_swap_requests: Vec<Option<u64>>,
     metrics: Arc<Metrics>,
     ticker: Ticker,
@@ -221,7 +221,6 @@ impl Runtime {
             timers: HashMap::new(),
             timer_token: 0,
             swap_requests: Vec::new(),
-            compiling: false,
             next_swap_requests: Vec::new(),
             metrics,
             ticker,
@@ -234,10 +233,6 @@ impl Runtime {
         // for `run`, none is refused.
         runtime.metrics.set_health(Health::Serving);
         Ok(runtime)
-    }
-
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
     }
 
     /// The running guest's name and version.
@@ -420,22 +415,29 @@ impl Runtime {
     }
 
     fn begin_swap(&mut self, request: Option<u64>) {
-        let GuestSource::File(path) = &self.config.source else {
+        if matches!(self.config.source, GuestSource::Builtin(_)) {
             self.answer_reload(
                 request,
                 Err("this bot runs its built-in guest: set guest.path to swap it".into()),
             );
             return;
-        };
-        if self.compiling {
-            // The compile in progress may have read the file before this
-            // trigger: answer it from a compile of its own.
-            self.next_swap_requests.push(request);
+        }
+        if !self.swap_requests.is_empty() {
+            // A compile is running; it may have read the file before
+            // this trigger, which is answered by the next one.
+            add_request(&mut self.next_swap_requests, request);
             return;
         }
-        self.swap_requests.push(request);
-        self.compiling = true;
-        tracing::info!(path = %path.display(), "swap: compiling the new guest");
+        add_request(&mut self.swap_requests, request);
+        self.start_compile();
+    }
+
+    /// Compile for the requests in `swap_requests` (never empty while a
+    /// compile runs: that is how one is known to be running).
+    fn start_compile(&mut self) {
+        if let GuestSource::File(path) = &self.config.source {
+            tracing::info!(path = %path.display(), "swap: compiling the new guest");
+        }
         let embedding = self.embedding.clone();
         let source = self.config.source.clone();
         let cache_dir = self.config.cache_dir.clone();
@@ -447,7 +449,6 @@ impl Runtime {
     }
 
     fn finish_swap(&mut self, result: Result<GuestComponent, String>) {
-        self.compiling = false;
         let requests = std::mem::take(&mut self.swap_requests);
         let outcome = result.and_then(|component| {
             guest_call(|| self.guest.swap(&component, &mut self.kv, now_ms()))
@@ -470,18 +471,13 @@ impl Runtime {
                 Err(why)
             }
         };
-        let mut host_told = false;
         for request in requests {
-            if request.is_none() {
-                if host_told {
-                    continue;
-                }
-                host_told = true;
-            }
             self.answer_reload(request, outcome.clone());
         }
-        for request in std::mem::take(&mut self.next_swap_requests) {
-            self.begin_swap(request);
+        // Everything that arrived meanwhile shares one more compile.
+        if !self.next_swap_requests.is_empty() {
+            self.swap_requests = std::mem::take(&mut self.next_swap_requests);
+            self.start_compile();
         }
     }
 
@@ -493,6 +489,13 @@ impl Runtime {
             request: request.unwrap_or(HOST_RELOAD),
             outcome,
         }));
+    }
+}
+
+/// Note a swap request; the host's own triggers (`None`) count once.
+fn add_request(requests: &mut Vec<Option<u64>>, request: Option<u64>) {
+    if request.is_some() || !requests.contains(&None) {
+        requests.push(request);
     }
 }
 
@@ -516,7 +519,9 @@ struct Shutdown {
     cut: bool,
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+/// Sleep until `deadline`, or for ever if there is none (a `select!` arm
+/// that only fires when armed).
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

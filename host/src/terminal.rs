@@ -12,6 +12,7 @@ use surfaces_embed::{EditTarget, Effect, Event, MatrixResult, RoomMessage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::matrix::{EventSender, MatrixPort};
+use crate::runtime::now_ms;
 
 pub const ROOM: &str = "!terminal:localhost";
 pub const USER: &str = "@you:localhost";
@@ -36,7 +37,7 @@ impl<W: Write + Send> Terminal<W> {
         Terminal {
             events,
             out,
-            run: crate::runtime::now_ms(),
+            run: now_ms(),
             next_event: 0,
             sent: HashMap::new(),
             shown: HashMap::new(),
@@ -138,7 +139,7 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
 }
 
 /// Read lines from stdin as messages until end of input; then return.
-pub async fn read_stdin(events: EventSender, now_ms: impl Fn() -> u64) {
+pub async fn read_stdin(events: EventSender) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // Event ids must not repeat across runs: the store outlives a run.
     let run = now_ms();

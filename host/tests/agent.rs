@@ -370,15 +370,22 @@ async fn tls_reference_server(config: ServerConfig) -> (String, String) {
     (format!("wss://localhost:{port}/agent"), ca.pem())
 }
 
-#[tokio::test]
-async fn wss_with_a_private_ca_streams_a_reply() {
-    let (url, ca_pem) = tls_reference_server(fast(Mode::Echo)).await;
+/// A client for `url` that trusts the system's roots and the CA in `pem`
+/// (the directory holds the CA file while the test runs).
+fn trusting(url: String, pem: &str) -> (tempfile::TempDir, ClientConfig) {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).expect("write CA");
+    std::fs::write(&ca_file, pem).expect("write CA");
     let mut config = quick_client(Backend::Url { url, token: None });
     config.tls =
         Some(surfaces_host::agent::tls::client_config(Some(&ca_file)).expect("TLS config"));
+    (dir, config)
+}
+
+#[tokio::test]
+async fn wss_with_a_private_ca_streams_a_reply() {
+    let (url, ca_pem) = tls_reference_server(fast(Mode::Echo)).await;
+    let (_dir, config) = trusting(url, &ca_pem);
     let mut agent = Agent::start(config);
     agent.ready().await;
     agent.submit(1, "over TLS");
@@ -390,16 +397,9 @@ async fn wss_with_a_private_ca_streams_a_reply() {
 #[tokio::test]
 async fn wss_to_an_untrusted_certificate_is_refused_and_says_why() {
     let (url, _) = tls_reference_server(fast(Mode::Echo)).await;
-    let mut config = quick_client(Backend::Url { url, token: None });
-    // The system's roots only: the test CA is unknown.
-    config.tls = Some(match surfaces_host::agent::tls::client_config(None) {
-        Ok(tls) => tls,
-        // A machine with no CA bundle at all refuses even earlier.
-        Err(e) => {
-            assert!(e.contains("no trusted CA"), "{e}");
-            return;
-        }
-    });
+    // Trusts the system's roots and another CA, not the one that signed.
+    let (_, other_ca) = tls_reference_server(fast(Mode::Echo)).await;
+    let (_dir, config) = trusting(url, &other_ca);
     let mut agent = Agent::start(config);
     let why = agent.disconnected().await;
     assert!(why.contains("TLS") && why.contains("certificate"), "{why}");
@@ -426,6 +426,33 @@ fn message(text: &str) -> AgentMessage {
     }
 }
 
+/// A pool on the agent at `url`, and the guest's end of its events.
+fn pool_at(
+    url: String,
+    max: usize,
+    idle_close: Duration,
+) -> (
+    surfaces_host::agent::pool::AgentPool,
+    mpsc::UnboundedReceiver<Event>,
+) {
+    let (tx, events) = mpsc::unbounded_channel();
+    let pool = surfaces_host::agent::pool::AgentPool::new(
+        quick_client(Backend::Url { url, token: None }),
+        max,
+        idle_close,
+        tx,
+    );
+    (pool, events)
+}
+
+/// Tell the pool a request ended, as the loop does when it delivers it.
+fn ended(pool: &mut surfaces_host::agent::pool::AgentPool, request: u64) {
+    pool.observe(&Event::AgentEnd(surfaces_embed::AgentEnd {
+        request,
+        tokens_used: 0,
+    }));
+}
+
 /// Events until `request` ends; returns its text and every status seen.
 async fn pool_reply(
     events: &mut mpsc::UnboundedReceiver<Event>,
@@ -450,23 +477,13 @@ async fn pool_reply(
 
 #[tokio::test]
 async fn the_pool_keeps_a_connection_per_context_within_its_cap() {
-    use surfaces_host::agent::pool::AgentPool;
     let url = reference_server(fast(Mode::Echo)).await;
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut pool = AgentPool::new(
-        quick_client(Backend::Url { url, token: None }),
-        2,
-        Duration::from_secs(3600),
-        tx,
-    );
+    let (mut pool, mut events) = pool_at(url, 2, Duration::from_secs(3600));
     for (request, context) in [(1, "!a:test"), (2, "!b:test"), (3, "!c:test")] {
         pool.submit(context, request, message(context));
         let (text, end, _) = pool_reply(&mut events, request).await;
         assert_eq!((text.as_str(), end), (context, Ok(())));
-        pool.observe(&Event::AgentEnd(surfaces_embed::AgentEnd {
-            request,
-            tokens_used: 0,
-        }));
+        ended(&mut pool, request);
         assert!(pool.len() <= 2, "the cap holds: {}", pool.len());
     }
     // Both open connections busy: a third context is refused, not queued
@@ -480,22 +497,12 @@ async fn the_pool_keeps_a_connection_per_context_within_its_cap() {
 
 #[tokio::test]
 async fn an_idle_context_is_closed_quietly_and_reopened_on_use() {
-    use surfaces_host::agent::pool::AgentPool;
     let url = reference_server(fast(Mode::Echo)).await;
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut pool = AgentPool::new(
-        quick_client(Backend::Url { url, token: None }),
-        4,
-        Duration::ZERO,
-        tx,
-    );
+    let (mut pool, mut events) = pool_at(url, 4, Duration::ZERO);
     pool.submit("!room:test", 1, message("first"));
     let (text, _, _) = pool_reply(&mut events, 1).await;
     assert_eq!(text, "first");
-    pool.observe(&Event::AgentEnd(surfaces_embed::AgentEnd {
-        request: 1,
-        tokens_used: 0,
-    }));
+    ended(&mut pool, 1);
     pool.sweep();
     assert!(pool.is_empty(), "the idle room connection is closed");
     pool.submit("!room:test", 2, message("second"));
@@ -528,15 +535,8 @@ async fn a_reply_the_agent_stops_sending_fails_and_then_the_connection_is_droppe
 
 #[tokio::test]
 async fn a_context_the_guest_was_told_is_down_is_never_closed_quietly() {
-    use surfaces_host::agent::pool::AgentPool;
     let url = reference_server(fast(Mode::DropMidReply)).await;
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let mut pool = AgentPool::new(
-        quick_client(Backend::Url { url, token: None }),
-        4,
-        Duration::ZERO,
-        tx,
-    );
+    let (mut pool, mut events) = pool_at(url, 4, Duration::ZERO);
     pool.submit("!room:test", 1, message("a reply that is dropped half way"));
     // The guest hears the connection is down (and waits for `ready`): a
     // quiet close now would leave it waiting for ever.

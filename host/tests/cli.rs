@@ -67,19 +67,27 @@ fn guest_cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-guest-cache")
 }
 
-/// `surfaces run` with `input` on stdin, in `data`, with extra env.
-fn run_bot(data: &std::path::Path, input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
-    use std::io::Write;
+/// `surfaces run` in `data` with the shared guest cache, logging at `log`,
+/// then `env` (which may override both); stdin and stderr piped.
+fn bot_command(data: &std::path::Path, log: &str, env: &[(&str, &str)]) -> Command {
     use std::process::Stdio;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_surfaces"));
+    command
         .arg("run")
         .env("SURFACES_DATA_DIR", data)
         .env("SURFACES_GUEST_CACHE", guest_cache())
-        .env("SURFACES_LOG", "warn")
+        .env("SURFACES_LOG", log)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// `surfaces run` with `input` on stdin, in `data`, with extra env.
+fn run_bot(data: &std::path::Path, input: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = bot_command(data, "warn", env)
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("runs");
     if let Some(mut stdin) = child.stdin.take() {
@@ -178,16 +186,8 @@ struct Running {
 impl Running {
     fn start(data: &std::path::Path, env: &[(&str, &str)]) -> Running {
         use std::io::{BufRead, BufReader};
-        use std::process::Stdio;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
-            .arg("run")
-            .env("SURFACES_DATA_DIR", data)
-            .env("SURFACES_GUEST_CACHE", guest_cache())
-            .env("SURFACES_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+        let mut child = bot_command(data, "info", env)
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("runs");
         let stderr = child.stderr.take().expect("stderr");

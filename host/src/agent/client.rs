@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::server::{self, ServerConfig};
 use crate::config::Secret;
+use crate::runtime::sleep_until_opt;
 
 /// Where the agent is.
 #[derive(Clone, Debug)]
@@ -372,13 +373,6 @@ impl Connection {
         self.seed ^= self.seed << 17;
         let half = base / 2;
         half + Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1))
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

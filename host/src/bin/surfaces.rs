@@ -234,7 +234,7 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
     let control = handle.control.clone();
     let events = handle.events.clone();
     tokio::spawn(async move {
-        terminal::read_stdin(events, runtime::now_ms).await;
+        terminal::read_stdin(events).await;
         let _ = control.send(Control::Shutdown);
     });
     drop(handle);
