@@ -15,6 +15,7 @@
 
 pub mod agent;
 mod bindings;
+mod content;
 mod ctx;
 mod kv;
 
@@ -35,6 +36,7 @@ pub use bindings::surfaces::bot::types::{
     MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadResult, RoomMessage,
     Sender,
 };
+pub use content::matrix_content;
 pub use ctx::{Effect, LogLine};
 pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Write};
 

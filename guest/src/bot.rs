@@ -50,7 +50,14 @@ pub struct Bot {
     /// Each reply record as it is in the store (text extent zeroed), so an
     /// unchanged record is not written again.
     replies_in_store: BTreeMap<u64, Reply>,
+    /// When this instance last pruned the record of messages seen.
+    seen_pruned_ms: Option<u64>,
 }
+
+/// How long a message's id is remembered: far longer than any redelivery
+/// (a sync batch replayed after a crash, a gap filled after a restart).
+const SEEN_KEEP_MS: u64 = 3 * 24 * 3600 * 1000;
+const SEEN_PRUNE_EVERY_MS: u64 = 3600 * 1000;
 
 impl Bot {
     pub fn new(info: HostInfo, host: &mut dyn Host) -> Result<Bot, String> {
@@ -77,6 +84,7 @@ impl Bot {
             texts: BTreeMap::new(),
             replies: BTreeMap::new(),
             replies_in_store: BTreeMap::new(),
+            seen_pruned_ms: None,
         };
         if !resumed {
             bot.recover(host)?;
@@ -208,6 +216,13 @@ impl Bot {
         {
             return Ok(());
         }
+        if self.already_seen(host, &m.event_id)? {
+            host.log(
+                LogLevel::Debug,
+                &format!("{} was handled before: ignored", m.event_id),
+            );
+            return Ok(());
+        }
         if self.cfg.scope == Scope::Thread && m.thread_root.is_none() {
             // Per-thread contexts: a conversation started in the main
             // timeline goes on in a thread rooted at its first message.
@@ -266,6 +281,37 @@ impl Bot {
             attempts: 0,
         };
         self.enqueue(host, &m, queued)
+    }
+
+    /// Whether the message was handled before (a homeserver or the host may
+    /// deliver one twice, e.g. a sync batch replayed after a crash); if
+    /// not, remember it, in the same transaction as its handling.
+    fn already_seen(&mut self, host: &mut dyn Host, event_id: &str) -> Result<bool, String> {
+        let now = host.now();
+        let mut db = Db { host };
+        if db.get::<u64>(&seen_key(event_id))?.is_some() {
+            return Ok(true);
+        }
+        db.put(&seen_key(event_id), &now)?;
+        db.put(&seen_at_key(now, event_id), &())?;
+        if self
+            .seen_pruned_ms
+            .is_none_or(|t| now.saturating_sub(t) >= SEEN_PRUNE_EVERY_MS)
+        {
+            self.seen_pruned_ms = Some(now);
+            let cutoff = now.saturating_sub(SEEN_KEEP_MS);
+            for key in db.host.store_keys(SEEN_AT) {
+                let Some((ms, id)) = key[SEEN_AT.len()..].split_once('/') else {
+                    continue;
+                };
+                if ms.parse::<u64>().is_ok_and(|ms| ms >= cutoff) {
+                    break;
+                }
+                db.delete(&seen_key(id));
+                db.delete(&key);
+            }
+        }
+        Ok(false)
     }
 
     /// In a group room people write "bot: question"; drop that address.

@@ -246,6 +246,16 @@ pub fn timer_key(id: u64) -> String {
 pub fn route_key(req: u64) -> String {
     format!("route/{req:020}")
 }
+/// A message the bot has acted on, by event id (a redelivered one is
+/// ignored).
+pub fn seen_key(event_id: &str) -> String {
+    format!("seen/{event_id}")
+}
+/// The same, ordered by when it was seen, for pruning.
+pub fn seen_at_key(ms: u64, event_id: &str) -> String {
+    format!("{SEEN_AT}{ms:020}/{event_id}")
+}
+pub const SEEN_AT: &str = "seenat/";
 const NEXT_ID: &str = "meta/next-id";
 pub const LAST_RELOAD: &str = "meta/last-reload";
 

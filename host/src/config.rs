@@ -76,6 +76,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub matrix: MatrixConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -242,7 +243,61 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// The homeserver's URL, e.g. `https://matrix.example.org`.
+    pub homeserver: Option<String>,
+    /// The bot's account, e.g. `@surfaces:example.org` (or its localpart).
+    pub user: Option<String>,
+    /// Log in with this password (the first start only: the session is
+    /// kept in the data directory and restored afterwards) ...
+    pub password: Option<Secret>,
+    /// ... or use this access token (with its device) instead.
+    pub access_token: Option<Secret>,
+    /// The name of the bot's device, as other users' clients show it.
+    pub device_name: String,
+    /// Encrypts the matrix-sdk store (keys, room state) at rest.
+    pub store_passphrase: Option<Secret>,
+    /// Who may talk to the bot and invite it: user ids, `*` as wildcard
+    /// (`*:example.org`). Empty: everyone on the bot's own homeserver.
+    pub allow: Vec<String>,
+    /// Users allowed the admin commands (`reload`); always allowed in.
+    pub admins: Vec<String>,
+    /// Long-poll timeout of one sync request.
+    #[serde(with = "secs")]
+    pub sync_timeout: Duration,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        MatrixConfig {
+            homeserver: None,
+            user: None,
+            password: None,
+            access_token: None,
+            device_name: "surfaces".into(),
+            store_passphrase: None,
+            allow: Vec::new(),
+            admins: Vec::new(),
+            sync_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Config {
+    /// The guest's settings: the operator's, plus the admins from
+    /// `matrix.admins` (one list, two readers: the host's access check
+    /// and the guest's admin commands).
+    pub fn guest_settings(&self) -> Vec<(String, String)> {
+        let mut pairs = self.guest.settings_pairs();
+        if !self.matrix.admins.is_empty() {
+            pairs.retain(|(k, _)| k != "admins");
+            pairs.push(("admins".into(), self.matrix.admins.join(",")));
+        }
+        pairs
+    }
+
     /// Read `path` (if given), then apply the environment.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config = match path {
@@ -297,6 +352,18 @@ impl Config {
         if let Some(v) = var("SURFACES_LOG") {
             self.log.filter = v;
         }
+        if let Some(v) = var("MATRIX_HOMESERVER") {
+            self.matrix.homeserver = Some(v);
+        }
+        if let Some(v) = var("MATRIX_USER") {
+            self.matrix.user = Some(v);
+        }
+        if let Some(v) = var("MATRIX_PASSWORD") {
+            self.matrix.password = Some(Secret::new(v));
+        }
+        if let Some(v) = var("MATRIX_ACCESS_TOKEN") {
+            self.matrix.access_token = Some(Secret::new(v));
+        }
         if let Some(v) = var("SURFACES_METRICS_LISTEN") {
             let addr = v.parse().map_err(|e| ConfigError::Env {
                 name: "SURFACES_METRICS_LISTEN",
@@ -322,6 +389,7 @@ impl Config {
                 )));
             }
         }
+        self.validate_matrix()?;
         if self.agent.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "agent.max_connections must be at least 1".into(),
@@ -354,6 +422,47 @@ impl Config {
                 "agent.ping_interval must be shorter than agent.idle_timeout, or a quiet \
                  agent would be taken for a lost one"
                     .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_matrix(&self) -> Result<(), ConfigError> {
+        let m = &self.matrix;
+        for pattern in m.allow.iter().chain(&m.admins) {
+            crate::matrix::access::Access::check_pattern(pattern)
+                .map_err(|e| ConfigError::Invalid(format!("matrix: {e}")))?;
+        }
+        if m.admins.iter().any(|a| a.contains(['*', '?'])) {
+            return Err(ConfigError::Invalid(
+                "matrix.admins are user ids, not patterns".into(),
+            ));
+        }
+        if !m.admins.is_empty() && self.guest.settings.contains_key("admins") {
+            return Err(ConfigError::Invalid(
+                "admins are set twice (matrix.admins and guest.settings.admins): keep \
+                 matrix.admins"
+                    .into(),
+            ));
+        }
+        let Some(homeserver) = &m.homeserver else {
+            return Ok(());
+        };
+        if !(homeserver.starts_with("http://") || homeserver.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "matrix.homeserver {homeserver:?} must start with http:// or https://"
+            )));
+        }
+        if m.user.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::Invalid(
+                "matrix.user (or MATRIX_USER) is needed with a homeserver".into(),
+            ));
+        }
+        if m.sync_timeout > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid(
+                "matrix.sync_timeout is at most 300 seconds".into(),
             ));
         }
         Ok(())

@@ -24,7 +24,7 @@ use surfaces_embed::{
     BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
     LogLevel, Output, ReloadResult, Sandbox,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -62,6 +62,9 @@ pub enum Control {
         token: u64,
     },
     Compiled(Result<GuestComponent, String>),
+    /// Answer once every event sent before this message has been handled
+    /// (and its store writes committed): a front end's checkpoint.
+    Flush(oneshot::Sender<()>),
 }
 
 /// Senders to the loop, for front ends, signals, watchers and tests.
@@ -261,6 +264,9 @@ impl Runtime {
                         if shutdown.is_none() {
                             tracing::info!("shutting down: finishing replies in flight");
                             self.metrics.set_health(Health::ShuttingDown);
+                            // No new conversations: what is already queued
+                            // is still handled.
+                            self.matrix.stop_receiving();
                             shutdown = Some(Shutdown {
                                 deadline: Instant::now() + self.config.shutdown_grace,
                                 cut: false,
@@ -269,6 +275,14 @@ impl Runtime {
                     }
                     Some(Control::Reload { request }) => self.begin_swap(request),
                     Some(Control::Compiled(result)) => self.finish_swap(result),
+                    Some(Control::Flush(done)) => {
+                        // The sender sent its events before this message,
+                        // so they are all in the channel by now.
+                        while let Ok(event) = self.events.try_recv() {
+                            self.deliver(event);
+                        }
+                        let _ = done.send(());
+                    }
                     Some(Control::Timer { id, token }) => {
                         if self.timers.get(&id).is_some_and(|t| t.0 == token) {
                             self.timers.remove(&id);

@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     // 1: the guest's records. Keys are compared as bytes (BLOB), so a
     // prefix scan is a range scan.
     "CREATE TABLE guest_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
+    // 2: the host's own records (the database's identity).
+    "CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,31 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
+    /// A random name for this database, made when it is first opened. The
+    /// guest's request ids are unique only within one database; prefixed
+    /// with this they make Matrix transaction ids that never repeat, even
+    /// when the database is replaced while the Matrix device is kept (a
+    /// repeated transaction id would make the homeserver drop the send).
+    pub fn instance_id(&self) -> Result<String, StoreError> {
+        let found: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM host_meta WHERE key = 'instance'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = found {
+            return Ok(id);
+        }
+        let id = random_name();
+        self.conn.execute(
+            "INSERT INTO host_meta (key, value) VALUES ('instance', ?1)",
+            params![id],
+        )?;
+        Ok(id)
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let known = MIGRATIONS.len() as i64;
         let found = self.schema_version()?;
@@ -79,6 +106,27 @@ impl SqliteStore {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Twelve base-36 characters from the OS's randomness (via std's hasher
+/// keys) and the clock.
+fn random_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    let mut name = String::new();
+    for _ in 0..12 {
+        let d = (n % 36) as u32;
+        name.push(char::from_digit(d, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    name
 }
 
 /// The smallest byte string greater than every string starting with

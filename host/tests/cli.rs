@@ -67,13 +67,13 @@ fn guest_cache() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-guest-cache")
 }
 
-/// `surfaces run` in `data` with the shared guest cache, logging at `log`,
-/// then `env` (which may override both); stdin and stderr piped.
+/// `surfaces run --terminal` in `data` with the shared guest cache, logging
+/// at `log`, then `env` (which may override both); stdin and stderr piped.
 fn bot_command(data: &std::path::Path, log: &str, env: &[(&str, &str)]) -> Command {
     use std::process::Stdio;
     let mut command = Command::new(env!("CARGO_BIN_EXE_surfaces"));
     command
-        .arg("run")
+        .args(["run", "--terminal"])
         .env("SURFACES_DATA_DIR", data)
         .env("SURFACES_GUEST_CACHE", guest_cache())
         .env("SURFACES_LOG", log)
@@ -137,6 +137,51 @@ fn run_refuses_bad_configuration_clearly() {
     let (ok, _, err) = run_bot(data.path(), "", &[("MATRIX_PLATFORM_BACKEND", "fake")]);
     assert!(!ok);
     assert!(err.contains("MATRIX_PLATFORM_BACKEND"), "{err}");
+}
+
+#[test]
+fn run_without_a_homeserver_says_how_to_get_one() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let out = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+        .arg("run")
+        .env("SURFACES_DATA_DIR", &data_dir)
+        .env_remove("MATRIX_HOMESERVER")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("MATRIX_HOMESERVER") && err.contains("--terminal"),
+        "{err}"
+    );
+
+    // A homeserver that is not listening: a clear error, no hang.
+    let out = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+        .arg("run")
+        .env("SURFACES_DATA_DIR", &data_dir)
+        .env("MATRIX_HOMESERVER", "http://127.0.0.1:9")
+        .env("MATRIX_USER", "@bot:localhost")
+        .env("MATRIX_PASSWORD", "pw")
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("login to http://127.0.0.1:9"), "{err}");
+
+    // A bad pattern in the allow list is named.
+    let config = data.path().join("allow.toml");
+    std::fs::write(
+        &config,
+        "[matrix]\nhomeserver = \"http://127.0.0.1:9\"\nuser = \"bot\"\nallow = [\"alice\"]\n",
+    )
+    .expect("write");
+    let (ok, out) = surfaces(&["run", "--config", &config.to_string_lossy()]);
+    assert!(!ok);
+    assert!(
+        out.contains("\"alice\"") && out.contains("user id"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -24,7 +24,28 @@ fn committed_writes_survive_a_reopen() {
     let s = SqliteStore::open(&path).expect("reopen");
     assert_eq!(s.get("user/@a:x").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get("ctx/shared").unwrap(), None);
-    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s.schema_version().unwrap(), 2);
+}
+
+#[test]
+fn the_instance_id_is_made_once_and_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.db");
+    let first = SqliteStore::open(&path)
+        .expect("open")
+        .instance_id()
+        .expect("id");
+    let again = SqliteStore::open(&path)
+        .expect("reopen")
+        .instance_id()
+        .expect("id");
+    assert_eq!(first, again);
+    assert_eq!(first.len(), 12);
+    let other = SqliteStore::open(&dir.path().join("other.db"))
+        .expect("open")
+        .instance_id()
+        .expect("id");
+    assert_ne!(first, other, "a new database is a new instance");
 }
 
 #[test]

@@ -14,6 +14,8 @@ use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
 use surfaces_host::agent::tls;
 use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
+use surfaces_host::matrix::access::Access;
+use surfaces_host::matrix::{self, FrontEndConfig, MatrixPort, session};
 use surfaces_host::metrics::{self, Metrics};
 use surfaces_host::runtime::{self, Control, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
@@ -33,17 +35,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the bot. Without a config file it runs on the embedded defaults:
-    /// the built-in guest, the in-process echo agent, SQLite in ./data, and
-    /// (until the Matrix front end lands) a conversation on stdin/stdout.
-    /// Environment overrides: MATRIX_PLATFORM_BACKEND=mock|real,
-    /// AGENT_WS_URL, AGENT_TOKEN, SURFACES_DATA_DIR, SURFACES_GUEST,
-    /// SURFACES_GUEST_CACHE,
-    /// SURFACES_LOG, SURFACES_LOG_FORMAT=text|json, SURFACES_METRICS_LISTEN.
+    /// Run the bot on a Matrix homeserver (matrix.homeserver and
+    /// matrix.user, with matrix.password for the first login). Everything
+    /// else has embedded defaults: the built-in guest, the in-process echo
+    /// agent, SQLite in ./data. Environment overrides: MATRIX_HOMESERVER,
+    /// MATRIX_USER, MATRIX_PASSWORD, MATRIX_ACCESS_TOKEN,
+    /// MATRIX_PLATFORM_BACKEND=mock|real, AGENT_WS_URL, AGENT_TOKEN,
+    /// SURFACES_DATA_DIR, SURFACES_GUEST, SURFACES_GUEST_CACHE, SURFACES_LOG,
+    /// SURFACES_LOG_FORMAT=text|json, SURFACES_METRICS_LISTEN.
     Run {
         /// The TOML config file (see surfaces.example.toml).
         #[arg(long, short, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Talk to the bot in this terminal instead of Matrix: each line is
+        /// a direct message; end of input stops the bot.
+        #[arg(long)]
+        terminal: bool,
     },
     /// Work with guest components.
     Guest {
@@ -78,7 +85,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { config } => run_bot(config.as_deref()),
+        Command::Run { config, terminal } => run_bot(config.as_deref(), terminal),
         Command::Guest {
             command: GuestCommand::Check { file, settings },
         } => check(&file, &settings),
@@ -124,26 +131,49 @@ fn check(file: &PathBuf, settings: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn run_bot(config_path: Option<&Path>) -> Result<()> {
+fn run_bot(config_path: Option<&Path>, terminal: bool) -> Result<()> {
     let config = Config::load(config_path)?;
+    if !terminal && config.matrix.homeserver.is_none() {
+        bail!(
+            "no homeserver to connect to: set matrix.homeserver and matrix.user in the config \
+             (or MATRIX_HOMESERVER, MATRIX_USER and MATRIX_PASSWORD); scripts/quickstart runs a \
+             local one; `surfaces run --terminal` talks to the bot here instead"
+        );
+    }
     init_logs(&config.log)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let db = config.data_dir.join("surfaces.db");
-    let kv: BoxedKv =
-        Box::new(SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?);
+    let store = SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let instance = store
+        .instance_id()
+        .with_context(|| format!("cannot read {}", db.display()))?;
+    let kv: BoxedKv = Box::new(store);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config, kv));
+    let front = if terminal {
+        Front::Terminal
+    } else {
+        Front::Matrix { instance }
+    };
+    let result = runtime.block_on(serve(config, kv, front));
     // The stdin reader sits in a blocking read nobody can cancel: do not
     // wait for it (a signal stopped the bot while the terminal was open).
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
+enum Front {
+    Terminal,
+    /// `instance`: the database's id, the prefix of transaction ids.
+    Matrix {
+        instance: String,
+    },
+}
+
+async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
     let metrics = Metrics::new();
     if let Some(addr) = config.metrics.listen {
         let listener = metrics::bind(addr).await.map_err(anyhow::Error::msg)?;
@@ -188,7 +218,35 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
         config.agent.idle_close,
         handle.events.clone(),
     );
-    let terminal = Terminal::new(handle.events.clone(), std::io::stdout());
+    let mut bot_user_id = config.bot.user_id.clone();
+    let port: Box<dyn MatrixPort> = match &front {
+        Front::Terminal => Box::new(Terminal::new(handle.events.clone(), std::io::stdout())),
+        Front::Matrix { instance } => {
+            let dir = config.data_dir.join("matrix");
+            let client = session::connect(&config.matrix, &dir).await?;
+            let user = client
+                .user_id()
+                .map(|u| u.to_owned())
+                .context("the Matrix session has no user id")?;
+            bot_user_id = user.to_string();
+            set_display_name(&client, &config.bot.display_name).await;
+            let access = Access::new(
+                &config.matrix.allow,
+                &config.matrix.admins,
+                user.server_name().as_str(),
+            );
+            Box::new(matrix::start(
+                client,
+                FrontEndConfig {
+                    access,
+                    bot_display_name: config.bot.display_name.clone(),
+                    txn_prefix: format!("surfaces.{instance}"),
+                    sync_timeout: config.matrix.sync_timeout,
+                },
+                &handle,
+            ))
+        }
+    };
     let source = match &config.guest.path {
         Some(path) => GuestSource::File(path.clone()),
         None => GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
@@ -205,24 +263,24 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
             memory_bytes: config.guest.memory_mib << 20,
         },
         host_info: HostInfo {
-            bot_user_id: config.bot.user_id.clone(),
+            bot_user_id: bot_user_id.clone(),
             bot_display_name: config.bot.display_name.clone(),
             host_version: format!("surfaces {}", env!("CARGO_PKG_VERSION")),
-            settings: config.guest.settings_pairs(),
+            settings: config.guest_settings(),
             max_event_bytes: 65_536,
             resumed: false,
         },
         shutdown_grace: config.bot.shutdown_grace,
     };
-    let runtime = Runtime::start(
-        runtime_config,
-        channels,
-        kv,
-        agents,
-        Box::new(terminal),
-        metrics,
-    )?;
-    tracing::info!(guest = %runtime.guest_version(), agent = ?config.agent.backend, "surfaces is running; type a message (end of input stops the bot)");
+    let runtime = Runtime::start(runtime_config, channels, kv, agents, port, metrics)?;
+    match front {
+        Front::Terminal => {
+            tracing::info!(guest = %runtime.guest_version(), agent = ?config.agent.backend, "surfaces is running; type a message (end of input stops the bot)")
+        }
+        Front::Matrix { .. } => {
+            tracing::info!(guest = %runtime.guest_version(), agent = ?config.agent.backend, user = %bot_user_id, "surfaces is running on Matrix")
+        }
+    }
     watch::signals(handle.control.clone()).context("cannot install signal handlers")?;
     let _watcher = match (&source, config.guest.watch) {
         (GuestSource::File(path), true) => Some(
@@ -231,15 +289,33 @@ async fn serve(config: Config, kv: BoxedKv) -> Result<()> {
         ),
         _ => None,
     };
-    let control = handle.control.clone();
-    let events = handle.events.clone();
-    tokio::spawn(async move {
-        terminal::read_stdin(events).await;
-        let _ = control.send(Control::Shutdown);
-    });
+    if let Front::Terminal = front {
+        let control = handle.control.clone();
+        let events = handle.events.clone();
+        tokio::spawn(async move {
+            terminal::read_stdin(events).await;
+            let _ = control.send(Control::Shutdown);
+        });
+    }
     drop(handle);
     runtime.run().await;
     Ok(())
+}
+
+/// Show the configured name on the bot's profile; best effort.
+async fn set_display_name(client: &matrix_sdk::Client, name: &str) {
+    if name.is_empty() {
+        return;
+    }
+    let account = client.account();
+    match account.get_display_name().await {
+        Ok(current) if current.as_deref() == Some(name) => {}
+        _ => {
+            if let Err(e) = account.set_display_name(Some(name)).await {
+                tracing::warn!("cannot set the bot's display name: {e}");
+            }
+        }
+    }
 }
 
 fn init_logs(log: &LogConfig) -> Result<()> {

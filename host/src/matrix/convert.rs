@@ -1,0 +1,212 @@
+//! Matrix timeline events as the guest sees them.
+//!
+//! Only what a person wrote reaches the guest: text, emotes and notices
+//! (notices flagged, so bots never answer each other). Edits, redacted
+//! events, other message types and the bot's own messages are left out.
+
+use matrix_sdk::ruma::events::room::message::{
+    MessageType, Relation, RoomMessageEventContent, SyncRoomMessageEvent,
+};
+use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
+use matrix_sdk::ruma::serde::Raw;
+use surfaces_embed::RoomMessage;
+
+/// What the front end knows about the room and the bot when it converts.
+pub struct Context<'a> {
+    pub room_id: &'a str,
+    pub bot_user_id: &'a str,
+    pub bot_display_name: &'a str,
+    pub is_direct: bool,
+    /// Whether the bot sent this event (a reply to it addresses the bot).
+    pub sent_by_bot: &'a dyn Fn(&str) -> bool,
+}
+
+/// Why an event does not reach the guest (for debug logs and tests).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Skip {
+    NotAMessage,
+    Redacted,
+    Own,
+    Edit,
+    Unsupported(String),
+    Malformed(String),
+}
+
+/// The message in `raw`, or why there is none.
+pub fn message(
+    raw: &Raw<AnySyncTimelineEvent>,
+    sender_display_name: impl FnOnce(&str) -> Option<String>,
+    cx: &Context<'_>,
+) -> Result<RoomMessage, Skip> {
+    let event = raw
+        .deserialize()
+        .map_err(|e| Skip::Malformed(e.to_string()))?;
+    let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(event)) = event
+    else {
+        return Err(Skip::NotAMessage);
+    };
+    let SyncRoomMessageEvent::Original(event) = event else {
+        return Err(Skip::Redacted);
+    };
+    let sender = event.sender.to_string();
+    if sender == cx.bot_user_id {
+        return Err(Skip::Own);
+    }
+    let RoomMessageEventContent {
+        msgtype,
+        relates_to,
+        mentions,
+        ..
+    } = event.content;
+    let (body, is_notice) = match msgtype {
+        MessageType::Text(t) => (t.body, false),
+        MessageType::Emote(e) => (e.body, false),
+        MessageType::Notice(n) => (n.body, true),
+        other => return Err(Skip::Unsupported(other.msgtype().to_string())),
+    };
+    let (thread_root, reply_to) = match relates_to {
+        Some(Relation::Replacement(_)) => return Err(Skip::Edit),
+        Some(Relation::Thread(t)) => (
+            Some(t.event_id.to_string()),
+            // A fallback reply only points at the thread's latest event.
+            t.in_reply_to
+                .filter(|_| !t.is_falling_back)
+                .map(|r| r.event_id.to_string()),
+        ),
+        Some(Relation::Reply(r)) => (None, Some(r.in_reply_to.event_id.to_string())),
+        _ => (None, None),
+    };
+    let mentioned = mentions
+        .as_ref()
+        .is_some_and(|m| m.user_ids.iter().any(|u| u.as_str() == cx.bot_user_id));
+    let named = contains_ci(&body, cx.bot_user_id)
+        || (!cx.bot_display_name.is_empty() && starts_with_ci(&body, cx.bot_display_name));
+    let replied = reply_to.as_deref().is_some_and(|id| (cx.sent_by_bot)(id));
+    Ok(RoomMessage {
+        room_id: cx.room_id.to_string(),
+        event_id: event.event_id.to_string(),
+        sender_display_name: sender_display_name(&sender),
+        sender,
+        body,
+        thread_root,
+        reply_to,
+        is_direct: cx.is_direct,
+        mentions_bot: mentioned || named || replied,
+        is_notice,
+        origin_server_ts: u64::from(event.origin_server_ts.0),
+    })
+}
+
+fn contains_ci(haystack: &str, needle: &str) -> bool {
+    haystack.to_lowercase().contains(&needle.to_lowercase())
+}
+
+/// A display name counts when the message starts with it ("surfaces: hi"),
+/// not anywhere: a common word as a bot name would otherwise trigger it.
+fn starts_with_ci(text: &str, name: &str) -> bool {
+    text.trim_start()
+        .get(..name.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BOT: &str = "@surfaces:home.org";
+
+    fn raw(content: serde_json::Value, sender: &str) -> Raw<AnySyncTimelineEvent> {
+        let event = json!({
+            "type": "m.room.message",
+            "event_id": "$e1",
+            "sender": sender,
+            "origin_server_ts": 1_700_000_000_000u64,
+            "content": content,
+        });
+        Raw::from_json(serde_json::value::to_raw_value(&event).expect("json"))
+    }
+
+    fn convert(content: serde_json::Value) -> Result<RoomMessage, Skip> {
+        convert_from(content, "@alice:home.org")
+    }
+
+    fn convert_from(content: serde_json::Value, sender: &str) -> Result<RoomMessage, Skip> {
+        let sent = |id: &str| id == "$bot";
+        let cx = Context {
+            room_id: "!r:home.org",
+            bot_user_id: BOT,
+            bot_display_name: "surfaces",
+            is_direct: false,
+            sent_by_bot: &sent,
+        };
+        message(&raw(content, sender), |_| Some("Alice".into()), &cx)
+    }
+
+    #[test]
+    fn plain_text() {
+        let m = convert(json!({"msgtype": "m.text", "body": "hello"})).expect("message");
+        assert_eq!(m.body, "hello");
+        assert_eq!(m.sender, "@alice:home.org");
+        assert_eq!(m.sender_display_name.as_deref(), Some("Alice"));
+        assert_eq!(m.origin_server_ts, 1_700_000_000_000);
+        assert!(!m.mentions_bot && !m.is_notice);
+        assert_eq!((m.thread_root, m.reply_to), (None, None));
+    }
+
+    #[test]
+    fn notices_are_flagged() {
+        let m = convert(json!({"msgtype": "m.notice", "body": "beep"})).expect("message");
+        assert!(m.is_notice);
+    }
+
+    #[test]
+    fn mentions_by_pill_name_or_reply() {
+        let pill = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [BOT]}});
+        assert!(convert(pill).expect("message").mentions_bot);
+        let name = json!({"msgtype": "m.text", "body": "Surfaces: what is up"});
+        assert!(convert(name).expect("message").mentions_bot);
+        let id = json!({"msgtype": "m.text", "body": "ask @surfaces:home.org"});
+        assert!(convert(id).expect("message").mentions_bot);
+        let reply = json!({"msgtype": "m.text", "body": "and?",
+            "m.relates_to": {"m.in_reply_to": {"event_id": "$bot"}}});
+        let m = convert(reply).expect("message");
+        assert!(m.mentions_bot);
+        assert_eq!(m.reply_to.as_deref(), Some("$bot"));
+        let other = json!({"msgtype": "m.text", "body": "I like surfaces a lot"});
+        assert!(!convert(other).expect("message").mentions_bot);
+    }
+
+    #[test]
+    fn threads_keep_their_root_and_drop_fallback_replies() {
+        let falling_back = json!({"msgtype": "m.text", "body": "in thread",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                "is_falling_back": true, "m.in_reply_to": {"event_id": "$latest"}}});
+        let m = convert(falling_back).expect("message");
+        assert_eq!(m.thread_root.as_deref(), Some("$root"));
+        assert_eq!(m.reply_to, None);
+        let real = json!({"msgtype": "m.text", "body": "in thread",
+            "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                "is_falling_back": false, "m.in_reply_to": {"event_id": "$bot"}}});
+        let m = convert(real).expect("message");
+        assert_eq!(m.reply_to.as_deref(), Some("$bot"));
+        assert!(m.mentions_bot);
+    }
+
+    #[test]
+    fn skipped() {
+        let edit = json!({"msgtype": "m.text", "body": "* fixed",
+            "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}});
+        assert_eq!(convert(edit).err(), Some(Skip::Edit));
+        let own = json!({"msgtype": "m.text", "body": "hello"});
+        assert_eq!(convert_from(own, BOT).err(), Some(Skip::Own));
+        let image = json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y"});
+        assert_eq!(
+            convert(image).err(),
+            Some(Skip::Unsupported("m.image".into()))
+        );
+        let broken = json!({"msgtype": "m.text"});
+        assert!(matches!(convert(broken), Err(Skip::Malformed(_))));
+    }
+}

@@ -1,0 +1,487 @@
+//! The receiving side of the Matrix front end: one sync loop that turns
+//! what happens in rooms into guest events.
+//!
+//! - **Position.** The sync token is saved (in matrix-sdk's store, under
+//!   our own key) only after the guest has handled every event of its
+//!   batch ([`Control::Flush`]): a crash replays the last batch, never
+//!   skips one; the guest ignores a message it has handled before.
+//! - **No history.** The very first sync only learns the rooms; in a room
+//!   joined later, only events after the bot's own join count.
+//! - **Gaps.** A limited timeline (more events than the sync returned) is
+//!   filled from `/messages`, back to the previous sync position.
+//! - **Encryption.** matrix-sdk decrypts; an event whose key has not
+//!   arrived yet is tried again on the following syncs for a while.
+//! - **Access.** Messages from users outside the allow list are dropped,
+//!   invites from them declined; the bot's own messages never reach the
+//!   guest.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+use matrix_sdk::ruma::api::error::ErrorKind;
+use matrix_sdk::ruma::events::AnySyncTimelineEvent;
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{OwnedRoomId, UInt};
+use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
+use matrix_sdk::{Client, Room, RoomState};
+use serde::{Deserialize, Serialize};
+use surfaces_embed::{Event, Invite, MembersChanged};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::access::Access;
+use super::convert::{self, Context, Skip};
+use super::{EventSender, Shared};
+use crate::runtime::Control;
+
+/// Our key in matrix-sdk's store for the handled position.
+const POSITION_KEY: &[u8] = b"surfaces.sync-position";
+/// Events per room a sync returns before it calls the timeline limited.
+const TIMELINE_LIMIT: u32 = 50;
+/// Pages of `/messages` read to fill one gap; older ones are left out.
+const GAP_PAGES: usize = 10;
+/// How long an undecryptable event is tried again.
+const UTD_PATIENCE: Duration = Duration::from_secs(600);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Serialize, Deserialize)]
+struct Position {
+    token: String,
+}
+
+pub(crate) struct Receiver {
+    pub client: Client,
+    pub events: EventSender,
+    pub control: mpsc::UnboundedSender<Control>,
+    pub access: Access,
+    pub bot_user_id: String,
+    pub bot_display_name: String,
+    pub shared: Arc<Shared>,
+    pub stop: watch::Receiver<bool>,
+    pub timeout: Duration,
+}
+
+/// An encrypted event waiting for its key.
+struct Undecrypted {
+    room_id: OwnedRoomId,
+    raw: Raw<AnySyncTimelineEvent>,
+    since: Instant,
+}
+
+struct Loop {
+    r: Receiver,
+    /// Rooms the bot was in at the last sync: a room not in here is new.
+    joined: HashSet<OwnedRoomId>,
+    /// Event ids delivered this run (a gap fill may overlap a sync).
+    delivered: Recent,
+    undecrypted: Vec<Undecrypted>,
+}
+
+impl Receiver {
+    pub async fn run(self) {
+        let mut l = Loop {
+            r: self,
+            joined: HashSet::new(),
+            delivered: Recent::new(4096),
+            undecrypted: Vec::new(),
+        };
+        l.run().await;
+    }
+}
+
+impl Loop {
+    async fn run(&mut self) {
+        let mut position = self.load_position().await;
+        if position.is_some() {
+            self.joined = self
+                .r
+                .client
+                .joined_rooms()
+                .iter()
+                .map(|r| r.room_id().to_owned())
+                .collect();
+        }
+        let mut backoff = Duration::from_secs(1);
+        let mut filter = FilterDefinition::default();
+        filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
+        loop {
+            if *self.r.stop.borrow() {
+                return;
+            }
+            let mut settings =
+                SyncSettings::default().filter(Filter::FilterDefinition(filter.clone()));
+            settings = match &position {
+                Some(p) => settings.token(p.token.clone()).timeout(self.r.timeout),
+                // The first sync only learns the rooms: answer at once.
+                None => settings.timeout(Duration::ZERO),
+            };
+            let mut stop = self.r.stop.clone();
+            let result = tokio::select! {
+                r = self.r.client.sync_once(settings) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let response = match result {
+                Ok(response) => response,
+                Err(e) => {
+                    if let Some(ErrorKind::UnknownToken { .. }) = e.client_api_error_kind() {
+                        tracing::error!(
+                            "the homeserver says the bot's session was logged out: stopping"
+                        );
+                        let _ = self.r.control.send(Control::Shutdown);
+                        return;
+                    }
+                    tracing::warn!(retry_in = ?backoff, "sync failed: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = Duration::from_secs(1);
+            let since = position.as_ref().map(|p| p.token.clone());
+            let next = response.next_batch.clone();
+            let delivered = self.handle(response, since.as_deref()).await;
+            if delivered > 0 && !self.flush().await {
+                return; // The event loop is gone.
+            }
+            position = Some(Position { token: next });
+            self.save_position(position.as_ref()).await;
+        }
+    }
+
+    /// Deliver a batch; returns how many events went to the loop.
+    async fn handle(&mut self, response: SyncResponse, since: Option<&str>) -> usize {
+        let first = since.is_none();
+        let mut sent = 0;
+        for room_id in response.rooms.invited.keys() {
+            sent += self.on_invite(room_id).await;
+        }
+        for (room_id, update) in response.rooms.joined {
+            let Some(room) = self.r.client.get_room(&room_id) else {
+                continue;
+            };
+            let new = self.joined.insert(room_id.to_owned());
+            sent += self.on_joined(&room, update, since, first, new).await;
+        }
+        for room_id in response.rooms.left.keys() {
+            self.joined.remove(room_id);
+        }
+        sent += self.retry_undecrypted().await;
+        sent
+    }
+
+    async fn on_invite(&mut self, room_id: &OwnedRoomId) -> usize {
+        let Some(room) = self.r.client.get_room(room_id) else {
+            return 0;
+        };
+        if room.state() != RoomState::Invited {
+            return 0;
+        }
+        let inviter = match room.invite_details().await {
+            Ok(invite) => invite.inviter_id.to_string(),
+            Err(e) => {
+                tracing::warn!(room = %room_id, "cannot read the invite: {e}");
+                return 0;
+            }
+        };
+        if !self.r.access.allows(&inviter) {
+            tracing::info!(room = %room_id, %inviter, "declining an invite from a user not allowed");
+            tokio::spawn(async move {
+                if let Err(e) = room.leave().await {
+                    tracing::warn!(room = %room.room_id(), "cannot decline the invite: {e}");
+                }
+            });
+            return 0;
+        }
+        let is_direct = room.is_direct().await.unwrap_or(false);
+        self.send(Event::Invite(Invite {
+            room_id: room_id.to_string(),
+            inviter,
+            is_direct,
+        }))
+    }
+
+    async fn on_joined(
+        &mut self,
+        room: &Room,
+        update: JoinedRoomUpdate,
+        since: Option<&str>,
+        first: bool,
+        new: bool,
+    ) -> usize {
+        let members_changed = has_member_event(&update);
+        let mut events = update.timeline.events;
+        if first {
+            // The first start answers no history.
+            events.clear();
+        } else if new {
+            // Joined since the last sync: what came before the join is
+            // history.
+            let join = events
+                .iter()
+                .rposition(|e| is_own_join(e.raw(), &self.r.bot_user_id));
+            match join {
+                Some(i) => {
+                    events.drain(..=i);
+                }
+                None => events.clear(),
+            }
+        } else if update.timeline.limited
+            && let Some(prev) = update.timeline.prev_batch.clone()
+        {
+            let mut gap = self.fill_gap(room, prev, since).await;
+            gap.append(&mut events);
+            events = gap;
+        }
+        let mut sent = 0;
+        for event in events {
+            sent += self.consider(room, event).await;
+        }
+        if members_changed {
+            sent += self.send(Event::MembersChanged(MembersChanged {
+                room_id: room.room_id().to_string(),
+                joined: u32::try_from(room.joined_members_count()).unwrap_or(u32::MAX),
+            }));
+        }
+        sent
+    }
+
+    /// Events between the previous sync position and `prev_batch`, oldest
+    /// first.
+    async fn fill_gap(
+        &mut self,
+        room: &Room,
+        prev_batch: String,
+        since: Option<&str>,
+    ) -> Vec<TimelineEvent> {
+        let mut pages: Vec<Vec<TimelineEvent>> = Vec::new();
+        let mut from = Some(prev_batch);
+        for _ in 0..GAP_PAGES {
+            let Some(token) = from.take() else { break };
+            let mut options = MessagesOptions::backward().from(Some(token.as_str()));
+            options.to = since.map(str::to_string);
+            options.limit = UInt::from(TIMELINE_LIMIT);
+            match room.messages(options).await {
+                Ok(page) => {
+                    let done = page.chunk.is_empty();
+                    from = page.end.filter(|_| !done);
+                    let mut chunk = page.chunk;
+                    chunk.reverse();
+                    pages.push(chunk);
+                }
+                Err(e) => {
+                    tracing::warn!(room = %room.room_id(), "cannot fill a sync gap: {e}");
+                    break;
+                }
+            }
+        }
+        if from.is_some() {
+            tracing::warn!(room = %room.room_id(), "a sync gap longer than {GAP_PAGES} pages: older messages left out");
+        }
+        pages.reverse();
+        let events: Vec<TimelineEvent> = pages.into_iter().flatten().collect();
+        tracing::info!(room = %room.room_id(), events = events.len(), "filled a sync gap");
+        events
+    }
+
+    async fn consider(&mut self, room: &Room, event: TimelineEvent) -> usize {
+        if let TimelineEventKind::UnableToDecrypt { event, .. } = event.kind {
+            self.undecrypted.push(Undecrypted {
+                room_id: room.room_id().to_owned(),
+                raw: event,
+                since: Instant::now(),
+            });
+            return 0;
+        }
+        self.deliver_message(room, event.raw()).await
+    }
+
+    async fn deliver_message(&mut self, room: &Room, raw: &Raw<AnySyncTimelineEvent>) -> usize {
+        let Ok(Some(event_id)) = raw.get_field::<String>("event_id") else {
+            return 0;
+        };
+        if self.delivered.contains(&event_id) {
+            return 0;
+        }
+        let is_direct = room.is_direct().await.unwrap_or(false) || room.joined_members_count() == 2;
+        let sender = raw.get_field::<String>("sender").ok().flatten();
+        let display = match sender.as_deref().map(matrix_sdk::ruma::UserId::parse) {
+            Some(Ok(user)) => room
+                .get_member_no_sync(&user)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|m| m.display_name().map(str::to_string)),
+            _ => None,
+        };
+        let shared = self.r.shared.clone();
+        let sent_by_bot = move |id: &str| shared.was_sent(id);
+        let cx = Context {
+            room_id: room.room_id().as_str(),
+            bot_user_id: &self.r.bot_user_id,
+            bot_display_name: &self.r.bot_display_name,
+            is_direct,
+            sent_by_bot: &sent_by_bot,
+        };
+        let message = match convert::message(raw, |_| display, &cx) {
+            Ok(m) => m,
+            Err(Skip::Malformed(why)) => {
+                tracing::warn!(room = %room.room_id(), %event_id, "ignoring a malformed message: {why}");
+                return 0;
+            }
+            Err(why) => {
+                tracing::trace!(%event_id, ?why, "not for the guest");
+                return 0;
+            }
+        };
+        if !self.r.access.allows(&message.sender) {
+            tracing::debug!(sender = %message.sender, room = %room.room_id(), "ignoring a user not allowed");
+            return 0;
+        }
+        self.delivered.insert(event_id);
+        self.send(Event::Message(message))
+    }
+
+    /// Try the events still waiting for their keys; give up on old ones.
+    async fn retry_undecrypted(&mut self) -> usize {
+        let mut sent = 0;
+        for utd in std::mem::take(&mut self.undecrypted) {
+            let Some(room) = self.r.client.get_room(&utd.room_id) else {
+                continue;
+            };
+            match room.decrypt_event(utd.raw.cast_ref_unchecked(), None).await {
+                Ok(event) if !matches!(event.kind, TimelineEventKind::UnableToDecrypt { .. }) => {
+                    sent += self.deliver_message(&room, event.raw()).await;
+                }
+                _ if utd.since.elapsed() > UTD_PATIENCE => {
+                    let id = utd.raw.get_field::<String>("event_id").ok().flatten();
+                    tracing::warn!(room = %utd.room_id, event = ?id, "gave up decrypting a message: its key never arrived");
+                }
+                _ => self.undecrypted.push(utd),
+            }
+        }
+        sent
+    }
+
+    fn send(&self, event: Event) -> usize {
+        usize::from(self.r.events.send(event).is_ok())
+    }
+
+    /// Wait until the loop has handled everything sent so far.
+    async fn flush(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.r.control.send(Control::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.await.is_ok()
+    }
+
+    async fn load_position(&self) -> Option<Position> {
+        match self
+            .r
+            .client
+            .state_store()
+            .get_custom_value(POSITION_KEY)
+            .await
+        {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("cannot read the sync position, starting afresh: {e}");
+                None
+            }
+        }
+    }
+
+    async fn save_position(&self, position: Option<&Position>) {
+        let Some(position) = position else { return };
+        let Ok(bytes) = serde_json::to_vec(position) else {
+            return;
+        };
+        if let Err(e) = self
+            .r
+            .client
+            .state_store()
+            .set_custom_value_no_read(POSITION_KEY, bytes)
+            .await
+        {
+            // The next start replays from the older position: the guest
+            // ignores what it has handled.
+            tracing::warn!("cannot save the sync position: {e}");
+        }
+    }
+}
+
+fn is_own_join(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Member {
+        #[serde(rename = "type")]
+        kind: String,
+        state_key: Option<String>,
+        content: MemberContent,
+    }
+    #[derive(Deserialize)]
+    struct MemberContent {
+        membership: Option<String>,
+    }
+    raw.deserialize_as_unchecked::<Member>().is_ok_and(|m| {
+        m.kind == "m.room.member"
+            && m.state_key.as_deref() == Some(bot)
+            && m.content.membership.as_deref() == Some("join")
+    })
+}
+
+fn has_member_event(update: &JoinedRoomUpdate) -> bool {
+    let state = match &update.state {
+        State::Before(events) | State::After(events) => events,
+    };
+    let is_member = |t: Option<String>| t.as_deref() == Some("m.room.member");
+    state
+        .iter()
+        .any(|e| is_member(e.get_field("type").ok().flatten()))
+        || update
+            .timeline
+            .events
+            .iter()
+            .any(|e| is_member(e.raw().get_field("type").ok().flatten()))
+}
+
+/// A bounded set of recent strings.
+pub(crate) struct Recent {
+    cap: usize,
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Recent {
+    pub fn new(cap: usize) -> Recent {
+        Recent {
+            cap,
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    pub fn contains(&self, s: &str) -> bool {
+        self.set.contains(s)
+    }
+
+    pub fn insert(&mut self, s: String) {
+        if self.set.insert(s.clone()) {
+            self.order.push_back(s);
+            if self.order.len() > self.cap
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
