@@ -29,7 +29,7 @@ use matrix_sdk::ruma::events::AnySyncTimelineEvent;
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedRoomId, UInt};
 use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
-use matrix_sdk::{Client, Room, RoomState};
+use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde::{Deserialize, Serialize};
 use surfaces_embed::{Event, Invite, MembersChanged};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -246,10 +246,20 @@ impl Loop {
             sent += self.consider(room, event).await;
         }
         if members_changed {
-            sent += self.send(Event::MembersChanged(MembersChanged {
-                room_id: room.room_id().to_string(),
-                joined: u32::try_from(room.joined_members_count()).unwrap_or(u32::MAX),
-            }));
+            // Counted from the member list, not the room summary: the
+            // summary's counts lag (or are absent without lazy loading),
+            // and a count of 1 makes the guest leave.
+            match room.members(RoomMemberships::JOIN).await {
+                Ok(members) => {
+                    sent += self.send(Event::MembersChanged(MembersChanged {
+                        room_id: room.room_id().to_string(),
+                        joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(room = %room.room_id(), "cannot count the members: {e}");
+                }
+            }
         }
         sent
     }
@@ -311,7 +321,11 @@ impl Loop {
         if self.delivered.contains(&event_id) {
             return 0;
         }
-        let is_direct = room.is_direct().await.unwrap_or(false) || room.joined_members_count() == 2;
+        let is_direct = room.is_direct().await.unwrap_or(false)
+            || room
+                .members_no_sync(RoomMemberships::JOIN)
+                .await
+                .is_ok_and(|m| m.len() == 2);
         let sender = raw.get_field::<String>("sender").ok().flatten();
         let display = match sender.as_deref().map(matrix_sdk::ruma::UserId::parse) {
             Some(Ok(user)) => room

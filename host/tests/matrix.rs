@@ -1,0 +1,685 @@
+//! End to end on a real Synapse: the `surfaces` binary logs in, the
+//! reference agent server (`surfaces-agent`) answers behind it, and a
+//! second matrix-sdk client plays the human. Nothing here is mocked.
+
+// matrix-sdk's futures are deep: proving them Send needs more than the default.
+#![recursion_limit = "256"]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use matrix_sdk::config::SyncSettings;
+use matrix_sdk::ruma::events::AnySyncTimelineEvent;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
+use matrix_sdk::ruma::serde::Raw;
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
+use matrix_sdk::{Client, Room, RoomMemberships};
+use serde_json::Value;
+use surfaces_tests::synapse::{Options, Synapse, free_port};
+use tokio::sync::watch;
+
+/// Every wait below is for an observable event, bounded by this.
+const PATIENCE: Duration = Duration::from_secs(90);
+const BOT_PASSWORD: &str = "bot-password";
+
+/// The reference agent server on a loopback port.
+struct Agent {
+    child: Child,
+    url: String,
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Agent {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_surfaces-agent"))
+            .args(["--listen", &listen])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the reference agent");
+        Agent {
+            child,
+            url: format!("ws://{listen}/"),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bot process, its data directory kept across restarts.
+struct Bot {
+    child: Option<Child>,
+    data: PathBuf,
+    homeserver: String,
+    agent: String,
+}
+
+impl Bot {
+    fn start(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
+        std::fs::write(data.join("surfaces.toml"), config).expect("write config");
+        let mut bot = Bot {
+            child: None,
+            data: data.to_owned(),
+            homeserver: synapse.url(),
+            agent: agent.url.clone(),
+        };
+        bot.spawn();
+        bot
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("bot.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+            .args(["run", "--config"])
+            .arg(self.data.join("surfaces.toml"))
+            .env("SURFACES_DATA_DIR", &self.data)
+            .env(
+                "SURFACES_GUEST_CACHE",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("matrix-guest-cache"),
+            )
+            .env("SURFACES_LOG", "info,surfaces_host=debug")
+            .env("MATRIX_HOMESERVER", &self.homeserver)
+            .env("MATRIX_USER", "bot")
+            .env("MATRIX_PASSWORD", BOT_PASSWORD)
+            .env("MATRIX_PLATFORM_BACKEND", "real")
+            .env("AGENT_WS_URL", &self.agent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the bot");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown step runs, as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("bot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A message as the human's client shows it.
+#[derive(Clone, Debug)]
+struct Seen {
+    room: OwnedRoomId,
+    event_id: String,
+    sender: String,
+    content: Value,
+}
+
+impl Seen {
+    fn replaces(&self) -> Option<&str> {
+        let relates = &self.content["m.relates_to"];
+        (relates["rel_type"] == "m.replace")
+            .then(|| relates["event_id"].as_str())
+            .flatten()
+    }
+}
+
+/// The person talking to the bot: a matrix-sdk client that syncs in the
+/// background and records every message it sees.
+struct Human {
+    client: Client,
+    seen: watch::Receiver<Vec<Seen>>,
+    /// Counts completed syncs: room state may have changed at each.
+    beat: watch::Receiver<u64>,
+    sync: tokio::task::JoinHandle<()>,
+}
+
+impl Human {
+    async fn login(synapse: &Synapse, name: &str) -> Human {
+        let password = format!("{name}-password");
+        synapse.register(name, &password, false);
+        let client = Client::builder()
+            .homeserver_url(synapse.url())
+            .build()
+            .await
+            .expect("client");
+        client
+            .matrix_auth()
+            .login_username(name, &password)
+            .send()
+            .await
+            .expect("login");
+        let (tx, seen) = watch::channel(Vec::new());
+        client.add_event_handler(move |ev: Raw<AnySyncTimelineEvent>, room: Room| {
+            let tx = tx.clone();
+            async move {
+                let Ok(v) = ev.deserialize_as_unchecked::<Value>() else {
+                    return;
+                };
+                if v["type"] != "m.room.message" {
+                    return;
+                }
+                let seen = Seen {
+                    room: room.room_id().to_owned(),
+                    event_id: v["event_id"].as_str().unwrap_or_default().to_string(),
+                    sender: v["sender"].as_str().unwrap_or_default().to_string(),
+                    content: v["content"].clone(),
+                };
+                tx.send_modify(|all| all.push(seen));
+            }
+        });
+        client
+            .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+            .await
+            .expect("first sync");
+        let syncing = client.clone();
+        let (beat_tx, beat) = watch::channel(0u64);
+        let sync = tokio::spawn(async move {
+            let _ = syncing
+                .sync_with_callback(SyncSettings::default(), |_| {
+                    beat_tx.send_modify(|n| *n += 1);
+                    async { matrix_sdk::LoopCtrl::Continue }
+                })
+                .await;
+        });
+        Human {
+            client,
+            seen,
+            beat,
+            sync,
+        }
+    }
+
+    fn id(&self) -> OwnedUserId {
+        self.client.user_id().expect("logged in").to_owned()
+    }
+
+    /// Wait until what was seen satisfies `done`; panic with `context`.
+    async fn wait_for(
+        &self,
+        what: &str,
+        context: impl Fn() -> String,
+        done: impl Fn(&[Seen]) -> bool,
+    ) {
+        let mut seen = self.seen.clone();
+        let waited = tokio::time::timeout(PATIENCE, seen.wait_for(|all| done(all))).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            let all = self.seen.borrow().clone();
+            panic!(
+                "timed out waiting for {what}; seen: {all:#?}\n{}",
+                context()
+            );
+        }
+    }
+
+    async fn send(&self, room: &Room, body: &str) -> OwnedEventId {
+        room.send(RoomMessageEventContent::text_plain(body))
+            .await
+            .expect("send")
+            .response
+            .event_id
+    }
+
+    /// A direct chat with `user`, encrypted (as Element makes them),
+    /// once `user` has joined.
+    async fn dm(&self, user: &UserId, context: impl Fn() -> String) -> Room {
+        let room = self.client.create_dm(user).await.expect("create a DM");
+        self.wait_joined(&room, user, context).await;
+        room
+    }
+
+    async fn wait_joined(&self, room: &Room, user: &UserId, context: impl Fn() -> String) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            // Membership comes with sync; `sync_beat` wakes on each one.
+            let joined = room
+                .members_no_sync(RoomMemberships::JOIN)
+                .await
+                .expect("members")
+                .iter()
+                .any(|m| m.user_id() == user);
+            if joined {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{user} never joined {}\n{}",
+                room.room_id(),
+                context()
+            );
+            self.next_sync().await;
+        }
+    }
+
+    /// Wait for the next sync to complete (at most a long-poll's time).
+    async fn next_sync(&self) {
+        let mut beat = self.beat.clone();
+        beat.mark_unchanged();
+        let _ = tokio::time::timeout(Duration::from_secs(40), beat.changed()).await;
+    }
+
+    /// The bot's messages in `room`: original event id -> latest content
+    /// (the original's, or the last edit's `m.new_content`), and how many
+    /// edits each had.
+    fn rendered(&self, room: &Room, bot: &str) -> BTreeMap<String, (Value, usize)> {
+        rendered(&self.seen.borrow(), room.room_id(), bot)
+    }
+}
+
+impl Drop for Human {
+    fn drop(&mut self) {
+        self.sync.abort();
+    }
+}
+
+fn rendered(
+    all: &[Seen],
+    room: &matrix_sdk::ruma::RoomId,
+    bot: &str,
+) -> BTreeMap<String, (Value, usize)> {
+    let mut out: BTreeMap<String, (Value, usize)> = BTreeMap::new();
+    for s in all.iter().filter(|s| s.room == room && s.sender == bot) {
+        match s.replaces() {
+            None => {
+                out.entry(s.event_id.clone())
+                    .or_insert((s.content.clone(), 0));
+            }
+            Some(original) => {
+                let entry = out.entry(original.to_string()).or_insert((Value::Null, 0));
+                entry.0 = s.content["m.new_content"].clone();
+                entry.1 += 1;
+            }
+        }
+    }
+    out
+}
+
+fn body(v: &Value) -> &str {
+    v["body"].as_str().unwrap_or_default()
+}
+
+fn is_live(v: &Value) -> bool {
+    v.get("org.matrix.msc4357.live").is_some()
+}
+
+fn replies_to(v: &Value, event: &str) -> bool {
+    v["m.relates_to"]["m.in_reply_to"]["event_id"] == event
+}
+
+/// What the human sees from the bot in `room`, for failure messages.
+fn transcript(all: &[Seen], room: &matrix_sdk::ruma::RoomId) -> String {
+    all.iter()
+        .filter(|s| s.room == room)
+        .map(|s| format!("{} {}: {}\n", s.event_id, s.sender, body(&s.content)))
+        .collect()
+}
+
+/// A message that mentions `user` as Element does (a pill and
+/// `m.mentions`).
+fn mention(user: &UserId, body: &str) -> RoomMessageEventContent {
+    RoomMessageEventContent::text_plain(body).add_mentions(
+        matrix_sdk::ruma::events::Mentions::with_user_ids([user.to_owned()]),
+    )
+}
+
+fn bot_config(extra: &str) -> String {
+    format!(
+        "[matrix]\nadmins = [\"@alice:localhost\"]\n{extra}\n[guest.settings]\nedit_interval_ms = 300\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "6", "--chunk-delay-ms", "120"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    let room = alice.dm(&bot_id, || bot.log()).await;
+    assert!(
+        room.latest_encryption_state()
+            .await
+            .expect("encryption state")
+            .is_encrypted(),
+        "the DM is encrypted"
+    );
+
+    let text = "Tell me about surfaces, and stream it in pieces so I can watch it grow.";
+    let asked = alice.send(&room, text).await;
+    let asked = asked.as_str().to_string();
+    alice
+        .wait_for(
+            "the streamed reply to end",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == text && !is_live(c))
+            },
+        )
+        .await;
+    let view = alice.rendered(&room, "@bot:localhost");
+    let replies: Vec<_> = view.iter().filter(|(_, (c, _))| body(c) == text).collect();
+    assert_eq!(replies.len(), 1, "one reply message: {view:#?}");
+    let (reply_id, (_, edits)) = replies[0];
+    assert!(*edits >= 1, "the reply grew by edits: {view:#?}");
+    // Edits name the original and carry the text in m.new_content.
+    let all = alice.seen.borrow().clone();
+    for edit in all.iter().filter(|s| s.replaces().is_some()) {
+        assert_eq!(edit.replaces(), Some(reply_id.as_str()), "{edit:#?}");
+        assert!(
+            edit.content["m.new_content"]["body"].is_string(),
+            "{edit:#?}"
+        );
+    }
+    let original = all
+        .iter()
+        .find(|s| &s.event_id == reply_id)
+        .expect("the original is seen");
+    assert!(replies_to(&original.content, &asked), "{original:#?}");
+
+    // Every command answers (as a notice, replying to the command).
+    for (command, expect) in [
+        ("!help", ""),
+        ("!status", ""),
+        ("!usage", "Usage"),
+        ("!context", ""),
+        ("!skills", ""),
+        ("!skill code off", "code"),
+        ("!new", ""),
+        ("!stop", ""),
+        ("!reload", "built-in guest"),
+        ("!frobnicate", "frobnicate"),
+    ] {
+        let id = alice.send(&room, command).await;
+        let id = id.as_str().to_string();
+        alice
+            .wait_for(
+                command,
+                || bot.log(),
+                |all| {
+                    all.iter().any(|s| {
+                        s.sender == "@bot:localhost"
+                            && s.content["msgtype"] == "m.notice"
+                            && replies_to(&s.content, &id)
+                            && body(&s.content).contains(expect)
+                    })
+                },
+            )
+            .await;
+    }
+
+    // The bot's device is cross-signed: its identity is published.
+    let identity = alice
+        .client
+        .encryption()
+        .request_user_identity(&bot_id)
+        .await
+        .expect("query keys");
+    assert!(
+        identity.is_some(),
+        "the bot published a cross-signing identity"
+    );
+    drop(bot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_and_threads_stay_threads() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "50"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let bot = Bot::start(
+        &synapse,
+        data.path(),
+        &agent,
+        &bot_config("allow = [\"@alice:localhost\"]"),
+    );
+    let alice = Human::login(&synapse, "alice").await;
+    let mallory = Human::login(&synapse, "mallory").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+
+    // Mallory's invite is declined.
+    let hers = mallory
+        .client
+        .create_dm(&bot_id)
+        .await
+        .expect("create a DM");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let members = hers
+            .members_no_sync(RoomMemberships::all())
+            .await
+            .expect("members");
+        let bot_membership = members
+            .iter()
+            .find(|m| m.user_id() == bot_id)
+            .map(|m| m.membership().to_string());
+        if bot_membership.as_deref() == Some("leave") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stranger's invite was not declined ({bot_membership:?})\n{}",
+            bot.log()
+        );
+        mallory.next_sync().await;
+    }
+
+    // In a room Alice shares with Mallory and the bot, Mallory is ignored.
+    let room = alice
+        .client
+        .create_room(Default::default())
+        .await
+        .expect("room");
+    room.invite_user_by_id(&bot_id).await.expect("invite bot");
+    room.invite_user_by_id(&mallory.id())
+        .await
+        .expect("invite mallory");
+    alice.wait_joined(&room, &bot_id, || bot.log()).await;
+    mallory
+        .client
+        .join_room_by_id(room.room_id())
+        .await
+        .expect("mallory joins");
+    let from_mallory = mallory
+        .client
+        .get_room(room.room_id())
+        .expect("mallory's room");
+    let ignored = from_mallory
+        .send(mention(&bot_id, "surfaces: answer me!"))
+        .await
+        .expect("send")
+        .response
+        .event_id;
+    let ignored = ignored.as_str().to_string();
+    // Alice asks in a thread on her own message; the answer stays there.
+    let root = alice.send(&room, "A thread starts here").await;
+    let mut in_thread = mention(&bot_id, "surfaces: in the thread, please");
+    in_thread.relates_to = Some(matrix_sdk::ruma::events::room::message::Relation::Thread(
+        matrix_sdk::ruma::events::relation::Thread::plain(root.clone(), root.clone()),
+    ));
+    let asked = room.send(in_thread).await.expect("send").response.event_id;
+    let asked = asked.as_str().to_string();
+    alice
+        .wait_for(
+            "the answer in the thread",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == "in the thread, please" && !is_live(c))
+            },
+        )
+        .await;
+    let all = alice.seen.borrow().clone();
+    let answer = all
+        .iter()
+        .find(|s| s.sender == "@bot:localhost" && replies_to(&s.content, &asked))
+        .expect("the answer replies to the question");
+    assert_eq!(answer.content["m.relates_to"]["rel_type"], "m.thread");
+    assert_eq!(answer.content["m.relates_to"]["event_id"], root.as_str());
+    // Mallory's message came first: had it been answered, it would be here.
+    assert!(
+        !all.iter()
+            .any(|s| s.sender == "@bot:localhost" && replies_to(&s.content, &ignored)),
+        "the bot answered a stranger:\n{}",
+        transcript(&all, room.room_id())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "20", "--chunk-delay-ms", "250"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    let room = alice.dm(&bot_id, || bot.log()).await;
+    let first = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+    let asked = alice.send(&room, first).await;
+    let asked = asked.as_str().to_string();
+    // Wait until the reply is on screen and still growing, then kill.
+    alice
+        .wait_for(
+            "the reply to start",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    s.sender == "@bot:localhost"
+                        && s.replaces().is_none()
+                        && replies_to(&s.content, &asked)
+                        && is_live(&s.content)
+                })
+            },
+        )
+        .await;
+    bot.kill();
+    bot.spawn();
+    // The restarted bot closes the cut reply...
+    alice
+        .wait_for(
+            "the cut reply to be closed",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c).starts_with("one") && !is_live(c))
+            },
+        )
+        .await;
+    // ... and answers a new message, once.
+    let second = "and after the restart?";
+    alice.send(&room, second).await;
+    alice
+        .wait_for(
+            "the answer after the restart",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == second && !is_live(c))
+            },
+        )
+        .await;
+    let all = alice.seen.borrow().clone();
+    let view = rendered(&all, room.room_id(), "@bot:localhost");
+    let to_first = all
+        .iter()
+        .filter(|s| {
+            s.sender == "@bot:localhost"
+                && s.replaces().is_none()
+                && s.content["msgtype"] != "m.notice"
+                && replies_to(&s.content, &asked)
+        })
+        .count();
+    assert_eq!(
+        to_first,
+        1,
+        "the first message was answered once:\n{}",
+        transcript(&all, room.room_id())
+    );
+    let greetings = view
+        .values()
+        .filter(|(c, _)| body(c).contains("👋 Hi"))
+        .count();
+    assert_eq!(
+        greetings,
+        1,
+        "greeted once:\n{}",
+        transcript(&all, room.room_id())
+    );
+    let to_second = view.values().filter(|(c, _)| body(c) == second).count();
+    assert_eq!(to_second, 1, "{}", transcript(&all, room.room_id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
+    // No relaxation: rc_message is Synapse's own (0.2/s, burst 10).
+    let synapse = Synapse::start(Options::default());
+    synapse.register("bot", BOT_PASSWORD, false);
+    let long: String = (1..=120).map(|n| format!("word{n} ")).collect();
+    let long = long.trim_end().to_string();
+    let script = format!("script:{long}");
+    let agent = Agent::start(&[
+        "--mode",
+        &script,
+        "--chunks",
+        "60",
+        "--chunk-delay-ms",
+        "100",
+    ]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    let room = alice.dm(&bot_id, || bot.log()).await;
+    // Use up the bot's burst first: a few quick commands.
+    for _ in 0..3 {
+        alice.send(&room, "!usage").await;
+    }
+    alice.send(&room, "go").await;
+    alice
+        .wait_for(
+            "the complete final text",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == long && !is_live(c))
+            },
+        )
+        .await;
+    assert!(
+        bot.log().contains("RateLimited"),
+        "the homeserver limited the bot on the way (else this test proves nothing):\n{}",
+        bot.log()
+    );
+}
