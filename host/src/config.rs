@@ -82,7 +82,7 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotConfig {
-    /// The bot's Matrix user id (from the login, once Matrix is wired).
+    /// The bot's user id with `--terminal`; on Matrix the login decides.
     pub user_id: String,
     pub display_name: String,
     /// On shutdown, how long replies in flight may take to finish before

@@ -209,7 +209,8 @@ pub fn no_leftovers(run: &Run) -> Vec<String> {
     if !run.settled {
         return Vec::new(); // reported by `settles`
     }
-    let lasting = ["user/", "ctx/", "meta/"];
+    // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
+    let lasting = ["user/", "ctx/", "meta/", "seen/", "seenat/"];
     run.store_keys
         .iter()
         .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))

@@ -164,6 +164,10 @@ pub struct Step {
     /// responses in flight are lost; the store, the homeserver and
     /// undelivered room messages (sync) are not.
     pub restart: bool,
+    /// With `restart`: the restarted host's first sync hands over every
+    /// message delivered before again, as after a crash before the sync
+    /// position was saved. None may be answered twice.
+    pub replay: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -158,6 +158,8 @@ struct World<'a> {
     timer_token: u64,
     req_events: BTreeMap<u64, String>,
     labels: BTreeMap<String, String>,
+    /// Room messages the guest has been handed, for a sync replay.
+    delivered_messages: Vec<RoomMessage>,
     /// Bumped when the host restarts: what the old run had in flight is
     /// lost with it.
     host_epoch: u64,
@@ -223,6 +225,7 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         timer_token: 0,
         req_events: BTreeMap::new(),
         labels: BTreeMap::new(),
+        delivered_messages: Vec::new(),
         host_epoch: 0,
         shared_scope: true,
         transcript: Vec::new(),
@@ -420,6 +423,14 @@ impl World<'_> {
     }
 
     fn deliver(&mut self, ev: Event) {
+        if let Event::Message(m) = &ev
+            && !self
+                .delivered_messages
+                .iter()
+                .any(|d| d.event_id == m.event_id)
+        {
+            self.delivered_messages.push(m.clone());
+        }
         match &ev {
             Event::AgentChunk(c) => self
                 .facts
@@ -722,6 +733,16 @@ impl World<'_> {
         }
         if step.restart {
             self.restart_host();
+            if step.replay {
+                let again = self.delivered_messages.clone();
+                self.log(format!(
+                    "fault: the restarted host's sync replays {} message(s)",
+                    again.len()
+                ));
+                for m in again {
+                    self.after(RESTART_MS, Pending::Deliver(Event::Message(m)));
+                }
+            }
             return;
         }
         let (Some(from), Some(room)) = (step.from.clone(), step.room.clone()) else {

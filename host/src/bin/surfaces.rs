@@ -322,8 +322,18 @@ fn init_logs(log: &LogConfig) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     // tungstenite traces the upgrade request, bearer token included: its
     // logs are capped whatever the filter asks for.
+    // matrix-sdk reports routine things loudly (a 404 for absent account
+    // data as an error, a missing key backup on every sync): unless the
+    // operator asks for it, keep it to warnings and our own reports.
+    let quiet_sdk = if log.filter.contains("matrix_sdk") {
+        ""
+    } else {
+        ",matrix_sdk=warn,matrix_sdk_base=warn,matrix_sdk_crypto=warn,\
+         matrix_sdk::http_client=off,matrix_sdk_crypto::backups=error,\
+         matrix_sdk_crypto::identities::manager=error"
+    };
     let filter = EnvFilter::try_new(format!(
-        "{},tungstenite=info,tokio_tungstenite=info",
+        "{}{quiet_sdk},tungstenite=info,tokio_tungstenite=info",
         log.filter
     ))
     .with_context(|| format!("bad log filter {:?}", log.filter))?;
