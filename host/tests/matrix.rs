@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use matrix_sdk::config::SyncSettings;
 use matrix_sdk::ruma::events::AnySyncTimelineEvent;
+use matrix_sdk::ruma::events::receipt::{ReceiptThread, ReceiptType};
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
@@ -430,6 +431,21 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
             .await;
     }
 
+    // The bot marked the question read when it took it up.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while room
+        .load_user_receipt(ReceiptType::Read, ReceiptThread::Unthreaded, &bot_id)
+        .await
+        .expect("receipts")
+        .is_none()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read receipt from the bot"
+        );
+        alice.next_sync().await;
+    }
+
     // The bot's device is cross-signed: its identity is published.
     let identity = alice
         .client
@@ -441,7 +457,36 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
         identity.is_some(),
         "the bot published a cross-signing identity"
     );
-    drop(bot);
+
+    // Alone in the room once Alice leaves, the bot leaves too.
+    let admin = synapse_admin(&synapse);
+    room.leave().await.expect("alice leaves");
+    let path = format!("/_synapse/admin/v1/rooms/{}/members", room.room_id());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = synapse.request_as(&admin, "GET", &path, None);
+        assert_eq!(status, 200, "{body}");
+        if !body.contains("@bot:localhost") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bot stayed alone in the room: {body}\n{}",
+            bot.log()
+        );
+        // Polling the admin API: a user who left gets no sync of the room.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An admin's access token, for Synapse's admin API.
+fn synapse_admin(synapse: &Synapse) -> String {
+    synapse.register("root", "root-password", true);
+    let body = r#"{"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "root-password"}"#;
+    let (status, body) = synapse.request("POST", "/_matrix/client/v3/login", Some(body));
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["access_token"].as_str().expect("token").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -495,6 +540,14 @@ async fn strangers_are_refused_and_threads_stay_threads() {
         .create_room(Default::default())
         .await
         .expect("room");
+    // Written before the bot is in the room: history, never answered.
+    let old_question = room
+        .send(mention(&bot_id, "surfaces: an old question"))
+        .await
+        .expect("send")
+        .response
+        .event_id;
+    let old_question = old_question.as_str().to_string();
     room.invite_user_by_id(&bot_id).await.expect("invite bot");
     room.invite_user_by_id(&mallory.id())
         .await
@@ -542,13 +595,16 @@ async fn strangers_are_refused_and_threads_stay_threads() {
         .expect("the answer replies to the question");
     assert_eq!(answer.content["m.relates_to"]["rel_type"], "m.thread");
     assert_eq!(answer.content["m.relates_to"]["event_id"], root.as_str());
-    // Mallory's message came first: had it been answered, it would be here.
-    assert!(
-        !all.iter()
-            .any(|s| s.sender == "@bot:localhost" && replies_to(&s.content, &ignored)),
-        "the bot answered a stranger:\n{}",
-        transcript(&all, room.room_id())
-    );
+    // Mallory's message and the old one came first: had they been
+    // answered, the answers would be here.
+    for (unanswered, why) in [(&ignored, "a stranger"), (&old_question, "history")] {
+        assert!(
+            !all.iter()
+                .any(|s| s.sender == "@bot:localhost" && replies_to(&s.content, unanswered)),
+            "the bot answered {why}:\n{}",
+            transcript(&all, room.room_id())
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

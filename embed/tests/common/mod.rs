@@ -16,11 +16,14 @@ pub fn info(settings: &[(&str, &str)]) -> HostInfo {
     }
 }
 
-/// A direct message from Alice.
+/// A direct message from Alice, with an event id of its own (the guest
+/// ignores an id it has handled before).
 pub fn dm(body: &str) -> Event {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
     Event::Message(RoomMessage {
         room_id: "!room".into(),
-        event_id: "$1".into(),
+        event_id: format!("${}", NEXT.fetch_add(1, Ordering::Relaxed)),
         sender: "@alice:test".into(),
         sender_display_name: None,
         body: body.into(),
