@@ -58,6 +58,7 @@ pub struct Bot {
 /// (a sync batch replayed after a crash, a gap filled after a restart).
 const SEEN_KEEP_MS: u64 = 3 * 24 * 3600 * 1000;
 const SEEN_PRUNE_EVERY_MS: u64 = 3600 * 1000;
+const SEEN_PRUNE_MAX: usize = 256;
 
 impl Bot {
     pub fn new(info: HostInfo, host: &mut dyn Host) -> Result<Bot, String> {
@@ -298,17 +299,27 @@ impl Bot {
             .seen_pruned_ms
             .is_none_or(|t| now.saturating_sub(t) >= SEEN_PRUNE_EVERY_MS)
         {
-            self.seen_pruned_ms = Some(now);
             let cutoff = now.saturating_sub(SEEN_KEEP_MS);
-            for key in db.host.store_keys(SEEN_AT) {
+            // Bounded: a backlog (after a long outage) goes over several
+            // messages rather than past one call's time budget; the next
+            // message goes on while expired records remain.
+            let mut done = true;
+            for (n, key) in db.host.store_keys(SEEN_AT).into_iter().enumerate() {
                 let Some((ms, id)) = key[SEEN_AT.len()..].split_once('/') else {
                     continue;
                 };
                 if ms.parse::<u64>().is_ok_and(|ms| ms >= cutoff) {
                     break;
                 }
+                if n == SEEN_PRUNE_MAX {
+                    done = false;
+                    break;
+                }
                 db.delete(&seen_key(id));
                 db.delete(&key);
+            }
+            if done {
+                self.seen_pruned_ms = Some(now);
             }
         }
         Ok(false)

@@ -277,8 +277,10 @@ impl Runtime {
                     Some(Control::Compiled(result)) => self.finish_swap(result),
                     Some(Control::Flush(done)) => {
                         // The sender sent its events before this message,
-                        // so they are all in the channel by now.
-                        while let Ok(event) = self.events.try_recv() {
+                        // so they are all in the channel by now: handle
+                        // those, not what keeps arriving after them.
+                        for _ in 0..self.events.len() {
+                            let Ok(event) = self.events.try_recv() else { break };
                             self.deliver(event);
                         }
                         let _ = done.send(());

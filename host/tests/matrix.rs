@@ -193,12 +193,17 @@ impl Human {
         let syncing = client.clone();
         let (beat_tx, beat) = watch::channel(0u64);
         let sync = tokio::spawn(async move {
-            let _ = syncing
-                .sync_with_callback(SyncSettings::default(), |_| {
-                    beat_tx.send_modify(|n| *n += 1);
-                    async { matrix_sdk::LoopCtrl::Continue }
-                })
-                .await;
+            // A sync ends at its first error (the homeserver restarting):
+            // start it again, as a client app would.
+            loop {
+                let _ = syncing
+                    .sync_with_callback(SyncSettings::default(), |_| {
+                        beat_tx.send_modify(|n| *n += 1);
+                        async { matrix_sdk::LoopCtrl::Continue }
+                    })
+                    .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         });
         Human {
             client,
@@ -736,6 +741,80 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
     assert!(
         bot.log().contains("RateLimited"),
         "the homeserver limited the bot on the way (else this test proves nothing):\n{}",
+        bot.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_restart_mid_reply_loses_nothing() {
+    let mut synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "24", "--chunk-delay-ms", "300"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    let room = alice.dm(&bot_id, || bot.log()).await;
+    let question = "a b c d e f g h i j k l m n o p q r s t u v w x y z and the rest";
+    let asked = alice.send(&room, question).await;
+    let asked = asked.as_str().to_string();
+    alice
+        .wait_for(
+            "the reply to start",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    s.sender == "@bot:localhost"
+                        && s.replaces().is_none()
+                        && s.content["msgtype"] != "m.notice"
+                        && replies_to(&s.content, &asked)
+                })
+            },
+        )
+        .await;
+    // The homeserver dies mid-reply (its sends fail meanwhile) and comes
+    // back on the same database.
+    tokio::task::block_in_place(|| synapse.restart());
+    alice
+        .wait_for(
+            "the complete reply after the restart",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == question && !is_live(c))
+            },
+        )
+        .await;
+    let after = "still there?";
+    alice.send(&room, after).await;
+    alice
+        .wait_for(
+            "an answer after the restart",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == after && !is_live(c))
+            },
+        )
+        .await;
+    let all = alice.seen.borrow().clone();
+    let replies = all
+        .iter()
+        .filter(|s| {
+            s.sender == "@bot:localhost"
+                && s.replaces().is_none()
+                && s.content["msgtype"] != "m.notice"
+                && replies_to(&s.content, &asked)
+        })
+        .count();
+    assert_eq!(replies, 1, "{}", transcript(&all, room.room_id()));
+    assert!(
+        bot.log().contains("sync failed"),
+        "the bot saw the homeserver go away (else this test proves nothing):\n{}",
         bot.log()
     );
 }

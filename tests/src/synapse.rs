@@ -51,15 +51,7 @@ impl Synapse {
             "Synapse could not generate its keys: {}",
             String::from_utf8_lossy(&keys.stderr)
         );
-        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let child = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--config-path"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start Synapse");
+        let child = spawn(&python, &config, dir.path());
         let mut synapse = Synapse {
             child,
             dir,
@@ -69,6 +61,16 @@ impl Synapse {
         };
         synapse.wait_until_up();
         synapse
+    }
+
+    /// Stop the server (SIGKILL, as a crash) and start it again on the same
+    /// port and database; returns once it answers.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let config = self.dir.path().join("homeserver.yaml");
+        self.child = spawn(&self.venv.join("bin/python"), &config, self.dir.path());
+        self.wait_until_up();
     }
 
     /// `http://127.0.0.1:PORT`
@@ -142,6 +144,22 @@ impl Drop for Synapse {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(python: &Path, config: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .expect("log file");
+    Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "--config-path"])
+        .arg(config)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start Synapse")
 }
 
 /// The venv with Synapse, installed by `tests/synapse/install.sh` if missing.

@@ -134,6 +134,7 @@ impl SdkPort {
         let client = self.client.clone();
         tokio::spawn(async move {
             let (Ok(room), Some(user)) = (parse_room(&room_id), client.user_id()) else {
+                tracing::debug!(room = %room_id, "no typing notice: not a room id, or not logged in");
                 return;
             };
             let state = if typing {
@@ -157,9 +158,11 @@ impl SdkPort {
                 .ok()
                 .and_then(|id| client.get_room(&id))
             else {
+                tracing::debug!(room = %room_id, "no read receipt: the bot is not in this room");
                 return;
             };
             let Ok(event) = OwnedEventId::try_from(event_id.as_str()) else {
+                tracing::debug!(event = %event_id, "no read receipt: not an event id");
                 return;
             };
             if let Err(e) = room

@@ -5,12 +5,13 @@
 //!   our own key) only after the guest has handled every event of its
 //!   batch ([`Control::Flush`]): a crash replays the last batch, never
 //!   skips one; the guest ignores a message it has handled before.
-//! - **No history.** The very first sync only learns the rooms; in a room
-//!   joined later, only events after the bot's own join count.
+//! - **No history.** The very first sync only learns the rooms; in a batch
+//!   holding the bot's own join, only events after the join count.
 //! - **Gaps.** A limited timeline (more events than the sync returned) is
 //!   filled from `/messages`, back to the previous sync position.
 //! - **Encryption.** matrix-sdk decrypts; an event whose key has not
-//!   arrived yet is tried again on the following syncs for a while.
+//!   arrived yet is tried again on the following syncs for a while (saved
+//!   with the position, so a restart does not drop it).
 //! - **Access.** Messages from users outside the allow list are dropped,
 //!   invites from them declined; the bot's own messages never reach the
 //!   guest.
@@ -19,7 +20,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use matrix_sdk::config::SyncSettings;
+use crate::runtime::now_ms;
+use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
@@ -27,13 +29,12 @@ use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::AnySyncTimelineEvent;
 use matrix_sdk::ruma::serde::Raw;
-use matrix_sdk::ruma::{OwnedRoomId, UInt};
+use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UInt};
 use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde::{Deserialize, Serialize};
 use surfaces_embed::{Event, Invite, MembersChanged};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
 
 use super::access::Access;
 use super::convert::{self, Context, Skip};
@@ -50,9 +51,24 @@ const GAP_PAGES: usize = 10;
 const UTD_PATIENCE: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// What is saved after a batch: where the next sync starts, the rooms the
+/// bot was in there (so a room joined in an unsaved batch is still new
+/// after a crash), and the encrypted messages still waiting for their keys.
 #[derive(Serialize, Deserialize)]
 struct Position {
     token: String,
+    #[serde(default)]
+    joined: Vec<OwnedRoomId>,
+    #[serde(default)]
+    undecrypted: Vec<SavedUndecrypted>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedUndecrypted {
+    room_id: OwnedRoomId,
+    raw: Raw<AnySyncTimelineEvent>,
+    /// When it was first seen, ms since the Unix epoch.
+    since_ms: u64,
 }
 
 pub(crate) struct Receiver {
@@ -71,7 +87,7 @@ pub(crate) struct Receiver {
 struct Undecrypted {
     room_id: OwnedRoomId,
     raw: Raw<AnySyncTimelineEvent>,
-    since: Instant,
+    since_ms: u64,
 }
 
 struct Loop {
@@ -98,13 +114,16 @@ impl Receiver {
 impl Loop {
     async fn run(&mut self) {
         let mut position = self.load_position().await;
-        if position.is_some() {
-            self.joined = self
-                .r
-                .client
-                .joined_rooms()
-                .iter()
-                .map(|r| r.room_id().to_owned())
+        if let Some(p) = &mut position {
+            self.joined = p.joined.drain(..).collect();
+            self.undecrypted = p
+                .undecrypted
+                .drain(..)
+                .map(|u| Undecrypted {
+                    room_id: u.room_id,
+                    raw: u.raw,
+                    since_ms: u.since_ms,
+                })
                 .collect();
         }
         let mut backoff = Duration::from_secs(1);
@@ -118,8 +137,9 @@ impl Loop {
                 SyncSettings::default().filter(Filter::FilterDefinition(filter.clone()));
             settings = match &position {
                 Some(p) => settings.token(p.token.clone()).timeout(self.r.timeout),
-                // The first sync only learns the rooms: answer at once.
-                None => settings.timeout(Duration::ZERO),
+                // The first sync only learns the rooms: a full one (not
+                // matrix-sdk's own stored token), answered at once.
+                None => settings.token(SyncToken::NoToken).timeout(Duration::ZERO),
             };
             let mut stop = self.r.stop.clone();
             let result = tokio::select! {
@@ -149,11 +169,26 @@ impl Loop {
             let since = position.as_ref().map(|p| p.token.clone());
             let next = response.next_batch.clone();
             let delivered = self.handle(response, since.as_deref()).await;
-            if delivered > 0 && !self.flush().await {
-                return; // The event loop is gone.
+            // Saved only once the loop has handled the batch; if the loop is
+            // gone, the batch may not have been handled: keep the old one.
+            if self.r.events.is_closed() || (delivered > 0 && !self.flush().await) {
+                return;
             }
-            position = Some(Position { token: next });
-            self.save_position(position.as_ref()).await;
+            let p = Position {
+                token: next,
+                joined: self.joined.iter().cloned().collect(),
+                undecrypted: self
+                    .undecrypted
+                    .iter()
+                    .map(|u| SavedUndecrypted {
+                        room_id: u.room_id.clone(),
+                        raw: u.raw.clone(),
+                        since_ms: u.since_ms,
+                    })
+                    .collect(),
+            };
+            self.save_position(&p).await;
+            position = Some(p);
         }
     }
 
@@ -219,21 +254,21 @@ impl Loop {
     ) -> usize {
         let members_changed = has_member_event(&update);
         let mut events = update.timeline.events;
+        let join = events
+            .iter()
+            .rposition(|e| is_own_join(e.raw(), &self.r.bot_user_id));
         if first {
             // The first start answers no history.
             events.clear();
+        } else if let Some(i) = join {
+            // Joined (or joined again) in this batch: what came before the
+            // join is history.
+            events.drain(..=i);
         } else if new {
-            // Joined since the last sync: what came before the join is
-            // history.
-            let join = events
-                .iter()
-                .rposition(|e| is_own_join(e.raw(), &self.r.bot_user_id));
-            match join {
-                Some(i) => {
-                    events.drain(..=i);
-                }
-                None => events.clear(),
-            }
+            // New here, but the join itself is not in the window: all of it
+            // may be history.
+            tracing::info!(room = %room.room_id(), "joined with a gap: earlier messages left out");
+            events.clear();
         } else if update.timeline.limited
             && let Some(prev) = update.timeline.prev_batch.clone()
         {
@@ -304,10 +339,11 @@ impl Loop {
 
     async fn consider(&mut self, room: &Room, event: TimelineEvent) -> usize {
         if let TimelineEventKind::UnableToDecrypt { event, .. } = event.kind {
+            tracing::debug!(room = %room.room_id(), "a message waits for its key");
             self.undecrypted.push(Undecrypted {
                 room_id: room.room_id().to_owned(),
                 raw: event,
-                since: Instant::now(),
+                since_ms: now_ms(),
             });
             return 0;
         }
@@ -336,16 +372,19 @@ impl Loop {
                 .and_then(|m| m.display_name().map(str::to_string)),
             _ => None,
         };
-        let shared = self.r.shared.clone();
-        let sent_by_bot = move |id: &str| shared.was_sent(id);
-        let cx = Context {
-            room_id: room.room_id().as_str(),
-            bot_user_id: &self.r.bot_user_id,
-            bot_display_name: &self.r.bot_display_name,
-            is_direct,
-            sent_by_bot: &sent_by_bot,
+        let converted = {
+            let shared = self.r.shared.clone();
+            let sent_by_bot = move |id: &str| shared.was_sent(id);
+            let cx = Context {
+                room_id: room.room_id().as_str(),
+                bot_user_id: &self.r.bot_user_id,
+                bot_display_name: &self.r.bot_display_name,
+                is_direct,
+                sent_by_bot: &sent_by_bot,
+            };
+            convert::message(raw, |_| display, &cx)
         };
-        let message = match convert::message(raw, |_| display, &cx) {
+        let mut message = match converted {
             Ok(m) => m,
             Err(Skip::Malformed(why)) => {
                 tracing::warn!(room = %room.room_id(), %event_id, "ignoring a malformed message: {why}");
@@ -360,6 +399,22 @@ impl Loop {
             tracing::debug!(sender = %message.sender, room = %room.room_id(), "ignoring a user not allowed");
             return 0;
         }
+        // A reply to one of the bot's messages addresses it; the memory of
+        // what this run sent does not reach back past a restart, the
+        // homeserver does.
+        if !message.mentions_bot
+            && !message.is_direct
+            && let Some(id) = message.reply_to.as_deref()
+            && let Ok(id) = OwnedEventId::try_from(id)
+        {
+            match room.load_or_fetch_event(&id, None).await {
+                Ok(replied) => {
+                    let sender = replied.raw().get_field::<String>("sender").ok().flatten();
+                    message.mentions_bot = sender.as_deref() == Some(self.r.bot_user_id.as_str());
+                }
+                Err(e) => tracing::debug!(%id, "cannot fetch the event replied to: {e}"),
+            }
+        }
         self.delivered.insert(event_id);
         self.send(Event::Message(message))
     }
@@ -373,9 +428,11 @@ impl Loop {
             };
             match room.decrypt_event(utd.raw.cast_ref_unchecked(), None).await {
                 Ok(event) if !matches!(event.kind, TimelineEventKind::UnableToDecrypt { .. }) => {
+                    // Later than messages sent after it, but not lost.
+                    tracing::info!(room = %utd.room_id, "a message was decrypted once its key arrived");
                     sent += self.deliver_message(&room, event.raw()).await;
                 }
-                _ if utd.since.elapsed() > UTD_PATIENCE => {
+                _ if now_ms().saturating_sub(utd.since_ms) > UTD_PATIENCE.as_millis() as u64 => {
                     let id = utd.raw.get_field::<String>("event_id").ok().flatten();
                     tracing::warn!(room = %utd.room_id, event = ?id, "gave up decrypting a message: its key never arrived");
                 }
@@ -406,7 +463,13 @@ impl Loop {
             .get_custom_value(POSITION_KEY)
             .await
         {
-            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("the saved sync position is unreadable, starting afresh: {e}");
+                    None
+                }
+            },
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!("cannot read the sync position, starting afresh: {e}");
@@ -415,10 +478,13 @@ impl Loop {
         }
     }
 
-    async fn save_position(&self, position: Option<&Position>) {
-        let Some(position) = position else { return };
-        let Ok(bytes) = serde_json::to_vec(position) else {
-            return;
+    async fn save_position(&self, position: &Position) {
+        let bytes = match serde_json::to_vec(position) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!("cannot encode the sync position: {e}");
+                return;
+            }
         };
         if let Err(e) = self
             .r
@@ -434,6 +500,8 @@ impl Loop {
     }
 }
 
+/// The bot's membership becoming `join` (not a profile change of a member
+/// already joined).
 fn is_own_join(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> bool {
     #[derive(Deserialize)]
     struct Member {
@@ -441,15 +509,27 @@ fn is_own_join(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> bool {
         kind: String,
         state_key: Option<String>,
         content: MemberContent,
+        #[serde(default)]
+        unsigned: Unsigned,
+    }
+    #[derive(Deserialize, Default)]
+    struct Unsigned {
+        prev_content: Option<MemberContent>,
     }
     #[derive(Deserialize)]
     struct MemberContent {
         membership: Option<String>,
     }
     raw.deserialize_as_unchecked::<Member>().is_ok_and(|m| {
+        let was_joined = m
+            .unsigned
+            .prev_content
+            .and_then(|p| p.membership)
+            .is_some_and(|p| p == "join");
         m.kind == "m.room.member"
             && m.state_key.as_deref() == Some(bot)
             && m.content.membership.as_deref() == Some("join")
+            && !was_joined
     })
 }
 
