@@ -267,6 +267,9 @@ pub struct MatrixConfig {
     /// Long-poll timeout of one sync request.
     #[serde(with = "secs")]
     pub sync_timeout: Duration,
+    /// Events per room one sync returns; beyond it the gap is read back
+    /// page by page (nothing is lost, it only costs requests).
+    pub timeline_limit: u32,
 }
 
 impl Default for MatrixConfig {
@@ -281,6 +284,7 @@ impl Default for MatrixConfig {
             allow: Vec::new(),
             admins: Vec::new(),
             sync_timeout: Duration::from_secs(30),
+            timeline_limit: 50,
         }
     }
 }
@@ -458,6 +462,11 @@ impl Config {
         if m.user.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::Invalid(
                 "matrix.user (or MATRIX_USER) is needed with a homeserver".into(),
+            ));
+        }
+        if !(1..=1000).contains(&m.timeline_limit) {
+            return Err(ConfigError::Invalid(
+                "matrix.timeline_limit is between 1 and 1000".into(),
             ));
         }
         if m.sync_timeout > Duration::from_secs(300) {

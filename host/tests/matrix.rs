@@ -62,6 +62,8 @@ struct Bot {
     data: PathBuf,
     homeserver: String,
     agent: String,
+    /// `MATRIX_ACCESS_TOKEN` instead of the password.
+    token: Option<String>,
 }
 
 impl Bot {
@@ -72,6 +74,27 @@ impl Bot {
             data: data.to_owned(),
             homeserver: synapse.url(),
             agent: agent.url.clone(),
+            token: None,
+        };
+        bot.spawn();
+        bot
+    }
+
+    /// The same, logging in with an access token (and its device).
+    fn start_with_token(
+        synapse: &Synapse,
+        data: &Path,
+        agent: &Agent,
+        config: &str,
+        token: &str,
+    ) -> Bot {
+        std::fs::write(data.join("surfaces.toml"), config).expect("write config");
+        let mut bot = Bot {
+            child: None,
+            data: data.to_owned(),
+            homeserver: synapse.url(),
+            agent: agent.url.clone(),
+            token: Some(token.to_string()),
         };
         bot.spawn();
         bot
@@ -83,7 +106,12 @@ impl Bot {
             .append(true)
             .open(self.data.join("bot.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_surfaces"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_surfaces"));
+        match &self.token {
+            Some(token) => command.env("MATRIX_ACCESS_TOKEN", token),
+            None => command.env("MATRIX_PASSWORD", BOT_PASSWORD),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(self.data.join("surfaces.toml"))
             .env("SURFACES_DATA_DIR", &self.data)
@@ -94,7 +122,6 @@ impl Bot {
             .env("SURFACES_LOG", "info,surfaces_host=debug")
             .env("MATRIX_HOMESERVER", &self.homeserver)
             .env("MATRIX_USER", "bot")
-            .env("MATRIX_PASSWORD", BOT_PASSWORD)
             .env("MATRIX_PLATFORM_BACKEND", "real")
             .env("AGENT_WS_URL", &self.agent)
             .stdin(Stdio::null())
@@ -487,11 +514,20 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
 /// An admin's access token, for Synapse's admin API.
 fn synapse_admin(synapse: &Synapse) -> String {
     synapse.register("root", "root-password", true);
-    let body = r#"{"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "root"}, "password": "root-password"}"#;
-    let (status, body) = synapse.request("POST", "/_matrix/client/v3/login", Some(body));
+    login(synapse, "root", "root-password")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+/// A password login over plain HTTP: the response (token, device id).
+fn login(synapse: &Synapse, user: &str, password: &str) -> Value {
+    let body = format!(
+        r#"{{"type": "m.login.password", "identifier": {{"type": "m.id.user", "user": "{user}"}}, "password": "{password}"}}"#
+    );
+    let (status, body) = synapse.request("POST", "/_matrix/client/v3/login", Some(&body));
     assert_eq!(status, 200, "{body}");
-    let v: Value = serde_json::from_str(&body).expect("json");
-    v["access_token"].as_str().expect("token").to_string()
+    serde_json::from_str(&body).expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -817,4 +853,83 @@ async fn a_homeserver_restart_mid_reply_loses_nothing() {
         "the bot saw the homeserver go away (else this test proves nothing):\n{}",
         bot.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_access_token_the_bot_fills_a_timeline_gap_after_a_restart() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    // A token made elsewhere (as an operator would copy it from a client):
+    // the bot adopts its device.
+    let session = login(&synapse, "bot", BOT_PASSWORD);
+    let token = session["access_token"].as_str().expect("token");
+    let device = session["device_id"].as_str().expect("device");
+    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    // Three events per sync: the messages sent while the bot is down do
+    // not fit, and must be read back from the gap.
+    let mut bot = Bot::start_with_token(
+        &synapse,
+        data.path(),
+        &agent,
+        &bot_config("timeline_limit = 3"),
+        token,
+    );
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    let room = alice.dm(&bot_id, || bot.log()).await;
+    alice.send(&room, "warm up").await;
+    alice
+        .wait_for(
+            "the first answer",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == "warm up" && !is_live(c))
+            },
+        )
+        .await;
+    let saved = std::fs::read_to_string(data.path().join("matrix/session.json")).expect("session");
+    assert!(
+        saved.contains(device),
+        "the token's device is kept: {saved}"
+    );
+
+    bot.kill();
+    let missed: Vec<String> = (1..=7).map(|n| format!("sent while away {n}")).collect();
+    for text in &missed {
+        alice.send(&room, text).await;
+    }
+    bot.spawn();
+    alice
+        .wait_for(
+            "every message sent while the bot was away answered",
+            || bot.log(),
+            |all| {
+                let view = rendered(all, room.room_id(), "@bot:localhost");
+                missed
+                    .iter()
+                    .all(|m| view.values().any(|(c, _)| body(c) == m && !is_live(c)))
+            },
+        )
+        .await;
+    assert!(
+        bot.log().contains("filled a sync gap"),
+        "the gap was read back (else this test proves nothing):\n{}",
+        bot.log()
+    );
+    let all = alice.seen.borrow().clone();
+    let view = rendered(&all, room.room_id(), "@bot:localhost");
+    for m in &missed {
+        let n = view.values().filter(|(c, _)| body(c) == m).count();
+        assert_eq!(
+            n,
+            1,
+            "{m:?} answered once:\n{}",
+            transcript(&all, room.room_id())
+        );
+    }
 }

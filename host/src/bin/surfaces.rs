@@ -242,6 +242,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                     bot_display_name: config.bot.display_name.clone(),
                     txn_prefix: format!("surfaces.{instance}"),
                     sync_timeout: config.matrix.sync_timeout,
+                    timeline_limit: config.matrix.timeline_limit,
                 },
                 &handle,
             ))

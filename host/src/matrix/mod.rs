@@ -113,6 +113,7 @@ pub struct FrontEndConfig {
     /// Prefix of every transaction id: the database's instance id.
     pub txn_prefix: String,
     pub sync_timeout: Duration,
+    pub timeline_limit: u32,
 }
 
 /// Start receiving (a task) and return the sending side for the loop.
@@ -129,6 +130,7 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         shared: shared.clone(),
         stop: stop_rx,
         timeout: config.sync_timeout,
+        timeline_limit: config.timeline_limit,
     };
     tokio::spawn(receiver.run());
     port::SdkPort::new(

@@ -43,8 +43,6 @@ use crate::runtime::Control;
 
 /// Our key in matrix-sdk's store for the handled position.
 const POSITION_KEY: &[u8] = b"surfaces.sync-position";
-/// Events per room a sync returns before it calls the timeline limited.
-const TIMELINE_LIMIT: u32 = 50;
 /// Pages of `/messages` read to fill one gap; older ones are left out.
 const GAP_PAGES: usize = 10;
 /// How long an undecryptable event is tried again.
@@ -81,6 +79,9 @@ pub(crate) struct Receiver {
     pub shared: Arc<Shared>,
     pub stop: watch::Receiver<bool>,
     pub timeout: Duration,
+    /// Events per room one sync returns before it calls the timeline
+    /// limited (the rest is read from `/messages`).
+    pub timeline_limit: u32,
 }
 
 /// An encrypted event waiting for its key.
@@ -128,7 +129,7 @@ impl Loop {
         }
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
-        filter.room.timeline.limit = Some(UInt::from(TIMELINE_LIMIT));
+        filter.room.timeline.limit = Some(UInt::from(self.r.timeline_limit));
         loop {
             if *self.r.stop.borrow() {
                 return;
@@ -313,7 +314,7 @@ impl Loop {
             let Some(token) = from.take() else { break };
             let mut options = MessagesOptions::backward().from(Some(token.as_str()));
             options.to = since.map(str::to_string);
-            options.limit = UInt::from(TIMELINE_LIMIT);
+            options.limit = UInt::from(self.r.timeline_limit.max(10));
             match room.messages(options).await {
                 Ok(page) => {
                     let done = page.chunk.is_empty();
