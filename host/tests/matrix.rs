@@ -262,12 +262,9 @@ impl Human {
         }
     }
 
-    async fn send(&self, room: &Room, body: &str) -> OwnedEventId {
-        room.send(RoomMessageEventContent::text_plain(body))
-            .await
-            .expect("send")
-            .response
-            .event_id
+    /// Send plain text; its event id.
+    async fn send(&self, room: &Room, body: &str) -> String {
+        post(room, RoomMessageEventContent::text_plain(body)).await
     }
 
     /// A direct chat with `user`, encrypted (as Element makes them),
@@ -299,6 +296,35 @@ impl Human {
             );
             self.next_sync().await;
         }
+    }
+
+    /// Wait until the bot's reply with exactly `text` is final (no live
+    /// marker).
+    async fn wait_answer(&self, room: &Room, text: &str, bot: &Bot) {
+        let what = format!("the final answer {text:?}");
+        self.wait_for(
+            &what,
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == text && !is_live(c))
+            },
+        )
+        .await;
+    }
+
+    /// Wait until the bot's reply to `asked` is on screen, still streaming.
+    async fn wait_reply_started(&self, asked: &str, bot: &Bot) {
+        self.wait_for(
+            "the reply to start",
+            || bot.log(),
+            |all| {
+                all.iter()
+                    .any(|s| is_answer_to(s, asked) && is_live(&s.content))
+            },
+        )
+        .await;
     }
 
     /// Wait for the next sync to complete (at most a long-poll's time).
@@ -344,6 +370,14 @@ fn rendered(
     out
 }
 
+/// A reply message (not a notice, not an edit) from the bot to `event`.
+fn is_answer_to(s: &Seen, event: &str) -> bool {
+    s.sender == "@bot:localhost"
+        && s.replaces().is_none()
+        && s.content["msgtype"] != "m.notice"
+        && replies_to(&s.content, event)
+}
+
 fn body(v: &Value) -> &str {
     v["body"].as_str().unwrap_or_default()
 }
@@ -364,6 +398,49 @@ fn transcript(all: &[Seen], room: &matrix_sdk::ruma::RoomId) -> String {
         .collect()
 }
 
+/// A homeserver, the reference agent, the bot, and Alice in a direct chat
+/// with it (encrypted, as Element makes DMs).
+struct DmWorld {
+    synapse: Synapse,
+    _agent: Agent,
+    _data: tempfile::TempDir,
+    bot: Bot,
+    alice: Human,
+    bot_id: OwnedUserId,
+    room: Room,
+}
+
+impl DmWorld {
+    /// `relax`: lift Synapse's rate limits; `agent`: the agent's flags.
+    async fn start(relax: bool, agent: &[&str]) -> DmWorld {
+        let synapse = Synapse::start(Options {
+            relax_rate_limits: relax,
+        });
+        synapse.register("bot", BOT_PASSWORD, false);
+        let agent = Agent::start(agent);
+        let data = tempfile::tempdir().expect("tempdir");
+        let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+        let alice = Human::login(&synapse, "alice").await;
+        let bot_id = UserId::parse("@bot:localhost").expect("user id");
+        let room = alice.dm(&bot_id, || bot.log()).await;
+        DmWorld {
+            synapse,
+            _agent: agent,
+            _data: data,
+            bot,
+            alice,
+            bot_id,
+            room,
+        }
+    }
+}
+
+/// Send `content` to `room`; its event id.
+async fn post(room: &Room, content: RoomMessageEventContent) -> String {
+    let sent = room.send(content).await.expect("send");
+    sent.response.event_id.to_string()
+}
+
 /// A message that mentions `user` as Element does (a pill and
 /// `m.mentions`).
 fn mention(user: &UserId, body: &str) -> RoomMessageEventContent {
@@ -380,16 +457,15 @@ fn bot_config(extra: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
-    let synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "6", "--chunk-delay-ms", "120"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    let room = alice.dm(&bot_id, || bot.log()).await;
+    let DmWorld {
+        synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        bot_id,
+        room,
+    } = DmWorld::start(true, &["--chunks", "6", "--chunk-delay-ms", "120"]).await;
     assert!(
         room.latest_encryption_state()
             .await
@@ -400,18 +476,7 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
 
     let text = "Tell me about surfaces, and stream it in pieces so I can watch it grow.";
     let asked = alice.send(&room, text).await;
-    let asked = asked.as_str().to_string();
-    alice
-        .wait_for(
-            "the streamed reply to end",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == text && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, text, &bot).await;
     let view = alice.rendered(&room, "@bot:localhost");
     let replies: Vec<_> = view.iter().filter(|(_, (c, _))| body(c) == text).collect();
     assert_eq!(replies.len(), 1, "one reply message: {view:#?}");
@@ -446,7 +511,6 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
         ("!frobnicate", "frobnicate"),
     ] {
         let id = alice.send(&room, command).await;
-        let id = id.as_str().to_string();
         alice
             .wait_for(
                 command,
@@ -582,13 +646,7 @@ async fn strangers_are_refused_and_threads_stay_threads() {
         .await
         .expect("room");
     // Written before the bot is in the room: history, never answered.
-    let old_question = room
-        .send(mention(&bot_id, "surfaces: an old question"))
-        .await
-        .expect("send")
-        .response
-        .event_id;
-    let old_question = old_question.as_str().to_string();
+    let old_question = post(&room, mention(&bot_id, "surfaces: an old question")).await;
     room.invite_user_by_id(&bot_id).await.expect("invite bot");
     room.invite_user_by_id(&mallory.id())
         .await
@@ -603,31 +661,17 @@ async fn strangers_are_refused_and_threads_stay_threads() {
         .client
         .get_room(room.room_id())
         .expect("mallory's room");
-    let ignored = from_mallory
-        .send(mention(&bot_id, "surfaces: answer me!"))
-        .await
-        .expect("send")
-        .response
-        .event_id;
-    let ignored = ignored.as_str().to_string();
+    let ignored = post(&from_mallory, mention(&bot_id, "surfaces: answer me!")).await;
     // Alice asks in a thread on her own message; the answer stays there.
     let root = alice.send(&room, "A thread starts here").await;
+    let root_id = OwnedEventId::try_from(root.as_str()).expect("event id");
     let mut in_thread = mention(&bot_id, "surfaces: in the thread, please");
     in_thread.relates_to = Some(matrix_sdk::ruma::events::room::message::Relation::Thread(
-        matrix_sdk::ruma::events::relation::Thread::plain(root.clone(), root.clone()),
+        matrix_sdk::ruma::events::relation::Thread::plain(root_id.clone(), root_id),
     ));
-    let asked = room.send(in_thread).await.expect("send").response.event_id;
-    let asked = asked.as_str().to_string();
+    let asked = post(&room, in_thread).await;
     alice
-        .wait_for(
-            "the answer in the thread",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == "in the thread, please" && !is_live(c))
-            },
-        )
+        .wait_answer(&room, "in the thread, please", &bot)
         .await;
     let all = alice.seen.borrow().clone();
     let answer = all
@@ -650,34 +694,19 @@ async fn strangers_are_refused_and_threads_stay_threads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
-    let synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "20", "--chunk-delay-ms", "250"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    let room = alice.dm(&bot_id, || bot.log()).await;
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        mut bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start(true, &["--chunks", "20", "--chunk-delay-ms", "250"]).await;
     let first = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
     let asked = alice.send(&room, first).await;
-    let asked = asked.as_str().to_string();
     // Wait until the reply is on screen and still growing, then kill.
-    alice
-        .wait_for(
-            "the reply to start",
-            || bot.log(),
-            |all| {
-                all.iter().any(|s| {
-                    s.sender == "@bot:localhost"
-                        && s.replaces().is_none()
-                        && replies_to(&s.content, &asked)
-                        && is_live(&s.content)
-                })
-            },
-        )
-        .await;
+    alice.wait_reply_started(&asked, &bot).await;
     bot.kill();
     bot.spawn();
     // The restarted bot closes the cut reply...
@@ -695,28 +724,10 @@ async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
     // ... and answers a new message, once.
     let second = "and after the restart?";
     alice.send(&room, second).await;
-    alice
-        .wait_for(
-            "the answer after the restart",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == second && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, second, &bot).await;
     let all = alice.seen.borrow().clone();
     let view = rendered(&all, room.room_id(), "@bot:localhost");
-    let to_first = all
-        .iter()
-        .filter(|s| {
-            s.sender == "@bot:localhost"
-                && s.replaces().is_none()
-                && s.content["msgtype"] != "m.notice"
-                && replies_to(&s.content, &asked)
-        })
-        .count();
+    let to_first = all.iter().filter(|s| is_answer_to(s, &asked)).count();
     assert_eq!(
         to_first,
         1,
@@ -740,40 +751,35 @@ async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
     // No relaxation: rc_message is Synapse's own (0.2/s, burst 10).
-    let synapse = Synapse::start(Options::default());
-    synapse.register("bot", BOT_PASSWORD, false);
     let long: String = (1..=120).map(|n| format!("word{n} ")).collect();
     let long = long.trim_end().to_string();
     let script = format!("script:{long}");
-    let agent = Agent::start(&[
-        "--mode",
-        &script,
-        "--chunks",
-        "60",
-        "--chunk-delay-ms",
-        "100",
-    ]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    let room = alice.dm(&bot_id, || bot.log()).await;
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start(
+        false,
+        &[
+            "--mode",
+            &script,
+            "--chunks",
+            "60",
+            "--chunk-delay-ms",
+            "100",
+        ],
+    )
+    .await;
     // Use up the bot's burst first: a few quick commands.
     for _ in 0..3 {
         alice.send(&room, "!usage").await;
     }
     alice.send(&room, "go").await;
-    alice
-        .wait_for(
-            "the complete final text",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == long && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, &long, &bot).await;
     assert!(
         bot.log().contains("RateLimited"),
         "the homeserver limited the bot on the way (else this test proves nothing):\n{}",
@@ -783,70 +789,27 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_homeserver_restart_mid_reply_loses_nothing() {
-    let mut synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "24", "--chunk-delay-ms", "300"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    let room = alice.dm(&bot_id, || bot.log()).await;
+    let DmWorld {
+        mut synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start(true, &["--chunks", "24", "--chunk-delay-ms", "300"]).await;
     let question = "a b c d e f g h i j k l m n o p q r s t u v w x y z and the rest";
     let asked = alice.send(&room, question).await;
-    let asked = asked.as_str().to_string();
-    alice
-        .wait_for(
-            "the reply to start",
-            || bot.log(),
-            |all| {
-                all.iter().any(|s| {
-                    s.sender == "@bot:localhost"
-                        && s.replaces().is_none()
-                        && s.content["msgtype"] != "m.notice"
-                        && replies_to(&s.content, &asked)
-                })
-            },
-        )
-        .await;
+    alice.wait_reply_started(&asked, &bot).await;
     // The homeserver dies mid-reply (its sends fail meanwhile) and comes
     // back on the same database.
     tokio::task::block_in_place(|| synapse.restart());
-    alice
-        .wait_for(
-            "the complete reply after the restart",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == question && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, question, &bot).await;
     let after = "still there?";
     alice.send(&room, after).await;
-    alice
-        .wait_for(
-            "an answer after the restart",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == after && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, after, &bot).await;
     let all = alice.seen.borrow().clone();
-    let replies = all
-        .iter()
-        .filter(|s| {
-            s.sender == "@bot:localhost"
-                && s.replaces().is_none()
-                && s.content["msgtype"] != "m.notice"
-                && replies_to(&s.content, &asked)
-        })
-        .count();
+    let replies = all.iter().filter(|s| is_answer_to(s, &asked)).count();
     assert_eq!(replies, 1, "{}", transcript(&all, room.room_id()));
     assert!(
         bot.log().contains("sync failed"),
@@ -881,17 +844,7 @@ async fn on_an_access_token_the_bot_fills_a_timeline_gap_after_a_restart() {
     let bot_id = UserId::parse("@bot:localhost").expect("user id");
     let room = alice.dm(&bot_id, || bot.log()).await;
     alice.send(&room, "warm up").await;
-    alice
-        .wait_for(
-            "the first answer",
-            || bot.log(),
-            |all| {
-                rendered(all, room.room_id(), "@bot:localhost")
-                    .values()
-                    .any(|(c, _)| body(c) == "warm up" && !is_live(c))
-            },
-        )
-        .await;
+    alice.wait_answer(&room, "warm up", &bot).await;
     let saved = std::fs::read_to_string(data.path().join("matrix/session.json")).expect("session");
     assert!(
         saved.contains(device),
