@@ -16,6 +16,12 @@ pub struct Kind {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
 /// What the bot is doing, for `/healthz`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -33,6 +39,12 @@ pub struct Metrics {
     pub guest_call_seconds: Histogram,
     pub agent_connections: Gauge,
     pub agent_in_flight: Gauge,
+    /// Matrix requests (send, edit, react, join, leave) by outcome.
+    pub matrix_requests: Family<Outcome, Counter>,
+    /// Syncs by outcome (`ok`, `error`).
+    pub matrix_syncs: Family<Kind, Counter>,
+    /// Room events that did not reach the guest, by reason.
+    pub matrix_ignored: Family<Kind, Counter>,
     health: AtomicU8,
     registry: Registry,
 }
@@ -48,6 +60,20 @@ impl Metrics {
         let guest_call_seconds = Histogram::new(exponential_buckets(1e-6, 4.0, 11));
         let agent_connections = Gauge::default();
         let agent_in_flight = Gauge::default();
+        let matrix_requests = Family::<Outcome, Counter>::default();
+        let matrix_syncs = Family::<Kind, Counter>::default();
+        let matrix_ignored = Family::<Kind, Counter>::default();
+        registry.register(
+            "matrix_requests",
+            "Matrix requests by kind and outcome (ok, rate_limited, ...)",
+            matrix_requests.clone(),
+        );
+        registry.register("matrix_syncs", "Syncs by outcome", matrix_syncs.clone());
+        registry.register(
+            "matrix_ignored",
+            "Room messages and invites kept from the guest, by reason",
+            matrix_ignored.clone(),
+        );
         registry.register("events", "Events delivered to the guest", events.clone());
         registry.register("effects", "Effects the guest asked for", effects.clone());
         registry.register(
@@ -79,6 +105,9 @@ impl Metrics {
             guest_call_seconds,
             agent_connections,
             agent_in_flight,
+            matrix_requests,
+            matrix_syncs,
+            matrix_ignored,
             health: AtomicU8::new(Health::Starting as u8),
             registry,
         })

@@ -64,6 +64,8 @@ struct Bot {
     agent: String,
     /// `MATRIX_ACCESS_TOKEN` instead of the password.
     token: Option<String>,
+    /// Where `/metrics` is served.
+    metrics_port: u16,
 }
 
 impl Bot {
@@ -75,6 +77,7 @@ impl Bot {
             homeserver: synapse.url(),
             agent: agent.url.clone(),
             token: None,
+            metrics_port: free_port(),
         };
         bot.spawn();
         bot
@@ -95,6 +98,7 @@ impl Bot {
             homeserver: synapse.url(),
             agent: agent.url.clone(),
             token: Some(token.to_string()),
+            metrics_port: free_port(),
         };
         bot.spawn();
         bot
@@ -122,6 +126,10 @@ impl Bot {
             .env("SURFACES_LOG", "info,surfaces_host=debug")
             .env("MATRIX_HOMESERVER", &self.homeserver)
             .env("MATRIX_USER", "bot")
+            .env(
+                "SURFACES_METRICS_LISTEN",
+                format!("127.0.0.1:{}", self.metrics_port),
+            )
             .env("MATRIX_PLATFORM_BACKEND", "real")
             .env("AGENT_WS_URL", &self.agent)
             .stdin(Stdio::null())
@@ -142,6 +150,21 @@ impl Bot {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.data.join("bot.log")).unwrap_or_default()
+    }
+
+    /// The Prometheus text the running bot serves.
+    fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("the metrics endpoint answers");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text
     }
 }
 
@@ -780,10 +803,14 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
     }
     alice.send(&room, "go").await;
     alice.wait_answer(&room, &long, &bot).await;
+    let metrics = bot.metrics();
     assert!(
-        bot.log().contains("RateLimited"),
-        "the homeserver limited the bot on the way (else this test proves nothing):\n{}",
-        bot.log()
+        metrics.contains("outcome=\"rate_limited\""),
+        "the homeserver limited the bot on the way (else this test proves nothing):\n{metrics}"
+    );
+    assert!(
+        metrics.contains("surfaces_matrix_syncs_total{kind=\"ok\"}"),
+        "{metrics}"
     );
 }
 

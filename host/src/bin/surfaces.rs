@@ -243,6 +243,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                     txn_prefix: format!("surfaces.{instance}"),
                     sync_timeout: config.matrix.sync_timeout,
                     timeline_limit: config.matrix.timeline_limit,
+                    metrics: metrics.clone(),
                 },
                 &handle,
             ))

@@ -24,6 +24,7 @@ use std::time::Duration;
 use surfaces_embed::{Effect, Event};
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::Metrics;
 use crate::runtime::Handle;
 
 /// Where front ends send guest events.
@@ -114,6 +115,7 @@ pub struct FrontEndConfig {
     pub txn_prefix: String,
     pub sync_timeout: Duration,
     pub timeline_limit: u32,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Start receiving (a task) and return the sending side for the loop.
@@ -131,6 +133,7 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         stop: stop_rx,
         timeout: config.sync_timeout,
         timeline_limit: config.timeline_limit,
+        metrics: config.metrics.clone(),
     };
     tokio::spawn(receiver.run());
     port::SdkPort::new(
@@ -139,5 +142,6 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         &config.txn_prefix,
         shared,
         stop_tx,
+        config.metrics,
     )
 }

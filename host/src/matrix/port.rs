@@ -32,6 +32,7 @@ use surfaces_embed::{
 use tokio::sync::{mpsc, watch};
 
 use super::{EventSender, MatrixPort, Shared};
+use crate::metrics::{Metrics, Outcome};
 
 /// One request of a room's queue.
 enum Job {
@@ -59,6 +60,7 @@ pub struct SdkPort {
     pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 }
 
 impl SdkPort {
@@ -68,6 +70,7 @@ impl SdkPort {
         txn_prefix: &str,
         shared: Arc<Shared>,
         stop: watch::Sender<bool>,
+        metrics: Arc<Metrics>,
     ) -> SdkPort {
         SdkPort {
             client,
@@ -77,6 +80,7 @@ impl SdkPort {
             pending: Arc::new(AtomicUsize::new(0)),
             shared,
             stop,
+            metrics,
         }
     }
 
@@ -91,6 +95,7 @@ impl SdkPort {
                 txn_prefix: self.txn_prefix.clone(),
                 pending: self.pending.clone(),
                 shared: self.shared.clone(),
+                metrics: self.metrics.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -105,6 +110,7 @@ impl SdkPort {
         let client = self.client.clone();
         let events = self.events.clone();
         let pending = self.pending.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let outcome = match parse_room(&room_id) {
                 Err(e) => Err(e),
@@ -125,6 +131,7 @@ impl SdkPort {
             if let Err(e) = &outcome {
                 tracing::warn!(room = %room_id, join, "membership change failed: {}", e.message);
             }
+            count(&metrics, if join { "join" } else { "leave" }, &outcome);
             let _ = events.send(Event::MatrixResult(MatrixResult { request, outcome }));
             pending.fetch_sub(1, Ordering::SeqCst);
         });
@@ -238,12 +245,19 @@ struct Worker {
     txn_prefix: Arc<str>,
     pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
+            let kind = match &job {
+                Job::Send { .. } => "send",
+                Job::Edit { .. } => "edit",
+                Job::React { .. } => "react",
+            };
             let (request, outcome) = self.carry_out(job).await;
+            count(&self.metrics, kind, &outcome);
             if let Err(e) = &outcome {
                 tracing::warn!(room = %self.room_id, request, kind = ?e.kind, "send failed: {}", e.message);
             }
@@ -333,6 +347,24 @@ impl Worker {
             })
             .map_err(|e| sdk_error(&e))
     }
+}
+
+fn count(metrics: &Metrics, kind: &'static str, outcome: &Result<String, MatrixError>) {
+    let outcome = match outcome {
+        Ok(_) => "ok",
+        Err(e) => match e.kind {
+            MatrixErrorKind::RateLimited => "rate_limited",
+            MatrixErrorKind::TooLarge => "too_large",
+            MatrixErrorKind::Forbidden => "forbidden",
+            MatrixErrorKind::NotFound => "not_found",
+            MatrixErrorKind::Unavailable => "unavailable",
+            MatrixErrorKind::Other => "other",
+        },
+    };
+    metrics
+        .matrix_requests
+        .get_or_create(&Outcome { kind, outcome })
+        .inc();
 }
 
 fn parse_room(room_id: &str) -> Result<OwnedRoomId, MatrixError> {

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::access::Access;
 use super::convert::{self, Context, Skip};
 use super::{EventSender, Shared};
+use crate::metrics::{Kind, Metrics};
 use crate::runtime::Control;
 
 /// Our key in matrix-sdk's store for the handled position.
@@ -82,6 +83,7 @@ pub(crate) struct Receiver {
     /// Events per room one sync returns before it calls the timeline
     /// limited (the rest is read from `/messages`).
     pub timeline_limit: u32,
+    pub metrics: Arc<Metrics>,
 }
 
 /// An encrypted event waiting for its key.
@@ -147,6 +149,12 @@ impl Loop {
                 r = self.r.client.sync_once(settings) => r,
                 _ = stop.wait_for(|s| *s) => return,
             };
+            let ok = if result.is_ok() { "ok" } else { "error" };
+            self.r
+                .metrics
+                .matrix_syncs
+                .get_or_create(&Kind { kind: ok })
+                .inc();
             let response = match result {
                 Ok(response) => response,
                 Err(e) => {
@@ -230,6 +238,7 @@ impl Loop {
         };
         if !self.r.access.allows(&inviter) {
             tracing::info!(room = %room_id, %inviter, "declining an invite from a user not allowed");
+            self.ignored("invite_not_allowed");
             tokio::spawn(async move {
                 if let Err(e) = room.leave().await {
                     tracing::warn!(room = %room.room_id(), "cannot decline the invite: {e}");
@@ -389,6 +398,7 @@ impl Loop {
             Ok(m) => m,
             Err(Skip::Malformed(why)) => {
                 tracing::warn!(room = %room.room_id(), %event_id, "ignoring a malformed message: {why}");
+                self.ignored("malformed");
                 return 0;
             }
             Err(why) => {
@@ -398,6 +408,7 @@ impl Loop {
         };
         if !self.r.access.allows(&message.sender) {
             tracing::debug!(sender = %message.sender, room = %room.room_id(), "ignoring a user not allowed");
+            self.ignored("sender_not_allowed");
             return 0;
         }
         // A reply to one of the bot's messages addresses it; the memory of
@@ -436,11 +447,20 @@ impl Loop {
                 _ if now_ms().saturating_sub(utd.since_ms) > UTD_PATIENCE.as_millis() as u64 => {
                     let id = utd.raw.get_field::<String>("event_id").ok().flatten();
                     tracing::warn!(room = %utd.room_id, event = ?id, "gave up decrypting a message: its key never arrived");
+                    self.ignored("undecryptable");
                 }
                 _ => self.undecrypted.push(utd),
             }
         }
         sent
+    }
+
+    fn ignored(&self, reason: &'static str) {
+        self.r
+            .metrics
+            .matrix_ignored
+            .get_or_create(&Kind { kind: reason })
+            .inc();
     }
 
     fn send(&self, event: Event) -> usize {
