@@ -913,3 +913,71 @@ async fn on_an_access_token_the_bot_fills_a_timeline_gap_after_a_restart() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_too_long_for_one_encrypted_event_continues_in_a_new_message() {
+    // About 50 KB: more than one event holds once it is encrypted.
+    let long: String = (1..=6000).map(|n| format!("w{n} ")).collect();
+    let long = long.trim_end().to_string();
+    let script = format!("script:{long}");
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start(
+        true,
+        &[
+            "--mode",
+            &script,
+            "--chunks",
+            "12",
+            "--chunk-delay-ms",
+            "100",
+        ],
+    )
+    .await;
+    let asked = alice.send(&room, "a long one, please").await;
+    let parts = |all: &[Seen]| -> Vec<Value> {
+        let view = rendered(all, room.room_id(), "@bot:localhost");
+        all.iter()
+            .filter(|s| s.sender == "@bot:localhost" && s.replaces().is_none())
+            .filter(|s| s.content["msgtype"] != "m.notice")
+            .filter_map(|s| view.get(&s.event_id).map(|(c, _)| c.clone()))
+            .collect()
+    };
+    alice
+        .wait_for(
+            "every part of the long reply, final",
+            || bot.log(),
+            |all| {
+                let parts = parts(all);
+                let text: String = parts.iter().map(body).collect::<Vec<_>>().join(" ");
+                parts.iter().all(|c| !is_live(c)) && text.contains("w6000") && text.contains("w1 ")
+            },
+        )
+        .await;
+    let all = alice.seen.borrow().clone();
+    let parts = parts(&all);
+    assert!(parts.len() >= 2, "split into parts: {}", parts.len());
+    assert!(
+        all.iter().any(|s| is_answer_to(s, &asked)),
+        "the first part replies to the question"
+    );
+    // Every word once, in order, across the parts.
+    let words: Vec<&str> = parts
+        .iter()
+        .flat_map(|c| body(c).split_whitespace())
+        .collect();
+    let expected: Vec<&str> = long.split_whitespace().collect();
+    assert_eq!(words.len(), expected.len(), "{} parts", parts.len());
+    assert!(words == expected, "the parts hold the text in order");
+    let metrics = bot.metrics();
+    assert!(
+        !metrics.contains("outcome=\"too_large\""),
+        "no event was refused as too large:\n{metrics}"
+    );
+}

@@ -269,7 +269,10 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             bot_display_name: config.bot.display_name.clone(),
             host_version: format!("surfaces {}", env!("CARGO_PKG_VERSION")),
             settings: config.guest_settings(),
-            max_event_bytes: 65_536,
+            max_event_bytes: match front {
+                Front::Terminal => 65_536,
+                Front::Matrix { .. } => matrix::MAX_CONTENT_BYTES,
+            },
             resumed: false,
         },
         shutdown_grace: config.bot.shutdown_grace,

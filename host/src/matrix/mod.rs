@@ -27,6 +27,15 @@ use tokio::sync::{mpsc, watch};
 use crate::metrics::Metrics;
 use crate::runtime::Handle;
 
+/// The largest event content the guest may aim for. Synapse refuses events
+/// over 65536 bytes, counted on the whole event as stored; in an encrypted
+/// room the content travels as base64 ciphertext (4/3 of it) with the
+/// encryption fields, and the event carries hashes, signatures and
+/// references besides. 46 KiB of content stays under the limit either way,
+/// measured on Synapse (`host/tests/matrix.rs`); 64 KiB made an encrypted
+/// edit fail with 413 first.
+pub const MAX_CONTENT_BYTES: u32 = 46 * 1024;
+
 /// Where front ends send guest events.
 pub type EventSender = mpsc::UnboundedSender<Event>;
 
