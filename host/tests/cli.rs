@@ -294,7 +294,7 @@ impl Running {
 
 #[test]
 fn metrics_and_health_are_served_while_running() {
-    use std::io::{Read, Write};
+    use surfaces_tests::synapse::http;
     let data = tempfile::tempdir().expect("temp dir");
     let mut bot = Running::start(data.path(), &[("SURFACES_METRICS_LISTEN", "127.0.0.1:0")]);
     let line = bot
@@ -309,23 +309,15 @@ fn metrics_and_health_are_served_while_running() {
         .and_then(|rest| rest.split('/').next())
         .expect("the metrics address is logged")
         .to_string();
-    let get = |path: &str| {
-        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read");
-        text
-    };
-    let health = get("/healthz");
-    assert!(
-        health.starts_with("HTTP/1.1 200") && health.contains("serving"),
-        "{health}"
-    );
-    let metrics = get("/metrics");
+    let port: u16 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let get = |path: &str| http(port, "GET", path, None, None).expect("the endpoint answers");
+    let (status, health) = get("/healthz");
+    assert!(status == 200 && health.contains("serving"), "{health}");
+    let (_, metrics) = get("/metrics");
     assert!(metrics.contains("surfaces_agent_connections"), "{metrics}");
     assert!(metrics.contains("surfaces_guest_call_seconds"), "{metrics}");
     // End of input: graceful shutdown.

@@ -18,7 +18,7 @@ use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use matrix_sdk::{Client, Room, RoomMemberships};
 use serde_json::Value;
-use surfaces_tests::synapse::{Options, Synapse, free_port};
+use surfaces_tests::synapse::{Options, Synapse, free_port, http};
 use tokio::sync::watch;
 
 /// Every wait below is for an observable event, bounded by this.
@@ -154,17 +154,10 @@ impl Bot {
 
     /// The Prometheus text the running bot serves.
     fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+        let (status, body) = http(self.metrics_port, "GET", "/metrics", None, None)
             .expect("the metrics endpoint answers");
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send");
-        let mut text = String::new();
-        s.read_to_string(&mut text).expect("read");
-        text
+        assert_eq!(status, 200, "{body}");
+        body
     }
 }
 

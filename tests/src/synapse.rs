@@ -239,7 +239,8 @@ rc_invites:
     yaml
 }
 
-fn http(
+/// A plain HTTP/1.0 request to a loopback port: (status, body).
+pub fn http(
     port: u16,
     method: &str,
     path: &str,
