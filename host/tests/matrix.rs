@@ -481,7 +481,7 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
         alice,
         bot_id,
         room,
-    } = DmWorld::start(true, &["--chunks", "6", "--chunk-delay-ms", "120"]).await;
+    } = DmWorld::start(true, &["--chunks", "6", "--chunk-delay-ms", "500"]).await;
     assert!(
         room.latest_encryption_state()
             .await
@@ -491,8 +491,17 @@ async fn an_encrypted_dm_streams_one_edited_reply_and_answers_every_command() {
     );
 
     let text = "Tell me about surfaces, and stream it in pieces so I can watch it grow.";
+    let (_typing_guard, mut typing) = room.subscribe_to_typing_notifications();
     let asked = alice.send(&room, text).await;
     alice.wait_answer(&room, text, &bot).await;
+    // The bot was shown typing while the agent worked. Typing is state, so
+    // a client sees it only if one of its syncs falls between on and off:
+    // the agent takes seconds here, and Alice syncs on every edit.
+    let mut saw_typing = false;
+    while let Ok(users) = typing.try_recv() {
+        saw_typing |= users.iter().any(|u| u == &bot_id);
+    }
+    assert!(saw_typing, "the bot never showed as typing\n{}", bot.log());
     let view = alice.rendered(&room, "@bot:localhost");
     let replies: Vec<_> = view.iter().filter(|(_, (c, _))| body(c) == text).collect();
     assert_eq!(replies.len(), 1, "one reply message: {view:#?}");
