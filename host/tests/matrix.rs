@@ -983,3 +983,64 @@ async fn a_reply_too_long_for_one_encrypted_event_continues_in_a_new_message() {
         "no event was refused as too large:\n{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_in_rooms_the_account_is_in_answers_no_history() {
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        mut bot,
+        alice,
+        bot_id,
+        ..
+    } = DmWorld::start(true, &["--chunks", "2", "--chunk-delay-ms", "40"]).await;
+    // Unencrypted, so the bot's next device could read the history if it
+    // tried (in an encrypted room it could not decrypt it anyway).
+    let mut request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    request.invite = vec![bot_id.clone()];
+    request.is_direct = true;
+    let room = alice.client.create_room(request).await.expect("room");
+    alice.wait_joined(&room, &bot_id, || bot.log()).await;
+    alice.send(&room, "before the reset").await;
+    alice.wait_answer(&room, "before the reset", &bot).await;
+    // The operator wipes the bot's data while it is down; a message waits.
+    bot.kill();
+    let waiting = alice.send(&room, "sent while the bot was gone").await;
+    for entry in std::fs::read_dir(&bot.data).expect("data dir").flatten() {
+        let name = entry.file_name();
+        if name != "surfaces.toml" && name != "bot.log" {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    // A first start (a new login, no sync position) in a room the account
+    // is already in: what is there is history.
+    bot.spawn();
+    // Anything sent before the bot's first sync is history too: wait for it
+    // (the log holds both runs: the second first sync).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while bot.log().matches("first sync done").count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no first sync\n{}",
+            bot.log()
+        );
+        // Polling the bot's log: its first sync gives no other signal.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = "hello again";
+    alice.send(&room, after).await;
+    alice.wait_answer(&room, after, &bot).await;
+    let all = alice.seen.borrow().clone();
+    assert!(
+        !all.iter().any(|s| is_answer_to(s, &waiting)),
+        "history was answered on a first start:\n{}",
+        transcript(&all, room.room_id())
+    );
+    let again = rendered(&all, room.room_id(), "@bot:localhost")
+        .values()
+        .filter(|(c, _)| body(c) == "before the reset")
+        .count();
+    assert_eq!(again, 1, "{}", transcript(&all, room.room_id()));
+}

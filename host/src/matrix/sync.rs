@@ -197,6 +197,12 @@ impl Loop {
                     .collect(),
             };
             self.save_position(&p).await;
+            if position.is_none() {
+                tracing::info!(
+                    rooms = self.joined.len(),
+                    "first sync done: what was already in the rooms is history, left unanswered"
+                );
+            }
             position = Some(p);
         }
     }
