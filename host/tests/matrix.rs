@@ -230,7 +230,7 @@ impl Human {
             }
         });
         client
-            .sync_once(SyncSettings::default().timeout(Duration::ZERO))
+            .sync_once(observer_sync().timeout(Duration::ZERO))
             .await
             .expect("first sync");
         let syncing = client.clone();
@@ -240,7 +240,7 @@ impl Human {
             // start it again, as a client app would.
             loop {
                 let _ = syncing
-                    .sync_with_callback(SyncSettings::default(), |_| {
+                    .sync_with_callback(observer_sync(), |_| {
                         beat_tx.send_modify(|n| *n += 1);
                         async { matrix_sdk::LoopCtrl::Continue }
                     })
@@ -455,6 +455,17 @@ impl DmWorld {
 async fn post(room: &Room, content: RoomMessageEventContent) -> String {
     let sent = room.send(content).await.expect("send");
     sent.response.event_id.to_string()
+}
+
+/// Sync settings for the human's client. It must see every event: with
+/// Synapse's default of 10 timeline events per room, a slow sync (a loaded
+/// CI machine) skips events, and matrix-sdk does not read the gap back.
+fn observer_sync() -> SyncSettings {
+    use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+    use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
+    let mut filter = FilterDefinition::default();
+    filter.room.timeline.limit = Some(1000u32.into());
+    SyncSettings::default().filter(Filter::FilterDefinition(filter))
 }
 
 /// A message that mentions `user` as Element does (a pill and
