@@ -17,7 +17,7 @@ pub mod port;
 pub mod session;
 pub mod sync;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ pub(crate) struct Shared {
 #[derive(Default)]
 struct SharedInner {
     /// Event ids the bot sent lately: a reply to one addresses the bot.
-    sent: Option<sync::Recent>,
+    sent: Recent,
     /// Request id -> event id of this run's sends, for edits that name
     /// their original by request.
     by_request: BTreeMap<u64, String>,
@@ -92,9 +92,7 @@ impl Shared {
 
     fn remember_sent(&self, event_id: &str) {
         self.with(|s| {
-            s.sent
-                .get_or_insert_with(|| sync::Recent::new(REMEMBERED))
-                .insert(event_id.to_string());
+            s.sent.insert(event_id.to_string());
         });
     }
 
@@ -112,7 +110,7 @@ impl Shared {
     }
 
     fn was_sent(&self, event_id: &str) -> bool {
-        self.with(|s| s.sent.as_ref().is_some_and(|r| r.contains(event_id)))
+        self.with(|s| s.sent.contains(event_id))
     }
 }
 
@@ -153,4 +151,42 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         stop_tx,
         config.metrics,
     )
+}
+
+/// A bounded set of recent strings.
+pub(crate) struct Recent {
+    cap: usize,
+    order: VecDeque<String>,
+    set: HashSet<String>,
+}
+
+impl Recent {
+    pub fn new(cap: usize) -> Recent {
+        Recent {
+            cap,
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    pub fn contains(&self, s: &str) -> bool {
+        self.set.contains(s)
+    }
+
+    pub fn insert(&mut self, s: String) {
+        if self.set.insert(s.clone()) {
+            self.order.push_back(s);
+            if self.order.len() > self.cap
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+impl Default for Recent {
+    fn default() -> Recent {
+        Recent::new(REMEMBERED)
+    }
 }

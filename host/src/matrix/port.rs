@@ -52,6 +52,24 @@ enum Job {
     },
 }
 
+impl Job {
+    fn request(&self) -> u64 {
+        match self {
+            Job::Send { request, .. } | Job::Edit { request, .. } | Job::React { request, .. } => {
+                *request
+            }
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Job::Send { .. } => "send",
+            Job::Edit { .. } => "edit",
+            Job::React { .. } => "react",
+        }
+    }
+}
+
 pub struct SdkPort {
     client: Client,
     events: EventSender,
@@ -251,11 +269,7 @@ struct Worker {
 impl Worker {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
-            let kind = match &job {
-                Job::Send { .. } => "send",
-                Job::Edit { .. } => "edit",
-                Job::React { .. } => "react",
-            };
+            let kind = job.kind();
             let (request, outcome) = self.carry_out(job).await;
             count(&self.metrics, kind, &outcome);
             if let Err(e) = &outcome {
@@ -271,14 +285,7 @@ impl Worker {
     async fn carry_out(&self, job: Job) -> (u64, Result<String, MatrixError>) {
         let room = match parse_room(&self.room_id) {
             Ok(id) => self.client.get_room(&id),
-            Err(e) => {
-                let request = match &job {
-                    Job::Send { request, .. }
-                    | Job::Edit { request, .. }
-                    | Job::React { request, .. } => *request,
-                };
-                return (request, Err(e));
-            }
+            Err(e) => return (job.request(), Err(e)),
         };
         match job {
             Job::Send { request, content } => {

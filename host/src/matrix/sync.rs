@@ -16,7 +16,7 @@
 //!   invites from them declined; the bot's own messages never reach the
 //!   guest.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::access::Access;
 use super::convert::{self, Context, Skip};
-use super::{EventSender, Shared};
+use super::{EventSender, Recent, Shared};
 use crate::metrics::{Kind, Metrics};
 use crate::runtime::Control;
 
@@ -107,7 +107,7 @@ impl Receiver {
         let mut l = Loop {
             r: self,
             joined: HashSet::new(),
-            delivered: Recent::new(4096),
+            delivered: Recent::default(),
             undecrypted: Vec::new(),
         };
         l.run().await;
@@ -573,36 +573,4 @@ fn has_member_event(update: &JoinedRoomUpdate) -> bool {
             .events
             .iter()
             .any(|e| is_member(e.raw().get_field("type").ok().flatten()))
-}
-
-/// A bounded set of recent strings.
-pub(crate) struct Recent {
-    cap: usize,
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Recent {
-    pub fn new(cap: usize) -> Recent {
-        Recent {
-            cap,
-            order: VecDeque::new(),
-            set: HashSet::new(),
-        }
-    }
-
-    pub fn contains(&self, s: &str) -> bool {
-        self.set.contains(s)
-    }
-
-    pub fn insert(&mut self, s: String) {
-        if self.set.insert(s.clone()) {
-            self.order.push_back(s);
-            if self.order.len() > self.cap
-                && let Some(old) = self.order.pop_front()
-            {
-                self.set.remove(&old);
-            }
-        }
-    }
 }
