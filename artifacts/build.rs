@@ -28,6 +28,10 @@ fn main() {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The guest depends on the contract crate by path.
+    for p in ["contract/src", "contract/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
 
     check_target();
 

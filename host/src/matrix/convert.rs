@@ -76,12 +76,14 @@ pub fn message(
         Some(Relation::Reply(r)) => (None, Some(r.in_reply_to.event_id.to_string())),
         _ => (None, None),
     };
-    let mentioned = mentions
+    let pill = mentions
         .as_ref()
         .is_some_and(|m| m.user_ids.iter().any(|u| u.as_str() == cx.bot_user_id));
-    let named = contains_ci(&body, cx.bot_user_id)
-        || (!cx.bot_display_name.is_empty() && starts_with_ci(&body, cx.bot_display_name));
     let replied = reply_to.as_deref().is_some_and(|id| (cx.sent_by_bot)(id));
+    // The one rule of who is addressed, shared with the guest and the
+    // simulator.
+    let mentions_bot =
+        surfaces_contract::mentions_bot(&body, pill, replied, cx.bot_user_id, cx.bot_display_name);
     Ok(RoomMessage {
         room_id: cx.room_id.to_string(),
         event_id: event.event_id.to_string(),
@@ -91,22 +93,10 @@ pub fn message(
         thread_root,
         reply_to,
         is_direct: cx.is_direct,
-        mentions_bot: mentioned || named || replied,
+        mentions_bot,
         is_notice,
         origin_server_ts: u64::from(event.origin_server_ts.0),
     })
-}
-
-fn contains_ci(haystack: &str, needle: &str) -> bool {
-    haystack.to_lowercase().contains(&needle.to_lowercase())
-}
-
-/// A display name counts when the message starts with it ("surfaces: hi"),
-/// not anywhere: a common word as a bot name would otherwise trigger it.
-fn starts_with_ci(text: &str, name: &str) -> bool {
-    text.trim_start()
-        .get(..name.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]

@@ -1,0 +1,29 @@
+//! What the host and the guest must agree on beyond the types of
+//! `wit/surfaces.wit`: one definition, used by the guest, the native
+//! Matrix front end and the simulator, so the three cannot drift apart.
+//!
+//! - [`address`]: whether a message is addressed to the bot, and the text
+//!   left once the address is dropped.
+//! - [`COMMANDS`]: the words the guest answers as commands.
+//! - [`HOST_RELOAD`]: the request id of swaps the host starts itself.
+
+pub mod address;
+
+pub use address::{Addressed, address, mentions_bot, strip_address};
+
+/// The `reload-result` request id of a swap the host started on its own
+/// (the guest file changed, SIGHUP); the guest's own requests start at 1.
+pub const HOST_RELOAD: u64 = 0;
+
+/// The guest's command words, aliases included, lowercase. In a group room
+/// an unmentioned `!word` is the bot's business only if `word` is one of
+/// these (another bot may answer the rest).
+pub const COMMANDS: &[&str] = &[
+    "help", "h", "?", "new", "reset", "context", "usage", "stop", "cancel", "status", "skills",
+    "skill", "reload",
+];
+
+/// Whether `word` (any case) is one of [`COMMANDS`].
+pub fn is_command(word: &str) -> bool {
+    COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(word))
+}
