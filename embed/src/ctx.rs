@@ -8,68 +8,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::surfaces::bot::{agent, clock, host, matrix, store, types};
+use crate::effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 use crate::kv::{BoxedKv, Detached, Write};
 use crate::{AgentMessage, EditTarget, LogLevel, MessageContent};
-
-/// Something the guest asked the host to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Effect {
-    Send {
-        request: u64,
-        room_id: String,
-        content: MessageContent,
-    },
-    Edit {
-        request: u64,
-        room_id: String,
-        target: EditTarget,
-        content: MessageContent,
-    },
-    React {
-        request: u64,
-        room_id: String,
-        event_id: String,
-        key: String,
-    },
-    SetTyping {
-        room_id: String,
-        typing: bool,
-        timeout_ms: u32,
-    },
-    ReadReceipt {
-        room_id: String,
-        event_id: String,
-    },
-    Join {
-        request: u64,
-        room_id: String,
-    },
-    Leave {
-        request: u64,
-        room_id: String,
-    },
-    AgentSubmit {
-        request: u64,
-        context_id: String,
-        message: AgentMessage,
-    },
-    AgentCancel {
-        context_id: String,
-    },
-    AgentReset {
-        context_id: String,
-    },
-    SetTimer {
-        id: u64,
-        delay_ms: u64,
-    },
-    CancelTimer {
-        id: u64,
-    },
-    Reload {
-        request: u64,
-    },
-}
 
 /// A line the guest logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +59,7 @@ pub(crate) struct Ctx {
     /// This call's writes: the latest value per key (a delete is `None`).
     /// Reads see it; the host commits it when the call returns.
     overlay: BTreeMap<String, Option<Vec<u8>>>,
-    effects: Vec<crate::Effect>,
+    effects: Vec<Effect>,
     logs: Vec<LogLine>,
 }
 
@@ -160,7 +101,7 @@ impl Ctx {
 
     /// End a call: give back the host's store, this call's writes, effects
     /// and logs.
-    pub(crate) fn finish(&mut self) -> (BoxedKv, Vec<Write>, Vec<crate::Effect>, Vec<LogLine>) {
+    pub(crate) fn finish(&mut self) -> (BoxedKv, Vec<Write>, Vec<Effect>, Vec<LogLine>) {
         (
             std::mem::replace(&mut self.kv, Box::new(Detached)),
             std::mem::take(&mut self.overlay).into_iter().collect(),
@@ -169,8 +110,12 @@ impl Ctx {
         )
     }
 
-    fn effect(&mut self, e: crate::Effect) {
+    fn effect(&mut self, e: Effect) {
         self.effects.push(e);
+    }
+
+    fn matrix(&mut self, e: MatrixEffect) {
+        self.effect(Effect::Matrix(e));
     }
 
     fn write(&mut self, key: String, value: Option<Vec<u8>>) {
@@ -191,7 +136,7 @@ impl types::Host for Ctx {}
 
 impl matrix::Host for Ctx {
     fn send(&mut self, request: u64, room_id: String, content: MessageContent) {
-        self.effect(crate::Effect::Send {
+        self.matrix(MatrixEffect::Send {
             request,
             room_id,
             content,
@@ -199,7 +144,7 @@ impl matrix::Host for Ctx {
     }
 
     fn edit(&mut self, request: u64, room_id: String, target: EditTarget, content: MessageContent) {
-        self.effect(crate::Effect::Edit {
+        self.matrix(MatrixEffect::Edit {
             request,
             room_id,
             target,
@@ -208,7 +153,7 @@ impl matrix::Host for Ctx {
     }
 
     fn react(&mut self, request: u64, room_id: String, event_id: String, key: String) {
-        self.effect(crate::Effect::React {
+        self.matrix(MatrixEffect::React {
             request,
             room_id,
             event_id,
@@ -217,7 +162,7 @@ impl matrix::Host for Ctx {
     }
 
     fn set_typing(&mut self, room_id: String, typing: bool, timeout_ms: u32) {
-        self.effect(crate::Effect::SetTyping {
+        self.matrix(MatrixEffect::SetTyping {
             room_id,
             typing,
             timeout_ms,
@@ -225,33 +170,33 @@ impl matrix::Host for Ctx {
     }
 
     fn read_receipt(&mut self, room_id: String, event_id: String) {
-        self.effect(crate::Effect::ReadReceipt { room_id, event_id });
+        self.matrix(MatrixEffect::ReadReceipt { room_id, event_id });
     }
 
     fn join(&mut self, request: u64, room_id: String) {
-        self.effect(crate::Effect::Join { request, room_id });
+        self.matrix(MatrixEffect::Join { request, room_id });
     }
 
     fn leave(&mut self, request: u64, room_id: String) {
-        self.effect(crate::Effect::Leave { request, room_id });
+        self.matrix(MatrixEffect::Leave { request, room_id });
     }
 }
 
 impl agent::Host for Ctx {
     fn submit(&mut self, request: u64, context_id: String, message: AgentMessage) {
-        self.effect(crate::Effect::AgentSubmit {
+        self.effect(Effect::Agent(AgentEffect::Submit {
             request,
             context_id,
             message,
-        });
+        }));
     }
 
     fn cancel(&mut self, context_id: String) {
-        self.effect(crate::Effect::AgentCancel { context_id });
+        self.effect(Effect::Agent(AgentEffect::Cancel { context_id }));
     }
 
     fn reset(&mut self, context_id: String) {
-        self.effect(crate::Effect::AgentReset { context_id });
+        self.effect(Effect::Agent(AgentEffect::Reset { context_id }));
     }
 }
 
@@ -299,11 +244,11 @@ impl clock::Host for Ctx {
     }
 
     fn set_timer(&mut self, id: u64, delay_ms: u64) {
-        self.effect(crate::Effect::SetTimer { id, delay_ms });
+        self.effect(Effect::Timer(TimerEffect::Set { id, delay_ms }));
     }
 
     fn cancel_timer(&mut self, id: u64) {
-        self.effect(crate::Effect::CancelTimer { id });
+        self.effect(Effect::Timer(TimerEffect::Cancel { id }));
     }
 }
 
@@ -313,6 +258,6 @@ impl host::Host for Ctx {
     }
 
     fn reload(&mut self, request: u64) {
-        self.effect(crate::Effect::Reload { request });
+        self.effect(Effect::Host(HostEffect::Reload { request }));
     }
 }

@@ -17,6 +17,7 @@ pub mod agent;
 mod bindings;
 mod content;
 mod ctx;
+mod effect;
 mod kv;
 
 use std::fmt;
@@ -37,7 +38,8 @@ pub use bindings::surfaces::bot::types::{
     Sender,
 };
 pub use content::matrix_content;
-pub use ctx::{Effect, LogLine};
+pub use ctx::LogLine;
+pub use effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Write};
 
 use bindings::{Bot, BotPre};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use surfaces_embed::{
-    BoxedKv, Budget, Effect, Embedding, Guest, GuestComponent, GuestError, LogLevel, MemoryKv,
-    Sandbox,
+    BoxedKv, Budget, Effect, Embedding, Guest, GuestComponent, GuestError, LogLevel, MatrixEffect,
+    MemoryKv, Sandbox,
 };
 
 fn chaos(sandbox: Sandbox) -> GuestComponent {
@@ -31,7 +31,7 @@ fn sent(effects: &[Effect]) -> Vec<String> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Send { content, .. } => Some(content.body.clone()),
+            Effect::Matrix(MatrixEffect::Send { content, .. }) => Some(content.body.clone()),
             _ => None,
         })
         .collect()

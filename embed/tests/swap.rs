@@ -5,7 +5,8 @@ mod common;
 use common::{dm, info};
 
 use surfaces_embed::{
-    BoxedKv, Budget, CacheUse, Effect, Embedding, Guest, GuestError, MemoryKv, Sandbox,
+    BoxedKv, Budget, CacheUse, Effect, Embedding, Guest, GuestError, MatrixEffect, MemoryKv,
+    Sandbox,
 };
 
 fn embedding() -> Embedding {
@@ -19,7 +20,7 @@ fn embedding() -> Embedding {
 fn sends(out: &surfaces_embed::Output) -> usize {
     out.effects
         .iter()
-        .filter(|e| matches!(e, Effect::Send { .. }))
+        .filter(|e| matches!(e, Effect::Matrix(MatrixEffect::Send { .. })))
         .count()
 }
 

@@ -436,7 +436,7 @@ impl Config {
     fn validate_matrix(&self) -> Result<(), ConfigError> {
         let m = &self.matrix;
         for pattern in m.allow.iter().chain(&m.admins) {
-            crate::matrix::access::Access::check_pattern(pattern)
+            crate::access::Access::check_pattern(pattern)
                 .map_err(|e| ConfigError::Invalid(format!("matrix: {e}")))?;
         }
         if m.admins.iter().any(|a| a.contains(['*', '?'])) {

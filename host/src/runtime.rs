@@ -18,26 +18,25 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use surfaces_contract::HOST_RELOAD;
 use surfaces_embed::{
-    BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostInfo,
-    LogLevel, Output, ReloadResult, Sandbox,
+    AgentEffect, BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError,
+    HostEffect, HostInfo, LogLevel, Output, ReloadResult, Sandbox, TimerEffect,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::agent::pool::{AgentPool, SHARED};
-use crate::matrix::{MatrixPort, is_matrix};
+use crate::channels::{Channels, Control, Handle};
+use crate::front::FrontEnd;
 use crate::metrics::{Health, Kind, Metrics};
+use crate::time::{now_ms, sleep_until_opt};
 
 /// How often the guest's epoch advances: the unit of its time budget.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Reload requests from the host itself (file change, SIGHUP) carry this
-/// id in their `reload-result`; the guest's own requests start at 1.
-pub const HOST_RELOAD: u64 = 0;
 
 /// Where the guest comes from.
 #[derive(Clone, Debug)]
@@ -46,53 +45,6 @@ pub enum GuestSource {
     File(PathBuf),
     /// Bytes built into the binary: nothing to swap to.
     Builtin(&'static [u8]),
-}
-
-/// Messages to the loop that are not guest events.
-#[derive(Debug)]
-pub enum Control {
-    /// Swap in the guest file again; `request` is the guest's, if it asked.
-    Reload {
-        request: Option<u64>,
-    },
-    /// Shut down gracefully.
-    Shutdown,
-    Timer {
-        id: u64,
-        token: u64,
-    },
-    Compiled(Result<GuestComponent, String>),
-    /// Answer once every event sent before this message has been handled
-    /// (and its store writes committed): a front end's checkpoint.
-    Flush(oneshot::Sender<()>),
-}
-
-/// Senders to the loop, for front ends, signals, watchers and tests.
-#[derive(Clone, Debug)]
-pub struct Handle {
-    pub events: mpsc::UnboundedSender<Event>,
-    pub control: mpsc::UnboundedSender<Control>,
-}
-
-/// The loop's receiving ends; make them first, so front ends can be built
-/// with the [`Handle`].
-pub struct Channels {
-    pub handle: Handle,
-    events: mpsc::UnboundedReceiver<Event>,
-    control: mpsc::UnboundedReceiver<Control>,
-}
-
-pub fn channels() -> Channels {
-    let (events_tx, events) = mpsc::unbounded_channel();
-    let (control_tx, control) = mpsc::unbounded_channel();
-    Channels {
-        handle: Handle {
-            events: events_tx,
-            control: control_tx,
-        },
-        events,
-        control,
-    }
 }
 
 /// What the loop needs besides its channels and front end.
@@ -125,7 +77,7 @@ pub struct Runtime {
     guest: Guest,
     kv: BoxedKv,
     agents: AgentPool,
-    matrix: Box<dyn MatrixPort>,
+    matrix: Box<dyn FrontEnd>,
     handle: Handle,
     events: mpsc::UnboundedReceiver<Event>,
     control: mpsc::UnboundedReceiver<Control>,
@@ -171,13 +123,6 @@ impl Drop for Ticker {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The epoch budget for a call of `ms` milliseconds.
 pub fn epoch_budget(ms: u64) -> Budget {
     Budget::Epoch {
@@ -193,7 +138,7 @@ impl Runtime {
         channels: Channels,
         mut kv: BoxedKv,
         agents: AgentPool,
-        matrix: Box<dyn MatrixPort>,
+        matrix: Box<dyn FrontEnd>,
         metrics: Arc<Metrics>,
     ) -> Result<Runtime, StartError> {
         let embedding = Embedding::new(config.sandbox)?;
@@ -390,29 +335,27 @@ impl Runtime {
             self.metrics
                 .effects
                 .get_or_create(&Kind {
-                    kind: effect_kind(&effect),
+                    kind: effect.kind(),
                 })
                 .inc();
-            if is_matrix(&effect) {
-                self.matrix.execute(effect);
-                continue;
-            }
             match effect {
-                Effect::AgentSubmit {
+                Effect::Matrix(m) => self.matrix.execute(m),
+                Effect::Agent(AgentEffect::Submit {
                     request,
                     context_id,
                     message,
-                } => self.agents.submit(&context_id, request, message),
-                Effect::AgentCancel { context_id } => self.agents.cancel(&context_id),
-                Effect::AgentReset { context_id } => self.agents.reset(&context_id),
-                Effect::SetTimer { id, delay_ms } => self.set_timer(id, delay_ms),
-                Effect::CancelTimer { id } => {
+                }) => self.agents.submit(&context_id, request, message),
+                Effect::Agent(AgentEffect::Cancel { context_id }) => {
+                    self.agents.cancel(&context_id)
+                }
+                Effect::Agent(AgentEffect::Reset { context_id }) => self.agents.reset(&context_id),
+                Effect::Timer(TimerEffect::Set { id, delay_ms }) => self.set_timer(id, delay_ms),
+                Effect::Timer(TimerEffect::Cancel { id }) => {
                     if let Some((_, abort)) = self.timers.remove(&id) {
                         abort.abort();
                     }
                 }
-                Effect::Reload { request } => self.begin_swap(Some(request)),
-                _ => {}
+                Effect::Host(HostEffect::Reload { request }) => self.begin_swap(Some(request)),
             }
         }
     }
@@ -535,15 +478,6 @@ struct Shutdown {
     cut: bool,
 }
 
-/// Sleep until `deadline`, or for ever if there is none (a `select!` arm
-/// that only fires when armed).
-pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 enum LoadError {
     #[error("cannot read the guest {}: {source}", path.display())]
@@ -596,24 +530,6 @@ fn event_kind(event: &Event) -> &'static str {
         Event::AgentStatus(_) => "agent_status",
         Event::Timer(_) => "timer",
         Event::ReloadResult(_) => "reload_result",
-    }
-}
-
-fn effect_kind(effect: &Effect) -> &'static str {
-    match effect {
-        Effect::Send { .. } => "send",
-        Effect::Edit { .. } => "edit",
-        Effect::React { .. } => "react",
-        Effect::SetTyping { .. } => "typing",
-        Effect::ReadReceipt { .. } => "receipt",
-        Effect::Join { .. } => "join",
-        Effect::Leave { .. } => "leave",
-        Effect::AgentSubmit { .. } => "agent_submit",
-        Effect::AgentCancel { .. } => "agent_cancel",
-        Effect::AgentReset { .. } => "agent_reset",
-        Effect::SetTimer { .. } => "set_timer",
-        Effect::CancelTimer { .. } => "cancel_timer",
-        Effect::Reload { .. } => "reload",
     }
 }
 

@@ -8,11 +8,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use surfaces_embed::{EditTarget, Effect, Event, MatrixResult, RoomMessage};
+use surfaces_embed::{EditTarget, Event, MatrixEffect, MatrixResult, RoomMessage};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::matrix::{EventSender, MatrixPort};
-use crate::runtime::now_ms;
+use crate::channels::EventSender;
+use crate::front::FrontEnd;
+use crate::time::now_ms;
 
 pub const ROOM: &str = "!terminal:localhost";
 pub const USER: &str = "@you:localhost";
@@ -81,10 +82,10 @@ impl<W: Write + Send> Terminal<W> {
     }
 }
 
-impl<W: Write + Send> MatrixPort for Terminal<W> {
-    fn execute(&mut self, effect: Effect) {
+impl<W: Write + Send> FrontEnd for Terminal<W> {
+    fn execute(&mut self, effect: MatrixEffect) {
         match effect {
-            Effect::Send {
+            MatrixEffect::Send {
                 request, content, ..
             } => {
                 let event_id = self.event_id();
@@ -92,7 +93,7 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
                 self.sent.insert(request, event_id.clone());
                 self.answer(request, Ok(event_id));
             }
-            Effect::Edit {
+            MatrixEffect::Edit {
                 request,
                 target,
                 content,
@@ -118,7 +119,7 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
                     ),
                 }
             }
-            Effect::React {
+            MatrixEffect::React {
                 request,
                 event_id,
                 key,
@@ -129,11 +130,11 @@ impl<W: Write + Send> MatrixPort for Terminal<W> {
                 let id = self.event_id();
                 self.answer(request, Ok(id));
             }
-            Effect::Join { request, room_id } | Effect::Leave { request, room_id } => {
+            MatrixEffect::Join { request, room_id } | MatrixEffect::Leave { request, room_id } => {
                 self.answer(request, Ok(room_id));
             }
             // Typing and receipts have no place in a terminal.
-            _ => {}
+            MatrixEffect::SetTyping { .. } | MatrixEffect::ReadReceipt { .. } => {}
         }
     }
 }

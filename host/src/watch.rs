@@ -7,7 +7,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::runtime::Control;
+use crate::channels::Control;
 
 /// Builds and tools write a file in several steps: wait this long after
 /// the last change before swapping.

@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::server::{self, ServerConfig};
 use crate::config::Secret;
-use crate::runtime::sleep_until_opt;
+use crate::time::sleep_until_opt;
 
 /// Where the agent is.
 #[derive(Clone, Debug)]

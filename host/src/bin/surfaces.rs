@@ -9,15 +9,17 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 use surfaces_embed::{BoxedKv, Budget, Embedding, Guest, HostInfo, MemoryKv, Sandbox};
+use surfaces_host::access::Access;
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
 use surfaces_host::agent::tls;
+use surfaces_host::channels::{self, Control};
 use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
-use surfaces_host::matrix::access::Access;
-use surfaces_host::matrix::{self, FrontEndConfig, MatrixPort, session};
+use surfaces_host::front::FrontEnd;
+use surfaces_host::matrix::{self, FrontEndConfig, session};
 use surfaces_host::metrics::{self, Metrics};
-use surfaces_host::runtime::{self, Control, GuestSource, Runtime, RuntimeConfig};
+use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
 use surfaces_host::terminal::{self, Terminal};
 use surfaces_host::watch;
@@ -181,7 +183,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/healthz");
         tokio::spawn(metrics::serve(listener, metrics.clone()));
     }
-    let channels = runtime::channels();
+    let channels = channels::channels();
     let handle = channels.handle.clone();
     let backend = match config.agent.backend {
         AgentBackend::Mock => Backend::Echo(ServerConfig {
@@ -219,7 +221,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         handle.events.clone(),
     );
     let mut bot_user_id = config.bot.user_id.clone();
-    let port: Box<dyn MatrixPort> = match &front {
+    let port: Box<dyn FrontEnd> = match &front {
         Front::Terminal => Box::new(Terminal::new(handle.events.clone(), std::io::stdout())),
         Front::Matrix { instance } => {
             let dir = config.data_dir.join("matrix");

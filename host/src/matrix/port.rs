@@ -26,12 +26,14 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
 use matrix_sdk::{Client, Room};
 use serde_json::json;
 use surfaces_embed::{
-    EditTarget, Effect, Event, MatrixError, MatrixErrorKind, MatrixResult, MessageContent,
+    EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult, MessageContent,
     matrix_content,
 };
 use tokio::sync::{mpsc, watch};
 
-use super::{EventSender, MatrixPort, Shared};
+use super::shared::Shared;
+use crate::channels::EventSender;
+use crate::front::FrontEnd;
 use crate::metrics::{Metrics, Outcome};
 
 /// One request of a room's queue.
@@ -200,15 +202,15 @@ impl SdkPort {
     }
 }
 
-impl MatrixPort for SdkPort {
-    fn execute(&mut self, effect: Effect) {
+impl FrontEnd for SdkPort {
+    fn execute(&mut self, effect: MatrixEffect) {
         match effect {
-            Effect::Send {
+            MatrixEffect::Send {
                 request,
                 room_id,
                 content,
             } => self.queue(room_id, Job::Send { request, content }),
-            Effect::Edit {
+            MatrixEffect::Edit {
                 request,
                 room_id,
                 target,
@@ -221,7 +223,7 @@ impl MatrixPort for SdkPort {
                     content,
                 },
             ),
-            Effect::React {
+            MatrixEffect::React {
                 request,
                 room_id,
                 event_id,
@@ -234,15 +236,14 @@ impl MatrixPort for SdkPort {
                     key,
                 },
             ),
-            Effect::SetTyping {
+            MatrixEffect::SetTyping {
                 room_id,
                 typing,
                 timeout_ms,
             } => self.typing(room_id, typing, timeout_ms),
-            Effect::ReadReceipt { room_id, event_id } => self.receipt(room_id, event_id),
-            Effect::Join { request, room_id } => self.membership(request, room_id, true),
-            Effect::Leave { request, room_id } => self.membership(request, room_id, false),
-            _ => {}
+            MatrixEffect::ReadReceipt { room_id, event_id } => self.receipt(room_id, event_id),
+            MatrixEffect::Join { request, room_id } => self.membership(request, room_id, true),
+            MatrixEffect::Leave { request, room_id } => self.membership(request, room_id, false),
         }
     }
 

@@ -20,7 +20,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::now_ms;
 use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::room::MessagesOptions;
@@ -36,11 +35,12 @@ use serde::{Deserialize, Serialize};
 use surfaces_embed::{Event, Invite, MembersChanged};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::access::Access;
 use super::convert::{self, Context, Skip};
-use super::{EventSender, Recent, Shared};
+use super::shared::{Recent, Shared};
+use crate::access::Access;
+use crate::channels::{Control, EventSender};
 use crate::metrics::{Kind, Metrics};
-use crate::runtime::Control;
+use crate::time::now_ms;
 
 /// Our key in matrix-sdk's store for the handled position.
 const POSITION_KEY: &[u8] = b"surfaces.sync-position";
