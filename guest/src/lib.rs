@@ -20,6 +20,8 @@ pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
         world: "bot",
+        // Records compare by value (the pump's plans are tested that way).
+        additional_derives: [PartialEq, Eq],
     });
 }
 

@@ -12,6 +12,7 @@
 //! - `route/{req:020}`         [`Route`]: whose Matrix request this is
 
 use std::collections::{BTreeMap, VecDeque};
+use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -128,7 +129,7 @@ pub struct Reply {
     pub context_id: String,
     pub origin: Queued,
     /// Chunks received and their total length: counted from the `chunk/`
-    /// keys when the record is read, never stored (see `Bot::take_reply`).
+    /// keys when the record is read, never stored (see `bot::replies`).
     #[serde(skip)]
     pub chunks: u32,
     #[serde(skip)]
@@ -145,6 +146,33 @@ pub struct Reply {
     pub failures: u32,
     pub flush_timer: Option<u64>,
     pub typing_timer: Option<u64>,
+}
+
+impl Reply {
+    /// A reply to `origin` that has just gone to the agent: no text yet, one
+    /// empty part, events of at most `budget` bytes.
+    pub fn new(
+        context_id: String,
+        origin: Queued,
+        budget: usize,
+        typing_timer: Option<u64>,
+    ) -> Reply {
+        Reply {
+            context_id,
+            origin,
+            chunks: 0,
+            len: 0,
+            ending: None,
+            stop_requested: false,
+            abandoned: false,
+            parts: vec![Part::default()],
+            budget,
+            hold_until: 0,
+            failures: 0,
+            flush_timer: None,
+            typing_timer,
+        }
+    }
 }
 
 /// A notice (command output, queue position, error) until it is delivered.
@@ -222,72 +250,148 @@ pub enum Route {
     Membership,
 }
 
-pub fn user_key(id: &str) -> String {
-    format!("user/{id}")
+/// A record's key in the store, typed by the record it holds: a key made
+/// by [`ctx_key`] can only load or save a [`Context`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Key<T> {
+    name: String,
+    record: PhantomData<fn() -> T>,
 }
-pub fn ctx_key(id: &str) -> String {
-    format!("ctx/{id}")
+
+impl<T> Key<T> {
+    fn new(name: String) -> Key<T> {
+        Key {
+            name,
+            record: PhantomData,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
 }
-pub fn reply_key(req: u64) -> String {
-    format!("reply/{req:020}")
+
+/// The keys of one kind of record: those starting with the prefix.
+pub struct Prefix<T> {
+    prefix: &'static str,
+    record: PhantomData<fn() -> T>,
 }
+
+impl<T> Prefix<T> {
+    const fn new(prefix: &'static str) -> Prefix<T> {
+        Prefix {
+            prefix,
+            record: PhantomData,
+        }
+    }
+
+    /// The id part of a full key of this prefix (`ctx/shared` -> `shared`).
+    pub fn id<'k>(&self, key: &'k Key<T>) -> &'k str {
+        key.name.strip_prefix(self.prefix).unwrap_or(&key.name)
+    }
+}
+
+pub const CONTEXTS: Prefix<Context> = Prefix::new("ctx/");
+pub const TIMERS: Prefix<TimerPurpose> = Prefix::new("timer/");
+pub const ROUTES: Prefix<Route> = Prefix::new("route/");
+pub const OUTGOING: Prefix<Outgoing> = Prefix::new("out/");
+pub const REPLIES: Prefix<Reply> = Prefix::new("reply/");
+/// Messages seen, ordered by when they were seen, for pruning.
+pub const SEEN_AT: Prefix<()> = Prefix::new("seenat/");
+
+pub fn user_key(id: &str) -> Key<User> {
+    Key::new(format!("user/{id}"))
+}
+pub fn ctx_key(id: &str) -> Key<Context> {
+    Key::new(format!("ctx/{id}"))
+}
+pub fn reply_key(req: u64) -> Key<Reply> {
+    Key::new(format!("reply/{req:020}"))
+}
+pub fn out_key(req: u64) -> Key<Outgoing> {
+    Key::new(format!("out/{req:020}"))
+}
+pub fn timer_key(id: u64) -> Key<TimerPurpose> {
+    Key::new(format!("timer/{id:020}"))
+}
+pub fn route_key(req: u64) -> Key<Route> {
+    Key::new(format!("route/{req:020}"))
+}
+/// A message the bot has acted on, by event id, with when it was seen (a
+/// redelivered one is ignored).
+pub fn seen_key(event_id: &str) -> Key<u64> {
+    Key::new(format!("seen/{event_id}"))
+}
+/// The same, ordered by when it was seen, for pruning.
+pub fn seen_at_key(ms: u64, event_id: &str) -> Key<()> {
+    Key::new(format!("{}{ms:020}/{event_id}", SEEN_AT.prefix))
+}
+pub fn last_reload_key() -> Key<LastReload> {
+    Key::new("meta/last-reload".into())
+}
+fn next_id_key() -> Key<u64> {
+    Key::new("meta/next-id".into())
+}
+
+/// A reply's text is kept one piece per agent chunk, raw UTF-8 (not JSON),
+/// so a chunk is one write whatever the reply's length.
 pub fn chunk_prefix(req: u64) -> String {
     format!("chunk/{req:020}/")
 }
 pub fn chunk_key(req: u64, n: u32) -> String {
     format!("chunk/{req:020}/{n:08}")
 }
-pub fn out_key(req: u64) -> String {
-    format!("out/{req:020}")
-}
-pub fn timer_key(id: u64) -> String {
-    format!("timer/{id:020}")
-}
-pub fn route_key(req: u64) -> String {
-    format!("route/{req:020}")
-}
-/// A message the bot has acted on, by event id (a redelivered one is
-/// ignored).
-pub fn seen_key(event_id: &str) -> String {
-    format!("seen/{event_id}")
-}
-/// The same, ordered by when it was seen, for pruning.
-pub fn seen_at_key(ms: u64, event_id: &str) -> String {
-    format!("{SEEN_AT}{ms:020}/{event_id}")
-}
-pub const SEEN_AT: &str = "seenat/";
-const NEXT_ID: &str = "meta/next-id";
-pub const LAST_RELOAD: &str = "meta/last-reload";
 
-/// Typed access to the host's store.
-pub struct Db<'h, H: Host + ?Sized> {
-    pub host: &'h mut H,
-}
+/// Typed access to the host's store, on the host handle itself: records
+/// are JSON, decoded into the type their key names.
+pub trait Records {
+    fn load<T: DeserializeOwned>(&mut self, key: &Key<T>) -> Result<Option<T>, String>;
+    fn save<T: Serialize>(&mut self, key: &Key<T>, value: &T) -> Result<(), String>;
+    fn remove<T>(&mut self, key: &Key<T>);
+    /// Every key of one kind, in byte order.
+    fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>>;
 
-impl<H: Host + ?Sized> Db<'_, H> {
-    pub fn get<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, String> {
-        match self.host.store_get(key) {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("corrupt record {key}: {e}")),
-        }
-    }
-
-    pub fn put<T: Serialize>(&mut self, key: &str, value: &T) -> Result<(), String> {
-        let bytes = serde_json::to_vec(value).map_err(|e| format!("encode {key}: {e}"))?;
-        self.host.store_put(key, &bytes);
-        Ok(())
-    }
-
-    pub fn delete(&mut self, key: &str) {
-        self.host.store_delete(key);
+    /// The record, or its default when there is none yet.
+    fn load_or_default<T: DeserializeOwned + Default>(
+        &mut self,
+        key: &Key<T>,
+    ) -> Result<T, String> {
+        Ok(self.load(key)?.unwrap_or_default())
     }
 
     /// A fresh id for a request or a timer, unique for the bot's life.
-    pub fn next_id(&mut self) -> Result<u64, String> {
-        let id: u64 = self.get(NEXT_ID)?.unwrap_or(1);
-        self.put(NEXT_ID, &(id + 1))?;
+    fn next_id(&mut self) -> Result<u64, String> {
+        let key = next_id_key();
+        let id = self.load(&key)?.unwrap_or(1);
+        self.save(&key, &(id + 1))?;
         Ok(id)
+    }
+}
+
+impl Records for dyn Host + '_ {
+    fn load<T: DeserializeOwned>(&mut self, key: &Key<T>) -> Result<Option<T>, String> {
+        match self.store_get(&key.name) {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("corrupt record {}: {e}", key.name)),
+        }
+    }
+
+    fn save<T: Serialize>(&mut self, key: &Key<T>, value: &T) -> Result<(), String> {
+        let bytes = serde_json::to_vec(value).map_err(|e| format!("encode {}: {e}", key.name))?;
+        self.store_put(&key.name, &bytes);
+        Ok(())
+    }
+
+    fn remove<T>(&mut self, key: &Key<T>) {
+        self.store_delete(&key.name);
+    }
+
+    fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>> {
+        self.store_keys(prefix.prefix)
+            .into_iter()
+            .map(Key::new)
+            .collect()
     }
 }

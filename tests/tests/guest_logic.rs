@@ -1,5 +1,6 @@
 //! The guest's pure logic, built natively: Markdown rendering and
-//! sanitizing, splitting, settings, command parsing.
+//! sanitizing, splitting, settings, command parsing, and the pump that
+//! turns a reply's text into sends and edits.
 
 mod render {
     use surfaces_guest::render::*;
@@ -127,6 +128,28 @@ mod commands {
             Command::Misused(_)
         ));
         assert_eq!(parse("dance", "!"), Command::Unknown("dance".into()));
+    }
+
+    /// The contract's command words are exactly the ones the guest parses
+    /// (the simulator and group rooms decide by that list).
+    #[test]
+    fn the_contract_lists_every_command_word() {
+        for word in surfaces_contract::COMMANDS {
+            assert!(
+                !matches!(parse(word, "!"), Command::Unknown(_)),
+                "{word} is in the contract but the guest does not know it"
+            );
+        }
+        for word in NAMES {
+            assert!(
+                surfaces_contract::is_command(word),
+                "{word} is missing from the contract"
+            );
+        }
+        for word in ["dance", "helpme", "stopp", ""] {
+            assert!(!surfaces_contract::is_command(word));
+            assert!(matches!(parse(word, "!"), Command::Unknown(_)));
+        }
     }
 
     #[test]
@@ -276,6 +299,238 @@ mod sanitizing {
             prop_assert!(cut > 0 && cut <= text.len());
             prop_assert!(text.is_char_boundary(cut));
             prop_assert!(fits(&text[..cut], None, budget), "piece of {cut} bytes does not fit");
+        }
+    }
+}
+
+mod pump {
+    use proptest::prelude::*;
+    use surfaces_guest::bot::pump::{Answer, Next, Target, Update, answered, issued, next};
+    use surfaces_guest::render;
+    use surfaces_guest::state::{Ending, Queued, Reply};
+    use surfaces_guest::types::{MatrixError, MatrixErrorKind};
+
+    const INTERVAL: u64 = 1000;
+    const BUDGET: usize = 46 * 1024 - render::EDIT_OVERHEAD;
+
+    fn reply(budget: usize) -> Reply {
+        let origin = Queued {
+            room_id: "!dm:test".into(),
+            event_id: "$q".into(),
+            sender: "@alice:test".into(),
+            display_name: None,
+            text: "question".into(),
+            thread_root: None,
+            is_direct: true,
+            attempts: 0,
+        };
+        Reply::new("shared".into(), origin, budget, None)
+    }
+
+    fn update(n: Next) -> Update {
+        match n {
+            Next::Update(u) => u,
+            other => panic!("expected an update, got {other:?}"),
+        }
+    }
+
+    /// The pump's next update at `now`, issued as `request`.
+    fn send(r: &mut Reply, text: &str, request: u64, now: u64) -> Update {
+        let u = update(next(r, text, now, INTERVAL).unwrap());
+        issued(r, &u, request, now);
+        u
+    }
+
+    fn error(kind: MatrixErrorKind, retry_after_ms: Option<u64>) -> Result<String, MatrixError> {
+        Err(MatrixError {
+            kind,
+            message: "test".into(),
+            retry_after_ms,
+        })
+    }
+
+    #[test]
+    fn sends_once_then_edits_the_original_at_most_once_per_interval() {
+        let mut r = reply(BUDGET);
+        let u = update(next(&mut r, "Hel", 0, INTERVAL).unwrap());
+        assert_eq!(u.target, Target::First);
+        assert!(u.content.live);
+        issued(&mut r, &u, 7, 0);
+        assert_eq!(r.parts[0].send_request, Some(7));
+        // One request in flight per reply.
+        assert_eq!(next(&mut r, "Hello", 10, INTERVAL).unwrap(), Next::Idle);
+        assert_eq!(answered(&mut r, 7, &Ok("$a".into()), 50), Answer::Pump);
+        assert_eq!(
+            next(&mut r, "Hello", 50, INTERVAL).unwrap(),
+            Next::FlushIn(950)
+        );
+        let u = update(next(&mut r, "Hello", 1000, INTERVAL).unwrap());
+        assert_eq!(u.target, Target::Edit("$a".into()));
+        issued(&mut r, &u, 8, 1000);
+        assert_eq!(answered(&mut r, 8, &Ok("$edit".into()), 1050), Answer::Pump);
+        // The edit's own id never becomes the target.
+        r.ending = Some(Ending::Complete);
+        let u = update(next(&mut r, "Hello", 2000, INTERVAL).unwrap());
+        assert_eq!(u.target, Target::Edit("$a".into()));
+        assert!(!u.content.live, "the final edit drops the live marker");
+        issued(&mut r, &u, 9, 2000);
+        assert_eq!(
+            answered(&mut r, 9, &Ok("$edit2".into()), 2050),
+            Answer::Pump
+        );
+        assert_eq!(next(&mut r, "Hello", 2050, INTERVAL).unwrap(), Next::Done);
+    }
+
+    #[test]
+    fn a_stale_answer_changes_nothing() {
+        let mut r = reply(BUDGET);
+        send(&mut r, "Hi", 3, 0);
+        let before = r.clone();
+        assert_eq!(answered(&mut r, 99, &Ok("$x".into()), 10), Answer::Stale);
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn a_429_holds_every_update_until_it_is_over() {
+        let mut r = reply(BUDGET);
+        send(&mut r, "Hi", 3, 0);
+        let limited = error(MatrixErrorKind::RateLimited, Some(5000));
+        assert_eq!(answered(&mut r, 3, &limited, 100), Answer::Pump);
+        assert_eq!(
+            next(&mut r, "Hi there", 100, INTERVAL).unwrap(),
+            Next::FlushIn(5000)
+        );
+        // Held edits fold into one: the retry carries the latest text.
+        let u = update(next(&mut r, "Hi there", 5100, INTERVAL).unwrap());
+        assert_eq!(
+            u.target,
+            Target::Again(3),
+            "the same request, so the same transaction id"
+        );
+        assert_eq!(u.content.body, "Hi there");
+    }
+
+    #[test]
+    fn a_retried_send_that_had_landed_is_followed_by_an_edit() {
+        let mut r = reply(BUDGET);
+        send(&mut r, "old", 3, 0);
+        // The homeserver stored it, but the answer was lost.
+        let lost = error(MatrixErrorKind::Unavailable, None);
+        assert_eq!(answered(&mut r, 3, &lost, 100), Answer::Pump);
+        let retry = update(next(&mut r, "old and new", 2000, INTERVAL).unwrap());
+        assert_eq!(retry.target, Target::Again(3));
+        issued(&mut r, &retry, 3, 2000);
+        // The transaction id returns the first event, which shows "old".
+        assert_eq!(
+            answered(&mut r, 3, &Ok("$first".into()), 2100),
+            Answer::Pump
+        );
+        let edit = update(next(&mut r, "old and new", 3000, INTERVAL).unwrap());
+        assert_eq!(edit.target, Target::Edit("$first".into()));
+        assert_eq!(edit.content.body, "old and new");
+    }
+
+    #[test]
+    fn a_413_shrinks_the_budget_and_splits_again() {
+        let mut r = reply(BUDGET);
+        send(&mut r, "some text", 3, 0);
+        let too_large = error(MatrixErrorKind::TooLarge, None);
+        assert_eq!(answered(&mut r, 3, &too_large, 10), Answer::Pump);
+        assert_eq!(r.budget, BUDGET * 2 / 3);
+        for i in 1..20 {
+            let now = i * 10_000;
+            send(&mut r, "some text", 3, now);
+            let _ = answered(&mut r, 3, &too_large, now);
+        }
+        assert_eq!(r.budget, 8 * 1024, "never below the floor");
+    }
+
+    #[test]
+    fn a_room_that_refuses_is_given_up() {
+        let mut r = reply(BUDGET);
+        send(&mut r, "Hi", 3, 0);
+        let forbidden = error(MatrixErrorKind::Forbidden, None);
+        assert_eq!(answered(&mut r, 3, &forbidden, 10), Answer::GiveUp);
+    }
+
+    #[test]
+    fn an_empty_reply_says_so() {
+        let mut r = reply(BUDGET);
+        assert_eq!(next(&mut r, "", 0, INTERVAL).unwrap(), Next::Idle);
+        r.ending = Some(Ending::Complete);
+        let u = update(next(&mut r, "", 0, INTERVAL).unwrap());
+        assert_eq!(u.content.body, "*(The agent returned an empty reply.)*");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the text and its pace: the parts, once done, show the
+        /// whole text in order, each within the event budget, each updated
+        /// at most once per interval, one request in flight at a time.
+        #[test]
+        fn the_parts_end_up_showing_the_whole_text(
+            pieces in prop::collection::vec(("[a-z \n`]{1,40}|[a-z \n]{1500,3000}", 0u64..700), 1..30),
+            latency in 1u64..300,
+        ) {
+            let budget = 8 * 1024;
+            let mut r = reply(budget);
+            let mut text = String::new();
+            let mut now = 0u64;
+            let mut shown: Vec<(String, u64)> = Vec::new();
+            let mut in_flight: Option<(Update, u64, u64)> = None;
+            let mut request = 0u64;
+            let mut pieces = pieces.into_iter();
+            let mut steps = 0;
+            let mut next_piece_at = 0u64;
+            loop {
+                steps += 1;
+                prop_assert!(steps < 100_000, "the pump never finished");
+                if let Some((u, req, at)) = in_flight.take() {
+                    if now < at + latency {
+                        in_flight = Some((u, req, at));
+                    } else {
+                        let id = format!("$p{}", u.part);
+                        prop_assert_eq!(answered(&mut r, req, &Ok(id), now), Answer::Pump);
+                        let body = u.content.body.clone();
+                        if shown.len() <= u.part {
+                            shown.push((body, now));
+                        } else {
+                            prop_assert!(now >= shown[u.part].1, "time runs forward");
+                            shown[u.part] = (body, now);
+                        }
+                    }
+                }
+                if in_flight.is_none() {
+                    match next(&mut r, &text, now, INTERVAL).unwrap() {
+                        Next::Done => break,
+                        Next::Update(u) => {
+                            if let Some(last) = r.parts[u.part].last_update {
+                                prop_assert!(now >= last + INTERVAL, "updated within the interval");
+                            }
+                            prop_assert!(render::fits(&u.content.body, r.parts[u.part].fence.as_deref(), budget));
+                            request += 1;
+                            issued(&mut r, &u, request, now);
+                            in_flight = Some((u, request, now));
+                        }
+                        Next::Idle | Next::FlushIn(_) => {}
+                    }
+                }
+                now += 50;
+                if now >= next_piece_at {
+                    match pieces.next() {
+                        Some((piece, pause)) => {
+                            text.push_str(&piece);
+                            r.len = text.len();
+                            next_piece_at = now + pause;
+                        }
+                        None if r.ending.is_none() => r.ending = Some(Ending::Complete),
+                        None => {}
+                    }
+                }
+            }
+            let joined: String = shown.iter().map(|(b, _)| b.as_str()).collect();
+            prop_assert_eq!(joined, text);
         }
     }
 }

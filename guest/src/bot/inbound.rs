@@ -1,0 +1,109 @@
+//! A user's message: is the bot addressed, by whom, and what comes of it
+//! (a command, a question for the agent, a hint).
+
+use surfaces_contract::{Addressed, address};
+
+use super::Bot;
+use crate::commands;
+use crate::config::Scope;
+use crate::host::Host;
+use crate::state::{Queued, Records, User, user_key};
+use crate::types::{LogLevel, RoomMessage};
+
+impl Bot {
+    pub(super) fn on_message(
+        &mut self,
+        host: &mut dyn Host,
+        mut m: RoomMessage,
+    ) -> Result<(), String> {
+        if m.sender == self.info.bot_user_id {
+            return Ok(());
+        }
+        let body = m.body.clone();
+        let addressed = address(
+            &body,
+            m.is_direct,
+            m.mentions_bot,
+            m.is_notice,
+            &self.cfg.command_prefix,
+            &self.info.bot_user_id,
+            &self.info.bot_display_name,
+        );
+        if addressed == Addressed::No {
+            return Ok(());
+        }
+        if self.already_seen(host, &m.event_id)? {
+            host.log(
+                LogLevel::Debug,
+                &format!("{} was handled before: ignored", m.event_id),
+            );
+            return Ok(());
+        }
+        if self.cfg.scope == Scope::Thread && m.thread_root.is_none() {
+            // Per-thread contexts: a conversation started in the main
+            // timeline goes on in a thread rooted at its first message.
+            m.thread_root = Some(m.event_id.clone());
+        }
+        let user = self.greet_and_note(host, &m)?;
+        let text = match addressed {
+            Addressed::Command(rest) => {
+                let cmd = commands::parse(rest, &self.cfg.command_prefix);
+                return self.on_command(host, &m, cmd, user);
+            }
+            Addressed::Text(text) => text,
+            Addressed::No => return Ok(()),
+        };
+        if text.is_empty() {
+            let hint = format!(
+                "Yes? Write your question, or `{}help` for commands.",
+                self.cfg.command_prefix
+            );
+            return self.notice(host, &m, &hint);
+        }
+        let queued = Queued {
+            room_id: m.room_id.clone(),
+            event_id: m.event_id.clone(),
+            sender: m.sender.clone(),
+            display_name: m.sender_display_name.clone(),
+            text: text.to_string(),
+            thread_root: m.thread_root.clone(),
+            is_direct: m.is_direct,
+            attempts: 0,
+        };
+        self.enqueue(host, &m, queued)
+    }
+
+    /// The sender's record, brought up to date (display name, direct
+    /// room); a new user is greeted first.
+    fn greet_and_note(&mut self, host: &mut dyn Host, m: &RoomMessage) -> Result<User, String> {
+        let now = host.now();
+        let key = user_key(&m.sender);
+        let mut user = match host.load(&key)? {
+            Some(u) => u,
+            None => {
+                let name = m
+                    .sender_display_name
+                    .clone()
+                    .unwrap_or_else(|| super::localpart(&m.sender).to_string());
+                let greeting = format!(
+                    "👋 Hi {name}! I pass what you write to an AI agent and stream its reply \
+                     here. Commands start with `{p}`: send `{p}help` for the list.",
+                    p = self.cfg.command_prefix
+                );
+                self.notice(host, m, &greeting)?;
+                User {
+                    first_seen_ms: now,
+                    ..User::default()
+                }
+            }
+        };
+        if m.sender_display_name.is_some() && user.display_name != m.sender_display_name {
+            user.display_name = m.sender_display_name.clone();
+        }
+        if m.is_direct && user.dm_room.as_deref() != Some(m.room_id.as_str()) {
+            user.dm_room = Some(m.room_id.clone());
+        }
+        host.save(&key, &user)?;
+        Ok(user)
+    }
+}

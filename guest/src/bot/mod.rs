@@ -1,0 +1,197 @@
+//! The conversation state machine.
+//!
+//! Flow of one user message: [`inbound`] decides whether the bot is
+//! addressed and answers commands at once ([`command`]); other text goes
+//! to its context's queue ([`queue`]), whose head is handed to the agent,
+//! opening a reply ([`replies`]). Agent chunks append to the reply's text
+//! ([`stream`]); the [`pump`] turns the text into one Matrix message
+//! (several, past one event's capacity) that is sent once and then edited
+//! in place, at most once per `edit_interval_ms`, one request at a time.
+//! The agent's end (or error) closes the reply; the final edit drops the
+//! live marker and carries the whole text. Command output, queue positions
+//! and errors are [`notices`], delivered through rate limits. After a host
+//! restart, [`recover`] picks up what the last run left; [`rooms`] joins
+//! and leaves, [`reload`] reports swaps.
+//!
+//! Every handler takes the host as `&mut dyn Host`; records are read and
+//! written through [`Records`], typed by their keys.
+
+mod command;
+mod inbound;
+mod notices;
+pub mod pump;
+mod queue;
+mod recover;
+mod reload;
+mod replies;
+mod rooms;
+mod seen;
+mod stream;
+
+use crate::commands;
+use crate::config::Config;
+use crate::host::Host;
+use crate::state::Queued;
+use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
+use crate::types::{Event, GuestInfo, HostInfo, LogLevel, MatrixResult, RoomMessage};
+
+pub use replies::Fate;
+
+/// How long a typing notice lasts; renewed before it runs out.
+const TYPING_TIMEOUT_MS: u32 = 30_000;
+const TYPING_RENEW_MS: u64 = 20_000;
+/// Times a message is sent again after the connection dropped before the
+/// agent answered it.
+const MAX_LOST: u32 = 3;
+/// Echoed user input (command names, agent messages) is cut to this.
+const ECHO_MAX: usize = 64;
+
+pub struct Bot {
+    cfg: Config,
+    info: HostInfo,
+    replies: replies::Replies,
+    /// When this instance last pruned the record of messages seen.
+    seen_pruned_ms: Option<u64>,
+}
+
+impl Bot {
+    pub fn new(info: HostInfo, host: &mut dyn Host) -> Result<Bot, String> {
+        let cfg = Config::parse(&info.settings)?;
+        if info.max_event_bytes < 8 * 1024 {
+            return Err(format!(
+                "max-event-bytes {} is too small to stream replies",
+                info.max_event_bytes
+            ));
+        }
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "surfaces-guest {} ready ({}, scope {:?})",
+                env!("CARGO_PKG_VERSION"),
+                if info.resumed { "resumed" } else { "fresh" },
+                cfg.scope
+            ),
+        );
+        let resumed = info.resumed;
+        let mut bot = Bot {
+            cfg,
+            info,
+            replies: replies::Replies::default(),
+            seen_pruned_ms: None,
+        };
+        if !resumed {
+            bot.recover(host)?;
+        }
+        Ok(bot)
+    }
+
+    pub fn guest_info(&self) -> GuestInfo {
+        GuestInfo {
+            name: env!("CARGO_PKG_NAME").to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
+        match event {
+            Event::Message(m) => self.on_message(host, m),
+            Event::Invite(i) => self.on_invite(host, i),
+            Event::MembersChanged(m) => self.on_members(host, m),
+            Event::MatrixResult(r) => self.on_matrix_result(host, r),
+            Event::AgentChunk(c) => self.on_chunk(host, c.request, &c.text),
+            Event::AgentEnd(e) => self.on_end(host, e),
+            Event::AgentError(e) => self.on_agent_error(host, e),
+            Event::AgentStatus(s) => self.on_status(host, s),
+            Event::Timer(id) => self.on_timer(host, id),
+            Event::ReloadResult(r) => self.on_reload(host, r),
+        }
+    }
+
+    /// A Matrix request's answer goes to whoever made the request.
+    fn on_matrix_result(&mut self, host: &mut dyn Host, r: MatrixResult) -> Result<(), String> {
+        match host.load(&route_key(r.request))? {
+            Some(Route::Part { reply }) => self.on_part_result(host, reply, r),
+            Some(Route::Notice) => self.on_notice_result(host, &r),
+            Some(Route::Reload { .. }) | Some(Route::Membership) | None => {
+                if let Err(e) = &r.outcome {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("request {} failed: {:?} {}", r.request, e.kind, e.message),
+                    );
+                }
+                host.remove(&route_key(r.request));
+                Ok(())
+            }
+        }
+    }
+
+    /// A timer goes to whatever set it.
+    fn on_timer(&mut self, host: &mut dyn Host, id: u64) -> Result<(), String> {
+        let Some(purpose) = host.load(&timer_key(id))? else {
+            return Ok(());
+        };
+        match purpose {
+            TimerPurpose::Flush { reply } => self.on_flush_timer(host, id, reply),
+            TimerPurpose::Typing { reply } => self.on_typing_timer(host, id, reply),
+            TimerPurpose::Retry { context_id } => self.on_retry_timer(host, id, &context_id),
+            TimerPurpose::Resend { request } => self.on_resend_timer(host, id, request),
+        }
+    }
+
+    fn is_admin(&self, user: &str) -> bool {
+        self.cfg.admins.iter().any(|a| a == user)
+    }
+}
+
+/// Where a user message was, to answer it there.
+struct Place<'a> {
+    room_id: &'a str,
+    event_id: &'a str,
+    sender: &'a str,
+    thread_root: Option<&'a str>,
+    is_direct: bool,
+}
+
+impl<'a> From<&'a RoomMessage> for Place<'a> {
+    fn from(m: &'a RoomMessage) -> Self {
+        Place {
+            room_id: &m.room_id,
+            event_id: &m.event_id,
+            sender: &m.sender,
+            thread_root: m.thread_root.as_deref(),
+            is_direct: m.is_direct,
+        }
+    }
+}
+
+impl<'a> From<&'a Queued> for Place<'a> {
+    fn from(q: &'a Queued) -> Self {
+        Place {
+            room_id: &q.room_id,
+            event_id: &q.event_id,
+            sender: &q.sender,
+            thread_root: q.thread_root.as_deref(),
+            is_direct: q.is_direct,
+        }
+    }
+}
+
+/// `1 message`, `2 messages`, `1,234 messages`.
+fn count(n: u64, noun: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{} {noun}{s}", commands::thousands(n))
+}
+
+/// At most `max` characters of `s`.
+fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// `@alice:example.org` -> `alice`.
+fn localpart(user_id: &str) -> &str {
+    let s = user_id.strip_prefix('@').unwrap_or(user_id);
+    s.split(':').next().unwrap_or(s)
+}

@@ -1,0 +1,133 @@
+//! Notices: command output, queue positions, errors. Each is stored
+//! (`out/`) until the homeserver has it, so it goes through rate limits,
+//! outages and restarts; a send retried reuses its request id.
+
+use super::pump::{MAX_FAILURES, MAX_RETRY_AFTER_MS, backoff};
+use super::{Bot, Place};
+use crate::host::Host;
+use crate::render;
+use crate::state::{
+    Outgoing, Records, Route, StoredContent, TimerPurpose, out_key, route_key, timer_key,
+};
+use crate::types::{LogLevel, MatrixErrorKind, MatrixResult, MessageContent};
+
+impl Bot {
+    /// Answer a message (one just in, or one from a queue) with a notice,
+    /// in its thread; in a group room it mentions the sender.
+    pub(super) fn notice<'a>(
+        &mut self,
+        host: &mut dyn Host,
+        to: impl Into<Place<'a>>,
+        text: &str,
+    ) -> Result<(), String> {
+        let to = to.into();
+        let mentions = if to.is_direct {
+            Vec::new()
+        } else {
+            vec![to.sender.to_string()]
+        };
+        self.send_notice(
+            host,
+            to.room_id,
+            text,
+            Some(to.event_id),
+            to.thread_root,
+            mentions,
+        )
+    }
+
+    pub(super) fn send_notice(
+        &mut self,
+        host: &mut dyn Host,
+        room_id: &str,
+        text: &str,
+        reply_to: Option<&str>,
+        thread_root: Option<&str>,
+        mentions: Vec<String>,
+    ) -> Result<(), String> {
+        let content = MessageContent {
+            body: text.to_string(),
+            formatted_body: render::to_html(text),
+            notice: true,
+            live: false,
+            thread_root: thread_root.map(str::to_string),
+            reply_to: reply_to.map(str::to_string),
+            mentions,
+        };
+        let req = host.next_id()?;
+        host.save(
+            &out_key(req),
+            &Outgoing {
+                room_id: room_id.to_string(),
+                content: StoredContent::from(&content),
+                attempts: 1,
+            },
+        )?;
+        host.save(&route_key(req), &Route::Notice)?;
+        host.send(req, room_id, &content);
+        Ok(())
+    }
+
+    pub(super) fn on_notice_result(
+        &mut self,
+        host: &mut dyn Host,
+        r: &MatrixResult,
+    ) -> Result<(), String> {
+        let Some(mut out) = host.load(&out_key(r.request))? else {
+            return Ok(());
+        };
+        let err = match &r.outcome {
+            Ok(_) => {
+                host.remove(&out_key(r.request));
+                host.remove(&route_key(r.request));
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let delay = match err.kind {
+            MatrixErrorKind::RateLimited => {
+                err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS)
+            }
+            MatrixErrorKind::Unavailable | MatrixErrorKind::Other
+                if out.attempts < MAX_FAILURES =>
+            {
+                backoff(out.attempts)
+            }
+            _ => {
+                host.log(
+                    LogLevel::Error,
+                    &format!(
+                        "giving up a notice to {} after {} attempts: {:?} {}",
+                        out.room_id, out.attempts, err.kind, err.message
+                    ),
+                );
+                host.remove(&out_key(r.request));
+                host.remove(&route_key(r.request));
+                return Ok(());
+            }
+        };
+        out.attempts += 1;
+        host.save(&out_key(r.request), &out)?;
+        let timer = host.next_id()?;
+        host.save(
+            &timer_key(timer),
+            &TimerPurpose::Resend { request: r.request },
+        )?;
+        host.set_timer(timer, delay);
+        Ok(())
+    }
+
+    /// Send a notice again after a 429 or a failure.
+    pub(super) fn on_resend_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        request: u64,
+    ) -> Result<(), String> {
+        host.remove(&timer_key(id));
+        if let Some(out) = host.load(&out_key(request))? {
+            host.send(request, &out.room_id, &MessageContent::from(&out.content));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! The pump: how a reply's text becomes Matrix messages, without I/O.
+//!
+//! A reply is one message sent once and then edited in place; past one
+//! event's capacity it continues in a new message (a *part*). The pump is
+//! given the reply's state, its text and the time, and says what to do
+//! next ([`next`]): nothing yet, call again later, send or edit a part, or
+//! done. The caller carries that out and tells the pump ([`issued`]), and
+//! hands it the homeserver's answer ([`answered`]). Every rule of the
+//! stream lives here: one request in flight per reply, at most one update
+//! per interval, the split at a clean point, a smaller budget after a 413,
+//! the hold after a 429, and the edit that follows a retried send which
+//! may have landed the first time with older text.
+
+use crate::render;
+use crate::state::{Ending, Flight, Part, Reply};
+use crate::types::{MatrixError, MatrixErrorKind, MessageContent};
+
+/// Failures (other than 429) of one message before it is given up.
+pub const MAX_FAILURES: u32 = 8;
+/// A homeserver's `retry_after_ms` is trusted up to this.
+pub const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
+/// Smallest event budget the pump shrinks to after a 413.
+pub const MIN_BUDGET: usize = 8 * 1024;
+
+/// What the reply needs now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing until an event comes: a request is in flight, or there is
+    /// no text to show yet.
+    Idle,
+    /// Call again after this many milliseconds (throttle, rate limit).
+    FlushIn(u64),
+    /// Send or edit a part now.
+    Update(Update),
+    /// The reply is over and its final text is shown.
+    Done,
+}
+
+/// One send or edit of a part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub part: usize,
+    pub target: Target,
+    pub content: MessageContent,
+    /// What the part shows once this lands.
+    pub fingerprint: u64,
+}
+
+/// Which request carries an update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The part's first send: a new request.
+    First,
+    /// The first send again, with its own request (so the same
+    /// transaction id: it cannot appear twice).
+    Again(u64),
+    /// An edit of the part's message (always the original event).
+    Edit(String),
+}
+
+/// What the homeserver's answer means for the reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Not the request in flight (an answer to a run that is gone).
+    Stale,
+    /// Go on: call [`next`].
+    Pump,
+    /// The room refuses the reply: stop trying.
+    GiveUp,
+}
+
+/// The next step for reply `r` with text `full` at `now`.
+pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Next, String> {
+    if r.abandoned {
+        return Ok(if r.ending.is_some() {
+            Next::Done
+        } else {
+            Next::Idle
+        });
+    }
+    loop {
+        let idx = r.parts.len() - 1;
+        if r.parts[idx].in_flight.is_some() {
+            return Ok(Next::Idle);
+        }
+        if now < r.hold_until {
+            return Ok(Next::FlushIn(r.hold_until - now));
+        }
+        let part = &r.parts[idx];
+        let (body, is_final) = part_body(r, part, full)?;
+        if body.is_empty() && !is_final {
+            return Ok(Next::Idle); // nothing to show yet
+        }
+        let fp = render::fingerprint(&[body.as_bytes(), &[u8::from(is_final)]]);
+        if part.shown == Some(fp) {
+            if !is_final {
+                return Ok(Next::Idle);
+            }
+            let Some(start) = part.end else {
+                return Ok(Next::Done); // the final text is shown
+            };
+            let note_pending = matches!(r.ending, Some(Ending::Cut(_)));
+            if start >= full.len() && !note_pending {
+                // Nothing for a next part (yet): it opens when text comes.
+                return Ok(if r.ending.is_some() {
+                    Next::Done
+                } else {
+                    Next::Idle
+                });
+            }
+            // This part is full and shown: the text goes on in a new one.
+            let fence = render::open_fence(&full[..start]);
+            r.parts.push(Part {
+                start,
+                fence,
+                ..Part::default()
+            });
+            continue;
+        }
+        if let Some(last) = part.last_update
+            && now < last + interval_ms
+        {
+            return Ok(Next::FlushIn(last + interval_ms - now));
+        }
+        // About to send: freeze the part where it must end if the text no
+        // longer fits in one event.
+        if part.end.is_none() && !render::fits(&body, part.fence.as_deref(), r.budget) {
+            let tail = full.get(part.start..).unwrap_or_default();
+            let cut = render::split_point(tail, part.fence.as_deref(), r.budget);
+            // A note alone always fits (notes are short, budgets are not):
+            // an empty tail needs no split.
+            if !tail.is_empty() {
+                r.parts[idx].end = Some(r.parts[idx].start + cut);
+                continue;
+            }
+        }
+        let html = render::to_html(&render::with_fence(part.fence.as_deref(), &body));
+        let content = MessageContent {
+            body,
+            formatted_body: html,
+            notice: false,
+            live: !is_final,
+            thread_root: r.origin.thread_root.clone(),
+            reply_to: Some(r.origin.event_id.clone()),
+            mentions: if idx == 0 && !r.origin.is_direct {
+                vec![r.origin.sender.clone()]
+            } else {
+                Vec::new()
+            },
+        };
+        let target = match (&part.event_id, part.send_request) {
+            (Some(event_id), _) => Target::Edit(event_id.clone()),
+            (None, Some(request)) => Target::Again(request),
+            (None, None) => Target::First,
+        };
+        return Ok(Next::Update(Update {
+            part: idx,
+            target,
+            content,
+            fingerprint: fp,
+        }));
+    }
+}
+
+/// The caller issued `update` as `request` at `now`.
+pub fn issued(r: &mut Reply, update: &Update, request: u64, now: u64) {
+    let Some(part) = r.parts.get_mut(update.part) else {
+        return;
+    };
+    if update.target == Target::First {
+        part.send_request = Some(request);
+    }
+    part.in_flight = Some(Flight {
+        request,
+        fingerprint: update.fingerprint,
+    });
+    part.last_update = Some(now);
+}
+
+/// The homeserver answered `request` at `now`.
+pub fn answered(
+    r: &mut Reply,
+    request: u64,
+    outcome: &Result<String, MatrixError>,
+    now: u64,
+) -> Answer {
+    let Some(idx) = r
+        .parts
+        .iter()
+        .position(|p| p.in_flight.as_ref().is_some_and(|f| f.request == request))
+    else {
+        return Answer::Stale;
+    };
+    let flight = r.parts[idx].in_flight.take();
+    match outcome {
+        Ok(event_id) => {
+            let part = &mut r.parts[idx];
+            if part.event_id.is_none() {
+                part.event_id = Some(event_id.clone());
+            }
+            // A retried first send may have landed the first time, with
+            // older content (the transaction id returns that event): don't
+            // trust it to show this content; an edit follows.
+            part.shown = if part.retried {
+                None
+            } else {
+                flight.map(|f| f.fingerprint)
+            };
+            part.retried = false;
+            r.failures = 0;
+            Answer::Pump
+        }
+        Err(err) => {
+            if r.parts[idx].event_id.is_none() {
+                r.parts[idx].retried = true;
+            }
+            let give_up = match err.kind {
+                MatrixErrorKind::RateLimited => {
+                    let wait = err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS);
+                    r.hold_until = now.saturating_add(wait);
+                    false
+                }
+                MatrixErrorKind::TooLarge => {
+                    // Our estimate was off: aim lower and split again.
+                    r.budget = (r.budget * 2 / 3).max(MIN_BUDGET);
+                    r.parts[idx].end = None;
+                    r.failures += 1;
+                    r.failures > MAX_FAILURES
+                }
+                MatrixErrorKind::Forbidden | MatrixErrorKind::NotFound => true,
+                MatrixErrorKind::Unavailable | MatrixErrorKind::Other => {
+                    r.failures += 1;
+                    r.hold_until = now.saturating_add(backoff(r.failures));
+                    r.failures > MAX_FAILURES
+                }
+            };
+            if give_up {
+                Answer::GiveUp
+            } else {
+                Answer::Pump
+            }
+        }
+    }
+}
+
+/// After a host restart, nothing of the last run is in flight: a first
+/// send that was may or may not have landed (its retry reuses the
+/// transaction id, and an edit follows).
+pub fn restarted(r: &mut Reply) {
+    r.flush_timer = None;
+    r.typing_timer = None;
+    r.hold_until = 0;
+    for part in &mut r.parts {
+        if part.in_flight.take().is_some() && part.event_id.is_none() {
+            part.retried = true;
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s ... capped at one minute.
+pub fn backoff(attempt: u32) -> u64 {
+    1000u64
+        .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+        .min(60_000)
+}
+
+/// The text a part shows now, and whether that is its final text.
+fn part_body(r: &Reply, part: &Part, full: &str) -> Result<(String, bool), String> {
+    let end = part.end.unwrap_or(full.len());
+    let Some(text) = full.get(part.start..end) else {
+        return Err(format!(
+            "part {}..{end} is not within the reply's {} bytes",
+            part.start,
+            full.len()
+        ));
+    };
+    let is_final = part.end.is_some() || r.ending.is_some();
+    let note = match (&r.ending, part.end) {
+        (Some(Ending::Cut(note)), None) => Some(note.as_str()),
+        _ => None,
+    };
+    let body = join_note(text, note);
+    if body.is_empty() && is_final {
+        return Ok(("*(The agent returned an empty reply.)*".to_string(), true));
+    }
+    Ok((body, is_final))
+}
+
+fn join_note(text: &str, note: Option<&str>) -> String {
+    match note {
+        None => text.to_string(),
+        Some(n) if text.is_empty() => n.to_string(),
+        Some(n) => format!("{text}\n\n{n}"),
+    }
+}

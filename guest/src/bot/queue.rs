@@ -1,0 +1,154 @@
+//! The queue of each agent context: a message waits while the agent is
+//! busy or reconnecting (its position is shown), or is refused when the
+//! queue is full; the head goes to the agent as soon as it is free.
+
+use super::{Bot, TYPING_RENEW_MS, TYPING_TIMEOUT_MS};
+use crate::config::Scope;
+use crate::host::Host;
+use crate::render;
+use crate::state::{
+    Conn, Context, Queued, Records, Reply, TimerPurpose, User, ctx_key, timer_key, user_key,
+};
+use crate::types::{AgentMessage, AgentStatus, ConnectionState, RoomMessage, Sender};
+
+impl Bot {
+    pub(super) fn context_id(
+        &self,
+        room_id: &str,
+        thread_root: Option<&str>,
+        event_id: &str,
+    ) -> String {
+        match self.cfg.scope {
+            Scope::Shared => "shared".to_string(),
+            Scope::Room => format!("room:{room_id}"),
+            Scope::Thread => format!("thread:{room_id}:{}", thread_root.unwrap_or(event_id)),
+        }
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        host: &mut dyn Host,
+        m: &RoomMessage,
+        q: Queued,
+    ) -> Result<(), String> {
+        let ctx_id = self.context_id(&q.room_id, q.thread_root.as_deref(), &q.event_id);
+        let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        let waiting = !ctx.queue.is_empty()
+            || ctx.in_flight.is_some()
+            || ctx.retry_timer.is_some()
+            || ctx.conn == Conn::Disconnected;
+        if waiting && ctx.queue.len() >= self.cfg.queue_limit {
+            let text = format!(
+                "⚠️ The agent is busy and {} messages are already waiting. \
+                 Please send this again in a little while.",
+                ctx.queue.len()
+            );
+            return self.notice(host, m, &text);
+        }
+        ctx.queue.push_back(q);
+        host.save(&ctx_key(&ctx_id), &ctx)?;
+        self.start_next(host, &ctx_id)?;
+        let ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
+            return Ok(()); // on its way to the agent
+        };
+        let why = if ctx.conn == Conn::Disconnected {
+            "The agent is reconnecting"
+        } else {
+            "The agent is busy"
+        };
+        let text = format!(
+            "⏳ {why}: your message is queued (position {}).",
+            position + 1
+        );
+        self.notice(host, m, &text)
+    }
+
+    /// Give the head of the context's queue to the agent, if it is free.
+    pub(super) fn start_next(&mut self, host: &mut dyn Host, ctx_id: &str) -> Result<(), String> {
+        let mut ctx: Context = host.load_or_default(&ctx_key(ctx_id))?;
+        if ctx.in_flight.is_some() || ctx.retry_timer.is_some() || ctx.conn == Conn::Disconnected {
+            return Ok(());
+        }
+        let Some(q) = ctx.queue.pop_front() else {
+            return Ok(());
+        };
+        let req = host.next_id()?;
+        let user: User = host.load_or_default(&user_key(&q.sender))?;
+        let skills = self
+            .cfg
+            .skills
+            .iter()
+            .filter(|s| user.skills.get(*s).copied().unwrap_or(false))
+            .cloned()
+            .collect();
+        let message = AgentMessage {
+            text: q.text.clone(),
+            sender: Sender {
+                id: q.sender.clone(),
+                display_name: q.display_name.clone(),
+            },
+            skills,
+            attachments: Vec::new(),
+        };
+        host.agent_submit(req, ctx_id, &message);
+        host.read_receipt(&q.room_id, &q.event_id);
+        host.set_typing(&q.room_id, true, TYPING_TIMEOUT_MS);
+        let typing_timer = host.next_id()?;
+        host.save(
+            &timer_key(typing_timer),
+            &TimerPurpose::Typing { reply: req },
+        )?;
+        host.set_timer(typing_timer, TYPING_RENEW_MS);
+        let budget = (self.info.max_event_bytes as usize).saturating_sub(render::EDIT_OVERHEAD);
+        let reply = Reply::new(ctx_id.to_string(), q, budget, Some(typing_timer));
+        self.replies.open(host, req, reply)?;
+        ctx.in_flight = Some(req);
+        host.save(&ctx_key(ctx_id), &ctx)?;
+        Ok(())
+    }
+
+    /// The agent connection changed state: a `ready` ends a retry pause.
+    pub(super) fn on_status(&mut self, host: &mut dyn Host, s: AgentStatus) -> Result<(), String> {
+        let key = ctx_key(&s.context_id);
+        let mut ctx = host.load_or_default(&key)?;
+        ctx.conn = match s.state {
+            ConnectionState::Connecting => Conn::Connecting,
+            ConnectionState::Ready => Conn::Ready,
+            ConnectionState::Busy => Conn::Busy,
+            ConnectionState::Disconnected => Conn::Disconnected,
+        };
+        ctx.conn_detail = s.detail;
+        if s.context_tokens.is_some() {
+            ctx.agent_tokens = s.context_tokens;
+        }
+        if ctx.conn == Conn::Ready
+            && let Some(timer) = ctx.retry_timer.take()
+        {
+            host.cancel_timer(timer);
+            host.remove(&timer_key(timer));
+        }
+        host.save(&key, &ctx)?;
+        if ctx.conn != Conn::Disconnected {
+            self.start_next(host, &s.context_id)?;
+        }
+        Ok(())
+    }
+
+    /// Try the context's queue again after `busy` or a lost connection.
+    pub(super) fn on_retry_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        context_id: &str,
+    ) -> Result<(), String> {
+        host.remove(&timer_key(id));
+        let key = ctx_key(context_id);
+        let mut ctx = host.load_or_default(&key)?;
+        if ctx.retry_timer == Some(id) {
+            ctx.retry_timer = None;
+            host.save(&key, &ctx)?;
+        }
+        self.start_next(host, context_id)
+    }
+}

@@ -1,0 +1,65 @@
+//! After a host restart the previous run's agent requests, timers and
+//! Matrix requests are gone. Replies cut by the restart end with a note
+//! (or go back to their queue if nothing was shown), replies that were
+//! finishing are finished, undelivered notices are sent again with their
+//! old request ids.
+
+use super::replies::Replies;
+use super::{Bot, Fate, pump};
+use crate::host::Host;
+use crate::state::{CONTEXTS, Conn, OUTGOING, ROUTES, Records, Route, TIMERS, route_key};
+use crate::types::{AgentError, AgentErrorKind, MessageContent};
+
+impl Bot {
+    pub(super) fn recover(&mut self, host: &mut dyn Host) -> Result<(), String> {
+        let mut lost = Vec::new();
+        for key in host.scan(&CONTEXTS) {
+            let Some(mut ctx) = host.load(&key)? else {
+                continue;
+            };
+            ctx.conn = Conn::Unknown;
+            ctx.conn_detail = None;
+            ctx.retry_timer = None;
+            lost.extend(ctx.in_flight);
+            host.save(&key, &ctx)?;
+        }
+        for key in host.scan(&TIMERS) {
+            host.remove(&key);
+        }
+        for key in host.scan(&ROUTES) {
+            host.remove(&key);
+        }
+        for req in Replies::stored(host) {
+            self.with_reply(host, req, |_, _, r| {
+                pump::restarted(r);
+                if r.ending.is_none() && !lost.contains(&req) {
+                    lost.push(req); // a stream no context knew about any more
+                }
+                Ok(Fate::Keep)
+            })?;
+        }
+        for req in lost {
+            self.on_agent_error(
+                host,
+                AgentError {
+                    request: req,
+                    kind: AgentErrorKind::Disconnected,
+                    message: "the host restarted".into(),
+                },
+            )?;
+        }
+        for req in Replies::stored(host) {
+            self.with_reply(host, req, |bot, host, r| bot.pump_fate(host, req, r))?;
+        }
+        for key in host.scan(&OUTGOING) {
+            let Ok(req) = OUTGOING.id(&key).parse::<u64>() else {
+                continue;
+            };
+            if let Some(out) = host.load(&key)? {
+                host.save(&route_key(req), &Route::Notice)?;
+                host.send(req, &out.room_id, &MessageContent::from(&out.content));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,377 @@
+//! A reply while the agent writes it: chunks, the end or an error, the
+//! homeserver's answers to its sends and edits, and the timers that flush
+//! it or renew its typing notice. What to send when is the [`pump`]'s
+//! decision; this room carries it out.
+
+use super::pump::{self, Answer, Next, Target};
+use super::{Bot, Fate, MAX_LOST, TYPING_RENEW_MS, TYPING_TIMEOUT_MS, cut};
+use crate::host::Host;
+use crate::state::{
+    Ending, Queued, Records, Reply, Route, TimerPurpose, ctx_key, route_key, timer_key, user_key,
+};
+use crate::types::{AgentEnd, AgentError, AgentErrorKind, EditTarget, LogLevel, MatrixResult};
+
+/// What follows once a failed request's reply is settled.
+enum After {
+    Nothing,
+    /// The message went back to its queue: tell its sender (once).
+    Requeued(Queued, &'static str),
+    /// The reply is closed: the context's next message may go.
+    StartNext(String),
+}
+
+impl Bot {
+    pub(super) fn on_chunk(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        chunk: &str,
+    ) -> Result<(), String> {
+        // A reply we already closed has no record: its chunks are dropped.
+        self.with_reply(host, req, |bot, host, r| {
+            if r.ending.is_some() || chunk.is_empty() {
+                return Ok(Fate::Keep);
+            }
+            bot.replies.append(host, req, r, chunk);
+            bot.pump(host, req, r)?;
+            Ok(Fate::Keep)
+        })?;
+        Ok(())
+    }
+
+    pub(super) fn on_end(&mut self, host: &mut dyn Host, e: AgentEnd) -> Result<(), String> {
+        let mut next = None;
+        self.with_reply(host, e.request, |bot, host, r| {
+            if r.ending.is_some() {
+                return Ok(Fate::Untouched);
+            }
+            r.ending = Some(if r.stop_requested {
+                Ending::Cut("⏹️ *Stopped.*".into())
+            } else {
+                Ending::Complete
+            });
+            let ctx_id = r.context_id.clone();
+            let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+            ctx.tokens = ctx.tokens.saturating_add(e.tokens_used);
+            ctx.messages = ctx.messages.saturating_add(1);
+            ctx.busy_attempts = 0;
+            if ctx.in_flight == Some(e.request) {
+                ctx.in_flight = None;
+            }
+            host.save(&ctx_key(&ctx_id), &ctx)?;
+            let ukey = user_key(&r.origin.sender);
+            let mut user = host.load_or_default(&ukey)?;
+            user.tokens = user.tokens.saturating_add(e.tokens_used);
+            user.messages = user.messages.saturating_add(1);
+            host.save(&ukey, &user)?;
+            next = Some(ctx_id);
+            bot.close_reply(host, e.request, r)
+        })?;
+        match next {
+            Some(ctx_id) => self.start_next(host, &ctx_id),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_agent_error(
+        &mut self,
+        host: &mut dyn Host,
+        e: AgentError,
+    ) -> Result<(), String> {
+        let mut after = After::Nothing;
+        self.with_reply(host, e.request, |bot, host, r| {
+            if r.ending.is_some() {
+                return Ok(Fate::Untouched);
+            }
+            bot.settle_failed(host, &e, r, &mut after)
+        })?;
+        match after {
+            After::Nothing => Ok(()),
+            After::Requeued(origin, text) => self.notice(host, &origin, text),
+            After::StartNext(ctx_id) => self.start_next(host, &ctx_id),
+        }
+    }
+
+    /// The agent request behind `r` failed: back to the head of its queue
+    /// if nothing was shown (within limits, so that one message cannot
+    /// block its queue forever), or closed with a note saying why.
+    fn settle_failed(
+        &mut self,
+        host: &mut dyn Host,
+        e: &AgentError,
+        r: &mut Reply,
+        after: &mut After,
+    ) -> Result<Fate, String> {
+        let ctx_id = r.context_id.clone();
+        let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        if ctx.in_flight == Some(e.request) {
+            ctx.in_flight = None;
+        }
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "agent request {} failed: {:?} {}",
+                e.request, e.kind, e.message
+            ),
+        );
+        let nothing_shown = r.chunks == 0 && !r.stop_requested;
+        let requeue = nothing_shown
+            && match e.kind {
+                AgentErrorKind::Busy => ctx.busy_attempts < self.cfg.busy_retries,
+                AgentErrorKind::Disconnected => r.origin.attempts < MAX_LOST,
+                _ => false,
+            };
+        if requeue {
+            let mut origin = r.origin.clone();
+            let first_time = match e.kind {
+                AgentErrorKind::Busy => {
+                    ctx.busy_attempts += 1;
+                    ctx.busy_attempts == 1
+                }
+                _ => {
+                    origin.attempts += 1;
+                    origin.attempts == 1
+                }
+            };
+            let attempt = ctx.busy_attempts.max(origin.attempts);
+            // Retry after a pause; a `ready` status cuts the pause short.
+            let timer = host.next_id()?;
+            host.save(
+                &timer_key(timer),
+                &TimerPurpose::Retry {
+                    context_id: ctx_id.clone(),
+                },
+            )?;
+            host.set_timer(timer, pump::backoff(attempt));
+            if let Some(old) = ctx.retry_timer.replace(timer) {
+                host.cancel_timer(old);
+                host.remove(&timer_key(old));
+            }
+            ctx.queue.push_front(origin.clone());
+            host.save(&ctx_key(&ctx_id), &ctx)?;
+            if first_time {
+                let text = match e.kind {
+                    AgentErrorKind::Busy => {
+                        "⏳ The agent is busy: your message is queued (position 1) and will be retried."
+                    }
+                    _ => {
+                        "⏳ The connection to the agent was lost before it answered: \
+                         your message is queued and will be sent when it is back."
+                    }
+                };
+                *after = After::Requeued(origin, text);
+            }
+            return Ok(Fate::Discard);
+        }
+        ctx.busy_attempts = 0;
+        host.save(&ctx_key(&ctx_id), &ctx)?;
+        let p = &self.cfg.command_prefix;
+        let note = match e.kind {
+            AgentErrorKind::Busy => {
+                "⚠️ The agent stayed busy, so your message was not sent. Please try again in a \
+                 moment."
+                    .to_string()
+            }
+            AgentErrorKind::Disconnected if r.chunks == 0 && !r.stop_requested => {
+                "⚠️ The connection to the agent kept dropping before it answered. Please try \
+                 again later."
+                    .to_string()
+            }
+            AgentErrorKind::Disconnected => {
+                "⚠️ *Reply incomplete: the connection to the agent was lost.*".to_string()
+            }
+            AgentErrorKind::Protocol => {
+                "⚠️ *Reply incomplete: the agent sent something malformed.*".to_string()
+            }
+            AgentErrorKind::ContextOverflow => format!(
+                "⚠️ The agent's context is full. Send `{p}new` to start a fresh context, then \
+                 ask again."
+            ),
+            AgentErrorKind::BadRequest => format!(
+                "⚠️ The agent rejected this message: {}",
+                cut(&e.message, 4 * super::ECHO_MAX)
+            ),
+            AgentErrorKind::Internal => {
+                format!(
+                    "⚠️ The agent failed: {}",
+                    cut(&e.message, 4 * super::ECHO_MAX)
+                )
+            }
+        };
+        r.ending = Some(Ending::Cut(note));
+        *after = After::StartNext(ctx_id);
+        self.close_reply(host, e.request, r)
+    }
+
+    /// The agent is done with this reply: stop typing, show the final text.
+    pub(super) fn close_reply(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        r: &mut Reply,
+    ) -> Result<Fate, String> {
+        host.set_typing(&r.origin.room_id, false, 0);
+        if let Some(t) = r.typing_timer.take() {
+            host.cancel_timer(t);
+            host.remove(&timer_key(t));
+        }
+        self.pump_fate(host, req, r)
+    }
+
+    /// Pump, and whether the reply is over.
+    pub(super) fn pump_fate(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        r: &mut Reply,
+    ) -> Result<Fate, String> {
+        Ok(if self.pump(host, req, r)? {
+            Fate::Discard
+        } else {
+            Fate::Keep
+        })
+    }
+
+    /// Bring the reply's messages up to date with its text (see [`pump`]).
+    /// True once the reply is over and its final text is shown.
+    fn pump(&mut self, host: &mut dyn Host, req: u64, r: &mut Reply) -> Result<bool, String> {
+        if r.abandoned {
+            return Ok(r.ending.is_some()); // what is left of it is dropped
+        }
+        let full = self.replies.lend_text(host, req, r)?;
+        let result = self.carry_out(host, req, r, &full);
+        self.replies.put_text(req, full);
+        result
+    }
+
+    fn carry_out(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        r: &mut Reply,
+        full: &str,
+    ) -> Result<bool, String> {
+        let now = host.now();
+        match pump::next(r, full, now, self.cfg.edit_interval_ms)? {
+            Next::Idle => Ok(false),
+            Next::Done => Ok(true),
+            Next::FlushIn(delay) => {
+                self.schedule_flush(host, req, r, delay)?;
+                Ok(false)
+            }
+            Next::Update(update) => {
+                let room_id = r.origin.room_id.clone();
+                let request = match &update.target {
+                    Target::Edit(event_id) => {
+                        let request = host.next_id()?;
+                        let target = EditTarget::Event(event_id.clone());
+                        host.edit(request, &room_id, &target, &update.content);
+                        request
+                    }
+                    Target::Again(request) => {
+                        host.send(*request, &room_id, &update.content);
+                        *request
+                    }
+                    Target::First => {
+                        let request = host.next_id()?;
+                        host.send(request, &room_id, &update.content);
+                        request
+                    }
+                };
+                host.save(&route_key(request), &Route::Part { reply: req })?;
+                pump::issued(r, &update, request, now);
+                Ok(false)
+            }
+        }
+    }
+
+    fn schedule_flush(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        r: &mut Reply,
+        delay: u64,
+    ) -> Result<(), String> {
+        let id = match r.flush_timer {
+            Some(id) => id,
+            None => {
+                let id = host.next_id()?;
+                host.save(&timer_key(id), &TimerPurpose::Flush { reply: req })?;
+                r.flush_timer = Some(id);
+                id
+            }
+        };
+        host.set_timer(id, delay);
+        Ok(())
+    }
+
+    /// The homeserver answered one of the reply's sends or edits.
+    pub(super) fn on_part_result(
+        &mut self,
+        host: &mut dyn Host,
+        reply: u64,
+        res: MatrixResult,
+    ) -> Result<(), String> {
+        host.remove(&route_key(res.request));
+        self.with_reply(host, reply, |bot, host, r| {
+            let now = host.now();
+            match pump::answered(r, res.request, &res.outcome, now) {
+                Answer::Stale => Ok(Fate::Untouched),
+                Answer::Pump => bot.pump_fate(host, reply, r),
+                Answer::GiveUp => {
+                    if let Err(err) = &res.outcome {
+                        host.log(
+                            LogLevel::Error,
+                            &format!(
+                                "giving up reply {reply} in {}: {:?} {}",
+                                r.origin.room_id, err.kind, err.message
+                            ),
+                        );
+                    }
+                    if r.ending.is_some() {
+                        return Ok(Fate::Discard);
+                    }
+                    // Keep the record until the agent ends, so its
+                    // remaining chunks are recognised and dropped.
+                    host.agent_cancel(&r.context_id);
+                    r.stop_requested = true;
+                    r.abandoned = true;
+                    Ok(Fate::Keep)
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Update the reply's message (throttle or rate limit elapsed).
+    pub(super) fn on_flush_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        reply: u64,
+    ) -> Result<(), String> {
+        let found = self.with_reply(host, reply, |bot, host, r| bot.pump_fate(host, reply, r))?;
+        if !found {
+            host.remove(&timer_key(id));
+        }
+        Ok(())
+    }
+
+    /// Renew the typing notice while the agent works.
+    pub(super) fn on_typing_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        reply: u64,
+    ) -> Result<(), String> {
+        match self.replies.peek(host, reply)? {
+            Some(r) if r.ending.is_none() => {
+                let room = r.origin.room_id.clone();
+                host.set_typing(&room, true, TYPING_TIMEOUT_MS);
+                host.set_timer(id, TYPING_RENEW_MS);
+            }
+            _ => host.remove(&timer_key(id)),
+        }
+        Ok(())
+    }
+}
