@@ -1,0 +1,60 @@
+//! What a run leaves behind for the checks: the facts the simulator saw
+//! besides the homeserver's own state.
+
+use std::collections::BTreeMap;
+
+use crate::homeserver::Homeserver;
+
+/// What the checks need to know about a run, besides the homeserver.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub user_messages: Vec<UserMessage>,
+    pub submits: Vec<Submit>,
+    /// Chunks the guest received, per agent request.
+    pub chunks: BTreeMap<u64, Vec<String>>,
+    /// How each agent request ended for the guest.
+    pub outcomes: BTreeMap<u64, Outcome>,
+    /// When the guest issued each send/edit of a message, by original
+    /// event id.
+    pub updates: BTreeMap<String, Vec<u64>>,
+    /// Send request -> original event id, and send request -> issue time.
+    pub sends: BTreeMap<u64, u64>,
+    pub guest_failures: Vec<String>,
+    pub edit_interval_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct UserMessage {
+    pub event_id: String,
+    pub room_id: String,
+    pub body: String,
+    /// The bot is expected to answer it (DM, mention or command).
+    pub addressed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Submit {
+    pub request: u64,
+    pub context_id: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ended,
+    Failed(String),
+}
+
+/// The result of a run.
+pub struct Run {
+    pub seed: u64,
+    pub transcript: Vec<String>,
+    pub homeserver: Homeserver,
+    pub facts: Facts,
+    /// False when the run was cut off before the world went quiet.
+    pub settled: bool,
+    pub bot_user_id: String,
+    pub prefix: String,
+    /// The guest's store at the end of the run.
+    pub store_keys: Vec<String>,
+}

@@ -1,0 +1,149 @@
+//! The simulated host and the guest: starting it, restarting the whole
+//! host (what it had in flight dies with it), feeding it events, and
+//! carrying out the effects it returns.
+
+use surfaces_embed::{Effect, Event, Guest, HostEffect, LogLevel, ReloadResult, TimerEffect};
+
+use super::transcript::{event_name, level_name};
+use super::{Outcome, Pending, RESTART_MS, World};
+
+impl World<'_> {
+    /// What the host does when it starts: the guest, then the agent.
+    pub(super) fn start_host(&mut self) {
+        self.start_guest(None);
+        // (The guest may have connected it already, by submitting at init.)
+        if self.shared_scope && !self.conns.contains_key("shared") {
+            self.connect("shared");
+        }
+    }
+
+    /// The host is killed and started again. Its agent connections, timers
+    /// and pending responses die with it; the store, the homeserver and the
+    /// room messages not yet handled (sync resumes) survive.
+    pub(super) fn restart_host(&mut self) {
+        self.log("fault: the host is killed and restarted".into());
+        self.host_epoch += 1;
+        self.timers.clear();
+        self.drop_agent_connections();
+        self.guest = None;
+        // A new process takes a while to start: what the old one had sent
+        // lands meanwhile, and sync delivers what came in after.
+        self.after(RESTART_MS, Pending::HostStart);
+    }
+
+    pub(super) fn start_guest(&mut self, reload_request: Option<u64>) {
+        // A swap carries on the same host run (the embedding's `swap`); a
+        // (re)start does not.
+        let result = match self.guest.as_mut() {
+            Some(guest) => guest
+                .swap(self.component, &mut self.kv, self.now)
+                .map(|out| (None, out)),
+            None => Guest::start(self.component, self.info.clone(), &mut self.kv, self.now)
+                .map(|(guest, out)| (Some(guest), out)),
+        };
+        let outcome = match result {
+            Ok((started, out)) => {
+                if let Some(guest) = started {
+                    self.guest = Some(guest);
+                }
+                let (name, version) = self
+                    .guest
+                    .as_ref()
+                    .map(|g| (g.info().name.clone(), g.info().version.clone()))
+                    .unwrap_or_default();
+                self.log(format!("guest started: {name} {version}"));
+                self.apply(out);
+                Ok(version)
+            }
+            Err(e) => {
+                self.log(format!("guest refused to start: {e}"));
+                self.facts.guest_failures.push(e.to_string());
+                Err(e.to_string())
+            }
+        };
+        if let Some(request) = reload_request {
+            self.deliver_after(1, Event::ReloadResult(ReloadResult { request, outcome }));
+        }
+    }
+
+    pub(super) fn deliver(&mut self, ev: Event) {
+        if let Event::Message(m) = &ev
+            && !self
+                .delivered_messages
+                .iter()
+                .any(|d| d.event_id == m.event_id)
+        {
+            self.delivered_messages.push(m.clone());
+        }
+        match &ev {
+            Event::AgentChunk(c) => self
+                .facts
+                .chunks
+                .entry(c.request)
+                .or_default()
+                .push(c.text.clone()),
+            Event::AgentEnd(e) => {
+                self.facts.outcomes.insert(e.request, Outcome::Ended);
+            }
+            Event::AgentError(e) => {
+                self.facts
+                    .outcomes
+                    .insert(e.request, Outcome::Failed(format!("{:?}", e.kind)));
+            }
+            _ => {}
+        }
+        let Some(guest) = self.guest.as_mut() else {
+            self.log("event dropped: no guest is running".into());
+            return;
+        };
+        let (result, retried) = guest.handle_retrying(&ev, &mut self.kv, self.now);
+        let what = event_name(&ev);
+        if let Some(e) = retried {
+            self.log(format!("guest failed on {what}: {e}; delivered again"));
+            self.facts.guest_failures.push(format!("{what}: {e}"));
+        }
+        match result {
+            Ok(out) => self.apply(out),
+            Err(e) => {
+                self.log(format!("guest failed on {what}: {e}"));
+                self.facts.guest_failures.push(format!("{what}: {e}"));
+            }
+        }
+    }
+
+    pub(super) fn apply(&mut self, out: surfaces_embed::Output) {
+        for line in out.logs {
+            if line.level != LogLevel::Debug && line.level != LogLevel::Trace {
+                self.log(format!(
+                    "guest {}: {}",
+                    level_name(line.level),
+                    line.message
+                ));
+            }
+        }
+        for effect in out.effects {
+            self.effect(effect);
+        }
+    }
+
+    /// The host carries out one effect: each kind goes to its part.
+    pub(super) fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Matrix(m) => self.matrix_effect(m),
+            Effect::Agent(a) => self.agent_effect(a),
+            Effect::Timer(TimerEffect::Set { id, delay_ms }) => {
+                self.timer_token += 1;
+                let token = self.timer_token;
+                self.timers.insert(id, token);
+                self.after(delay_ms, Pending::Timer { id, token });
+            }
+            Effect::Timer(TimerEffect::Cancel { id }) => {
+                self.timers.remove(&id);
+            }
+            Effect::Host(HostEffect::Reload { request }) => {
+                self.log(format!("host: reload requested (#{request})"));
+                self.start_guest(Some(request));
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The guest's Matrix effects at the fake homeserver: sends, edits and
+//! membership arrive after a latency, may meet an outage, a rate limit or
+//! a size limit, and their answers may be lost on the way back, as with
+//! Synapse behind a real network.
+
+use rand::RngExt;
+use surfaces_embed::{EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult};
+
+use super::transcript::show;
+use super::{Pending, World};
+
+impl World<'_> {
+    /// A Matrix effect: logged, then on its way to the homeserver.
+    pub(super) fn matrix_effect(&mut self, effect: MatrixEffect) {
+        match effect {
+            MatrixEffect::Send {
+                request,
+                ref room_id,
+                ref content,
+            } => {
+                self.log(format!("bot send #{request} {room_id}: {}", show(content)));
+                self.facts.sends.entry(request).or_insert(self.now);
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            MatrixEffect::Edit {
+                request,
+                ref room_id,
+                ref target,
+                ref content,
+            } => {
+                let t = match target {
+                    EditTarget::Event(e) => e.clone(),
+                    EditTarget::Request(r) => format!("request #{r}"),
+                };
+                self.log(format!(
+                    "bot edit #{request} {room_id} {t}: {}",
+                    show(content)
+                ));
+                if let EditTarget::Event(e) = target {
+                    self.facts
+                        .updates
+                        .entry(e.clone())
+                        .or_default()
+                        .push(self.now);
+                }
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            MatrixEffect::React {
+                request,
+                room_id,
+                event_id,
+                key,
+            } => {
+                self.log(format!("bot react #{request} {room_id} {event_id} {key}"));
+                self.after(
+                    1,
+                    Pending::Deliver(Event::MatrixResult(MatrixResult {
+                        request,
+                        outcome: Ok(String::new()),
+                    })),
+                );
+            }
+            MatrixEffect::SetTyping {
+                room_id, typing, ..
+            } => {
+                self.log(format!(
+                    "bot typing {} {room_id}",
+                    if typing { "on" } else { "off" }
+                ));
+            }
+            MatrixEffect::ReadReceipt { room_id, event_id } => {
+                self.log(format!("bot read {room_id} {event_id}"));
+            }
+            MatrixEffect::Join { .. } | MatrixEffect::Leave { .. } => {
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+        }
+    }
+
+    pub(super) fn hs_arrive(&mut self, effect: MatrixEffect, epoch: u64) {
+        let bot = self.scenario.bot.user_id.clone();
+        let unavailable = self.scenario.homeserver.unavailable;
+        let (request, result) = match effect {
+            MatrixEffect::Send {
+                request,
+                room_id,
+                content,
+            } => {
+                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                    Err(unavailable_error())
+                } else {
+                    self.hs.send(
+                        &bot,
+                        &format!("s{request}"),
+                        &room_id,
+                        &content,
+                        None,
+                        self.now,
+                    )
+                };
+                (request, r)
+            }
+            MatrixEffect::Edit {
+                request,
+                room_id,
+                target,
+                content,
+            } => {
+                let target = match target {
+                    EditTarget::Event(e) => Some(e),
+                    EditTarget::Request(r) => self.req_events.get(&r).cloned(),
+                };
+                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                    Err(unavailable_error())
+                } else if let Some(target) = target {
+                    self.hs.send(
+                        &bot,
+                        &format!("s{request}"),
+                        &room_id,
+                        &content,
+                        Some(&target),
+                        self.now,
+                    )
+                } else {
+                    Err(MatrixError {
+                        kind: MatrixErrorKind::NotFound,
+                        message: "edit names a request that sent nothing".into(),
+                        retry_after_ms: None,
+                    })
+                };
+                (request, r)
+            }
+            MatrixEffect::Join { request, room_id } => {
+                let r = self.hs.join(&bot, &room_id).map(|_| room_id.clone());
+                if r.is_ok() {
+                    self.log(format!("bot joined {room_id}"));
+                }
+                (request, r)
+            }
+            MatrixEffect::Leave { request, room_id } => {
+                let r = self.hs.leave(&bot, &room_id).map(|_| String::new());
+                if r.is_ok() {
+                    self.log(format!("bot left {room_id}"));
+                }
+                (request, r)
+            }
+            // Answered or done at once (`matrix_effect`): never scheduled.
+            MatrixEffect::React { .. }
+            | MatrixEffect::SetTyping { .. }
+            | MatrixEffect::ReadReceipt { .. } => return,
+        };
+        match &result {
+            Ok(id) => {
+                if id.starts_with('$') {
+                    self.req_events.insert(request, id.clone());
+                    // The first send of a message counts as its first update;
+                    // a retry that the transaction id folds into it does not.
+                    if let Some(t) = self.facts.sends.get(&request).copied()
+                        && !self.facts.updates.contains_key(id)
+                    {
+                        self.facts.updates.insert(id.clone(), vec![t]);
+                    }
+                }
+                self.log(format!("hs #{request} ok {id}"));
+            }
+            Err(e) => self.log(format!(
+                "hs #{request} {:?}{}",
+                e.kind,
+                e.retry_after_ms
+                    .map(|ms| format!(" retry after {ms}ms"))
+                    .unwrap_or_default()
+            )),
+        }
+        // The homeserver may store the event and the response still get
+        // lost on the way back.
+        let lost = self.scenario.homeserver.lost_response;
+        let result = match result {
+            Ok(id) if lost > 0.0 && id.starts_with('$') && self.rng.random_bool(lost.min(1.0)) => {
+                self.log(format!("fault: the response to #{request} is lost"));
+                Err(unavailable_error())
+            }
+            other => other,
+        };
+        let d = self.latency();
+        // The response goes to the host run that sent the request.
+        self.at_epoch(
+            self.now + d,
+            Pending::Deliver(Event::MatrixResult(MatrixResult {
+                request,
+                outcome: result,
+            })),
+            epoch,
+        );
+    }
+}
+
+fn unavailable_error() -> MatrixError {
+    MatrixError {
+        kind: MatrixErrorKind::Unavailable,
+        message: "503: homeserver unavailable".into(),
+        retry_after_ms: None,
+    }
+}

@@ -1,0 +1,286 @@
+//! The simulated world: a virtual clock, a seeded RNG, the fake homeserver,
+//! fake agent servers, and the simulator's host (the I/O behind the guest's
+//! imports). Everything happens in one thread, in the order of a priority
+//! queue keyed by (virtual time, sequence number), so a seed replays exactly.
+//!
+//! - this file: the world, its event queue and the run loop;
+//! - [`guest`]: the host starting, restarting and feeding the guest, and
+//!   carrying out its effects;
+//! - [`matrix`]: the guest's Matrix effects at the fake homeserver;
+//! - [`people`]: the scenario's steps (people writing, operators, faults);
+//! - [`agents`]: the host's agent client sessions and the fake agents;
+//! - [`facts`]: what a run leaves for the checks;
+//! - [`transcript`]: how things are written in the transcript.
+
+mod agents;
+mod facts;
+mod guest;
+mod matrix;
+mod people;
+mod transcript;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use surfaces_embed::{
+    BoxedKv, Event, Guest, GuestComponent, HostInfo, MatrixEffect, MemoryKv, RoomMessage,
+};
+
+use agents::Conn;
+
+use crate::homeserver::Homeserver;
+use crate::scenario::{self, Scenario};
+
+pub use facts::{Facts, Outcome, Run, Submit, UserMessage};
+pub use transcript::quote;
+
+/// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+/// A run that has not settled after this much virtual time is a failure.
+const MAX_VIRTUAL_MS: u64 = 6 * 3600 * 1000;
+const MAX_STEPS: u64 = 500_000;
+/// How long a restarted host takes to come up.
+const RESTART_MS: u64 = 1_500;
+
+#[derive(Debug)]
+enum Pending {
+    Step(usize),
+    Deliver(Event),
+    HsArrive(MatrixEffect),
+    AgentStep {
+        ctx: String,
+        epoch: u64,
+    },
+    AgentFrame {
+        ctx: String,
+        epoch: u64,
+        frame: String,
+    },
+    Reconnect {
+        ctx: String,
+        epoch: u64,
+    },
+    Timer {
+        id: u64,
+        token: u64,
+    },
+    /// The restarted host comes up.
+    HostStart,
+}
+
+/// The world of one run.
+struct World<'a> {
+    scenario: &'a Scenario,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// Pending things, with the host run (epoch) that scheduled them.
+    slab: Vec<Option<(Pending, u64)>>,
+    hs: Homeserver,
+    component: &'a GuestComponent,
+    guest: Option<Guest>,
+    info: HostInfo,
+    kv: BoxedKv,
+    conns: BTreeMap<String, Conn>,
+    replies: VecDeque<scenario::Reply>,
+    timers: BTreeMap<u64, u64>,
+    timer_token: u64,
+    req_events: BTreeMap<u64, String>,
+    labels: BTreeMap<String, String>,
+    /// Room messages the guest has been handed, for a sync replay.
+    delivered_messages: Vec<RoomMessage>,
+    /// Bumped when the host restarts: what the old run had in flight is
+    /// lost with it.
+    host_epoch: u64,
+    shared_scope: bool,
+    transcript: Vec<String>,
+    facts: Facts,
+    prefix: String,
+}
+
+/// Run a scenario with a seed on a compiled guest.
+pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
+    let settings = scenario.settings();
+    let prefix = settings
+        .iter()
+        .find(|(k, _)| k == "command_prefix")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "!".into());
+    let edit_interval_ms = settings
+        .iter()
+        .find(|(k, _)| k == "edit_interval_ms")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(1000);
+    let hs_cfg = &scenario.homeserver;
+    let mut hs = Homeserver::new(
+        hs_cfg.rate_per_second,
+        hs_cfg.burst,
+        scenario.bot.max_event_bytes as usize,
+    );
+    for room in &scenario.rooms {
+        let mut r = crate::homeserver::HsRoom {
+            direct: room.direct,
+            ..Default::default()
+        };
+        r.members.extend(room.members.iter().cloned());
+        if room.joined {
+            r.members.insert(scenario.bot.user_id.clone());
+        }
+        hs.rooms.insert(room.id.clone(), r);
+    }
+    let info = HostInfo {
+        bot_user_id: scenario.bot.user_id.clone(),
+        bot_display_name: scenario.bot.display_name.clone(),
+        host_version: format!("surfaces-sim {}", env!("CARGO_PKG_VERSION")),
+        settings,
+        max_event_bytes: scenario.bot.max_event_bytes,
+        resumed: false,
+    };
+    let mut w = World {
+        scenario,
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        now: EPOCH_MS,
+        seq: 0,
+        queue: BinaryHeap::new(),
+        slab: Vec::new(),
+        hs,
+        component,
+        guest: None,
+        info,
+        kv: Box::new(MemoryKv::default()),
+        conns: BTreeMap::new(),
+        replies: scenario.agent.replies.iter().cloned().collect(),
+        timers: BTreeMap::new(),
+        timer_token: 0,
+        req_events: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        delivered_messages: Vec::new(),
+        host_epoch: 0,
+        shared_scope: true,
+        transcript: Vec::new(),
+        facts: Facts {
+            edit_interval_ms,
+            ..Facts::default()
+        },
+        prefix: prefix.clone(),
+    };
+    w.shared_scope = scenario
+        .guest
+        .get("context_scope")
+        .and_then(|v| v.as_str())
+        .is_none_or(|s| s == "shared");
+    w.start_host();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        w.at(EPOCH_MS + step.at_ms, Pending::Step(i));
+    }
+    let settled = w.run_loop();
+    let store_keys = w.kv.keys("").unwrap_or_default();
+    Run {
+        store_keys,
+        seed,
+        transcript: w.transcript,
+        homeserver: w.hs,
+        facts: w.facts,
+        settled,
+        bot_user_id: scenario.bot.user_id.clone(),
+        prefix,
+    }
+}
+
+impl World<'_> {
+    fn at(&mut self, time: u64, p: Pending) {
+        let epoch = self.host_epoch;
+        self.at_epoch(time, p, epoch);
+    }
+
+    fn at_epoch(&mut self, time: u64, p: Pending, epoch: u64) {
+        let slot = self.slab.len();
+        self.slab.push(Some((p, epoch)));
+        self.queue.push(Reverse((time, self.seq, slot)));
+        self.seq += 1;
+    }
+
+    fn after(&mut self, delay: u64, p: Pending) {
+        self.at(self.now + delay, p);
+    }
+
+    /// Schedule an event for the guest from the current host run.
+    fn deliver_after(&mut self, delay: u64, ev: Event) {
+        self.after(delay, Pending::Deliver(ev));
+    }
+
+    fn latency(&mut self) -> u64 {
+        let [lo, hi] = self.scenario.homeserver.latency_ms;
+        self.range(lo, hi)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi)
+        }
+    }
+
+    fn log(&mut self, line: String) {
+        let t = self.now - EPOCH_MS;
+        self.transcript
+            .push(format!("{:>4}.{:03} {line}", t / 1000, t % 1000));
+    }
+
+    fn run_loop(&mut self) -> bool {
+        let mut steps = 0u64;
+        while let Some(Reverse((time, _, slot))) = self.queue.pop() {
+            if time > EPOCH_MS + MAX_VIRTUAL_MS || steps > MAX_STEPS {
+                self.log("simulation cut off: the world did not settle".into());
+                return false;
+            }
+            steps += 1;
+            self.now = time;
+            if let Some((p, epoch)) = self.slab[slot].take() {
+                self.process(p, epoch);
+            }
+        }
+        true
+    }
+
+    fn process(&mut self, p: Pending, epoch: u64) {
+        match p {
+            Pending::Step(i) => self.step(i),
+            Pending::Deliver(ev) => {
+                // Room events come from sync, which a restarted host resumes
+                // from its saved position: they are never lost.
+                let from_sync = matches!(
+                    ev,
+                    Event::Message(_) | Event::Invite(_) | Event::MembersChanged(_)
+                );
+                if from_sync && self.guest.is_none() {
+                    // The host is down: sync hands it over once it is up.
+                    self.after(RESTART_MS, Pending::Deliver(ev));
+                } else if from_sync || epoch == self.host_epoch {
+                    self.deliver(ev);
+                }
+            }
+            Pending::HostStart => {
+                if self.guest.is_none() {
+                    self.log("host: started again".into());
+                    self.start_host();
+                }
+            }
+            Pending::HsArrive(effect) => self.hs_arrive(effect, epoch),
+            Pending::AgentStep { ctx, epoch } => self.agent_step(&ctx, epoch),
+            Pending::AgentFrame { ctx, epoch, frame } => self.agent_frame(&ctx, epoch, &frame),
+            Pending::Reconnect { ctx, epoch } => self.reconnect(&ctx, epoch),
+            Pending::Timer { id, token } => {
+                if self.timers.get(&id) == Some(&token) {
+                    self.timers.remove(&id);
+                    self.deliver(Event::Timer(id));
+                }
+            }
+        }
+    }
+}
