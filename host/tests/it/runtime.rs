@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surfaces_embed::{
-    BoxedKv, EditTarget, Effect, Event, HostInfo, MatrixResult, RoomMessage, Sandbox,
+    BoxedKv, EditTarget, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox,
 };
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
-use surfaces_host::matrix::{EventSender, MatrixPort};
+use surfaces_host::channels::{self, Control, EventSender, Handle};
+use surfaces_host::front::FrontEnd;
 use surfaces_host::metrics::Metrics;
-use surfaces_host::runtime::{self, Control, GuestSource, Handle, Runtime, RuntimeConfig};
+use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,19 +31,19 @@ const USER: &str = "@alice:test";
 /// Answers every Matrix request at once and shows the test each effect.
 struct Recorder {
     events: EventSender,
-    seen: mpsc::UnboundedSender<(Effect, Option<String>)>,
+    seen: mpsc::UnboundedSender<(MatrixEffect, Option<String>)>,
     next: u64,
 }
 
-impl MatrixPort for Recorder {
-    fn execute(&mut self, effect: Effect) {
+impl FrontEnd for Recorder {
+    fn execute(&mut self, effect: MatrixEffect) {
         let request = match &effect {
-            Effect::Send { request, .. }
-            | Effect::Edit { request, .. }
-            | Effect::React { request, .. }
-            | Effect::Join { request, .. }
-            | Effect::Leave { request, .. } => Some(*request),
-            _ => None,
+            MatrixEffect::Send { request, .. }
+            | MatrixEffect::Edit { request, .. }
+            | MatrixEffect::React { request, .. }
+            | MatrixEffect::Join { request, .. }
+            | MatrixEffect::Leave { request, .. } => Some(*request),
+            MatrixEffect::SetTyping { .. } | MatrixEffect::ReadReceipt { .. } => None,
         };
         let event_id = request.map(|request| {
             self.next += 1;
@@ -59,7 +60,7 @@ impl MatrixPort for Recorder {
 
 struct Bot {
     handle: Handle,
-    effects: mpsc::UnboundedReceiver<(Effect, Option<String>)>,
+    effects: mpsc::UnboundedReceiver<(MatrixEffect, Option<String>)>,
     metrics: Arc<Metrics>,
     task: JoinHandle<()>,
     /// What the bot has said, by the message it answers.
@@ -88,9 +89,9 @@ struct Replies {
 }
 
 impl Replies {
-    fn record(&mut self, effect: &Effect, event_id: Option<String>) {
+    fn record(&mut self, effect: &MatrixEffect, event_id: Option<String>) {
         if let (
-            Effect::Send {
+            MatrixEffect::Send {
                 request, content, ..
             },
             Some(id),
@@ -102,7 +103,7 @@ impl Replies {
             self.event_ids.insert(*request, id);
         }
         match effect {
-            Effect::Send {
+            MatrixEffect::Send {
                 request, content, ..
             } => {
                 if content.notice {
@@ -117,7 +118,7 @@ impl Replies {
                 self.text
                     .insert(origin, (content.body.clone(), !content.live));
             }
-            Effect::Edit {
+            MatrixEffect::Edit {
                 target, content, ..
             } => {
                 let origin = match target {
@@ -185,7 +186,7 @@ impl Setup {
     }
 
     fn start(&self) -> Bot {
-        let channels = runtime::channels();
+        let channels = channels::channels();
         let handle = channels.handle.clone();
         let (seen, effects) = mpsc::unbounded_channel();
         let recorder = Recorder {
@@ -258,7 +259,7 @@ impl Bot {
                 is_direct: true,
                 mentions_bot: false,
                 is_notice: false,
-                origin_server_ts: runtime::now_ms(),
+                origin_server_ts: surfaces_host::time::now_ms(),
             }))
             .expect("the loop is running");
     }
@@ -271,7 +272,11 @@ impl Bot {
     }
 
     /// Take effects until `done` holds; returns the effects seen.
-    async fn until(&mut self, what: &str, done: impl Fn(&Replies, &Effect) -> bool) -> Vec<Effect> {
+    async fn until(
+        &mut self,
+        what: &str,
+        done: impl Fn(&Replies, &MatrixEffect) -> bool,
+    ) -> Vec<MatrixEffect> {
         let mut seen = Vec::new();
         let wait = async {
             while let Some((effect, event_id)) = self.effects.recv().await {
@@ -456,9 +461,9 @@ async fn guests_that_break_are_contained_and_the_last_good_one_serves() {
     bot.stop().await;
 }
 
-fn sent_body(effect: &Effect) -> &str {
+fn sent_body(effect: &MatrixEffect) -> &str {
     match effect {
-        Effect::Send { content, .. } => &content.body,
+        MatrixEffect::Send { content, .. } => &content.body,
         _ => "",
     }
 }
@@ -489,10 +494,10 @@ async fn a_killed_host_restarts_from_what_sqlite_acknowledged() {
     let closing = bot
         .until(
             "the cut reply to be closed",
-            |_, e| matches!(e, Effect::Edit { content, .. } if !content.live),
+            |_, e| matches!(e, MatrixEffect::Edit { content, .. } if !content.live),
         )
         .await;
-    let Some(Effect::Edit {
+    let Some(MatrixEffect::Edit {
         target, content, ..
     }) = closing.last()
     else {

@@ -1,7 +1,7 @@
 //! The terminal front end shows a streamed reply growing on one line.
 
-use surfaces_embed::{EditTarget, Effect, Event, MessageContent};
-use surfaces_host::matrix::MatrixPort;
+use surfaces_embed::{EditTarget, Event, MatrixEffect, MessageContent};
+use surfaces_host::front::FrontEnd;
 use surfaces_host::terminal::{ROOM, Terminal};
 use tokio::sync::mpsc;
 
@@ -17,8 +17,8 @@ fn content(body: &str, live: bool) -> MessageContent {
     }
 }
 
-fn edit(request: u64, of: u64, body: &str, live: bool) -> Effect {
-    Effect::Edit {
+fn edit(request: u64, of: u64, body: &str, live: bool) -> MatrixEffect {
+    MatrixEffect::Edit {
         request,
         room_id: ROOM.into(),
         target: EditTarget::Request(of),
@@ -32,7 +32,7 @@ fn a_streamed_reply_grows_in_place_and_every_request_is_answered() {
     let mut out = Vec::new();
     {
         let mut t = Terminal::new(tx, &mut out);
-        t.execute(Effect::Send {
+        t.execute(MatrixEffect::Send {
             request: 1,
             room_id: ROOM.into(),
             content: content("Hel", true),

@@ -2,9 +2,6 @@
 //! reference agent server (`surfaces-agent`) answers behind it, and a
 //! second matrix-sdk client plays the human. Nothing here is mocked.
 
-// matrix-sdk's futures are deep: proving them Send needs more than the default.
-#![recursion_limit = "256"]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

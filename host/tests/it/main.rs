@@ -1,0 +1,20 @@
+//! The native host's integration tests, as one binary (in the manner of
+//! wasmtime's `tests/all`): wasmtime and matrix-sdk are linked once, not
+//! once per file. A module per subject:
+//!
+//! - `agent`: the agent client against real WebSocket servers on loopback.
+//! - `cli`: the `surfaces` command line, run as a user would.
+//! - `matrix`: end to end on a real Synapse.
+//! - `runtime`: the event loop with its real parts.
+//! - `store`: the SQLite store.
+//! - `terminal`: the terminal front end.
+
+// matrix-sdk's futures are deep: proving them Send needs more than the default.
+#![recursion_limit = "256"]
+
+mod agent;
+mod cli;
+mod matrix;
+mod runtime;
+mod store;
+mod terminal;
