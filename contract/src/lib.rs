@@ -23,7 +23,8 @@ pub const COMMANDS: &[&str] = &[
     "skill", "reload",
 ];
 
-/// Whether `word` (any case) is one of [`COMMANDS`].
+/// Whether `word` (any case, lowercased as the guest's parser does) is
+/// one of [`COMMANDS`].
 pub fn is_command(word: &str) -> bool {
-    COMMANDS.iter().any(|c| c.eq_ignore_ascii_case(word))
+    COMMANDS.contains(&word.to_lowercase().as_str())
 }

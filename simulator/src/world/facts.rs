@@ -17,7 +17,7 @@ pub struct Facts {
     /// When the guest issued each send/edit of a message, by original
     /// event id.
     pub updates: BTreeMap<String, Vec<u64>>,
-    /// Send request -> original event id, and send request -> issue time.
+    /// Send request -> when the guest issued it.
     pub sends: BTreeMap<u64, u64>,
     pub guest_failures: Vec<String>,
     pub edit_interval_ms: u64,

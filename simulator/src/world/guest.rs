@@ -90,7 +90,14 @@ impl World<'_> {
                     .outcomes
                     .insert(e.request, Outcome::Failed(format!("{:?}", e.kind)));
             }
-            _ => {}
+            // Nothing for the facts in these.
+            Event::Message(_)
+            | Event::Invite(_)
+            | Event::MembersChanged(_)
+            | Event::MatrixResult(_)
+            | Event::AgentStatus(_)
+            | Event::Timer(_)
+            | Event::ReloadResult(_) => {}
         }
         let Some(guest) = self.guest.as_mut() else {
             self.log("event dropped: no guest is running".into());
