@@ -341,6 +341,19 @@ mod pump {
         u
     }
 
+    /// A reply whose first send (request 3, at 0) the homeserver refuses
+    /// at 100 with `kind`; and what the pump makes of it.
+    fn first_send_fails(
+        text: &str,
+        kind: MatrixErrorKind,
+        retry_after_ms: Option<u64>,
+    ) -> (Reply, Answer) {
+        let mut r = reply(BUDGET);
+        send(&mut r, text, 3, 0);
+        let answer = answered(&mut r, 3, &error(kind, retry_after_ms), 100);
+        (r, answer)
+    }
+
     fn error(kind: MatrixErrorKind, retry_after_ms: Option<u64>) -> Result<String, MatrixError> {
         Err(MatrixError {
             kind,
@@ -392,10 +405,8 @@ mod pump {
 
     #[test]
     fn a_429_holds_every_update_until_it_is_over() {
-        let mut r = reply(BUDGET);
-        send(&mut r, "Hi", 3, 0);
-        let limited = error(MatrixErrorKind::RateLimited, Some(5000));
-        assert_eq!(answered(&mut r, 3, &limited, 100), Answer::Pump);
+        let (mut r, answer) = first_send_fails("Hi", MatrixErrorKind::RateLimited, Some(5000));
+        assert_eq!(answer, Answer::Pump);
         assert_eq!(
             next(&mut r, "Hi there", 100, INTERVAL).unwrap(),
             Next::FlushIn(5000)
@@ -412,11 +423,9 @@ mod pump {
 
     #[test]
     fn a_retried_send_that_had_landed_is_followed_by_an_edit() {
-        let mut r = reply(BUDGET);
-        send(&mut r, "old", 3, 0);
         // The homeserver stored it, but the answer was lost.
-        let lost = error(MatrixErrorKind::Unavailable, None);
-        assert_eq!(answered(&mut r, 3, &lost, 100), Answer::Pump);
+        let (mut r, answer) = first_send_fails("old", MatrixErrorKind::Unavailable, None);
+        assert_eq!(answer, Answer::Pump);
         let retry = update(next(&mut r, "old and new", 2000, INTERVAL).unwrap());
         assert_eq!(retry.target, Target::Again(3));
         issued(&mut r, &retry, 3, 2000);
@@ -432,10 +441,9 @@ mod pump {
 
     #[test]
     fn a_413_shrinks_the_budget_and_splits_again() {
-        let mut r = reply(BUDGET);
-        send(&mut r, "some text", 3, 0);
+        let (mut r, answer) = first_send_fails("some text", MatrixErrorKind::TooLarge, None);
+        assert_eq!(answer, Answer::Pump);
         let too_large = error(MatrixErrorKind::TooLarge, None);
-        assert_eq!(answered(&mut r, 3, &too_large, 10), Answer::Pump);
         assert_eq!(r.budget, BUDGET * 2 / 3);
         for i in 1..20 {
             let now = i * 10_000;
@@ -447,10 +455,8 @@ mod pump {
 
     #[test]
     fn a_room_that_refuses_is_given_up() {
-        let mut r = reply(BUDGET);
-        send(&mut r, "Hi", 3, 0);
-        let forbidden = error(MatrixErrorKind::Forbidden, None);
-        assert_eq!(answered(&mut r, 3, &forbidden, 10), Answer::GiveUp);
+        let (_, answer) = first_send_fails("Hi", MatrixErrorKind::Forbidden, None);
+        assert_eq!(answer, Answer::GiveUp);
     }
 
     #[test]
