@@ -145,7 +145,14 @@ impl AgentPool {
                 }
                 return;
             }
-            _ => return,
+            // Not about agent requests or connections.
+            Event::Message(_)
+            | Event::Invite(_)
+            | Event::MembersChanged(_)
+            | Event::MatrixResult(_)
+            | Event::AgentChunk(_)
+            | Event::Timer(_)
+            | Event::ReloadResult(_) => return,
         };
         self.cut.remove(&request);
         if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {
