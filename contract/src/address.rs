@@ -36,7 +36,7 @@ pub fn mentions_bot(
 
 /// The message's text without a leading address ("surfaces: hi" -> "hi",
 /// "@surfaces:example.org, hi" -> "hi"), trimmed.
-pub fn strip_address<'a>(text: &'a str, bot_user_id: &str, bot_display_name: &str) -> &'a str {
+fn strip_address<'a>(text: &'a str, bot_user_id: &str, bot_display_name: &str) -> &'a str {
     let text = text.trim();
     for name in [bot_user_id, bot_display_name] {
         if let Some(rest) = name_at_start(text, name) {

@@ -9,7 +9,7 @@
 
 pub mod address;
 
-pub use address::{Addressed, address, mentions_bot, strip_address};
+pub use address::{Addressed, address, mentions_bot};
 
 /// The `reload-result` request id of a swap the host started on its own
 /// (the guest file changed, SIGHUP); the guest's own requests start at 1.

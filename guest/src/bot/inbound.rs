@@ -45,13 +45,12 @@ impl Bot {
             m.thread_root = Some(m.event_id.clone());
         }
         let user = self.greet_and_note(host, &m)?;
-        let text = match addressed {
-            Addressed::Command(rest) => {
-                let cmd = commands::parse(rest, &self.cfg.command_prefix);
-                return self.on_command(host, &m, cmd, user);
-            }
-            Addressed::Text(text) => text,
-            Addressed::No => return Ok(()),
+        if let Addressed::Command(rest) = addressed {
+            let cmd = commands::parse(rest, &self.cfg.command_prefix);
+            return self.on_command(host, &m, cmd, user);
+        }
+        let Addressed::Text(text) = addressed else {
+            return Ok(()); // not addressed: returned above
         };
         if text.is_empty() {
             let hint = format!(

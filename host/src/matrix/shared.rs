@@ -28,13 +28,13 @@ impl Shared {
         f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    pub(crate) fn remember_sent(&self, event_id: &str) {
+    pub(super) fn remember_sent(&self, event_id: &str) {
         self.with(|s| {
             s.sent.insert(event_id.to_string());
         });
     }
 
-    pub(crate) fn remember_send(&self, request: u64, event_id: &str) {
+    pub(super) fn remember_send(&self, request: u64, event_id: &str) {
         self.with(|s| {
             s.by_request.insert(request, event_id.to_string());
             while s.by_request.len() > REMEMBERED {
@@ -43,11 +43,11 @@ impl Shared {
         });
     }
 
-    pub(crate) fn event_of_request(&self, request: u64) -> Option<String> {
+    pub(super) fn event_of_request(&self, request: u64) -> Option<String> {
         self.with(|s| s.by_request.get(&request).cloned())
     }
 
-    pub(crate) fn was_sent(&self, event_id: &str) -> bool {
+    pub(super) fn was_sent(&self, event_id: &str) -> bool {
         self.with(|s| s.sent.contains(event_id))
     }
 }
