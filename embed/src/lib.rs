@@ -9,8 +9,8 @@
 //!   so both hosts follow the same client rules.
 //!
 //! An event is handled transactionally: imports only record [`Effect`]s and
-//! store writes; both are handed to the host when the call returns, and
-//! dropped when it traps or runs out of budget. A trapped wasmtime store can
+//! store writes; both are handed to the host when the call returns `Ok`,
+//! and dropped when it returns an error, traps or runs out of budget. A trapped wasmtime store can
 //! never be entered again, so the next event runs on a fresh instance.
 
 pub mod agent;
@@ -18,6 +18,7 @@ mod bindings;
 mod content;
 mod ctx;
 mod effect;
+pub mod inbox;
 mod kv;
 
 use std::fmt;
@@ -99,6 +100,11 @@ pub enum GuestError {
     /// `init` returned an error: the guest refuses this configuration.
     #[error("guest refused to start: {0}")]
     Rejected(String),
+    /// `handle` returned an error. Its writes and effects are dropped, as
+    /// after a trap, and so is the instance: its memory may have moved past
+    /// what the store holds.
+    #[error("guest returned an error: {0}")]
+    Failed(String),
     /// The host's store failed to commit the event's writes. The instance
     /// is dropped too: its memory has moved past what the store holds.
     #[error("store: {0}")]
@@ -294,6 +300,24 @@ pub struct Output {
     pub logs: Vec<LogLine>,
 }
 
+/// One event's delivery by [`Guest::handle_retrying`].
+#[derive(Debug)]
+pub struct Delivery {
+    /// What the successful attempt produced; `None` when the event was
+    /// dropped (it failed on every attempt).
+    pub output: Option<Output>,
+    /// The failed attempts, in order.
+    pub failures: Vec<Attempt>,
+}
+
+/// A failed attempt at an event: why, and the log lines the guest wrote
+/// before it failed (a panic's message among them).
+#[derive(Debug)]
+pub struct Attempt {
+    pub error: GuestError,
+    pub logs: Vec<LogLine>,
+}
+
 /// A guest generation: one component, one host configuration, and the
 /// instance currently serving it (recreated after a trap).
 pub struct Guest {
@@ -372,16 +396,30 @@ impl Guest {
     /// Deliver one event. On success the store writes are committed to `kv`
     /// and the effects returned; on failure nothing is written or returned
     /// but the guest's own log lines.
+    ///
+    /// An error returned by the guest counts as a failure too: a handler
+    /// that fails half-way must not leave half its writes behind.
     pub fn handle(
         &mut self,
         event: &Event,
         kv: &mut BoxedKv,
         now_ms: u64,
     ) -> Result<Output, GuestError> {
-        let mut out = self.ensure_live(kv, now_ms)?;
-        let live = self.live.as_mut().ok_or_else(|| {
-            GuestError::Instantiate("instance missing after a successful start".into())
-        })?;
+        self.handle_logged(event, kv, now_ms).map_err(|(e, _)| e)
+    }
+
+    /// [`Guest::handle`], keeping the log lines of a failed call.
+    fn handle_logged(
+        &mut self,
+        event: &Event,
+        kv: &mut BoxedKv,
+        now_ms: u64,
+    ) -> Result<Output, CallFailure> {
+        let mut out = self.ensure_live(kv, now_ms).map_err(|e| (e, Vec::new()))?;
+        let Some(live) = self.live.as_mut() else {
+            let e = GuestError::Instantiate("instance missing after a successful start".into());
+            return Err((e, Vec::new()));
+        };
         let result = run_call(
             &mut live.store,
             kv,
@@ -389,49 +427,51 @@ impl Guest {
             self.component.embedding.sandbox(),
             |store, bot| bot.call_handle(store, event),
             &live.bot,
+            GuestError::Failed,
         );
         match result {
-            Ok((Ok(()), call_out)) => {
+            Ok(((), call_out)) => {
                 out.effects.extend(call_out.effects);
                 out.logs.extend(call_out.logs);
-                Ok(out)
-            }
-            Ok((Err(message), call_out)) => {
-                // A clean error return is still a normal return: its effects
-                // and writes stand (they were committed by run_call).
-                out.effects.extend(call_out.effects);
-                out.logs.extend(call_out.logs);
-                out.logs.push(LogLine {
-                    level: LogLevel::Error,
-                    message: format!("guest error: {message}"),
-                });
                 Ok(out)
             }
             Err((err, logs)) => {
                 if err.killed_instance() {
                     self.live = None;
                 }
-                let _ = logs; // reported through the error path by the host
-                Err(err)
+                out.logs.extend(logs);
+                Err((err, out.logs))
             }
         }
     }
 
-    /// [`Guest::handle`], and if the call killed its instance (a trap, a
-    /// timeout, running out of memory), once more on a fresh instance: the
-    /// failed call changed nothing, and a transient failure (a timeout on a
-    /// loaded machine) must not lose the event; an event that kills every
-    /// instance fails twice and is dropped. Returns the errors of the
-    /// failed attempts, for the host to report, with the outcome.
-    pub fn handle_retrying(
-        &mut self,
-        event: &Event,
-        kv: &mut BoxedKv,
-        now_ms: u64,
-    ) -> (Result<Output, GuestError>, Option<GuestError>) {
-        match self.handle(event, kv, now_ms) {
-            Err(first) if first.killed_instance() => (self.handle(event, kv, now_ms), Some(first)),
-            result => (result, None),
+    /// [`Guest::handle`], and if the call failed (a trap, a timeout,
+    /// running out of memory, an error returned), once more on a fresh
+    /// instance: the failed call changed nothing, and a transient failure
+    /// (a timeout on a loaded machine) must not lose the event; an event
+    /// that fails on every instance fails twice and is dropped.
+    pub fn handle_retrying(&mut self, event: &Event, kv: &mut BoxedKv, now_ms: u64) -> Delivery {
+        let mut failures = Vec::new();
+        for _ in 0..2 {
+            match self.handle_logged(event, kv, now_ms) {
+                Ok(out) => {
+                    return Delivery {
+                        output: Some(out),
+                        failures,
+                    };
+                }
+                Err((error, logs)) => {
+                    let again = error.killed_instance();
+                    failures.push(Attempt { error, logs });
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        Delivery {
+            output: None,
+            failures,
         }
     }
 
@@ -460,14 +500,14 @@ impl Guest {
             sandbox,
             |store, bot| bot.call_init(store, &info),
             &bot,
+            GuestError::Rejected,
         );
         match result {
-            Ok((Ok(guest_info), out)) => {
+            Ok((guest_info, out)) => {
                 self.guest_info = guest_info;
                 self.live = Some(Live { store, bot });
                 Ok(out)
             }
-            Ok((Err(reason), _)) => Err(GuestError::Rejected(reason)),
             Err((err, _)) => Err(err),
         }
     }
@@ -488,20 +528,20 @@ fn arm_budget(store: &mut Store<Ctx>, sandbox: Sandbox) -> Result<(), GuestError
 
 type CallFailure = (GuestError, Vec<LogLine>);
 
-/// Run one export call with a fresh budget; commit its writes on return.
+/// Run one export call with a fresh budget; commit its writes only when it
+/// returns `Ok` (an error it returns is a failure named by `refused`).
 fn run_call<R>(
     store: &mut Store<Ctx>,
     kv: &mut BoxedKv,
     now_ms: u64,
     sandbox: Sandbox,
-    call: impl FnOnce(&mut Store<Ctx>, &Bot) -> wasmtime::Result<R>,
+    call: impl FnOnce(&mut Store<Ctx>, &Bot) -> wasmtime::Result<Result<R, String>>,
     bot: &Bot,
+    refused: fn(String) -> GuestError,
 ) -> Result<(R, Output), CallFailure> {
     if let Err(e) = arm_budget(store, sandbox) {
         return Err((e, Vec::new()));
     }
-    // The store import reads through to `kv` while the call runs. The
-    // pointer is only used inside this call and cleared right after it.
     // The store import reads through to `kv` while the call runs; the data
     // of a trapped store stays reachable, so `kv` always comes back.
     let backend = std::mem::replace(kv, Box::new(kv::Detached));
@@ -510,12 +550,13 @@ fn run_call<R>(
     let (backend, writes, effects, logs) = store.data_mut().finish();
     *kv = backend;
     match result {
-        Ok(value) => {
+        Ok(Ok(value)) => {
             if let Err(e) = kv.commit(writes) {
                 return Err((GuestError::Store(e), logs));
             }
             Ok((value, Output { effects, logs }))
         }
+        Ok(Err(message)) => Err((refused(message), logs)),
         Err(e) => Err((classify(e, store), logs)),
     }
 }

@@ -121,19 +121,59 @@ fn a_memory_hog_hits_the_cap() {
 }
 
 #[test]
-fn an_error_return_keeps_effects_and_is_logged() {
+fn an_error_return_loses_the_events_writes_and_effects_like_a_trap() {
     let c = chaos(fuel());
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
-    let out = g
-        .handle(&dm("error"), &mut kv, 0)
-        .expect("an error return is not a failure");
+    g.handle(&dm("count"), &mut kv, 0).expect("handled");
+    let err = g
+        .handle(&dm("write-then-error k3"), &mut kv, 0)
+        .unwrap_err();
     assert!(
-        out.logs
-            .iter()
-            .any(|l| l.level == LogLevel::Error && l.message.contains("asked to fail"))
+        matches!(err, GuestError::Failed(ref m) if m.contains("failed after writing")),
+        "{err}"
     );
-    assert_eq!(g.instances(), 1);
+    assert!(keys(&kv).is_empty(), "a failed event's write was kept");
+    // Its memory may be ahead of the store: the next event gets a fresh one.
+    let out = g.handle(&dm("count"), &mut kv, 0).expect("fresh instance");
+    assert_eq!(sent(&out.effects), vec!["1"]);
+}
+
+#[test]
+fn a_failing_event_is_delivered_once_more_then_dropped_with_its_logs() {
+    let c = chaos(fuel());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let d = g.handle_retrying(&dm("write-then-error k4"), &mut kv, 0);
+    assert!(d.output.is_none(), "a poison event is dropped");
+    assert_eq!(d.failures.len(), 2, "tried on a fresh instance once more");
+    for attempt in &d.failures {
+        assert!(matches!(attempt.error, GuestError::Failed(_)));
+        assert!(
+            attempt
+                .logs
+                .iter()
+                .any(|l| l.level == LogLevel::Warn && l.message == "failing after a write"),
+            "the failed call's log lines are kept: {:?}",
+            attempt.logs
+        );
+    }
+    assert!(keys(&kv).is_empty());
+    // A trap's panic message reaches the host as a log line.
+    let d = g.handle_retrying(&dm("trap"), &mut kv, 0);
+    assert!(d.output.is_none());
+    assert!(
+        d.failures[0]
+            .logs
+            .iter()
+            .any(|l| l.level == LogLevel::Error && l.message.contains("asked to trap")),
+        "{:?}",
+        d.failures[0].logs
+    );
+    // A transient failure loses nothing: the next attempt goes through.
+    let d = g.handle_retrying(&dm("send ok"), &mut kv, 0);
+    assert!(d.failures.is_empty());
+    assert_eq!(sent(&d.output.expect("handled").effects), vec!["ok"]);
 }
 
 #[test]
@@ -168,4 +208,46 @@ fn the_shipped_guest_starts_and_rejects_bad_settings() {
     assert_eq!(g.info().name, "surfaces-guest");
     let err = Guest::start(&c, info(&[("edit_interval_ms", "soon")]), &mut kv, 0).unwrap_err();
     assert!(err.to_string().contains("edit_interval_ms"), "{err}");
+}
+
+#[test]
+fn the_shipped_guest_sets_an_undecodable_record_aside_and_goes_on() {
+    let e = Embedding::new(fuel()).expect("engine");
+    let c = e
+        .compile(surfaces_artifacts::GUEST_WASM)
+        .expect("shipped guest compiles");
+    let mut store = MemoryKv::default();
+    // Records a newer or broken guest left behind, unreadable to this one.
+    store.map.insert("ctx/shared".into(), b"{not json".to_vec());
+    store
+        .map
+        .insert("user/@alice:test".into(), b"[1, 2".to_vec());
+    let mut kv: BoxedKv = Box::new(store);
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let out = g
+        .handle(&dm("hello there"), &mut kv, 0)
+        .expect("the message is handled");
+    let submitted = out
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Agent(surfaces_embed::AgentEffect::Submit { .. })));
+    assert!(
+        submitted,
+        "the message went to the agent: {:?}",
+        out.effects
+    );
+    assert!(
+        out.logs
+            .iter()
+            .any(|l| l.level == LogLevel::Error && l.message.contains("set aside")),
+        "{:?}",
+        out.logs
+    );
+    assert_eq!(
+        kv.get("bad/ctx/shared").expect("kv").as_deref(),
+        Some(&b"{not json"[..])
+    );
+    assert!(kv.get("bad/user/@alice:test").expect("kv").is_some());
+    let ctx = kv.get("ctx/shared").expect("kv").expect("a fresh context");
+    assert!(serde_json::from_slice::<serde_json::Value>(&ctx).is_ok());
 }

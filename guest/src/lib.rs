@@ -43,6 +43,14 @@ mod component {
 
     impl crate::bindings::Guest for Component {
         fn init(info: HostInfo) -> Result<GuestInfo, String> {
+            // stderr goes nowhere: a panic's message (it traps the call)
+            // reaches the host as a log line of the failed call instead.
+            std::panic::set_hook(Box::new(|p| {
+                crate::bindings::surfaces::bot::host::log(
+                    crate::types::LogLevel::Error,
+                    &format!("guest panic: {p}"),
+                );
+            }));
             let bot = Bot::new(info, &mut WitHost)?;
             let out = bot.guest_info();
             BOT.with(|b| *b.borrow_mut() = Some(bot));

@@ -10,6 +10,8 @@
 //! - `out/{req:020}`           [`Outgoing`], a notice not yet delivered
 //! - `timer/{id:020}`          [`TimerPurpose`]
 //! - `route/{req:020}`         [`Route`]: whose Matrix request this is
+//! - `bad/{key}`               a record that no longer decoded, set aside
+//!   (its bytes as they were), so the bot goes on without it
 
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
@@ -17,7 +19,7 @@ use std::marker::PhantomData;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::host::Host;
-use crate::types::MessageContent;
+use crate::types::{LogLevel, MessageContent};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -291,6 +293,9 @@ impl<T> Prefix<T> {
     }
 }
 
+/// Records set aside because they no longer decoded.
+pub const BAD: &str = "bad/";
+
 pub const CONTEXTS: Prefix<Context> = Prefix::new("ctx/");
 pub const TIMERS: Prefix<TimerPurpose> = Prefix::new("timer/");
 pub const ROUTES: Prefix<Route> = Prefix::new("route/");
@@ -369,12 +374,26 @@ pub trait Records {
 }
 
 impl Records for dyn Host + '_ {
+    /// A record that does not decode is set aside under `bad/` and read as
+    /// absent: one bad record must not fail every later event touching it.
     fn load<T: DeserializeOwned>(&mut self, key: &Key<T>) -> Result<Option<T>, String> {
-        match self.store_get(&key.name) {
-            None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("corrupt record {}: {e}", key.name)),
+        let Some(bytes) = self.store_get(&key.name) else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                self.log(
+                    LogLevel::Error,
+                    &format!(
+                        "record {} does not decode ({e}): set aside as {BAD}{0}, going on without it",
+                        key.name
+                    ),
+                );
+                self.store_put(&format!("{BAD}{}", key.name), &bytes);
+                self.store_delete(&key.name);
+                Ok(None)
+            }
         }
     }
 

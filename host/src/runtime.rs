@@ -23,7 +23,7 @@ use std::time::Duration;
 use surfaces_contract::HOST_RELOAD;
 use surfaces_embed::{
     AgentEffect, BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError,
-    HostEffect, HostInfo, LogLevel, Output, ReloadResult, Sandbox, TimerEffect,
+    HostEffect, HostInfo, LogLevel, LogLine, Output, ReloadResult, Sandbox, TimerEffect,
 };
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -287,27 +287,30 @@ impl Runtime {
         let kind = event_kind(&event);
         self.metrics.events.get_or_create(&Kind { kind }).inc();
         let started = std::time::Instant::now();
-        let (result, retried) =
-            guest_call(|| self.guest.handle_retrying(&event, &mut self.kv, now_ms()));
+        let delivery = guest_call(|| self.guest.handle_retrying(&event, &mut self.kv, now_ms()));
         self.metrics
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
-        if let Some(e) = retried {
-            self.count_failure(&e);
-            tracing::warn!(
-                event = kind,
-                "the guest failed on an event: {e}; delivered again to a fresh instance"
-            );
-        }
-        match result {
-            Ok(out) => self.apply(out),
-            Err(e) => {
-                self.count_failure(&e);
+        let attempts = delivery.failures.len();
+        for (i, failure) in delivery.failures.into_iter().enumerate() {
+            // What the guest logged before it failed (a panic's message).
+            log_guest_lines(failure.logs);
+            self.count_failure(&failure.error);
+            let e = failure.error;
+            if delivery.output.is_some() || i + 1 < attempts {
+                tracing::warn!(
+                    event = kind,
+                    "the guest failed on an event: {e}; delivered again to a fresh instance"
+                );
+            } else {
                 tracing::error!(
                     event = kind,
                     "the guest failed on an event, which is dropped: {e}; the next event runs on a fresh instance"
                 );
             }
+        }
+        if let Some(out) = delivery.output {
+            self.apply(out);
         }
     }
 
@@ -321,16 +324,7 @@ impl Runtime {
     }
 
     fn apply(&mut self, out: Output) {
-        for line in out.logs {
-            let message = line.message;
-            match line.level {
-                LogLevel::Trace => tracing::trace!(target: "guest", "{message}"),
-                LogLevel::Debug => tracing::debug!(target: "guest", "{message}"),
-                LogLevel::Info => tracing::info!(target: "guest", "{message}"),
-                LogLevel::Warn => tracing::warn!(target: "guest", "{message}"),
-                LogLevel::Error => tracing::error!(target: "guest", "{message}"),
-            }
-        }
+        log_guest_lines(out.logs);
         for effect in out.effects {
             self.metrics
                 .effects
@@ -533,6 +527,20 @@ fn event_kind(event: &Event) -> &'static str {
     }
 }
 
+/// The guest's log lines, under the `guest` target.
+fn log_guest_lines(lines: Vec<LogLine>) {
+    for line in lines {
+        let message = line.message;
+        match line.level {
+            LogLevel::Trace => tracing::trace!(target: "guest", "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "guest", "{message}"),
+            LogLevel::Info => tracing::info!(target: "guest", "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "guest", "{message}"),
+            LogLevel::Error => tracing::error!(target: "guest", "{message}"),
+        }
+    }
+}
+
 fn failure_kind(e: &GuestError) -> &'static str {
     match e {
         GuestError::Trap(_) => "trap",
@@ -540,6 +548,7 @@ fn failure_kind(e: &GuestError) -> &'static str {
         GuestError::OutOfMemory => "out_of_memory",
         GuestError::Instantiate(_) => "instantiate",
         GuestError::Rejected(_) => "rejected",
+        GuestError::Failed(_) => "error",
         GuestError::Store(_) => "store",
     }
 }

@@ -1,5 +1,6 @@
 //! A guest that does what the message body says: `loop`, `trap`, `oom`,
-//! `write-then-trap KEY`, `write KEY`, `send TEXT`, `count`. It exists to
+//! `write-then-trap KEY`, `write-then-error KEY`, `write KEY`, `send TEXT`,
+//! `count`, `error`. It exists to
 //! prove the embedding contains a misbehaving guest.
 
 #![allow(clippy::too_many_arguments)] // generated import shims
@@ -9,8 +10,9 @@ wit_bindgen::generate!({
     world: "bot",
 });
 
+use surfaces::bot::types::LogLevel;
 use surfaces::bot::types::MessageContent;
-use surfaces::bot::{matrix, store};
+use surfaces::bot::{host, matrix, store};
 
 struct Chaos;
 
@@ -18,6 +20,9 @@ static mut CALLS: u64 = 0;
 
 impl Guest for Chaos {
     fn init(info: HostInfo) -> Result<GuestInfo, String> {
+        std::panic::set_hook(Box::new(|p| {
+            host::log(LogLevel::Error, &format!("guest panic: {p}"));
+        }));
         if info.settings.iter().any(|(k, _)| k == "refuse") {
             return Err("refused by setting".into());
         }
@@ -66,6 +71,12 @@ impl Guest for Chaos {
             "send" => send(arg),
             "count" => send(&calls.to_string()),
             "error" => return Err("asked to fail".into()),
+            "write-then-error" => {
+                store::put(arg, b"v");
+                send("about to fail");
+                host::log(LogLevel::Warn, "failing after a write");
+                return Err("failed after writing".into());
+            }
             _ => {}
         }
         Ok(())

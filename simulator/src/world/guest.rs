@@ -103,23 +103,33 @@ impl World<'_> {
             self.log("event dropped: no guest is running".into());
             return;
         };
-        let (result, retried) = guest.handle_retrying(&ev, &mut self.kv, self.now);
+        let delivery = guest.handle_retrying(&ev, &mut self.kv, self.now);
         let what = event_name(&ev);
-        if let Some(e) = retried {
-            self.log(format!("guest failed on {what}: {e}; delivered again"));
+        let attempts = delivery.failures.len();
+        for (i, failure) in delivery.failures.into_iter().enumerate() {
+            self.log_guest_lines(failure.logs);
+            let e = failure.error;
+            if delivery.output.is_some() || i + 1 < attempts {
+                self.log(format!("guest failed on {what}: {e}; delivered again"));
+            } else {
+                self.log(format!("guest failed on {what}: {e}; dropped"));
+            }
             self.facts.guest_failures.push(format!("{what}: {e}"));
         }
-        match result {
-            Ok(out) => self.apply(out),
-            Err(e) => {
-                self.log(format!("guest failed on {what}: {e}"));
-                self.facts.guest_failures.push(format!("{what}: {e}"));
-            }
+        if let Some(out) = delivery.output {
+            self.apply(out);
         }
     }
 
     pub(super) fn apply(&mut self, out: surfaces_embed::Output) {
-        for line in out.logs {
+        self.log_guest_lines(out.logs);
+        for effect in out.effects {
+            self.effect(effect);
+        }
+    }
+
+    fn log_guest_lines(&mut self, lines: Vec<surfaces_embed::LogLine>) {
+        for line in lines {
             if line.level != LogLevel::Debug && line.level != LogLevel::Trace {
                 self.log(format!(
                     "guest {}: {}",
@@ -127,9 +137,6 @@ impl World<'_> {
                     line.message
                 ));
             }
-        }
-        for effect in out.effects {
-            self.effect(effect);
         }
     }
 
