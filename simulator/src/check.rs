@@ -14,6 +14,7 @@ pub const RULES: &[Rule] = &[
     ("no event exceeds the size limit", size_limit),
     ("at most one update per interval per message", throttle),
     ("every addressed message is answered", answered),
+    ("no message is left queued or in flight", nothing_waits),
     ("final text is the chunks joined", final_texts),
     ("nothing transient is left in the store", no_leftovers),
 ];
@@ -86,7 +87,8 @@ pub fn throttle(run: &Run) -> Vec<String> {
     v
 }
 
-/// Bot messages replying to each user event: (notices, texts), in order.
+/// Bot messages replying to each user event: (notice bodies, texts), in
+/// order.
 fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> {
     let mut out: BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> = BTreeMap::new();
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
@@ -100,7 +102,8 @@ fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json
         };
         let entry = out.entry(target).or_default();
         if content.get("msgtype").and_then(|m| m.as_str()) == Some("m.notice") {
-            entry.0.push(id);
+            let body = content.get("body").and_then(|b| b.as_str()).unwrap_or("");
+            entry.0.push(body.to_string());
         } else {
             entry.1.push(content);
         }
@@ -108,19 +111,67 @@ fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json
     out
 }
 
-/// Every message addressed to the bot gets a reply, a queue position or a
-/// clear error: never nothing. And no message stays live.
+/// Every message addressed to the bot ends in a reply or a clear error:
+/// never nothing. A queue position (a notice starting with ⏳) is a
+/// promise, not an answer: it must be followed by one; nor is a greeting.
+/// And no message stays live.
 pub fn answered(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if m.addressed && !replies.contains_key(&m.event_id) {
-            v.push(format!("{} ({:?}) got no answer", m.event_id, m.body));
+        if !m.addressed {
+            continue;
+        }
+        match replies.get(&m.event_id) {
+            None => v.push(format!("{} ({:?}) got no answer", m.event_id, m.body)),
+            Some((notices, texts)) => {
+                let not_answer = |b: &String| NOT_ANSWERS.iter().any(|p| b.starts_with(p));
+                if texts.is_empty() && notices.iter().all(not_answer) {
+                    v.push(format!(
+                        "{} ({:?}) was only promised an answer (queued), never given one",
+                        m.event_id, m.body
+                    ));
+                }
+            }
         }
     }
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
         if content.get("org.matrix.msc4357.live").is_some() {
             v.push(format!("{id} is still marked live at the end"));
+        }
+    }
+    v
+}
+
+/// How the guest starts notices that are not answers: a queue position or
+/// a retry (a promise of an answer later) and the greeting of a new user.
+const NOT_ANSWERS: [&str; 2] = ["⏳", "👋"];
+
+/// Once the world is quiet, no context holds a queued message or a request
+/// in flight: read from the guest's store, not the transcript (a message
+/// stranded in a queue leaves no trace in the room).
+pub fn nothing_waits(run: &Run) -> Vec<String> {
+    if !run.settled {
+        return Vec::new(); // reported by `settles`
+    }
+    let mut v = Vec::new();
+    for (key, bytes) in run.store.range("ctx/".to_string()..) {
+        if !key.starts_with("ctx/") {
+            break;
+        }
+        let Ok(ctx) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            v.push(format!("{key} does not decode"));
+            continue;
+        };
+        let queued = ctx
+            .get("queue")
+            .and_then(|q| q.as_array())
+            .map_or(0, Vec::len);
+        if queued > 0 {
+            v.push(format!("{key} still has {queued} message(s) queued"));
+        }
+        if ctx.get("in_flight").is_some_and(|r| !r.is_null()) {
+            v.push(format!("{key} still has a request in flight"));
         }
     }
     v
@@ -211,8 +262,8 @@ pub fn no_leftovers(run: &Run) -> Vec<String> {
     }
     // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
     let lasting = ["user/", "ctx/", "meta/", "seen/", "seenat/"];
-    run.store_keys
-        .iter()
+    run.store
+        .keys()
         .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))
         .map(|k| format!("store still holds {k}"))
         .collect()

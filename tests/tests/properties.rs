@@ -222,8 +222,13 @@ proptest! {
     }
 
     #[test]
-    fn every_message_ends_in_a_reply_a_position_or_an_error((scenario, seed) in world()) {
+    fn every_message_ends_in_a_reply_or_an_error((scenario, seed) in world()) {
         holds("answered", check::answered, &scenario, seed)?;
+    }
+
+    #[test]
+    fn no_message_is_left_queued_or_in_flight((scenario, seed) in world()) {
+        holds("nothing waits", check::nothing_waits, &scenario, seed)?;
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! Matrix requests are gone. Replies cut by the restart end with a note
 //! (or go back to their queue if nothing was shown), replies that were
 //! finishing are finished, undelivered notices are sent again with their
-//! old request ids.
+//! old request ids, and every context with messages waiting starts again
+//! (its submit makes the host open the connection it needs: only the
+//! shared one is opened at start).
 
 use super::replies::Replies;
 use super::{Bot, Fate, pump};
@@ -13,6 +15,7 @@ use crate::types::{AgentError, AgentErrorKind, MessageContent};
 impl Bot {
     pub(super) fn recover(&mut self, host: &mut dyn Host) -> Result<(), String> {
         let mut lost = Vec::new();
+        let mut waiting = Vec::new();
         for key in host.scan(&CONTEXTS) {
             let Some(mut ctx) = host.load(&key)? else {
                 continue;
@@ -21,6 +24,9 @@ impl Bot {
             ctx.conn_detail = None;
             ctx.retry_timer = None;
             lost.extend(ctx.in_flight);
+            if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
+                waiting.push(CONTEXTS.id(&key).to_string());
+            }
             host.save(&key, &ctx)?;
         }
         for key in host.scan(&TIMERS) {
@@ -50,6 +56,11 @@ impl Bot {
         }
         for req in Replies::stored(host) {
             self.with_reply(host, req, |bot, host, r| bot.pump_fate(host, req, r))?;
+        }
+        // A queue nothing else would wake: no request of the last run is
+        // left to end, and no status comes from a connection not opened.
+        for ctx_id in waiting {
+            self.start_next(host, &ctx_id)?;
         }
         for key in host.scan(&OUTGOING) {
             let Ok(req) = OUTGOING.id(&key).parse::<u64>() else {

@@ -56,5 +56,5 @@ pub struct Run {
     pub bot_user_id: String,
     pub prefix: String,
     /// The guest's store at the end of the run.
-    pub store_keys: Vec<String>,
+    pub store: BTreeMap<String, Vec<u8>>,
 }

@@ -178,9 +178,14 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         w.at(EPOCH_MS + step.at_ms, Pending::Step(i));
     }
     let settled = w.run_loop();
-    let store_keys = w.kv.keys("").unwrap_or_default();
+    let store =
+        w.kv.keys("")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|k| Some((k.clone(), w.kv.get(&k).ok()??)))
+            .collect();
     Run {
-        store_keys,
+        store,
         seed,
         transcript: w.transcript,
         homeserver: w.hs,
