@@ -235,6 +235,8 @@ pub enum TimerPurpose {
     Retry { context_id: String },
     /// Send a notice again after a 429 or a failure.
     Resend { request: u64 },
+    /// Try joining a room again (`attempt` is the one to make).
+    Join { room_id: String, attempt: u32 },
 }
 
 /// Who is waiting for the outcome of a Matrix request.
@@ -249,7 +251,13 @@ pub enum Route {
         reply_to: String,
         thread_root: Option<String>,
     },
+    /// A leave (a join that failed long ago, from an older guest, too).
     Membership,
+    /// A join on invite, until the homeserver confirms it.
+    Join {
+        room_id: String,
+        attempt: u32,
+    },
 }
 
 /// A record's key in the store, typed by the record it holds: a key made

@@ -60,6 +60,9 @@ pub struct Homeserver {
     /// (the host sees a failure; a retry with the same transaction id
     /// returns the event that landed).
     pub lost_response: f64,
+    /// The bot's first this many joins fail with 503 (an outage while it
+    /// is invited).
+    pub failed_joins: u32,
 }
 
 impl Default for Homeserver {
@@ -70,6 +73,7 @@ impl Default for Homeserver {
             latency_ms: [10, 60],
             unavailable: 0.0,
             lost_response: 0.0,
+            failed_joins: 0,
         }
     }
 }

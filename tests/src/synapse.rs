@@ -19,6 +19,9 @@ pub struct Options {
     /// matrix-rust-sdk test setup does). Off: Synapse's defaults, e.g.
     /// `rc_message` 0.2/s with a burst of 10.
     pub relax_rate_limits: bool,
+    /// Local joins per second, with a burst of one: a join right after
+    /// another is refused with 429 for `1 / rate` seconds.
+    pub join_rate: Option<f64>,
 }
 
 pub struct Synapse {
@@ -227,14 +230,21 @@ rc_login:
 rc_registration:
   per_second: 1000
   burst_count: 1000
-rc_joins:
-  local: {per_second: 1000, burst_count: 1000}
-  remote: {per_second: 1000, burst_count: 1000}
 rc_invites:
   per_room: {per_second: 1000, burst_count: 1000}
   per_user: {per_second: 1000, burst_count: 1000}
 "#,
         );
+    }
+    let joins = match options.join_rate {
+        Some(rate) => Some(format!("{rate}, burst_count: 1")),
+        None if options.relax_rate_limits => Some("1000, burst_count: 1000".to_string()),
+        None => None,
+    };
+    if let Some(joins) = joins {
+        yaml.push_str(&format!(
+            "rc_joins:\n  local: {{per_second: {joins}}}\n  remote: {{per_second: 1000, burst_count: 1000}}\n"
+        ));
     }
     yaml
 }

@@ -148,6 +148,7 @@ prop_compose! {
                 latency_ms: [latency.0, latency.0 + latency.1],
                 unavailable,
                 lost_response,
+                failed_joins: 0,
             },
             agent: Agent { connect_ms, reconnect_ms, replies },
             rooms: vec![

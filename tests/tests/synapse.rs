@@ -15,6 +15,7 @@ fn login(synapse: &Synapse, user: &str, password: &str) -> (u16, String) {
 fn a_registered_user_logs_in_and_a_wrong_password_is_refused() {
     let synapse = Synapse::start(Options {
         relax_rate_limits: true,
+        ..Options::default()
     });
     synapse.register("alice", "alice-password", false);
     let (status, body) = login(&synapse, "alice", "alice-password");

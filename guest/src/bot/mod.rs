@@ -112,6 +112,9 @@ impl Bot {
         match host.load(&route_key(r.request))? {
             Some(Route::Part { reply }) => self.on_part_result(host, reply, r),
             Some(Route::Notice) => self.on_notice_result(host, &r),
+            Some(Route::Join { room_id, attempt }) => {
+                self.on_join_result(host, r.request, room_id, attempt, r.outcome)
+            }
             Some(Route::Reload { .. }) | Some(Route::Membership) | None => {
                 if let Err(e) = &r.outcome {
                     host.log(
@@ -135,6 +138,9 @@ impl Bot {
             TimerPurpose::Typing { reply } => self.on_typing_timer(host, id, reply),
             TimerPurpose::Retry { context_id } => self.on_retry_timer(host, id, &context_id),
             TimerPurpose::Resend { request } => self.on_resend_timer(host, id, request),
+            TimerPurpose::Join { room_id, attempt } => {
+                self.on_join_timer(host, id, &room_id, attempt)
+            }
         }
     }
 

@@ -2,14 +2,17 @@
 //! Matrix requests are gone. Replies cut by the restart end with a note
 //! (or go back to their queue if nothing was shown), replies that were
 //! finishing are finished, undelivered notices are sent again with their
-//! old request ids, and every context with messages waiting starts again
+//! old request ids, joins not yet confirmed are made again, and every
+//! context with messages waiting starts again
 //! (its submit makes the host open the connection it needs: only the
 //! shared one is opened at start).
 
 use super::replies::Replies;
 use super::{Bot, Fate, pump};
 use crate::host::Host;
-use crate::state::{CONTEXTS, Conn, OUTGOING, ROUTES, Records, Route, TIMERS, route_key};
+use crate::state::{
+    CONTEXTS, Conn, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, route_key,
+};
 use crate::types::{AgentError, AgentErrorKind, MessageContent};
 
 impl Bot {
@@ -29,11 +32,22 @@ impl Bot {
             }
             host.save(&key, &ctx)?;
         }
+        // Joins not yet confirmed: the last run's request or retry is gone.
+        let mut joins = Vec::new();
         for key in host.scan(&TIMERS) {
+            if let Some(TimerPurpose::Join { room_id, attempt }) = host.load(&key)? {
+                joins.push((room_id, attempt));
+            }
             host.remove(&key);
         }
         for key in host.scan(&ROUTES) {
+            if let Some(Route::Join { room_id, attempt }) = host.load(&key)? {
+                joins.push((room_id, attempt));
+            }
             host.remove(&key);
+        }
+        for (room_id, attempt) in joins {
+            self.join(host, &room_id, attempt)?;
         }
         for req in Replies::stored(host) {
             self.with_reply(host, req, |_, _, r| {

@@ -1,23 +1,106 @@
-//! Room membership: join on invite, leave a room where the bot is alone.
+//! Room membership: join on invite (again after a failure, and after a
+//! restart, until the homeserver confirms it: the invite is not seen twice),
+//! leave a room where the bot is alone.
 
-use super::Bot;
+use super::{Bot, pump};
 use crate::host::Host;
-use crate::state::{Records, Route, route_key};
-use crate::types::{Invite, LogLevel, MembersChanged};
+use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
+use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
+
+/// Joins tried before the bot gives up on an invite (about an hour with
+/// the backoff's one-minute ceiling).
+const MAX_JOIN_ATTEMPTS: u32 = 64;
 
 impl Bot {
     pub(super) fn on_invite(&mut self, host: &mut dyn Host, i: Invite) -> Result<(), String> {
         if !self.cfg.auto_join {
             return Ok(());
         }
-        let req = host.next_id()?;
-        host.save(&route_key(req), &Route::Membership)?;
         host.log(
             LogLevel::Info,
             &format!("joining {} on invite from {}", i.room_id, i.inviter),
         );
-        host.join(req, &i.room_id);
+        self.join(host, &i.room_id, 1)
+    }
+
+    pub(super) fn join(
+        &mut self,
+        host: &mut dyn Host,
+        room_id: &str,
+        attempt: u32,
+    ) -> Result<(), String> {
+        let req = host.next_id()?;
+        let route = Route::Join {
+            room_id: room_id.to_string(),
+            attempt,
+        };
+        host.save(&route_key(req), &route)?;
+        host.join(req, room_id);
         Ok(())
+    }
+
+    /// The homeserver's answer to a join: done, or tried again later when
+    /// the failure may pass (a rate limit, an outage).
+    pub(super) fn on_join_result(
+        &mut self,
+        host: &mut dyn Host,
+        request: u64,
+        room_id: String,
+        attempt: u32,
+        outcome: Result<String, MatrixError>,
+    ) -> Result<(), String> {
+        host.remove(&route_key(request));
+        let Err(e) = outcome else {
+            return Ok(());
+        };
+        let passes = match e.kind {
+            MatrixErrorKind::RateLimited
+            | MatrixErrorKind::Unavailable
+            | MatrixErrorKind::Other => true,
+            MatrixErrorKind::Forbidden | MatrixErrorKind::NotFound | MatrixErrorKind::TooLarge => {
+                false
+            }
+        };
+        if !passes || attempt >= MAX_JOIN_ATTEMPTS {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "cannot join {room_id} ({:?}: {}); giving up after {attempt} attempt(s)",
+                    e.kind, e.message
+                ),
+            );
+            return Ok(());
+        }
+        let delay = e
+            .retry_after_ms
+            .unwrap_or_else(|| pump::backoff(attempt))
+            .max(pump::backoff(1));
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "cannot join {room_id} yet ({:?}: {}); trying again in {delay} ms",
+                e.kind, e.message
+            ),
+        );
+        let timer = host.next_id()?;
+        let next = TimerPurpose::Join {
+            room_id,
+            attempt: attempt + 1,
+        };
+        host.save(&timer_key(timer), &next)?;
+        host.set_timer(timer, delay);
+        Ok(())
+    }
+
+    pub(super) fn on_join_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        room_id: &str,
+        attempt: u32,
+    ) -> Result<(), String> {
+        host.remove(&timer_key(id));
+        self.join(host, room_id, attempt)
     }
 
     pub(super) fn on_members(

@@ -1,12 +1,15 @@
 //! The receiving side of the Matrix front end: one sync loop that turns
 //! what happens in rooms into guest events.
 //!
-//! - **Position.** The sync token is saved (in matrix-sdk's store, under
-//!   our own key) only after the guest has handled every event of its
-//!   batch ([`Control::Flush`]): a crash replays the last batch, never
-//!   skips one; the guest ignores a message it has handled before.
-//! - **No history.** The very first sync only learns the rooms; in a batch
-//!   holding the bot's own join, only events after the join count.
+//! - **Position.** The sync token is saved (in `surfaces.db`, beside the
+//!   guest's records) only after the guest has handled every event of its
+//!   batch ([`Control::Flush`]): a crash or a power cut replays the last
+//!   batch, never skips one; the guest ignores a message it has handled
+//!   before.
+//! - **No history.** The very first sync only learns the rooms; in a room
+//!   the bot has just joined, what came after its invite counts (Element
+//!   sends a new DM's first message before the bot joins), what came
+//!   before is history ([`surfaces_embed::inbox`] decides).
 //! - **Gaps.** A limited timeline (more events than the sync returned) is
 //!   filled from `/messages`, back to the previous sync position.
 //! - **Encryption.** matrix-sdk decrypts; an event whose key has not
@@ -32,6 +35,7 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UInt};
 use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde::{Deserialize, Serialize};
+use surfaces_embed::inbox::{self, Cut, Mark};
 use surfaces_embed::{Event, Invite, MembersChanged};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -40,10 +44,12 @@ use super::shared::{Recent, Shared};
 use crate::access::Access;
 use crate::channels::{Control, EventSender};
 use crate::metrics::{Kind, Metrics};
+use crate::store::HostMeta;
 use crate::time::now_ms;
 
-/// Our key in matrix-sdk's store for the handled position.
-const POSITION_KEY: &[u8] = b"surfaces.sync-position";
+/// The handled position's key in `host_meta` (and, before, in
+/// matrix-sdk's store).
+const POSITION_KEY: &str = "surfaces.sync-position";
 /// Pages of `/messages` read to fill one gap; older ones are left out.
 const GAP_PAGES: usize = 10;
 /// How long an undecryptable event is tried again.
@@ -84,6 +90,7 @@ pub(crate) struct Receiver {
     /// limited (the rest is read from `/messages`).
     pub timeline_limit: u32,
     pub metrics: Arc<Metrics>,
+    pub position: HostMeta,
 }
 
 /// An encrypted event waiting for its key.
@@ -128,6 +135,14 @@ impl Loop {
                     since_ms: u.since_ms,
                 })
                 .collect();
+        }
+        if position.is_some() {
+            // An invite the last run saw but never joined (it crashed, or
+            // the join kept failing) is not in any later batch: offer it
+            // again (the guest joins; joining twice is harmless).
+            for room in self.r.client.invited_rooms() {
+                self.on_invite(&room.room_id().to_owned()).await;
+            }
         }
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
@@ -196,7 +211,7 @@ impl Loop {
                     })
                     .collect(),
             };
-            self.save_position(&p).await;
+            self.save_position(&p);
             if position.is_none() {
                 tracing::info!(
                     rooms = self.joined.len(),
@@ -270,27 +285,44 @@ impl Loop {
     ) -> usize {
         let members_changed = has_member_event(&update);
         let mut events = update.timeline.events;
-        let join = events
-            .iter()
-            .rposition(|e| is_own_join(e.raw(), &self.r.bot_user_id));
-        if first {
-            // The first start answers no history.
-            events.clear();
-        } else if let Some(i) = join {
-            // Joined (or joined again) in this batch: what came before the
-            // join is history.
-            events.drain(..=i);
-        } else if new {
-            // New here, but the join itself is not in the window: all of it
-            // may be history.
-            tracing::info!(room = %room.room_id(), "joined with a gap: earlier messages left out");
-            events.clear();
-        } else if update.timeline.limited
-            && let Some(prev) = update.timeline.prev_batch.clone()
+        let bot = self.r.bot_user_id.as_str();
+        let marks = |events: &[TimelineEvent]| -> Vec<Mark> {
+            events.iter().map(|e| mark(e.raw(), bot)).collect()
+        };
+        let mut older = update
+            .timeline
+            .prev_batch
+            .filter(|_| update.timeline.limited);
+        let mut decision = inbox::cut(&marks(&events), first, new, older.is_some());
+        if decision == Cut::NeedOlder
+            && let Some(from) = older.take()
         {
-            let mut gap = self.fill_gap(room, prev, since).await;
-            gap.append(&mut events);
-            events = gap;
+            // The invite (or the join) lies before the window: Element's
+            // first message in a new DM is sent between the two.
+            let to = if new { None } else { since };
+            let mut before = self.read_back(room, from, to).await;
+            before.append(&mut events);
+            events = before;
+            decision = inbox::cut(&marks(&events), first, new, false);
+        }
+        match decision {
+            Cut::Nothing => {
+                if new && !first {
+                    tracing::info!(room = %room.room_id(), "joined with a gap: earlier messages left out");
+                }
+                events.clear();
+            }
+            Cut::From(0) => {
+                if let Some(prev) = older {
+                    let mut gap = self.read_back(room, prev, since).await;
+                    gap.append(&mut events);
+                    events = gap;
+                }
+            }
+            Cut::From(i) => {
+                events.drain(..i);
+            }
+            Cut::NeedOlder => {} // asked again above with nothing older
         }
         let mut sent = 0;
         for event in events {
@@ -315,20 +347,20 @@ impl Loop {
         sent
     }
 
-    /// Events between the previous sync position and `prev_batch`, oldest
-    /// first.
-    async fn fill_gap(
-        &mut self,
+    /// Events before `prev_batch`, back to `to` (the previous sync
+    /// position) or at most [`GAP_PAGES`] pages, oldest first.
+    async fn read_back(
+        &self,
         room: &Room,
         prev_batch: String,
-        since: Option<&str>,
+        to: Option<&str>,
     ) -> Vec<TimelineEvent> {
         let mut pages: Vec<Vec<TimelineEvent>> = Vec::new();
         let mut from = Some(prev_batch);
         for _ in 0..GAP_PAGES {
             let Some(token) = from.take() else { break };
             let mut options = MessagesOptions::backward().from(Some(token.as_str()));
-            options.to = since.map(str::to_string);
+            options.to = to.map(str::to_string);
             options.limit = UInt::from(self.r.timeline_limit.max(10));
             match room.messages(options).await {
                 Ok(page) => {
@@ -482,44 +514,51 @@ impl Loop {
         rx.await.is_ok()
     }
 
+    /// The saved position: ours in `surfaces.db`, or (once, from an older
+    /// version) the one kept in matrix-sdk's store.
     async fn load_position(&self) -> Option<Position> {
-        match self
-            .r
-            .client
-            .state_store()
-            .get_custom_value(POSITION_KEY)
-            .await
-        {
-            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(p) => Some(p),
+        let bytes = match self.r.position.get(POSITION_KEY) {
+            Ok(Some(text)) => text.into_bytes(),
+            Ok(None) => match self
+                .r
+                .client
+                .state_store()
+                .get_custom_value(POSITION_KEY.as_bytes())
+                .await
+            {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return None,
                 Err(e) => {
-                    tracing::warn!("the saved sync position is unreadable, starting afresh: {e}");
-                    None
+                    tracing::warn!("cannot read the older sync position, starting afresh: {e}");
+                    return None;
                 }
             },
-            Ok(None) => None,
             Err(e) => {
                 tracing::warn!("cannot read the sync position, starting afresh: {e}");
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!("the saved sync position is unreadable, starting afresh: {e}");
                 None
             }
         }
     }
 
-    async fn save_position(&self, position: &Position) {
-        let bytes = match serde_json::to_vec(position) {
-            Ok(bytes) => bytes,
+    /// Saved in the guest's database, after the batch's commits there: a
+    /// power cut loses the newest commits first, so the position is never
+    /// ahead of what the guest has handled.
+    fn save_position(&self, position: &Position) {
+        let text = match serde_json::to_string(position) {
+            Ok(text) => text,
             Err(e) => {
                 tracing::warn!("cannot encode the sync position: {e}");
                 return;
             }
         };
-        if let Err(e) = self
-            .r
-            .client
-            .state_store()
-            .set_custom_value_no_read(POSITION_KEY, bytes)
-            .await
-        {
+        if let Err(e) = self.r.position.put(POSITION_KEY, &text) {
             // The next start replays from the older position: the guest
             // ignores what it has handled.
             tracing::warn!("cannot save the sync position: {e}");
@@ -527,9 +566,9 @@ impl Loop {
     }
 }
 
-/// The bot's membership becoming `join` (not a profile change of a member
-/// already joined).
-fn is_own_join(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> bool {
+/// What an event says of the bot's own membership: invited, joined (not a
+/// profile change of a member already joined), or nothing.
+fn mark(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> Mark {
     #[derive(Deserialize)]
     struct Member {
         #[serde(rename = "type")]
@@ -547,17 +586,18 @@ fn is_own_join(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> bool {
     struct MemberContent {
         membership: Option<String>,
     }
-    raw.deserialize_as_unchecked::<Member>().is_ok_and(|m| {
-        let was_joined = m
-            .unsigned
-            .prev_content
-            .and_then(|p| p.membership)
-            .is_some_and(|p| p == "join");
-        m.kind == "m.room.member"
-            && m.state_key.as_deref() == Some(bot)
-            && m.content.membership.as_deref() == Some("join")
-            && !was_joined
-    })
+    let Ok(m) = raw.deserialize_as_unchecked::<Member>() else {
+        return Mark::Other;
+    };
+    if m.kind != "m.room.member" || m.state_key.as_deref() != Some(bot) {
+        return Mark::Other;
+    }
+    let was = m.unsigned.prev_content.and_then(|p| p.membership);
+    match m.content.membership.as_deref() {
+        Some("invite") if was.as_deref() != Some("invite") => Mark::Invited,
+        Some("join") if was.as_deref() != Some("join") => Mark::Joined,
+        _ => Mark::Other,
+    }
 }
 
 fn has_member_event(update: &JoinedRoomUpdate) -> bool {

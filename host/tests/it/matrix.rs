@@ -149,6 +149,23 @@ impl Bot {
         std::fs::read_to_string(self.data.join("bot.log")).unwrap_or_default()
     }
 
+    /// Wait until the bot has done `n` first syncs (one per start from an
+    /// empty data dir; the log holds every run): its device keys are
+    /// published and it knows its rooms, as for a user who meets a bot
+    /// that is already running.
+    async fn wait_first_syncs(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.log().matches("first sync done").count() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no first sync\n{}",
+                self.log()
+            );
+            // Polling the bot's log: its first sync gives no other signal.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The Prometheus text the running bot serves.
     fn metrics(&self) -> String {
         let (status, body) = http(self.metrics_port, "GET", "/metrics", None, None)
@@ -280,12 +297,12 @@ impl Human {
         post(room, RoomMessageEventContent::text_plain(body)).await
     }
 
-    /// A direct chat with `user`, encrypted (as Element makes them),
-    /// once `user` has joined.
-    async fn dm(&self, user: &UserId, context: impl Fn() -> String) -> Room {
-        let room = self.client.create_dm(user).await.expect("create a DM");
-        self.wait_joined(&room, user, context).await;
-        room
+    /// A direct chat with `user`, encrypted, made as Element makes one:
+    /// the room and the invite at once, and nobody waits for `user` to
+    /// join before writing (a new DM's first message usually reaches the
+    /// homeserver before the bot's join).
+    async fn dm(&self, user: &UserId) -> Room {
+        self.client.create_dm(user).await.expect("create a DM")
     }
 
     async fn wait_joined(&self, room: &Room, user: &UserId, context: impl Fn() -> String) {
@@ -428,6 +445,7 @@ impl DmWorld {
     async fn start(relax: bool, agent: &[&str]) -> DmWorld {
         let synapse = Synapse::start(Options {
             relax_rate_limits: relax,
+            ..Options::default()
         });
         synapse.register("bot", BOT_PASSWORD, false);
         let agent = Agent::start(agent);
@@ -435,7 +453,8 @@ impl DmWorld {
         let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
         let alice = Human::login(&synapse, "alice").await;
         let bot_id = UserId::parse("@bot:localhost").expect("user id");
-        let room = alice.dm(&bot_id, || bot.log()).await;
+        bot.wait_first_syncs(1).await;
+        let room = alice.dm(&bot_id).await;
         DmWorld {
             synapse,
             _agent: agent,
@@ -631,6 +650,7 @@ fn login(synapse: &Synapse, user: &str, password: &str) -> Value {
 async fn strangers_are_refused_and_threads_stay_threads() {
     let synapse = Synapse::start(Options {
         relax_rate_limits: true,
+        ..Options::default()
     });
     synapse.register("bot", BOT_PASSWORD, false);
     let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "50"]);
@@ -859,6 +879,7 @@ async fn a_homeserver_restart_mid_reply_loses_nothing() {
 async fn on_an_access_token_the_bot_fills_a_timeline_gap_after_a_restart() {
     let synapse = Synapse::start(Options {
         relax_rate_limits: true,
+        ..Options::default()
     });
     synapse.register("bot", BOT_PASSWORD, false);
     // A token made elsewhere (as an operator would copy it from a client):
@@ -879,7 +900,8 @@ async fn on_an_access_token_the_bot_fills_a_timeline_gap_after_a_restart() {
     );
     let alice = Human::login(&synapse, "alice").await;
     let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    let room = alice.dm(&bot_id, || bot.log()).await;
+    bot.wait_first_syncs(1).await;
+    let room = alice.dm(&bot_id).await;
     alice.send(&room, "warm up").await;
     alice.wait_answer(&room, "warm up", &bot).await;
     let saved = std::fs::read_to_string(data.path().join("matrix/session.json")).expect("session");
@@ -1027,16 +1049,7 @@ async fn a_first_start_in_rooms_the_account_is_in_answers_no_history() {
     bot.spawn();
     // Anything sent before the bot's first sync is history too: wait for it
     // (the log holds both runs: the second first sync).
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while bot.log().matches("first sync done").count() < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no first sync\n{}",
-            bot.log()
-        );
-        // Polling the bot's log: its first sync gives no other signal.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    bot.wait_first_syncs(2).await;
     let after = "hello again";
     alice.send(&room, after).await;
     alice.wait_answer(&room, after, &bot).await;
@@ -1051,4 +1064,163 @@ async fn a_first_start_in_rooms_the_account_is_in_answers_no_history() {
         .filter(|(c, _)| body(c) == "before the reset")
         .count();
     assert_eq!(again, 1, "{}", transcript(&all, room.room_id()));
+}
+
+/// How many reply messages (not notices, not edits) the bot sent to `event`.
+fn answers_to(all: &[Seen], event: &str) -> usize {
+    all.iter().filter(|s| is_answer_to(s, event)).count()
+}
+
+/// The first contact as Element makes it, made certain: the bot is down
+/// while Alice creates the DM (the room and the invite at once) and writes
+/// her first message, so it lies between the bot's invite and its join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_encrypted_dm_s_first_message_sent_before_the_bot_joins_is_answered_once() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+        ..Options::default()
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let _agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut bot = Bot::start(&synapse, data.path(), &_agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    // The bot has run (its device keys are published), then goes down.
+    bot.wait_first_syncs(1).await;
+    bot.kill();
+    let room = alice.dm(&bot_id).await;
+    let first_text = "hello, this is my very first message";
+    let first = alice.send(&room, first_text).await;
+    bot.spawn();
+    alice.wait_answer(&room, first_text, &bot).await;
+    let second_text = "and a second one";
+    let second = alice.send(&room, second_text).await;
+    alice.wait_answer(&room, second_text, &bot).await;
+    let all = alice.seen.borrow().clone();
+    let t = transcript(&all, room.room_id());
+    assert_eq!(answers_to(&all, &first), 1, "{t}");
+    assert_eq!(answers_to(&all, &second), 1, "{t}");
+    // The greeting answers the first message (the bot saw it first).
+    let greetings: Vec<&Seen> = all
+        .iter()
+        .filter(|s| s.sender == "@bot:localhost" && body(&s.content).starts_with("👋"))
+        .collect();
+    assert_eq!(greetings.len(), 1, "{t}");
+    assert!(replies_to(&greetings[0].content, &first), "{t}");
+}
+
+/// Unencrypted, in a room with history, and with a sync window too short
+/// to hold the invite: what came before the invite stays unanswered, what
+/// came between the invite and the join is answered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_between_the_invite_and_the_join_count_and_history_does_not() {
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+        ..Options::default()
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    // Two events per sync: the invite falls out of the join's window and
+    // must be read back.
+    let mut bot = Bot::start(
+        &synapse,
+        data.path(),
+        &agent,
+        &bot_config("timeline_limit = 2"),
+    );
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    bot.wait_first_syncs(1).await;
+    bot.kill();
+    let request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
+    let room = alice.client.create_room(request).await.expect("room");
+    let before = alice.send(&room, "said before the bot was invited").await;
+    room.invite_user_by_id(&bot_id).await.expect("invite");
+    let between: Vec<String> = ["first after the invite", "second after the invite"]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let mut ids = Vec::new();
+    for text in &between {
+        ids.push(alice.send(&room, text).await);
+    }
+    bot.spawn();
+    for text in &between {
+        alice.wait_answer(&room, text, &bot).await;
+    }
+    let after = alice.send(&room, "after the join").await;
+    alice.wait_answer(&room, "after the join", &bot).await;
+    let all = alice.seen.borrow().clone();
+    let t = transcript(&all, room.room_id());
+    assert!(
+        !all.iter()
+            .any(|s| s.sender == "@bot:localhost" && replies_to(&s.content, &before)),
+        "history from before the invite was answered:\n{t}"
+    );
+    for id in ids.iter().chain([&after]) {
+        assert_eq!(answers_to(&all, id), 1, "{id}\n{t}");
+    }
+    assert!(
+        bot.log().contains("filled a sync gap"),
+        "the invite was read back (else this test proves less):\n{}",
+        bot.log()
+    );
+    // The position is kept beside the guest's records.
+    let meta = surfaces_host::store::HostMeta::open(&data.path().join("surfaces.db")).expect("db");
+    assert!(meta.get("surfaces.sync-position").expect("read").is_some());
+}
+
+/// Whether `user` is joined to `room`, as the homeserver says now (asked
+/// with `token`, a member's).
+fn joined_now(synapse: &Synapse, token: &str, room: &Room, user: &UserId) -> bool {
+    let path = format!("/_matrix/client/v3/rooms/{}/joined_members", room.room_id());
+    let (status, body) = synapse.request_as(token, "GET", &path, None);
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    v["joined"].get(user.as_str()).is_some()
+}
+
+/// A join still pending when the bot stops (held back here by Synapse's
+/// join rate limit) is made again after the restart: the invite is in no
+/// later sync, so a bot that forgot it would never join that room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_cut_short_by_a_restart_is_made_again() {
+    // One join per 20 s: the bot's second join waits that long.
+    let synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+        join_rate: Some(0.05),
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+    let alice = Human::login(&synapse, "alice").await;
+    let token = alice.client.access_token().expect("token");
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    bot.wait_first_syncs(1).await;
+    let first = alice.dm(&bot_id).await;
+    alice.send(&first, "in the first room").await;
+    alice.wait_answer(&first, "in the first room", &bot).await;
+    let second = alice.dm(&bot_id).await;
+    let waiting = alice.send(&second, "in the second room").await;
+    // A later batch handled (so the invite's position is saved) while the
+    // second join still waits out the rate limit.
+    alice.send(&first, "still there?").await;
+    alice.wait_answer(&first, "still there?", &bot).await;
+    assert!(
+        !joined_now(&synapse, &token, &second, &bot_id),
+        "the bot joined before the restart: this test would prove nothing"
+    );
+    bot.kill();
+    bot.spawn();
+    alice.wait_answer(&second, "in the second room", &bot).await;
+    let all = alice.seen.borrow().clone();
+    assert_eq!(
+        answers_to(&all, &waiting),
+        1,
+        "{}",
+        transcript(&all, second.room_id())
+    );
 }

@@ -134,7 +134,12 @@ impl World<'_> {
                 (request, r)
             }
             MatrixEffect::Join { request, room_id } => {
-                let r = self.hs.join(&bot, &room_id).map(|_| room_id.clone());
+                let r = if self.joins_failed < self.scenario.homeserver.failed_joins {
+                    self.joins_failed += 1;
+                    Err(unavailable_error())
+                } else {
+                    self.hs.join(&bot, &room_id).map(|_| room_id.clone())
+                };
                 if r.is_ok() {
                     self.log(format!("bot joined {room_id}"));
                 }

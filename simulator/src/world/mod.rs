@@ -96,6 +96,8 @@ struct World<'a> {
     /// Bumped when the host restarts: what the old run had in flight is
     /// lost with it.
     host_epoch: u64,
+    /// Joins failed so far (`homeserver.failed_joins`).
+    joins_failed: u32,
     shared_scope: bool,
     transcript: Vec<String>,
     facts: Facts,
@@ -160,6 +162,7 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         labels: BTreeMap::new(),
         delivered_messages: Vec::new(),
         host_epoch: 0,
+        joins_failed: 0,
         shared_scope: true,
         transcript: Vec::new(),
         facts: Facts {
