@@ -3,7 +3,10 @@
 //!
 //! Every guest event's writes commit in one transaction. The database runs
 //! in WAL mode with `synchronous = NORMAL`: a committed event survives the
-//! host being killed (it may not survive the machine losing power).
+//! host being killed (it may not survive the machine losing power, but
+//! commits are lost from the newest back: the WAL is replayed in order up
+//! to its last whole commit, so a later commit never survives an earlier
+//! one, whichever connection wrote them). [`HostMeta`] relies on that.
 
 use std::path::Path;
 
@@ -104,6 +107,54 @@ impl SqliteStore {
             tx.pragma_update(None, "user_version", i as i64 + 1)?;
         }
         tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The host's own records in the same database (`host_meta`), through a
+/// connection of their own: the Matrix sync task keeps its position here,
+/// written after the loop has committed the batch's guest events, so the
+/// position can never be newer than the commits (see the module's note).
+pub struct HostMeta {
+    /// Behind a lock only so the sync task can hold it across awaits.
+    conn: std::sync::Mutex<Connection>,
+}
+
+impl HostMeta {
+    /// Open the database that [`SqliteStore::open`] has created and
+    /// migrated.
+    pub fn open(path: &Path) -> Result<HostMeta, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(HostMeta {
+            conn: std::sync::Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding it left nothing half-written (SQLite
+        // statements are atomic): go on with it.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT value FROM host_meta WHERE key = ?1")?
+            .query_row(params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn put(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("INSERT OR REPLACE INTO host_meta (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
         Ok(())
     }
 }

@@ -20,7 +20,7 @@ use surfaces_host::front::FrontEnd;
 use surfaces_host::matrix::{self, FrontEndConfig, session};
 use surfaces_host::metrics::{self, Metrics};
 use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
-use surfaces_host::store::SqliteStore;
+use surfaces_host::store::{HostMeta, SqliteStore};
 use surfaces_host::terminal::{self, Terminal};
 use surfaces_host::watch;
 
@@ -158,7 +158,7 @@ fn run_bot(config_path: Option<&Path>, terminal: bool) -> Result<()> {
     let front = if terminal {
         Front::Terminal
     } else {
-        Front::Matrix { instance }
+        Front::Matrix { instance, db }
     };
     let result = runtime.block_on(serve(config, kv, front));
     // The stdin reader sits in a blocking read nobody can cancel: do not
@@ -169,9 +169,11 @@ fn run_bot(config_path: Option<&Path>, terminal: bool) -> Result<()> {
 
 enum Front {
     Terminal,
-    /// `instance`: the database's id, the prefix of transaction ids.
+    /// `instance`: the database's id, the prefix of transaction ids; `db`
+    /// its path (the sync position is kept there too).
     Matrix {
         instance: String,
+        db: PathBuf,
     },
 }
 
@@ -223,7 +225,9 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
     let mut bot_user_id = config.bot.user_id.clone();
     let port: Box<dyn FrontEnd> = match &front {
         Front::Terminal => Box::new(Terminal::new(handle.events.clone(), std::io::stdout())),
-        Front::Matrix { instance } => {
+        Front::Matrix { instance, db } => {
+            let position =
+                HostMeta::open(db).with_context(|| format!("cannot open {}", db.display()))?;
             let dir = config.data_dir.join("matrix");
             let client = session::connect(&config.matrix, &dir).await?;
             let user = client
@@ -246,6 +250,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                     sync_timeout: config.matrix.sync_timeout,
                     timeline_limit: config.matrix.timeline_limit,
                     metrics: metrics.clone(),
+                    position,
                 },
                 &handle,
             ))

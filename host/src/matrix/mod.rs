@@ -45,6 +45,8 @@ pub struct FrontEndConfig {
     pub sync_timeout: Duration,
     pub timeline_limit: u32,
     pub metrics: Arc<Metrics>,
+    /// Where the sync position is kept: the guest's database.
+    pub position: crate::store::HostMeta,
 }
 
 /// Start receiving (a task) and return the sending side for the loop.
@@ -63,6 +65,7 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         timeout: config.sync_timeout,
         timeline_limit: config.timeline_limit,
         metrics: config.metrics.clone(),
+        position: config.position,
     };
     tokio::spawn(receiver.run());
     port::SdkPort::new(
