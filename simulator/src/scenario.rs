@@ -13,6 +13,10 @@ pub const BOT_USER: &str = "@surfaces:sim.test";
 pub struct Scenario {
     /// One line saying what the scenario shows.
     pub description: String,
+    /// The seed its snapshot is taken with (1 when absent): one whose
+    /// faults show what the scenario is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     #[serde(default)]
     pub bot: Bot,
     /// Settings handed to the guest's `init`, as the operator's config would.

@@ -454,6 +454,24 @@ mod pump {
     }
 
     #[test]
+    fn an_outage_is_waited_out_however_long_it_lasts() {
+        let (mut r, answer) = first_send_fails("Hi", MatrixErrorKind::Unavailable, None);
+        assert_eq!(answer, Answer::Pump);
+        let outage = error(MatrixErrorKind::Unavailable, None);
+        let mut now = 0;
+        for _ in 0..50 {
+            now = now.max(r.hold_until) + 1;
+            send(&mut r, "Hi", 3, now);
+            assert_eq!(answered(&mut r, 3, &outage, now), Answer::Pump);
+            assert!(r.hold_until - now <= 60_000, "a try a minute at least");
+        }
+        now = now.max(r.hold_until) + 1;
+        send(&mut r, "Hi", 3, now);
+        assert_eq!(answered(&mut r, 3, &Ok("$m".into()), now), Answer::Pump);
+        assert_eq!(r.failures, 0);
+    }
+
+    #[test]
     fn a_room_that_refuses_is_given_up() {
         let (_, answer) = first_send_fails("Hi", MatrixErrorKind::Forbidden, None);
         assert_eq!(answer, Answer::GiveUp);

@@ -19,7 +19,7 @@ fn scenarios() {
     let guest = surfaces_sim::shipped_guest().expect("the shipped guest compiles");
     insta::glob!("../../simulator/scenarios", "*.toml", |path| {
         let scenario = Scenario::load(path).expect("scenario parses");
-        let seed = 1;
+        let seed = scenario.seed.unwrap_or(1);
         let run = surfaces_sim::run(&scenario, seed, guest);
         let replay = replay_command(
             &format!(

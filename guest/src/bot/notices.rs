@@ -88,11 +88,9 @@ impl Bot {
             MatrixErrorKind::RateLimited => {
                 err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS)
             }
-            MatrixErrorKind::Unavailable | MatrixErrorKind::Other
-                if out.attempts < MAX_FAILURES =>
-            {
-                backoff(out.attempts)
-            }
+            // An outage passes: the notice waits for it.
+            MatrixErrorKind::Unavailable => backoff(out.attempts),
+            MatrixErrorKind::Other if out.attempts < MAX_FAILURES => backoff(out.attempts),
             _ => {
                 host.log(
                     LogLevel::Error,
@@ -106,7 +104,11 @@ impl Bot {
                 return Ok(());
             }
         };
-        out.attempts += 1;
+        // A rate limit is no failure: only failures count toward giving up
+        // (a notice waits behind a long reply's edits as long as it must).
+        if err.kind != MatrixErrorKind::RateLimited {
+            out.attempts += 1;
+        }
         host.save(&out_key(r.request), &out)?;
         let timer = host.next_id()?;
         host.save(

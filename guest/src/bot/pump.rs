@@ -228,7 +228,14 @@ pub fn answered(
                     r.failures > MAX_FAILURES
                 }
                 MatrixErrorKind::Forbidden | MatrixErrorKind::NotFound => true,
-                MatrixErrorKind::Unavailable | MatrixErrorKind::Other => {
+                // An outage passes: the reply waits for it (backing off to
+                // a try a minute) rather than stay cut and marked live.
+                MatrixErrorKind::Unavailable => {
+                    r.failures += 1;
+                    r.hold_until = now.saturating_add(backoff(r.failures));
+                    false
+                }
+                MatrixErrorKind::Other => {
                     r.failures += 1;
                     r.hold_until = now.saturating_add(backoff(r.failures));
                     r.failures > MAX_FAILURES
