@@ -109,6 +109,12 @@ impl Host for NativeHost {
             .map(|(k, _)| k.clone())
             .collect()
     }
+    fn store_keys_page(&mut self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
+        let mut keys = self.store_keys(prefix);
+        keys.retain(|k| after.is_none_or(|a| k.as_str() > a));
+        keys.truncate(limit as usize);
+        keys
+    }
     fn now(&mut self) -> u64 {
         0
     }

@@ -8,5 +8,6 @@ wasmtime::component::bindgen!({
     imports: {
         "surfaces:bot/store.get": trappable,
         "surfaces:bot/store.keys": trappable,
+        "surfaces:bot/store.keys-page": trappable,
     },
 });

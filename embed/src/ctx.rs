@@ -236,6 +236,40 @@ impl store::Host for Ctx {
         }
         Ok(keys.into_iter().collect())
     }
+
+    fn keys_page(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<String>> {
+        let limit = limit as usize;
+        let after_ok = |k: &str| after.as_deref().is_none_or(|a| k > a);
+        // Keys this call deleted may be among the store's next ones: read
+        // as many more, then apply the call's own writes.
+        let overlay: Vec<(&String, bool)> = self
+            .overlay
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| after_ok(k))
+            .map(|(k, v)| (k, v.is_some()))
+            .collect();
+        let deleted = overlay.iter().filter(|(_, put)| !put).count();
+        let mut keys: std::collections::BTreeSet<String> = self
+            .kv
+            .keys_page(&prefix, after.as_deref(), limit.saturating_add(deleted))
+            .map_err(wasmtime::Error::msg)?
+            .into_iter()
+            .collect();
+        for (k, put) in overlay {
+            if put {
+                keys.insert(k.clone());
+            } else {
+                keys.remove(k);
+            }
+        }
+        Ok(keys.into_iter().take(limit).collect())
+    }
 }
 
 impl clock::Host for Ctx {

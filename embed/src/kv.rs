@@ -16,6 +16,21 @@ pub trait KvStore: Send {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError>;
     /// Keys starting with `prefix`, in byte order.
     fn keys(&self, prefix: &str) -> Result<Vec<String>, KvError>;
+    /// At most `limit` of [`KvStore::keys`] greater than `after`, without
+    /// reading the rest.
+    fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        Ok(self
+            .keys(prefix)?
+            .into_iter()
+            .filter(|k| after.is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect())
+    }
     /// Apply all writes of one event atomically, in order.
     fn commit(&mut self, writes: Vec<Write>) -> Result<(), KvError>;
 }
@@ -39,6 +54,26 @@ impl KvStore for MemoryKv {
             .map
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+
+    fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(self
+            .map
+            .range((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
             .map(|(k, _)| k.clone())
             .collect())
     }

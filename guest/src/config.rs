@@ -26,6 +26,9 @@ pub struct Config {
     /// How often a message refused with `busy` is retried before the user
     /// is told to try again later.
     pub busy_retries: u32,
+    /// Days without activity after which a thread context is forgotten
+    /// (0: never).
+    pub thread_expiry_days: u64,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             skills: vec!["browser".into(), "code".into(), "memory".into()],
             auto_join: true,
             busy_retries: 5,
+            thread_expiry_days: 7,
         }
     }
 }
@@ -75,10 +79,12 @@ impl Config {
                 "skills" => c.skills = list(v),
                 "auto_join" => c.auto_join = boolean(key, v)?,
                 "busy_retries" => c.busy_retries = number(key, v, 0, 100)? as u32,
+                "thread_expiry_days" => c.thread_expiry_days = number(key, v, 0, 3650)?,
                 _ => {
                     return Err(format!(
                         "unknown setting {key:?} (known: command_prefix, edit_interval_ms, \
-                         context_scope, queue_limit, admins, skills, auto_join, busy_retries)"
+                         context_scope, queue_limit, admins, skills, auto_join, busy_retries, \
+                         thread_expiry_days)"
                     ));
                 }
             }

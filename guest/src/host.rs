@@ -16,6 +16,7 @@ pub trait Host {
     fn store_put(&mut self, key: &str, value: &[u8]);
     fn store_delete(&mut self, key: &str);
     fn store_keys(&mut self, prefix: &str) -> Vec<String>;
+    fn store_keys_page(&mut self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<String>;
     fn now(&mut self) -> u64;
     fn set_timer(&mut self, id: u64, delay_ms: u64);
     fn cancel_timer(&mut self, id: u64);
@@ -65,6 +66,9 @@ impl Host for WitHost {
     }
     fn store_keys(&mut self, prefix: &str) -> Vec<String> {
         crate::bindings::surfaces::bot::store::keys(prefix)
+    }
+    fn store_keys_page(&mut self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
+        crate::bindings::surfaces::bot::store::keys_page(prefix, after, limit)
     }
     fn now(&mut self) -> u64 {
         crate::bindings::surfaces::bot::clock::now()

@@ -4,7 +4,15 @@
 //! - `meta/next-id`            the id counter for requests and timers
 //! - `meta/last-reload`        [`LastReload`], the host's last swap
 //! - `user/{user-id}`          [`User`]
-//! - `ctx/{context-id}`        [`Context`]
+//! - `ctx/{context-id}`        [`Context`], read and written only through
+//!   [`Records::context`] and [`Records::save_context`], which keep its two
+//!   indexes:
+//! - `wait/{context-id}`       the context has work a host restart would
+//!   strand (a request in flight, a queue, a retry, a broken connection):
+//!   what recovery visits, however many contexts exist
+//! - `ctxat/{ms:020}/{context-id}`  a thread context by its last activity,
+//!   oldest first: what expiry visits
+//! - `meta/ctx-index`          the indexes exist (older stores lacked them)
 //! - `reply/{req:020}`         [`Reply`], a reply being streamed
 //! - `chunk/{req:020}/{n:08}`  the reply's text, one piece per agent chunk
 //! - `out/{req:020}`           [`Outgoing`], a notice not yet delivered
@@ -69,6 +77,30 @@ pub struct Context {
     pub busy_attempts: u32,
     /// Set while a retry after `busy` is pending.
     pub retry_timer: Option<u64>,
+    /// When a message last came to this context or was answered (ms).
+    #[serde(default)]
+    pub active_ms: u64,
+    /// The `active_ms` it is indexed under in `ctxat/` (kept by
+    /// [`Records::save_context`]).
+    #[serde(default)]
+    pub indexed_ms: Option<u64>,
+}
+
+impl Context {
+    /// Whether a host restart would strand something of this context: it
+    /// must be visited by recovery.
+    pub fn needs_recovery(&self) -> bool {
+        self.in_flight.is_some()
+            || !self.queue.is_empty()
+            || self.retry_timer.is_some()
+            || !matches!(self.conn, Conn::Unknown | Conn::Ready)
+    }
+}
+
+/// Thread contexts, one per conversation started, are the ones that pile
+/// up: only they are indexed by activity and expire.
+pub fn expires(context_id: &str) -> bool {
+    context_id.starts_with("thread:")
 }
 
 /// A user message waiting for (or given to) the agent.
@@ -182,6 +214,7 @@ impl Reply {
 pub struct Outgoing {
     pub room_id: String,
     pub content: StoredContent,
+    /// Sends made that failed, plus one (429s do not count).
     pub attempts: u32,
 }
 
@@ -237,6 +270,8 @@ pub enum TimerPurpose {
     Resend { request: u64 },
     /// Try joining a room again (`attempt` is the one to make).
     Join { room_id: String, attempt: u32 },
+    /// Go on recovering contexts after a host start, past this id.
+    Recover { after: String },
 }
 
 /// Who is waiting for the outcome of a Matrix request.
@@ -305,6 +340,10 @@ impl<T> Prefix<T> {
 pub const BAD: &str = "bad/";
 
 pub const CONTEXTS: Prefix<Context> = Prefix::new("ctx/");
+/// Contexts that recovery must visit.
+pub const WAITING: Prefix<()> = Prefix::new("wait/");
+/// Thread contexts by last activity (`{ms:020}/{context-id}`).
+pub const CONTEXTS_AT: Prefix<()> = Prefix::new("ctxat/");
 pub const TIMERS: Prefix<TimerPurpose> = Prefix::new("timer/");
 pub const ROUTES: Prefix<Route> = Prefix::new("route/");
 pub const OUTGOING: Prefix<Outgoing> = Prefix::new("out/");
@@ -315,8 +354,17 @@ pub const SEEN_AT: Prefix<()> = Prefix::new("seenat/");
 pub fn user_key(id: &str) -> Key<User> {
     Key::new(format!("user/{id}"))
 }
-pub fn ctx_key(id: &str) -> Key<Context> {
-    Key::new(format!("ctx/{id}"))
+fn ctx_key(id: &str) -> Key<Context> {
+    Key::new(format!("{}{id}", CONTEXTS.prefix))
+}
+fn waiting_key(id: &str) -> Key<()> {
+    Key::new(format!("{}{id}", WAITING.prefix))
+}
+pub fn context_at_key(ms: u64, id: &str) -> Key<()> {
+    Key::new(format!("{}{ms:020}/{id}", CONTEXTS_AT.prefix))
+}
+pub fn context_index_key() -> Key<u32> {
+    Key::new("meta/ctx-index".into())
 }
 pub fn reply_key(req: u64) -> Key<Reply> {
     Key::new(format!("reply/{req:020}"))
@@ -363,6 +411,8 @@ pub trait Records {
     fn remove<T>(&mut self, key: &Key<T>);
     /// Every key of one kind, in byte order.
     fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>>;
+    /// At most `limit` keys of one kind after `after`, in byte order.
+    fn page<T>(&mut self, prefix: &Prefix<T>, after: Option<&Key<T>>, limit: u32) -> Vec<Key<T>>;
 
     /// The record, or its default when there is none yet.
     fn load_or_default<T: DeserializeOwned + Default>(
@@ -370,6 +420,56 @@ pub trait Records {
         key: &Key<T>,
     ) -> Result<T, String> {
         Ok(self.load(key)?.unwrap_or_default())
+    }
+
+    /// The context, or a fresh one.
+    fn context(&mut self, id: &str) -> Result<Context, String> {
+        self.load_or_default(&ctx_key(id))
+    }
+
+    /// Save a context and keep its indexes (`wait/`, `ctxat/`) true.
+    fn save_context(&mut self, id: &str, ctx: &mut Context) -> Result<(), String> {
+        if ctx.needs_recovery() {
+            self.save(&waiting_key(id), &())?;
+        } else {
+            self.remove(&waiting_key(id));
+        }
+        if expires(id) && ctx.indexed_ms != Some(ctx.active_ms) {
+            if let Some(old) = ctx.indexed_ms {
+                self.remove(&context_at_key(old, id));
+            }
+            self.save(&context_at_key(ctx.active_ms, id), &())?;
+            ctx.indexed_ms = Some(ctx.active_ms);
+        }
+        self.save(&ctx_key(id), ctx)
+    }
+
+    /// Up to `limit` ids of the contexts recovery visits, after the id
+    /// `after`: those marked in `wait/`, or every context of a store from
+    /// before that index (see `bot::recover`).
+    fn contexts_to_recover(
+        &mut self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, String> {
+        Ok(if self.load(&context_index_key())?.is_some() {
+            let after = after.map(waiting_key);
+            let keys = self.page(&WAITING, after.as_ref(), limit);
+            keys.iter().map(|k| WAITING.id(k).to_string()).collect()
+        } else {
+            let after = after.map(ctx_key);
+            let keys = self.page(&CONTEXTS, after.as_ref(), limit);
+            keys.iter().map(|k| CONTEXTS.id(k).to_string()).collect()
+        })
+    }
+
+    /// Forget a context and its index entries.
+    fn remove_context(&mut self, id: &str, ctx: &Context) {
+        self.remove(&waiting_key(id));
+        if let Some(ms) = ctx.indexed_ms {
+            self.remove(&context_at_key(ms, id));
+        }
+        self.remove(&ctx_key(id));
     }
 
     /// A fresh id for a request or a timer, unique for the bot's life.
@@ -417,6 +517,14 @@ impl Records for dyn Host + '_ {
 
     fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>> {
         self.store_keys(prefix.prefix)
+            .into_iter()
+            .map(Key::new)
+            .collect()
+    }
+
+    fn page<T>(&mut self, prefix: &Prefix<T>, after: Option<&Key<T>>, limit: u32) -> Vec<Key<T>> {
+        let after = after.map(|k| k.name.as_str());
+        self.store_keys_page(prefix.prefix, after, limit)
             .into_iter()
             .map(Key::new)
             .collect()

@@ -233,6 +233,38 @@ impl KvStore for SqliteStore {
             .collect()
     }
 
+    fn keys_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // From the prefix, or past `after`; up to the prefix's end.
+        let start = match after {
+            Some(a) if a.as_bytes() >= prefix.as_bytes() => {
+                let mut past = a.as_bytes().to_vec();
+                past.push(0);
+                past
+            }
+            _ => prefix.as_bytes().to_vec(),
+        };
+        let end = prefix_end(prefix.as_bytes()).unwrap_or_else(|| vec![0xff; prefix.len() + 1]);
+        let rows: Result<Vec<Vec<u8>>, rusqlite::Error> = self
+            .conn
+            .prepare_cached(
+                "SELECT key FROM guest_kv WHERE key >= ?1 AND key < ?2 ORDER BY key LIMIT ?3",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![start, end, limit], |r| r.get(0))?
+                    .collect()
+            });
+        rows.map_err(kv_err)?
+            .into_iter()
+            .map(|k| String::from_utf8(k).map_err(|e| KvError(format!("key is not UTF-8: {e}"))))
+            .collect()
+    }
+
     fn commit(&mut self, writes: Vec<Write>) -> Result<(), KvError> {
         if writes.is_empty() {
             return Ok(());

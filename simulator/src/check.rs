@@ -261,7 +261,11 @@ pub fn no_leftovers(run: &Run) -> Vec<String> {
         return Vec::new(); // reported by `settles`
     }
     // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
-    let lasting = ["user/", "ctx/", "meta/", "seen/", "seenat/"];
+    // `ctxat/`: thread contexts by activity; `wait/`: contexts recovery
+    // visits (whether one still waits is `nothing_waits`' to say).
+    let lasting = [
+        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/",
+    ];
     run.store
         .keys()
         .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))

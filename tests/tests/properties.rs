@@ -137,6 +137,7 @@ prop_compose! {
         }
         let scenario = Scenario {
             description: "generated".into(),
+            seed: None,
             bot: Bot {
                 max_event_bytes: if small_events { 16_384 } else { 65_536 },
                 ..Bot::default()

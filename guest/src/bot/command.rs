@@ -3,9 +3,7 @@
 use super::{Bot, ECHO_MAX, Fate, count, cut};
 use crate::commands::{self, Command};
 use crate::host::Host;
-use crate::state::{
-    Conn, LastReload, Records, Route, User, ctx_key, last_reload_key, route_key, user_key,
-};
+use crate::state::{Conn, LastReload, Records, Route, User, last_reload_key, route_key, user_key};
 use crate::types::RoomMessage;
 
 impl Bot {
@@ -21,7 +19,7 @@ impl Bot {
         let text = match cmd {
             Command::Help => commands::help(&p, self.is_admin(&m.sender)),
             Command::New => 'new: {
-                let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+                let mut ctx = host.context(&ctx_id)?;
                 let admin = self.is_admin(&m.sender);
                 if let Some(req) = ctx.in_flight
                     && let Some(r) = self.replies.peek(host, req)?
@@ -48,11 +46,11 @@ impl Bot {
                 ctx.tokens = 0;
                 ctx.messages = 0;
                 ctx.agent_tokens = None;
-                host.save(&ctx_key(&ctx_id), &ctx)?;
+                host.save_context(&ctx_id, &mut ctx)?;
                 format!("🆕 Started a fresh agent context.{stopped}")
             }
             Command::Context => {
-                let ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+                let ctx = host.context(&ctx_id)?;
                 let mut s = format!(
                     "**Context** `{ctx_id}`: {} tokens used over {} since it started.",
                     commands::thousands(ctx.tokens),
@@ -73,7 +71,7 @@ impl Bot {
                 count(user.messages, "message")
             ),
             Command::Stop => {
-                let ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+                let ctx = host.context(&ctx_id)?;
                 match ctx.in_flight {
                     None => "Nothing to stop: no reply is being written.".to_string(),
                     Some(req) => {
@@ -104,7 +102,7 @@ impl Bot {
                 }
             }
             Command::Status => {
-                let ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+                let ctx = host.context(&ctx_id)?;
                 let conn = match ctx.conn {
                     Conn::Unknown => "not connected yet",
                     Conn::Connecting => "connecting",

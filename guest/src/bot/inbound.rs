@@ -39,6 +39,7 @@ impl Bot {
             );
             return Ok(());
         }
+        self.expire_idle_contexts(host)?;
         if self.cfg.scope == Scope::Thread && m.thread_root.is_none() {
             // Per-thread contexts: a conversation started in the main
             // timeline goes on in a thread rooted at its first message.

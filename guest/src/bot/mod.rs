@@ -11,12 +11,14 @@
 //! live marker and carries the whole text. Command output, queue positions
 //! and errors are [`notices`], delivered through rate limits. After a host
 //! restart, [`recover`] picks up what the last run left; [`rooms`] joins
-//! and leaves, [`reload`] reports swaps.
+//! and leaves, [`reload`] reports swaps, [`expiry`] forgets idle thread
+//! contexts.
 //!
 //! Every handler takes the host as `&mut dyn Host`; records are read and
 //! written through [`Records`], typed by their keys.
 
 mod command;
+mod expiry;
 mod inbound;
 mod notices;
 pub mod pump;
@@ -52,6 +54,8 @@ pub struct Bot {
     replies: replies::Replies,
     /// When this instance last pruned the record of messages seen.
     seen_pruned_ms: Option<u64>,
+    /// When this instance last finished expiring idle contexts.
+    contexts_expired_ms: Option<u64>,
 }
 
 impl Bot {
@@ -78,6 +82,7 @@ impl Bot {
             info,
             replies: replies::Replies::default(),
             seen_pruned_ms: None,
+            contexts_expired_ms: None,
         };
         if !resumed {
             bot.recover(host)?;
@@ -141,6 +146,7 @@ impl Bot {
             TimerPurpose::Join { room_id, attempt } => {
                 self.on_join_timer(host, id, &room_id, attempt)
             }
+            TimerPurpose::Recover { after } => self.on_recover_timer(host, id, &after),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::config::Scope;
 use crate::host::Host;
 use crate::render;
 use crate::state::{
-    Conn, Context, Queued, Records, Reply, TimerPurpose, User, ctx_key, timer_key, user_key,
+    Conn, Context, Queued, Records, Reply, TimerPurpose, User, timer_key, user_key,
 };
 use crate::types::{AgentMessage, AgentStatus, ConnectionState, RoomMessage, Sender};
 
@@ -32,7 +32,7 @@ impl Bot {
         q: Queued,
     ) -> Result<(), String> {
         let ctx_id = self.context_id(&q.room_id, q.thread_root.as_deref(), &q.event_id);
-        let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        let mut ctx = host.context(&ctx_id)?;
         let waiting = !ctx.queue.is_empty()
             || ctx.in_flight.is_some()
             || ctx.retry_timer.is_some()
@@ -46,9 +46,10 @@ impl Bot {
             return self.notice(host, m, &text);
         }
         ctx.queue.push_back(q);
-        host.save(&ctx_key(&ctx_id), &ctx)?;
+        ctx.active_ms = host.now();
+        host.save_context(&ctx_id, &mut ctx)?;
         self.start_next(host, &ctx_id)?;
-        let ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        let ctx = host.context(&ctx_id)?;
         let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
             return Ok(()); // on its way to the agent
         };
@@ -66,7 +67,7 @@ impl Bot {
 
     /// Give the head of the context's queue to the agent, if it is free.
     pub(super) fn start_next(&mut self, host: &mut dyn Host, ctx_id: &str) -> Result<(), String> {
-        let mut ctx: Context = host.load_or_default(&ctx_key(ctx_id))?;
+        let mut ctx: Context = host.context(ctx_id)?;
         if ctx.in_flight.is_some() || ctx.retry_timer.is_some() || ctx.conn == Conn::Disconnected {
             return Ok(());
         }
@@ -104,14 +105,13 @@ impl Bot {
         let reply = Reply::new(ctx_id.to_string(), q, budget, Some(typing_timer));
         self.replies.open(host, req, reply)?;
         ctx.in_flight = Some(req);
-        host.save(&ctx_key(ctx_id), &ctx)?;
+        host.save_context(ctx_id, &mut ctx)?;
         Ok(())
     }
 
     /// The agent connection changed state: a `ready` ends a retry pause.
     pub(super) fn on_status(&mut self, host: &mut dyn Host, s: AgentStatus) -> Result<(), String> {
-        let key = ctx_key(&s.context_id);
-        let mut ctx = host.load_or_default(&key)?;
+        let mut ctx = host.context(&s.context_id)?;
         ctx.conn = match s.state {
             ConnectionState::Connecting => Conn::Connecting,
             ConnectionState::Ready => Conn::Ready,
@@ -128,7 +128,7 @@ impl Bot {
             host.cancel_timer(timer);
             host.remove(&timer_key(timer));
         }
-        host.save(&key, &ctx)?;
+        host.save_context(&s.context_id, &mut ctx)?;
         if ctx.conn != Conn::Disconnected {
             self.start_next(host, &s.context_id)?;
         }
@@ -143,11 +143,10 @@ impl Bot {
         context_id: &str,
     ) -> Result<(), String> {
         host.remove(&timer_key(id));
-        let key = ctx_key(context_id);
-        let mut ctx = host.load_or_default(&key)?;
+        let mut ctx = host.context(context_id)?;
         if ctx.retry_timer == Some(id) {
             ctx.retry_timer = None;
-            host.save(&key, &ctx)?;
+            host.save_context(context_id, &mut ctx)?;
         }
         self.start_next(host, context_id)
     }

@@ -3,35 +3,25 @@
 //! (or go back to their queue if nothing was shown), replies that were
 //! finishing are finished, undelivered notices are sent again with their
 //! old request ids, joins not yet confirmed are made again, and every
-//! context with messages waiting starts again
-//! (its submit makes the host open the connection it needs: only the
-//! shared one is opened at start).
+//! context with messages waiting starts again (its submit makes the host
+//! open the connection it needs: only the shared one is opened at start).
 
 use super::replies::Replies;
 use super::{Bot, Fate, pump};
 use crate::host::Host;
 use crate::state::{
-    CONTEXTS, Conn, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, route_key,
+    Conn, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, context_index_key, route_key,
+    timer_key,
 };
+
 use crate::types::{AgentError, AgentErrorKind, MessageContent};
+
+/// Contexts recovered per call.
+const RECOVER_PAGE: u32 = 256;
 
 impl Bot {
     pub(super) fn recover(&mut self, host: &mut dyn Host) -> Result<(), String> {
         let mut lost = Vec::new();
-        let mut waiting = Vec::new();
-        for key in host.scan(&CONTEXTS) {
-            let Some(mut ctx) = host.load(&key)? else {
-                continue;
-            };
-            ctx.conn = Conn::Unknown;
-            ctx.conn_detail = None;
-            ctx.retry_timer = None;
-            lost.extend(ctx.in_flight);
-            if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
-                waiting.push(CONTEXTS.id(&key).to_string());
-            }
-            host.save(&key, &ctx)?;
-        }
         // Joins not yet confirmed: the last run's request or retry is gone.
         let mut joins = Vec::new();
         for key in host.scan(&TIMERS) {
@@ -52,8 +42,8 @@ impl Bot {
         for req in Replies::stored(host) {
             self.with_reply(host, req, |_, _, r| {
                 pump::restarted(r);
-                if r.ending.is_none() && !lost.contains(&req) {
-                    lost.push(req); // a stream no context knew about any more
+                if r.ending.is_none() {
+                    lost.push(req); // its agent request died with the last run
                 }
                 Ok(Fate::Keep)
             })?;
@@ -71,11 +61,6 @@ impl Bot {
         for req in Replies::stored(host) {
             self.with_reply(host, req, |bot, host, r| bot.pump_fate(host, req, r))?;
         }
-        // A queue nothing else would wake: no request of the last run is
-        // left to end, and no status comes from a connection not opened.
-        for ctx_id in waiting {
-            self.start_next(host, &ctx_id)?;
-        }
         for key in host.scan(&OUTGOING) {
             let Ok(req) = OUTGOING.id(&key).parse::<u64>() else {
                 continue;
@@ -85,6 +70,57 @@ impl Bot {
                 host.send(req, &out.room_id, &MessageContent::from(&out.content));
             }
         }
+        self.recover_contexts(host, None)
+    }
+
+    /// Recover one page of contexts: the connection state and retry of
+    /// the last run are gone, and a queue nothing else would wake starts
+    /// (no request of the last run is left to end, and no status comes
+    /// from a connection not opened). The next page waits for a timer, so
+    /// a start stays within one call's budget however many contexts there
+    /// are; only those marked `wait/` are visited (every one, once, in a
+    /// store from before that index).
+    pub(super) fn recover_contexts(
+        &mut self,
+        host: &mut dyn Host,
+        after: Option<&str>,
+    ) -> Result<(), String> {
+        let ids = host.contexts_to_recover(after, RECOVER_PAGE)?;
+        let now = host.now();
+        for id in &ids {
+            let mut ctx = host.context(id)?;
+            ctx.conn = Conn::Unknown;
+            ctx.conn_detail = None;
+            ctx.retry_timer = None;
+            if ctx.active_ms == 0 {
+                ctx.active_ms = now; // older records: idle since now
+            }
+            host.save_context(id, &mut ctx)?;
+            if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
+                self.start_next(host, id)?;
+            }
+        }
+        match ids.last() {
+            Some(last) if ids.len() == RECOVER_PAGE as usize => {
+                let timer = host.next_id()?;
+                let next = TimerPurpose::Recover {
+                    after: last.clone(),
+                };
+                host.save(&timer_key(timer), &next)?;
+                host.set_timer(timer, 0);
+            }
+            _ => host.save(&context_index_key(), &1)?,
+        }
         Ok(())
+    }
+
+    pub(super) fn on_recover_timer(
+        &mut self,
+        host: &mut dyn Host,
+        id: u64,
+        after: &str,
+    ) -> Result<(), String> {
+        host.remove(&timer_key(id));
+        self.recover_contexts(host, Some(after))
     }
 }

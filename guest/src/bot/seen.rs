@@ -34,7 +34,8 @@ impl Bot {
             // messages rather than past one call's time budget; the next
             // message goes on while expired records remain.
             let mut done = true;
-            for (n, key) in host.scan(&SEEN_AT).into_iter().enumerate() {
+            let oldest = host.page(&SEEN_AT, None, SEEN_PRUNE_MAX as u32 + 1);
+            for (n, key) in oldest.into_iter().enumerate() {
                 let Some((ms, id)) = SEEN_AT.id(&key).split_once('/') else {
                     continue;
                 };

@@ -7,7 +7,7 @@ use super::pump::{self, Answer, Next, Target};
 use super::{Bot, Fate, MAX_LOST, TYPING_RENEW_MS, TYPING_TIMEOUT_MS, cut};
 use crate::host::Host;
 use crate::state::{
-    Ending, Queued, Records, Reply, Route, TimerPurpose, ctx_key, route_key, timer_key, user_key,
+    Ending, Queued, Records, Reply, Route, TimerPurpose, route_key, timer_key, user_key,
 };
 use crate::types::{AgentEnd, AgentError, AgentErrorKind, EditTarget, LogLevel, MatrixResult};
 
@@ -51,14 +51,15 @@ impl Bot {
                 Ending::Complete
             });
             let ctx_id = r.context_id.clone();
-            let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+            let mut ctx = host.context(&ctx_id)?;
             ctx.tokens = ctx.tokens.saturating_add(e.tokens_used);
             ctx.messages = ctx.messages.saturating_add(1);
             ctx.busy_attempts = 0;
+            ctx.active_ms = host.now();
             if ctx.in_flight == Some(e.request) {
                 ctx.in_flight = None;
             }
-            host.save(&ctx_key(&ctx_id), &ctx)?;
+            host.save_context(&ctx_id, &mut ctx)?;
             let ukey = user_key(&r.origin.sender);
             let mut user = host.load_or_default(&ukey)?;
             user.tokens = user.tokens.saturating_add(e.tokens_used);
@@ -103,7 +104,7 @@ impl Bot {
         after: &mut After,
     ) -> Result<Fate, String> {
         let ctx_id = r.context_id.clone();
-        let mut ctx = host.load_or_default(&ctx_key(&ctx_id))?;
+        let mut ctx = host.context(&ctx_id)?;
         if ctx.in_flight == Some(e.request) {
             ctx.in_flight = None;
         }
@@ -148,7 +149,7 @@ impl Bot {
                 host.remove(&timer_key(old));
             }
             ctx.queue.push_front(origin.clone());
-            host.save(&ctx_key(&ctx_id), &ctx)?;
+            host.save_context(&ctx_id, &mut ctx)?;
             if first_time {
                 let text = match e.kind {
                     AgentErrorKind::Busy => {
@@ -164,7 +165,7 @@ impl Bot {
             return Ok(Fate::Discard);
         }
         ctx.busy_attempts = 0;
-        host.save(&ctx_key(&ctx_id), &ctx)?;
+        host.save_context(&ctx_id, &mut ctx)?;
         let p = &self.cfg.command_prefix;
         let note = match e.kind {
             AgentErrorKind::Busy => {

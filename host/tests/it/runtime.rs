@@ -167,6 +167,10 @@ struct Setup {
     cache: PathBuf,
     server: ServerConfig,
     grace: Duration,
+    /// The guest's time budget per call.
+    budget_ms: u64,
+    /// Guest settings besides the edit interval and the admin.
+    settings: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -182,6 +186,10 @@ impl Setup {
                 ..ServerConfig::default()
             },
             grace: Duration::from_secs(10),
+            // Generous: an ordinary call must never run out of time on a
+            // loaded CI machine; only the looping guest does.
+            budget_ms: 1000,
+            settings: Vec::new(),
         }
     }
 
@@ -206,19 +214,20 @@ impl Setup {
             source: self.source.clone(),
             cache_dir: self.cache.clone(),
             sandbox: Sandbox {
-                // Generous: an ordinary call must never run out of time on a
-                // loaded CI machine; only the looping guest does.
-                budget: runtime::epoch_budget(1000),
+                budget: runtime::epoch_budget(self.budget_ms),
                 memory_bytes: 64 << 20,
             },
             host_info: HostInfo {
                 bot_user_id: "@bot:test".into(),
                 bot_display_name: "bot".into(),
                 host_version: "test".into(),
-                settings: vec![
-                    ("edit_interval_ms".into(), "20".into()),
-                    ("admins".into(), USER.into()),
-                ],
+                settings: [
+                    ("edit_interval_ms".to_string(), "20".to_string()),
+                    ("admins".to_string(), USER.to_string()),
+                ]
+                .into_iter()
+                .chain(self.settings.iter().cloned())
+                .collect(),
                 max_event_bytes: 65_536,
                 resumed: false,
             },
@@ -582,4 +591,116 @@ async fn an_admin_reload_swaps_and_answers_in_the_room() {
     })
     .await;
     bot.stop().await;
+}
+
+/// A store with `contexts` idle thread contexts (a month old) and one
+/// with a question the last run had queued while the agent was away;
+/// `indexed`: with the index of contexts to recover (an older store has
+/// none).
+fn prefill(db: &Path, contexts: usize, indexed: bool) {
+    use surfaces_embed::KvStore;
+    let now = surfaces_host::time::now_ms();
+    let month_ago = now - 30 * 24 * 3600 * 1000;
+    let mut writes = Vec::new();
+    for n in 0..contexts {
+        let id = format!("thread:{ROOM}:$t{n:06}");
+        let ctx = serde_json::json!({
+            "in_flight": null, "queue": [], "tokens": 120, "messages": 2,
+            "agent_tokens": null, "conn": "Ready", "conn_detail": null,
+            "busy_attempts": 0, "retry_timer": null,
+            "active_ms": month_ago, "indexed_ms": month_ago,
+        });
+        writes.push((format!("ctx/{id}"), Some(ctx.to_string().into_bytes())));
+        writes.push((
+            format!("ctxat/{month_ago:020}/{id}"),
+            Some(b"null".to_vec()),
+        ));
+    }
+    let waiting = format!("thread:{ROOM}:$old");
+    let ctx = serde_json::json!({
+        "in_flight": null,
+        "queue": [{
+            "room_id": ROOM, "event_id": "$old", "sender": USER,
+            "display_name": "Alice", "text": "the question from before",
+            "thread_root": "$old", "is_direct": true, "attempts": 1,
+        }],
+        "tokens": 0, "messages": 0, "agent_tokens": null, "conn": "Disconnected",
+        "conn_detail": null, "busy_attempts": 0, "retry_timer": 7,
+        "active_ms": now, "indexed_ms": null,
+    });
+    writes.push((format!("ctx/{waiting}"), Some(ctx.to_string().into_bytes())));
+    if indexed {
+        writes.push((format!("wait/{waiting}"), Some(b"null".to_vec())));
+        writes.push(("meta/ctx-index".into(), Some(b"1".to_vec())));
+    }
+    let user =
+        br#"{"display_name":"Alice","first_seen_ms":1,"messages":2,"tokens":240,"skills":{}}"#;
+    writes.push(("user/@alice:test".into(), Some(user.to_vec())));
+    SqliteStore::open(db)
+        .expect("open")
+        .commit(writes)
+        .expect("prefill");
+}
+
+/// Start on a prefilled store under the default 200 ms budget; the queued
+/// question and a new one are answered; the store as the bot left it.
+async fn start_on_many_contexts(contexts: usize, indexed: bool) -> SqliteStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut setup = Setup::new(
+        dir.path(),
+        GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
+    );
+    setup.budget_ms = 200;
+    setup
+        .settings
+        .push(("context_scope".into(), "thread".into()));
+    prefill(&setup.db, contexts, indexed);
+    let mut bot = setup.start();
+    assert_eq!(
+        bot.final_reply("$old").await,
+        "the question from before",
+        "the queued question is answered after the start"
+    );
+    bot.say(1, "a new question");
+    assert_eq!(bot.final_reply("$m1").await, "a new question");
+    assert_eq!(bot.metric("surfaces_guest_failures_total"), 0);
+    bot.stop().await;
+    // The directory goes with this function; the store stays open.
+    let store = SqliteStore::open(&setup.db).expect("open");
+    drop(dir);
+    store
+}
+
+/// Thread scope makes a context per conversation, and contexts used to be
+/// kept forever and all rewritten at every start, inside `init`'s time
+/// budget: enough of them and the bot could not start (this test failed
+/// with "the bot starts: Guest(Timeout)"). Now a start visits only the
+/// contexts marked as waiting, and idle ones are forgotten as messages
+/// come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_starts_on_fifty_thousand_contexts_and_answers_what_waited() {
+    use surfaces_embed::KvStore;
+    const CONTEXTS: usize = 50_000;
+    let store = start_on_many_contexts(CONTEXTS, true).await;
+    let left = store.keys("ctx/").expect("keys").len();
+    assert!(
+        left <= CONTEXTS + 2 - 128,
+        "idle thread contexts are forgotten as messages come: {left} left"
+    );
+    assert!(
+        store.get("user/@alice:test").expect("read").is_some(),
+        "the user's own totals stay"
+    );
+}
+
+/// A store from before the index: every context is visited once, a page
+/// per call (the first in `init`), and the index is there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_store_with_many_contexts_is_recovered_a_page_at_a_time() {
+    use surfaces_embed::KvStore;
+    let store = start_on_many_contexts(20_000, false).await;
+    assert!(
+        store.get("meta/ctx-index").expect("read").is_some(),
+        "every page was visited"
+    );
 }

@@ -78,7 +78,7 @@ fn prefix_scans_are_exact() {
 
 proptest! {
     /// Any sequence of commits leaves SQLite and the in-memory store equal,
-    /// key for key and scan for scan.
+    /// key for key, scan for scan and page for page.
     #[test]
     fn behaves_like_the_memory_store(
         batches in prop::collection::vec(
@@ -89,6 +89,8 @@ proptest! {
             0..8,
         ),
         prefix in "[a-c/é]{0,2}",
+        after in prop::option::of("[a-c/é]{0,4}"),
+        limit in 0usize..5,
     ) {
         let mut sql = SqliteStore::open_in_memory().unwrap();
         let mut mem = MemoryKv::default();
@@ -101,6 +103,17 @@ proptest! {
             mem.commit(writes).unwrap();
         }
         prop_assert_eq!(sql.keys(&prefix).unwrap(), mem.keys(&prefix).unwrap());
+        // A page: the same as the whole scan, filtered and cut.
+        let expected: Vec<String> = mem
+            .keys(&prefix)
+            .unwrap()
+            .into_iter()
+            .filter(|k| after.as_deref().is_none_or(|a| k.as_str() > a))
+            .take(limit)
+            .collect();
+        let after = after.as_deref();
+        prop_assert_eq!(&sql.keys_page(&prefix, after, limit).unwrap(), &expected);
+        prop_assert_eq!(&mem.keys_page(&prefix, after, limit).unwrap(), &expected);
         for k in mem.keys("").unwrap() {
             prop_assert_eq!(sql.get(&k).unwrap(), mem.get(&k).unwrap());
         }
