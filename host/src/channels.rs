@@ -17,6 +17,10 @@ pub enum Control {
     },
     /// Shut down gracefully.
     Shutdown,
+    /// Something the bot cannot serve without is gone for good (a task
+    /// that kept dying, a session logged out): shut down gracefully, and
+    /// end with this as the error (a non-zero exit).
+    Fail(String),
     Timer {
         id: u64,
         token: u64,

@@ -267,6 +267,10 @@ pub struct MatrixConfig {
     /// Long-poll timeout of one sync request.
     #[serde(with = "secs")]
     pub sync_timeout: Duration,
+    /// `/healthz` says unhealthy once no sync has succeeded for this long
+    /// (the homeserver unreachable, or the sync stuck).
+    #[serde(with = "secs")]
+    pub sync_stale_after: Duration,
     /// Events per room one sync returns; beyond it the gap is read back
     /// page by page (nothing is lost, it only costs requests).
     pub timeline_limit: u32,
@@ -284,6 +288,7 @@ impl Default for MatrixConfig {
             allow: Vec::new(),
             admins: Vec::new(),
             sync_timeout: Duration::from_secs(30),
+            sync_stale_after: Duration::from_secs(180),
             timeline_limit: 50,
         }
     }
@@ -472,6 +477,11 @@ impl Config {
         if m.sync_timeout > Duration::from_secs(300) {
             return Err(ConfigError::Invalid(
                 "matrix.sync_timeout is at most 300 seconds".into(),
+            ));
+        }
+        if m.sync_stale_after <= m.sync_timeout {
+            return Err(ConfigError::Invalid(
+                "matrix.sync_stale_after must be longer than matrix.sync_timeout".into(),
             ));
         }
         Ok(())

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -45,7 +45,15 @@ pub struct Metrics {
     pub matrix_syncs: Family<Kind, Counter>,
     /// Room events that did not reach the guest, by reason.
     pub matrix_ignored: Family<Kind, Counter>,
+    /// Background tasks started again after they died, by task.
+    pub task_restarts: Family<Kind, Counter>,
     health: AtomicU8,
+    /// When the last sync succeeded and the guest last handled an event
+    /// (ms since the Unix epoch; 0: not yet).
+    last_sync_ms: AtomicU64,
+    last_event_ms: AtomicU64,
+    /// A sync loop runs, and is unhealthy without a success this long (ms).
+    sync_stale_after_ms: AtomicU64,
     registry: Registry,
 }
 
@@ -63,6 +71,12 @@ impl Metrics {
         let matrix_requests = Family::<Outcome, Counter>::default();
         let matrix_syncs = Family::<Kind, Counter>::default();
         let matrix_ignored = Family::<Kind, Counter>::default();
+        let task_restarts = Family::<Kind, Counter>::default();
+        registry.register(
+            "task_restarts",
+            "Background tasks started again after they died",
+            task_restarts.clone(),
+        );
         registry.register(
             "matrix_requests",
             "Matrix requests by kind and outcome (ok, rate_limited, ...)",
@@ -108,7 +122,11 @@ impl Metrics {
             matrix_requests,
             matrix_syncs,
             matrix_ignored,
+            task_restarts,
             health: AtomicU8::new(Health::Starting as u8),
+            last_sync_ms: AtomicU64::new(0),
+            last_event_ms: AtomicU64::new(0),
+            sync_stale_after_ms: AtomicU64::new(0),
             registry,
         })
     }
@@ -123,6 +141,33 @@ impl Metrics {
             2 => Health::ShuttingDown,
             _ => Health::Starting,
         }
+    }
+
+    /// A sync loop runs: health depends on its last success, which must be
+    /// no older than `stale_after` (counted from now for the first).
+    pub fn watch_sync(&self, stale_after: std::time::Duration, now_ms: u64) {
+        self.last_sync_ms.store(now_ms, Ordering::Relaxed);
+        let ms = u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX);
+        self.sync_stale_after_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    pub fn sync_succeeded(&self, now_ms: u64) {
+        self.last_sync_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn event_handled(&self, now_ms: u64) {
+        self.last_event_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// What `/healthz` says at `now_ms`: healthy or not, and in words.
+    pub fn report(&self, now_ms: u64) -> (bool, String) {
+        report(
+            self.health(),
+            now_ms,
+            self.last_sync_ms.load(Ordering::Relaxed),
+            self.last_event_ms.load(Ordering::Relaxed),
+            self.sync_stale_after_ms.load(Ordering::Relaxed),
+        )
     }
 
     /// The Prometheus text exposition.
@@ -162,13 +207,13 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             get(move || {
                 let m = metrics.clone();
                 async move {
-                    match m.health() {
-                        Health::Serving => (StatusCode::OK, "serving\n"),
-                        Health::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-                        Health::ShuttingDown => {
-                            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                        }
-                    }
+                    let (ok, text) = m.report(crate::time::now_ms());
+                    let status = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, text)
                 }
             }),
         );
@@ -177,9 +222,73 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
+/// `/healthz`: serving (200) only while the loop serves and, with a sync
+/// loop, its last success is recent; the ages of the last sync and of the
+/// last guest event either way.
+fn report(
+    health: Health,
+    now_ms: u64,
+    last_sync_ms: u64,
+    last_event_ms: u64,
+    sync_stale_after_ms: u64,
+) -> (bool, String) {
+    let age = |t: u64| match t {
+        0 => "never".to_string(),
+        t => format!("{}s ago", now_ms.saturating_sub(t) / 1000),
+    };
+    let syncs = sync_stale_after_ms > 0;
+    let stale = syncs && now_ms.saturating_sub(last_sync_ms) > sync_stale_after_ms;
+    let (ok, state) = match health {
+        Health::Starting => (false, "starting".to_string()),
+        Health::ShuttingDown => (false, "shutting down".to_string()),
+        Health::Serving if stale => (
+            false,
+            format!(
+                "unhealthy: no successful sync for {}s (limit {}s)",
+                now_ms.saturating_sub(last_sync_ms) / 1000,
+                sync_stale_after_ms / 1000
+            ),
+        ),
+        Health::Serving => (true, "serving".to_string()),
+    };
+    let mut text = format!("{state}\n");
+    if syncs {
+        text.push_str(&format!("last sync: {}\n", age(last_sync_ms)));
+    }
+    text.push_str(&format!("last guest event: {}\n", age(last_event_ms)));
+    (ok, text)
+}
+
 /// Bind the metrics endpoint; the error names the address.
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Health, report};
+
+    #[test]
+    fn health_follows_the_sync_loop() {
+        let (ok, text) = report(Health::Serving, 100_000, 95_000, 99_000, 60_000);
+        assert!(ok, "{text}");
+        assert_eq!(
+            text,
+            "serving\nlast sync: 5s ago\nlast guest event: 1s ago\n"
+        );
+        let (ok, text) = report(Health::Serving, 200_000, 95_000, 199_000, 60_000);
+        assert!(!ok);
+        assert!(
+            text.starts_with("unhealthy: no successful sync for 105s"),
+            "{text}"
+        );
+        // Without a sync loop (the terminal) only the loop's state counts.
+        let (ok, text) = report(Health::Serving, 200_000, 0, 0, 0);
+        assert!(ok);
+        assert_eq!(text, "serving\nlast guest event: never\n");
+        assert!(!report(Health::Starting, 1, 0, 0, 0).0);
+        assert!(!report(Health::ShuttingDown, 1, 1, 1, 60_000).0);
+    }
 }

@@ -189,11 +189,13 @@ impl Runtime {
     }
 
     /// Serve until shut down; then finish (or cut) replies in flight, close
-    /// the agent connections and flush the database.
-    pub async fn run(mut self) {
+    /// the agent connections and flush the database. An error says why the
+    /// bot had to stop ([`Control::Fail`]).
+    pub async fn run(mut self) -> Result<(), String> {
         let mut sweep = tokio::time::interval(Duration::from_secs(15));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown: Option<Shutdown> = None;
+        let mut failure: Option<String> = None;
         loop {
             if let Some(s) = &shutdown
                 && self.drained()
@@ -205,19 +207,12 @@ impl Runtime {
             tokio::select! {
                 biased;
                 control = self.control.recv() => match control {
-                    Some(Control::Shutdown) | None => {
-                        if shutdown.is_none() {
-                            tracing::info!("shutting down: finishing replies in flight");
-                            self.metrics.set_health(Health::ShuttingDown);
-                            // No new conversations: what is already queued
-                            // is still handled.
-                            self.matrix.stop_receiving();
-                            shutdown = Some(Shutdown {
-                                deadline: Instant::now() + self.config.shutdown_grace,
-                                cut: false,
-                            });
-                        }
+                    Some(Control::Fail(why)) => {
+                        tracing::error!("stopping: {why}");
+                        failure.get_or_insert(why);
+                        self.begin_shutdown(&mut shutdown);
                     }
+                    Some(Control::Shutdown) | None => self.begin_shutdown(&mut shutdown),
                     Some(Control::Reload { request }) => self.begin_swap(request),
                     Some(Control::Compiled(result)) => self.finish_swap(result),
                     Some(Control::Flush(done)) => {
@@ -237,11 +232,9 @@ impl Runtime {
                         }
                     }
                 },
-                event = self.events.recv() => match event {
-                    Some(event) => self.deliver(event),
-                    // Every sender is gone: nothing more can happen.
-                    None => break,
-                },
+                // Never `None`: the loop holds a sender itself. A front end's
+                // task that dies is noticed by its supervisor instead.
+                Some(event) = self.events.recv() => self.deliver(event),
                 _ = sweep.tick() => self.agents.sweep(),
                 _ = sleep_until_opt(deadline) => {
                     let Some(s) = shutdown.as_mut() else { continue };
@@ -271,6 +264,22 @@ impl Runtime {
         }
         drop(self.ticker);
         // Dropping the store closes SQLite, which checkpoints its WAL.
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Stop taking in new conversations and finish what is going on.
+    fn begin_shutdown(&mut self, shutdown: &mut Option<Shutdown>) {
+        if shutdown.is_some() {
+            return;
+        }
+        tracing::info!("shutting down: finishing replies in flight");
+        self.metrics.set_health(Health::ShuttingDown);
+        // No new conversations: what is already queued is still handled.
+        self.matrix.stop_receiving();
+        *shutdown = Some(Shutdown {
+            deadline: Instant::now() + self.config.shutdown_grace,
+            cut: false,
+        });
     }
 
     /// Shutdown may end: no reply in flight, no guest timer pending (a
@@ -283,6 +292,7 @@ impl Runtime {
     }
 
     fn deliver(&mut self, event: Event) {
+        self.metrics.event_handled(now_ms());
         self.agents.observe(&event);
         let kind = event_kind(&event);
         self.metrics.events.get_or_create(&Kind { kind }).inc();

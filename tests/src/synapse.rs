@@ -69,8 +69,20 @@ impl Synapse {
     /// Stop the server (SIGKILL, as a crash) and start it again on the same
     /// port and database; returns once it answers.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stop the server (SIGKILL, as a crash); [`Synapse::start_again`]
+    /// brings it back.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Start the stopped server on the same port and database; returns once
+    /// it answers.
+    pub fn start_again(&mut self) {
         let config = self.dir.path().join("homeserver.yaml");
         self.child = spawn(&self.venv.join("bin/python"), &config, self.dir.path());
         self.wait_until_up();

@@ -248,6 +248,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                     bot_display_name: config.bot.display_name.clone(),
                     txn_prefix: format!("surfaces.{instance}"),
                     sync_timeout: config.matrix.sync_timeout,
+                    sync_stale_after: config.matrix.sync_stale_after,
                     timeline_limit: config.matrix.timeline_limit,
                     metrics: metrics.clone(),
                     position,
@@ -310,8 +311,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         });
     }
     drop(handle);
-    runtime.run().await;
-    Ok(())
+    runtime.run().await.map_err(anyhow::Error::msg)
 }
 
 /// Show the configured name on the bot's profile; best effort.

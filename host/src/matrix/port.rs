@@ -11,10 +11,12 @@
 //!   the edits it holds into one instead of queueing stale ones.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use matrix_sdk::config::RequestConfig;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType;
 use matrix_sdk::ruma::api::client::typing::create_typing_event::v3::{
@@ -77,6 +79,9 @@ pub struct SdkPort {
     events: EventSender,
     txn_prefix: Arc<str>,
     rooms: HashMap<String, mpsc::UnboundedSender<Job>>,
+    /// Per room, the typing state to show; one task per room sends each
+    /// latest state in turn, so an "off" never overtakes its "on".
+    typing: HashMap<String, watch::Sender<(bool, u32)>>,
     pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -97,6 +102,7 @@ impl SdkPort {
             events,
             txn_prefix: Arc::from(txn_prefix),
             rooms: HashMap::new(),
+            typing: HashMap::new(),
             pending: Arc::new(AtomicUsize::new(0)),
             shared,
             stop,
@@ -157,25 +163,15 @@ impl SdkPort {
         });
     }
 
-    fn typing(&self, room_id: String, typing: bool, timeout_ms: u32) {
-        let client = self.client.clone();
-        tokio::spawn(async move {
-            let (Ok(room), Some(user)) = (parse_room(&room_id), client.user_id()) else {
-                tracing::debug!(room = %room_id, "no typing notice: not a room id, or not logged in");
-                return;
-            };
-            let state = if typing {
-                Typing::Yes(TypingInfo::new(Duration::from_millis(u64::from(
-                    timeout_ms.max(1000),
-                ))))
-            } else {
-                Typing::No
-            };
-            let request = TypingRequest::new(user.to_owned(), room, state);
-            if let Err(e) = client.send(request).await {
-                tracing::debug!(room = %room_id, "typing notice failed: {e}");
-            }
-        });
+    fn typing(&mut self, room_id: String, typing: bool, timeout_ms: u32) {
+        if let Some(tx) = self.typing.get(&room_id)
+            && tx.send((typing, timeout_ms)).is_ok()
+        {
+            return;
+        }
+        let (tx, rx) = watch::channel((typing, timeout_ms));
+        tokio::spawn(typist(self.client.clone(), room_id.clone(), rx));
+        self.typing.insert(room_id, tx);
     }
 
     fn receipt(&self, room_id: String, event_id: String) {
@@ -267,11 +263,47 @@ struct Worker {
     metrics: Arc<Metrics>,
 }
 
+/// Send a room's typing state, each latest one in turn, until the port
+/// goes away.
+async fn typist(client: Client, room_id: String, mut state: watch::Receiver<(bool, u32)>) {
+    loop {
+        let (typing, timeout_ms) = *state.borrow_and_update();
+        let (Ok(room), Some(user)) = (parse_room(&room_id), client.user_id()) else {
+            tracing::debug!(room = %room_id, "no typing notice: not a room id, or not logged in");
+            return;
+        };
+        let typing = if typing {
+            Typing::Yes(TypingInfo::new(Duration::from_millis(u64::from(
+                timeout_ms.max(1000),
+            ))))
+        } else {
+            Typing::No
+        };
+        let request = TypingRequest::new(user.to_owned(), room, typing);
+        if let Err(e) = client.send(request).await {
+            tracing::debug!(room = %room_id, "typing notice failed: {e}");
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Worker {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
         while let Some(job) = jobs.recv().await {
             let kind = job.kind();
-            let (request, outcome) = self.carry_out(job).await;
+            let request = job.request();
+            // A panic in one request must not kill the room's worker (its
+            // later sends would vanish): it fails that request only.
+            let outcome = match AssertUnwindSafe(self.carry_out(job)).catch_unwind().await {
+                Ok((_, outcome)) => outcome,
+                Err(panic) => Err(MatrixError {
+                    kind: MatrixErrorKind::Other,
+                    message: format!("internal error: {}", super::panic_message(panic)),
+                    retry_after_ms: None,
+                }),
+            };
             count(&self.metrics, kind, &outcome);
             if let Err(e) = &outcome {
                 tracing::warn!(room = %self.room_id, request, kind = ?e.kind, "send failed: {}", e.message);

@@ -76,6 +76,7 @@ struct SavedUndecrypted {
     since_ms: u64,
 }
 
+#[derive(Clone)]
 pub(crate) struct Receiver {
     pub client: Client,
     pub events: EventSender,
@@ -90,7 +91,7 @@ pub(crate) struct Receiver {
     /// limited (the rest is read from `/messages`).
     pub timeline_limit: u32,
     pub metrics: Arc<Metrics>,
-    pub position: HostMeta,
+    pub position: Arc<HostMeta>,
 }
 
 /// An encrypted event waiting for its key.
@@ -174,10 +175,9 @@ impl Loop {
                 Ok(response) => response,
                 Err(e) => {
                     if let Some(ErrorKind::UnknownToken { .. }) = e.client_api_error_kind() {
-                        tracing::error!(
-                            "the homeserver says the bot's session was logged out: stopping"
-                        );
-                        let _ = self.r.control.send(Control::Shutdown);
+                        let _ = self.r.control.send(Control::Fail(
+                            "the homeserver says the bot's session was logged out".into(),
+                        ));
                         return;
                     }
                     tracing::warn!(retry_in = ?backoff, "sync failed: {e}");
@@ -190,6 +190,7 @@ impl Loop {
                 }
             };
             backoff = Duration::from_secs(1);
+            self.r.metrics.sync_succeeded(now_ms());
             let since = position.as_ref().map(|p| p.token.clone());
             let next = response.next_batch.clone();
             let delivered = self.handle(response, since.as_deref()).await;

@@ -1224,3 +1224,60 @@ async fn a_join_cut_short_by_a_restart_is_made_again() {
         transcript(&all, second.room_id())
     );
 }
+
+/// `/healthz` as the bot serves it now: (status, body).
+fn health(bot: &Bot) -> (u16, String) {
+    http(bot.metrics_port, "GET", "/healthz", None, None).expect("the health endpoint answers")
+}
+
+/// Wait until `/healthz` answers `status`; polled, as a monitor would.
+async fn wait_health(bot: &Bot, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (now, body) = health(bot);
+        if now == status {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health stayed {now} {body:?}, not {status}\n{}",
+            bot.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A homeserver that goes away makes the bot unhealthy (its syncs fail),
+/// and healthy again once it is back; the bot answers after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_unhealthy_while_syncs_fail_and_back_when_they_succeed() {
+    let mut synapse = Synapse::start(Options {
+        relax_rate_limits: true,
+        ..Options::default()
+    });
+    synapse.register("bot", BOT_PASSWORD, false);
+    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
+    let data = tempfile::tempdir().expect("tempdir");
+    let bot = Bot::start(
+        &synapse,
+        data.path(),
+        &agent,
+        &bot_config("sync_timeout = 1\nsync_stale_after = 4"),
+    );
+    let alice = Human::login(&synapse, "alice").await;
+    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    bot.wait_first_syncs(1).await;
+    let body = wait_health(&bot, 200).await;
+    assert!(body.starts_with("serving\nlast sync: "), "{body}");
+    synapse.stop();
+    let body = wait_health(&bot, 503).await;
+    assert!(
+        body.starts_with("unhealthy: no successful sync for"),
+        "{body}"
+    );
+    synapse.start_again();
+    wait_health(&bot, 200).await;
+    let room = alice.dm(&bot_id).await;
+    alice.send(&room, "are you well?").await;
+    alice.wait_answer(&room, "are you well?", &bot).await;
+}

@@ -62,7 +62,7 @@ struct Bot {
     handle: Handle,
     effects: mpsc::UnboundedReceiver<(MatrixEffect, Option<String>)>,
     metrics: Arc<Metrics>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), String>>,
     /// What the bot has said, by the message it answers.
     replies: Replies,
 }
@@ -336,7 +336,8 @@ impl Bot {
         tokio::time::timeout(PATIENCE, task)
             .await
             .expect("the bot stops")
-            .expect("the loop does not panic");
+            .expect("the loop does not panic")
+            .expect("the bot stops without an error");
         while let Ok((effect, event_id)) = effects.try_recv() {
             replies.record(&effect, event_id);
         }
