@@ -36,7 +36,7 @@ pub use bindings::surfaces::bot::types::{
     AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, Attachment,
     ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel, MatrixError,
     MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadResult, RoomMessage,
-    Sender,
+    Sender, Undecryptable,
 };
 pub use content::matrix_content;
 pub use ctx::LogLine;

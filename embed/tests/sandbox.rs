@@ -251,3 +251,36 @@ fn the_shipped_guest_sets_an_undecodable_record_aside_and_goes_on() {
     let ctx = kv.get("ctx/shared").expect("kv").expect("a fresh context");
     assert!(serde_json::from_slice::<serde_json::Value>(&ctx).is_ok());
 }
+
+#[test]
+fn the_shipped_guest_tells_a_sender_once_a_day_that_a_message_could_not_be_decrypted() {
+    use surfaces_embed::{Event, Undecryptable};
+    let e = Embedding::new(fuel()).expect("engine");
+    let c = e
+        .compile(surfaces_artifacts::GUEST_WASM)
+        .expect("shipped guest compiles");
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let utd = |room: &str, event: &str| {
+        Event::Undecryptable(Undecryptable {
+            room_id: room.into(),
+            event_id: event.into(),
+            sender: "@alice:test".into(),
+            is_direct: true,
+        })
+    };
+    let mut notices = |event: Event, now: u64| -> Vec<String> {
+        sent(&g.handle(&event, &mut kv, now).expect("handled").effects)
+    };
+    let hour = 3600 * 1000;
+    let first = notices(utd("!a", "$1"), hour);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].contains("could not decrypt"), "{first:?}");
+    // A run of them is one problem; another room is another.
+    let again = notices(utd("!a", "$2"), 2 * hour);
+    assert!(again.is_empty(), "{again:?}");
+    let other = notices(utd("!b", "$3"), 2 * hour);
+    assert_eq!(other.len(), 1);
+    let next_day = notices(utd("!a", "$4"), 30 * hour);
+    assert_eq!(next_day.len(), 1);
+}

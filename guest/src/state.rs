@@ -18,6 +18,8 @@
 //! - `out/{req:020}`           [`Outgoing`], a notice not yet delivered
 //! - `timer/{id:020}`          [`TimerPurpose`]
 //! - `route/{req:020}`         [`Route`]: whose Matrix request this is
+//! - `utd/{room-id}/{user-id}` when that user was last told that a message
+//!   of theirs could not be decrypted (ms)
 //! - `bad/{key}`               a record that no longer decoded, set aside
 //!   (its bytes as they were), so the bot goes on without it
 
@@ -386,6 +388,9 @@ pub fn seen_key(event_id: &str) -> Key<u64> {
 /// The same, ordered by when it was seen, for pruning.
 pub fn seen_at_key(ms: u64, event_id: &str) -> Key<()> {
     Key::new(format!("{}{ms:020}/{event_id}", SEEN_AT.prefix))
+}
+pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
+    Key::new(format!("utd/{room_id}/{user_id}"))
 }
 pub fn last_reload_key() -> Key<LastReload> {
     Key::new("meta/last-reload".into())

@@ -534,6 +534,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::AgentStatus(_) => "agent_status",
         Event::Timer(_) => "timer",
         Event::ReloadResult(_) => "reload_result",
+        Event::Undecryptable(_) => "undecryptable",
     }
 }
 

@@ -264,7 +264,7 @@ pub fn no_leftovers(run: &Run) -> Vec<String> {
     // `ctxat/`: thread contexts by activity; `wait/`: contexts recovery
     // visits (whether one still waits is `nothing_waits`' to say).
     let lasting = [
-        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/",
+        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/", "utd/",
     ];
     run.store
         .keys()

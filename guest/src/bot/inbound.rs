@@ -3,12 +3,16 @@
 
 use surfaces_contract::{Addressed, address};
 
-use super::Bot;
+use super::{Bot, Place};
 use crate::commands;
 use crate::config::Scope;
 use crate::host::Host;
-use crate::state::{Queued, Records, User, user_key};
-use crate::types::{LogLevel, RoomMessage};
+use crate::state::{Queued, Records, User, undecryptable_key, user_key};
+use crate::types::{LogLevel, RoomMessage, Undecryptable};
+
+/// A user hears that their messages cannot be decrypted at most this often
+/// per room: a run of them is one problem.
+const UNDECRYPTABLE_NOTICE_EVERY_MS: u64 = 24 * 3600 * 1000;
 
 impl Bot {
     pub(super) fn on_message(
@@ -105,5 +109,40 @@ impl Bot {
         }
         host.save(&key, &user)?;
         Ok(user)
+    }
+
+    /// An encrypted message whose key never came: its sender is told (not
+    /// left in silence), once a day per room.
+    pub(super) fn on_undecryptable(
+        &mut self,
+        host: &mut dyn Host,
+        u: Undecryptable,
+    ) -> Result<(), String> {
+        if self.already_seen(host, &u.event_id)? {
+            return Ok(());
+        }
+        let key = undecryptable_key(&u.room_id, &u.sender);
+        let now = host.now();
+        if host
+            .load(&key)?
+            .is_some_and(|t| now.saturating_sub(t) < UNDECRYPTABLE_NOTICE_EVERY_MS)
+        {
+            return Ok(());
+        }
+        host.save(&key, &now)?;
+        let place = Place {
+            room_id: &u.room_id,
+            event_id: &u.event_id,
+            sender: &u.sender,
+            thread_root: None,
+            is_direct: u.is_direct,
+        };
+        self.notice(
+            host,
+            place,
+            "🔒 I could not decrypt this message: its keys never reached me, so I could not \
+             answer it. Please send it again. If it keeps happening, check that your client \
+             shares keys with unverified sessions, or verify mine.",
+        )
     }
 }

@@ -109,6 +109,7 @@ impl Bot {
             Event::AgentStatus(s) => self.on_status(host, s),
             Event::Timer(id) => self.on_timer(host, id),
             Event::ReloadResult(r) => self.on_reload(host, r),
+            Event::Undecryptable(u) => self.on_undecryptable(host, u),
         }
     }
 

@@ -53,10 +53,13 @@ impl Bot {
         let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
             return Ok(()); // on its way to the agent
         };
-        let why = if ctx.conn == Conn::Disconnected {
-            "The agent is reconnecting"
-        } else {
-            "The agent is busy"
+        let why = match ctx.conn {
+            Conn::Disconnected => "The agent is reconnecting",
+            // The message ahead waits for the connection, not for an answer.
+            Conn::Unknown | Conn::Connecting if ctx.in_flight.is_some() => {
+                "The agent is still connecting"
+            }
+            Conn::Unknown | Conn::Connecting | Conn::Ready | Conn::Busy => "The agent is busy",
         };
         let text = format!(
             "⏳ {why}: your message is queued (position {}).",

@@ -102,18 +102,30 @@ pub fn spawn(
     events: mpsc::UnboundedSender<Event>,
 ) -> AgentHandle {
     let (tx, rx) = mpsc::unbounded_channel();
+    let seed = jitter_seed(&context_id);
     let conn = Connection {
         session: AgentSession::new(context_id),
         config,
         events,
         commands: rx,
         out: Vec::new(),
-        seed: 0x9e37_79b9_7f4a_7c15,
+        seed,
         shutting_down: false,
         ready_since: Instant::now(),
     };
     tokio::spawn(conn.run());
     AgentHandle { tx }
+}
+
+/// A jitter seed of the connection's own: connections that dropped together
+/// (the agent restarted) must not come back in lockstep. From the context
+/// id and the process's random hasher keys; never zero (xorshift's fixed
+/// point).
+fn jitter_seed(context_id: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(context_id.as_bytes());
+    h.finish() | 1
 }
 
 type Ws = WebSocketStream<Box<dyn Io>>;

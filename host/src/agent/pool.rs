@@ -152,7 +152,8 @@ impl AgentPool {
             | Event::MatrixResult(_)
             | Event::AgentChunk(_)
             | Event::Timer(_)
-            | Event::ReloadResult(_) => return,
+            | Event::ReloadResult(_)
+            | Event::Undecryptable(_) => return,
         };
         self.cut.remove(&request);
         if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {

@@ -12,9 +12,10 @@
 //!   before is history ([`surfaces_embed::inbox`] decides).
 //! - **Gaps.** A limited timeline (more events than the sync returned) is
 //!   filled from `/messages`, back to the previous sync position.
-//! - **Encryption.** matrix-sdk decrypts; an event whose key has not
-//!   arrived yet is tried again on the following syncs for a while (saved
-//!   with the position, so a restart does not drop it).
+//! - **Encryption.** matrix-sdk decrypts; an event (from an allowed user)
+//!   whose key has not arrived yet is tried again on the following syncs
+//!   for a while (saved with the position, so a restart does not drop it),
+//!   then handed to the guest as `undecryptable`, so its sender is told.
 //! - **Access.** Messages from users outside the allow list are dropped,
 //!   invites from them declined; the bot's own messages never reach the
 //!   guest.
@@ -36,7 +37,7 @@ use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use serde::{Deserialize, Serialize};
 use surfaces_embed::inbox::{self, Cut, Mark};
-use surfaces_embed::{Event, Invite, MembersChanged};
+use surfaces_embed::{Event, Invite, MembersChanged, Undecryptable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::convert::{self, Context, Skip};
@@ -388,6 +389,13 @@ impl Loop {
 
     async fn consider(&mut self, room: &Room, event: TimelineEvent) -> usize {
         if let TimelineEventKind::UnableToDecrypt { event, .. } = event.kind {
+            // Kept waiting only for someone the bot would answer.
+            let sender = event.get_field::<String>("sender").ok().flatten();
+            let sender = sender.unwrap_or_default();
+            if sender == self.r.bot_user_id || !self.r.access.allows(&sender) {
+                self.ignored("sender_not_allowed");
+                return 0;
+            }
             tracing::debug!(room = %room.room_id(), "a message waits for its key");
             self.undecrypted.push(Undecrypted {
                 room_id: room.room_id().to_owned(),
@@ -406,11 +414,7 @@ impl Loop {
         if self.delivered.contains(&event_id) {
             return 0;
         }
-        let is_direct = room.is_direct().await.unwrap_or(false)
-            || room
-                .members_no_sync(RoomMemberships::JOIN)
-                .await
-                .is_ok_and(|m| m.len() == 2);
+        let is_direct = is_direct(room).await;
         let sender = raw.get_field::<String>("sender").ok().flatten();
         let display = match sender.as_deref().map(matrix_sdk::ruma::UserId::parse) {
             Some(Ok(user)) => room
@@ -485,8 +489,19 @@ impl Loop {
                 }
                 _ if now_ms().saturating_sub(utd.since_ms) > UTD_PATIENCE.as_millis() as u64 => {
                     let id = utd.raw.get_field::<String>("event_id").ok().flatten();
+                    let sender = utd.raw.get_field::<String>("sender").ok().flatten();
                     tracing::warn!(room = %utd.room_id, event = ?id, "gave up decrypting a message: its key never arrived");
                     self.ignored("undecryptable");
+                    // Its sender is told (the guest says it, once a day).
+                    if let (Some(event_id), Some(sender)) = (id, sender) {
+                        let is_direct = is_direct(&room).await;
+                        sent += self.send(Event::Undecryptable(Undecryptable {
+                            room_id: utd.room_id.to_string(),
+                            event_id,
+                            sender,
+                            is_direct,
+                        }));
+                    }
                 }
                 _ => self.undecrypted.push(utd),
             }
@@ -565,6 +580,15 @@ impl Loop {
             tracing::warn!("cannot save the sync position: {e}");
         }
     }
+}
+
+/// A direct chat: marked so, or the bot and one other person.
+async fn is_direct(room: &Room) -> bool {
+    room.is_direct().await.unwrap_or(false)
+        || room
+            .members_no_sync(RoomMemberships::JOIN)
+            .await
+            .is_ok_and(|m| m.len() == 2)
 }
 
 /// What an event says of the bot's own membership: invited, joined (not a

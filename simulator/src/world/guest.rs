@@ -97,7 +97,8 @@ impl World<'_> {
             | Event::MatrixResult(_)
             | Event::AgentStatus(_)
             | Event::Timer(_)
-            | Event::ReloadResult(_) => {}
+            | Event::ReloadResult(_)
+            | Event::Undecryptable(_) => {}
         }
         let Some(guest) = self.guest.as_mut() else {
             self.log("event dropped: no guest is running".into());

@@ -16,6 +16,7 @@ pub(super) fn event_name(ev: &Event) -> String {
         Event::AgentStatus(s) => format!("agent status [{}]", s.context_id),
         Event::Timer(id) => format!("timer {id}"),
         Event::ReloadResult(r) => format!("reload result #{}", r.request),
+        Event::Undecryptable(u) => format!("undecryptable {} in {}", u.event_id, u.room_id),
     }
 }
 
