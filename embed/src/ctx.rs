@@ -12,6 +12,15 @@ use crate::effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 use crate::kv::{BoxedKv, Detached, Write};
 use crate::{AgentMessage, EditTarget, LogLevel, MessageContent};
 
+/// What one call may hand the host, beyond the sandbox's memory cap (the
+/// host copies every effect, line and write out of the guest's memory, so
+/// a looping guest could otherwise fill the host's). A call that goes past
+/// one fails like a trap: nothing of it is kept.
+pub(crate) const MAX_EFFECTS: usize = 10_000;
+pub(crate) const MAX_LOG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_WRITES: usize = 100_000;
+pub(crate) const MAX_WRITE_BYTES: usize = 32 << 20;
+
 /// A line the guest logged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogLine {
@@ -61,6 +70,20 @@ pub(crate) struct Ctx {
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     effects: Vec<Effect>,
     logs: Vec<LogLine>,
+    log_bytes: usize,
+    write_bytes: usize,
+    /// The first per-call cap this call went past.
+    over_cap: Option<&'static str>,
+}
+
+/// What a call left for the host when it ended.
+pub(crate) struct Finished {
+    pub kv: BoxedKv,
+    pub writes: Vec<Write>,
+    pub effects: Vec<Effect>,
+    pub logs: Vec<LogLine>,
+    /// The per-call cap it went past, if any: the call failed.
+    pub over_cap: Option<&'static str>,
 }
 
 impl Ctx {
@@ -87,6 +110,9 @@ impl Ctx {
             overlay: BTreeMap::new(),
             effects: Vec::new(),
             logs: Vec::new(),
+            log_bytes: 0,
+            write_bytes: 0,
+            over_cap: None,
         }
     }
 
@@ -101,16 +127,27 @@ impl Ctx {
 
     /// End a call: give back the host's store, this call's writes, effects
     /// and logs.
-    pub(crate) fn finish(&mut self) -> (BoxedKv, Vec<Write>, Vec<Effect>, Vec<LogLine>) {
-        (
-            std::mem::replace(&mut self.kv, Box::new(Detached)),
-            std::mem::take(&mut self.overlay).into_iter().collect(),
-            std::mem::take(&mut self.effects),
-            std::mem::take(&mut self.logs),
-        )
+    pub(crate) fn finish(&mut self) -> Finished {
+        self.log_bytes = 0;
+        self.write_bytes = 0;
+        Finished {
+            kv: std::mem::replace(&mut self.kv, Box::new(Detached)),
+            writes: std::mem::take(&mut self.overlay).into_iter().collect(),
+            effects: std::mem::take(&mut self.effects),
+            logs: std::mem::take(&mut self.logs),
+            over_cap: self.over_cap.take(),
+        }
+    }
+
+    /// Past a cap: keep nothing more of this call (it will fail).
+    fn over(&mut self, cap: &'static str) {
+        self.over_cap.get_or_insert(cap);
     }
 
     fn effect(&mut self, e: Effect) {
+        if self.effects.len() >= MAX_EFFECTS {
+            return self.over("effects");
+        }
         self.effects.push(e);
     }
 
@@ -119,6 +156,12 @@ impl Ctx {
     }
 
     fn write(&mut self, key: String, value: Option<Vec<u8>>) {
+        self.write_bytes = self
+            .write_bytes
+            .saturating_add(key.len() + value.as_ref().map_or(0, Vec::len));
+        if self.overlay.len() >= MAX_WRITES || self.write_bytes > MAX_WRITE_BYTES {
+            return self.over("store writes");
+        }
         self.overlay.insert(key, value);
     }
 }
@@ -288,6 +331,10 @@ impl clock::Host for Ctx {
 
 impl host::Host for Ctx {
     fn log(&mut self, level: LogLevel, message: String) {
+        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        if self.log_bytes > MAX_LOG_BYTES {
+            return self.over("log bytes");
+        }
         self.logs.push(LogLine { level, message });
     }
 

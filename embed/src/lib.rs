@@ -105,6 +105,10 @@ pub enum GuestError {
     /// what the store holds.
     #[error("guest returned an error: {0}")]
     Failed(String),
+    /// The call handed the host more than one call may (effects, log
+    /// bytes, store writes): it fails like a trap.
+    #[error("guest went past the per-call cap on {0}")]
+    OverCap(&'static str),
     /// The host's store failed to commit the event's writes. The instance
     /// is dropped too: its memory has moved past what the store holds.
     #[error("store: {0}")]
@@ -547,8 +551,17 @@ fn run_call<R>(
     let backend = std::mem::replace(kv, Box::new(kv::Detached));
     store.data_mut().attach(backend, now_ms);
     let result = call(store, bot);
-    let (backend, writes, effects, logs) = store.data_mut().finish();
+    let ctx::Finished {
+        kv: backend,
+        writes,
+        effects,
+        logs,
+        over_cap,
+    } = store.data_mut().finish();
     *kv = backend;
+    if let Some(cap) = over_cap {
+        return Err((GuestError::OverCap(cap), logs));
+    }
     match result {
         Ok(Ok(value)) => {
             if let Err(e) = kv.commit(writes) {

@@ -284,3 +284,26 @@ fn the_shipped_guest_tells_a_sender_once_a_day_that_a_message_could_not_be_decry
     let next_day = notices(utd("!a", "$4"), 30 * hour);
     assert_eq!(next_day.len(), 1);
 }
+
+#[test]
+fn a_call_that_hands_over_too_much_fails_like_a_trap() {
+    let c = chaos(Sandbox {
+        budget: Budget::Fuel {
+            units: 2_000_000_000,
+        },
+        memory_bytes: 32 << 20,
+    });
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
+    let out = g
+        .handle(&dm("flood 100"), &mut kv, 0)
+        .expect("within the caps");
+    assert_eq!(out.effects.len(), 100);
+    let err = g.handle(&dm("flood 20000"), &mut kv, 0).unwrap_err();
+    assert!(matches!(err, GuestError::OverCap("effects")), "{err}");
+    let err = g.handle(&dm("shout 2000"), &mut kv, 0).unwrap_err();
+    assert!(matches!(err, GuestError::OverCap("log bytes")), "{err}");
+    // The next call runs on a fresh instance, with fresh caps.
+    let out = g.handle(&dm("send fine"), &mut kv, 0).expect("recovers");
+    assert_eq!(sent(&out.effects), vec!["fine"]);
+}

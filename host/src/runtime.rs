@@ -560,6 +560,7 @@ fn failure_kind(e: &GuestError) -> &'static str {
         GuestError::Instantiate(_) => "instantiate",
         GuestError::Rejected(_) => "rejected",
         GuestError::Failed(_) => "error",
+        GuestError::OverCap(_) => "over_cap",
         GuestError::Store(_) => "store",
     }
 }

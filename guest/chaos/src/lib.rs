@@ -1,6 +1,6 @@
 //! A guest that does what the message body says: `loop`, `trap`, `oom`,
 //! `write-then-trap KEY`, `write-then-error KEY`, `write KEY`, `send TEXT`,
-//! `count`, `error`. It exists to
+//! `count`, `error`, `flood N` (N sends), `shout N` (N log lines). It exists to
 //! prove the embedding contains a misbehaving guest.
 
 #![allow(clippy::too_many_arguments)] // generated import shims
@@ -69,6 +69,12 @@ impl Guest for Chaos {
                 panic!("trapped after writing");
             }
             "send" => send(arg),
+            // N sends, N log lines of 1 KiB: past the per-call caps.
+            "flood" => (0..arg.parse::<u32>().unwrap_or(0)).for_each(|_| send("x")),
+            "shout" => {
+                let line = "x".repeat(1024);
+                (0..arg.parse::<u32>().unwrap_or(0)).for_each(|_| host::log(LogLevel::Info, &line));
+            }
             "count" => send(&calls.to_string()),
             "error" => return Err("asked to fail".into()),
             "write-then-error" => {
