@@ -12,8 +12,9 @@
 //! reply is being dropped, waits for the connection; a submit while the
 //! connection is down is refused at once (the guest keeps the message and
 //! retries on `ready`); a malformed frame fails the request in flight, asks
-//! the agent to cancel it and drops the rest of it; a lost connection fails
-//! every request it carried.
+//! the agent to cancel it and drops the rest of it; so does a reply that
+//! grows past the session's byte limit (after the part that fits); a lost
+//! connection fails every request it carried.
 
 use std::time::Duration;
 
@@ -60,7 +61,14 @@ pub struct AgentSession {
     waiting: Option<(u64, AgentMessage)>,
     /// A reset asked for while not ready: sent with the first status.
     reset_pending: bool,
+    /// The longest reply delivered, in bytes; the reply in flight so far.
+    max_reply_bytes: usize,
+    reply_bytes: usize,
 }
+
+/// The default of [`AgentSession::with_max_reply_bytes`]: 1 MiB, some two
+/// dozen Matrix messages.
+pub const MAX_REPLY_BYTES: usize = 1 << 20;
 
 impl AgentSession {
     /// A session for `context_id`, not connected yet.
@@ -72,7 +80,16 @@ impl AgentSession {
             draining: false,
             waiting: None,
             reset_pending: false,
+            max_reply_bytes: MAX_REPLY_BYTES,
+            reply_bytes: 0,
         }
+    }
+
+    /// Cut replies longer than `max` bytes (a runaway agent must not grow
+    /// the guest's reply, and its memory, without end).
+    pub fn with_max_reply_bytes(mut self, max: usize) -> Self {
+        self.max_reply_bytes = max;
+        self
     }
 
     pub fn context_id(&self) -> &str {
@@ -194,12 +211,27 @@ impl AgentSession {
             }) => {
                 self.status(connection_state(state), context_tokens, None, out);
             }
-            Ok(ServerFrame::AgentEventTextChunk { text }) => {
+            Ok(ServerFrame::AgentEventTextChunk { mut text }) => {
                 if let (Some(request), false) = (self.in_flight, self.draining) {
-                    out.push(Action::Deliver(Event::AgentChunk(AgentChunk {
-                        request,
-                        text,
-                    })));
+                    let room = self.max_reply_bytes.saturating_sub(self.reply_bytes);
+                    let too_long = text.len() > room;
+                    if too_long {
+                        let fits = (0..=room).rev().find(|&i| text.is_char_boundary(i));
+                        text.truncate(fits.unwrap_or(0));
+                    }
+                    self.reply_bytes += text.len();
+                    if !text.is_empty() {
+                        out.push(Action::Deliver(Event::AgentChunk(AgentChunk {
+                            request,
+                            text,
+                        })));
+                    }
+                    if too_long {
+                        self.draining = true;
+                        let why = format!("the reply grew past {} bytes", self.max_reply_bytes);
+                        refuse(request, AgentErrorKind::TooLong, &why, out);
+                        out.push(Action::Send(ClientFrame::Cancel));
+                    }
                 }
             }
             Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
@@ -292,6 +324,7 @@ impl AgentSession {
 
     fn send_request(&mut self, request: u64, message: AgentMessage, out: &mut Vec<Action>) {
         self.in_flight = Some(request);
+        self.reply_bytes = 0;
         out.push(Action::Send(user_message(message)));
     }
 

@@ -248,3 +248,53 @@ fn an_unknown_agent_state_is_not_a_broken_connection() {
         .expect("unknown states are ignored");
     assert_eq!(session.link(), Link::Ready);
 }
+
+#[test]
+fn a_reply_past_the_byte_limit_is_cut_where_it_fits_and_the_rest_dropped() {
+    let mut session = AgentSession::new("shared").with_max_reply_bytes(10);
+    let mut out = Vec::new();
+    session.connecting(&mut out);
+    ready(&mut session, &mut out);
+    session.submit(1, message("1"), &mut out);
+    out.clear();
+    let chunk =
+        |text: &str| proto::encode_server(&ServerFrame::AgentEventTextChunk { text: text.into() });
+    session.on_text(&chunk("héllo "), &mut out).expect("fine");
+    // 7 bytes so far; "wörld" would make 13: only what fits, at a char
+    // boundary ("wö" is 3 bytes), then the error and a cancel.
+    session.on_text(&chunk("wörld"), &mut out).expect("fine");
+    session.on_text(&chunk("more"), &mut out).expect("fine");
+    let end = proto::encode_server(&ServerFrame::AgentEventEnd { tokens_used: 9 });
+    session.on_text(&end, &mut out).expect("fine");
+    let texts: Vec<&str> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deliver(Event::AgentChunk(c)) => Some(c.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, vec!["héllo ", "wö"]);
+    let errors: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deliver(Event::AgentError(e)) => Some(e.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![surfaces_embed::AgentErrorKind::TooLong]);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Send(ClientFrame::Cancel)))
+    );
+    assert!(
+        !out.iter()
+            .any(|a| matches!(a, Action::Deliver(Event::AgentEnd(_))))
+    );
+    // The next request starts from nothing.
+    out.clear();
+    session.submit(2, message("2"), &mut out);
+    session.on_text(&chunk("short"), &mut out).expect("fine");
+    assert!(out.iter().any(
+        |a| matches!(a, Action::Deliver(Event::AgentChunk(c)) if c.request == 2 && c.text == "short")
+    ));
+}

@@ -189,6 +189,9 @@ pub struct AgentConfig {
     /// A reply the agent stops sending for this long fails and is cancelled.
     #[serde(with = "secs")]
     pub reply_timeout: Duration,
+    /// A reply longer than this (bytes) is cut: the agent is asked to
+    /// cancel it, and it ends with a note.
+    pub max_reply_bytes: usize,
     /// Pause between echo chunks of the mock backend, in milliseconds.
     pub mock_chunk_delay_ms: u64,
 }
@@ -206,6 +209,7 @@ impl Default for AgentConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             reply_timeout: Duration::from_secs(120),
+            max_reply_bytes: surfaces_embed::agent::MAX_REPLY_BYTES,
             mock_chunk_delay_ms: 150,
         }
     }
@@ -425,6 +429,11 @@ impl Config {
                     "{name} must be at least 0.1 seconds"
                 )));
             }
+        }
+        if self.agent.max_reply_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "agent.max_reply_bytes is at least 1024".into(),
+            ));
         }
         if self.agent.ping_interval >= self.agent.idle_timeout {
             return Err(ConfigError::Invalid(

@@ -91,6 +91,8 @@ pub struct Agent {
     pub reconnect_ms: u64,
     /// Replies, used in order by successive requests; then the agent echoes.
     pub replies: Vec<Reply>,
+    /// The host cuts replies longer than this (`agent.max_reply_bytes`).
+    pub max_reply_bytes: usize,
 }
 
 impl Default for Agent {
@@ -99,6 +101,7 @@ impl Default for Agent {
             connect_ms: 50,
             reconnect_ms: 1_000,
             replies: Vec::new(),
+            max_reply_bytes: surfaces_embed::agent::MAX_REPLY_BYTES,
         }
     }
 }

@@ -151,7 +151,7 @@ prop_compose! {
                 lost_response,
                 failed_joins: 0,
             },
-            agent: Agent { connect_ms, reconnect_ms, replies },
+            agent: Agent { connect_ms, reconnect_ms, replies, ..Agent::default() },
             rooms: vec![
                 Room { id: DM.into(), direct: true, members: vec![ALICE.into()], joined: true },
                 Room {

@@ -192,6 +192,9 @@ impl Bot {
                 "⚠️ The agent rejected this message: {}",
                 cut(&e.message, 4 * super::ECHO_MAX)
             ),
+            AgentErrorKind::TooLong => {
+                "⚠️ *Reply cut: it grew longer than this bot allows.*".to_string()
+            }
             AgentErrorKind::Internal => {
                 format!(
                     "⚠️ The agent failed: {}",

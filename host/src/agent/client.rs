@@ -49,6 +49,8 @@ pub struct ClientConfig {
     pub reply_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Replies longer than this are cut ([`AgentSession::with_max_reply_bytes`]).
+    pub max_reply_bytes: usize,
 }
 
 impl ClientConfig {
@@ -60,6 +62,7 @@ impl ClientConfig {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             reply_timeout: Duration::from_secs(120),
+            max_reply_bytes: surfaces_embed::agent::MAX_REPLY_BYTES,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
         }
@@ -104,7 +107,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = jitter_seed(&context_id);
     let conn = Connection {
-        session: AgentSession::new(context_id),
+        session: AgentSession::new(context_id).with_max_reply_bytes(config.max_reply_bytes),
         config,
         events,
         commands: rx,

@@ -214,6 +214,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         idle_timeout: config.agent.idle_timeout,
         ping_interval: config.agent.ping_interval,
         reply_timeout: config.agent.reply_timeout,
+        max_reply_bytes: config.agent.max_reply_bytes,
         ..ClientConfig::new(backend)
     };
     let agents = AgentPool::new(

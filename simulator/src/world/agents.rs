@@ -87,9 +87,10 @@ impl World<'_> {
     }
 
     pub(super) fn connect(&mut self, ctx: &str) {
+        let max = self.scenario.agent.max_reply_bytes;
         let c = self.conns.entry(ctx.to_string()).or_insert_with(|| Conn {
             epoch: 0,
-            session: AgentSession::new(ctx),
+            session: AgentSession::new(ctx).with_max_reply_bytes(max),
             stream: None,
         });
         c.epoch += 1;
