@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod backlog;
 pub mod channels;
 pub mod config;
 pub mod front;

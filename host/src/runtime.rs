@@ -30,6 +30,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::agent::pool::{AgentPool, SHARED};
+use crate::backlog;
 use crate::channels::{Channels, Control, Handle};
 use crate::front::FrontEnd;
 use crate::metrics::{Health, Kind, Metrics};
@@ -234,7 +235,14 @@ impl Runtime {
                 },
                 // Never `None`: the loop holds a sender itself. A front end's
                 // task that dies is noticed by its supervisor instead.
-                Some(event) = self.events.recv() => self.deliver(event),
+                Some(event) = self.events.recv() => {
+                    // Chunks that piled up while the loop was busy go as one.
+                    let (event, after) = backlog::coalesce(event, || self.events.try_recv().ok());
+                    self.deliver(event);
+                    if let Some(after) = after {
+                        self.deliver(after);
+                    }
+                }
                 _ = sweep.tick() => self.agents.sweep(),
                 _ = sleep_until_opt(deadline) => {
                     let Some(s) = shutdown.as_mut() else { continue };
