@@ -1,12 +1,23 @@
-//! The event loop's two channels and the handle everything else holds:
-//! guest events (from the front ends and the agent connections) and
-//! control messages (swaps, timers, checkpoints, shutdown).
+//! The event loop's channels and the handle everything else holds: guest
+//! events from the busy producers outside the loop (the agent connections,
+//! the Matrix sync task) on a bounded channel, so they wait when the loop
+//! falls behind instead of piling up in memory; other guest events (the
+//! results of the loop's own requests: one per effect) and control
+//! messages (swaps, timers, checkpoints, shutdown) on unbounded ones.
 
 use surfaces_embed::{Event, GuestComponent};
 use tokio::sync::{mpsc, oneshot};
 
-/// Where front ends and agent connections send guest events.
+/// Where the results of the loop's own requests go (never waits: the loop
+/// sends some itself).
 pub type EventSender = mpsc::UnboundedSender<Event>;
+
+/// Where the agent connections and the sync task send guest events: a
+/// send waits while the loop is [`INBOUND_CAPACITY`] events behind.
+pub type InboundSender = mpsc::Sender<Event>;
+
+/// Events the loop may be behind on the inbound channel.
+pub const INBOUND_CAPACITY: usize = 1024;
 
 /// Messages to the loop that are not guest events.
 #[derive(Debug)]
@@ -35,6 +46,7 @@ pub enum Control {
 #[derive(Clone, Debug)]
 pub struct Handle {
     pub events: EventSender,
+    pub inbound: InboundSender,
     pub control: mpsc::UnboundedSender<Control>,
 }
 
@@ -43,18 +55,22 @@ pub struct Handle {
 pub struct Channels {
     pub handle: Handle,
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    pub(crate) inbound: mpsc::Receiver<Event>,
     pub(crate) control: mpsc::UnboundedReceiver<Control>,
 }
 
 pub fn channels() -> Channels {
     let (events_tx, events) = mpsc::unbounded_channel();
+    let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
     let (control_tx, control) = mpsc::unbounded_channel();
     Channels {
         handle: Handle {
             events: events_tx,
+            inbound: inbound_tx,
             control: control_tx,
         },
         events,
+        inbound,
         control,
     }
 }

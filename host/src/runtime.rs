@@ -81,6 +81,8 @@ pub struct Runtime {
     matrix: Box<dyn FrontEnd>,
     handle: Handle,
     events: mpsc::UnboundedReceiver<Event>,
+    /// Agent connections and the sync task: bounded, they wait for the loop.
+    inbound: mpsc::Receiver<Event>,
     control: mpsc::UnboundedReceiver<Control>,
     timers: HashMap<u64, (u64, AbortHandle)>,
     timer_token: u64,
@@ -166,6 +168,7 @@ impl Runtime {
             matrix,
             handle: channels.handle,
             events: channels.events,
+            inbound: channels.inbound,
             control: channels.control,
             timers: HashMap::new(),
             timer_token: 0,
@@ -220,6 +223,10 @@ impl Runtime {
                         // The sender sent its events before this message,
                         // so they are all in the channel by now: handle
                         // those, not what keeps arriving after them.
+                        for _ in 0..self.inbound.len() {
+                            let Ok(event) = self.inbound.try_recv() else { break };
+                            self.deliver(event);
+                        }
                         for _ in 0..self.events.len() {
                             let Ok(event) = self.events.try_recv() else { break };
                             self.deliver(event);
@@ -233,11 +240,12 @@ impl Runtime {
                         }
                     }
                 },
-                // Never `None`: the loop holds a sender itself. A front end's
-                // task that dies is noticed by its supervisor instead.
-                Some(event) = self.events.recv() => {
+                // Never `None`: the loop holds a sender of each itself. A
+                // front end's task that dies is noticed by its supervisor.
+                Some(event) = self.events.recv() => self.deliver(event),
+                Some(event) = self.inbound.recv() => {
                     // Chunks that piled up while the loop was busy go as one.
-                    let (event, after) = backlog::coalesce(event, || self.events.try_recv().ok());
+                    let (event, after) = backlog::coalesce(event, || self.inbound.try_recv().ok());
                     self.deliver(event);
                     if let Some(after) = after {
                         self.deliver(after);
@@ -297,6 +305,7 @@ impl Runtime {
             && self.timers.is_empty()
             && self.matrix.pending() == 0
             && self.events.is_empty()
+            && self.inbound.is_empty()
     }
 
     fn deliver(&mut self, event: Event) {

@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use super::server::{self, ServerConfig};
+use crate::channels::InboundSender;
 use crate::config::Secret;
 use crate::time::sleep_until_opt;
 
@@ -99,11 +100,7 @@ impl AgentHandle {
 }
 
 /// Start the connection task for `context_id`; its events go to `events`.
-pub fn spawn(
-    context_id: String,
-    config: ClientConfig,
-    events: mpsc::UnboundedSender<Event>,
-) -> AgentHandle {
+pub fn spawn(context_id: String, config: ClientConfig, events: InboundSender) -> AgentHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = jitter_seed(&context_id);
     let conn = Connection {
@@ -148,7 +145,7 @@ enum Ended {
 struct Connection {
     session: AgentSession,
     config: ClientConfig,
-    events: mpsc::UnboundedSender<Event>,
+    events: InboundSender,
     commands: mpsc::UnboundedReceiver<Command>,
     /// The session's pending actions (kept to reuse the allocation).
     out: Vec<Action>,
@@ -167,7 +164,7 @@ impl Connection {
         let mut attempt: u32 = 0;
         loop {
             self.session.connecting(&mut self.out);
-            self.deliver();
+            self.deliver().await;
             let deadline = Instant::now() + self.config.connect_timeout;
             let reason = match self.open(deadline).await {
                 Ok(ws) => match self.serve(ws, deadline).await {
@@ -187,7 +184,7 @@ impl Connection {
             attempt = attempt.saturating_add(1);
             tracing::warn!(context = %self.session.context_id(), "agent connection lost: {reason}; retrying in {delay:?}");
             self.session.lost(&reason, Some(delay), &mut self.out);
-            self.deliver();
+            self.deliver().await;
             if self.wait_down(delay).await {
                 return;
             }
@@ -203,9 +200,9 @@ impl Connection {
                 ws = &mut opening => return ws.map_err(Ended::Lost),
                 command = self.commands.recv() => {
                     if !self.command(command) {
-                        return Err(self.close());
+                        return Err(self.close().await);
                     }
-                    self.deliver();
+                    self.deliver().await;
                 }
                 _ = sleep_until(deadline) => return Err(self.connect_timed_out()),
             }
@@ -249,7 +246,7 @@ impl Connection {
                 }
                 command = self.commands.recv() => {
                     if !self.command(command) {
-                        let ended = self.close();
+                        let ended = self.close().await;
                         let _ = ws.close(None).await;
                         return ended;
                     }
@@ -302,7 +299,7 @@ impl Connection {
         true
     }
 
-    fn close(&mut self) -> Ended {
+    async fn close(&mut self) -> Ended {
         if self.shutting_down {
             self.session
                 .lost("the bot is shutting down", None, &mut self.out);
@@ -310,7 +307,7 @@ impl Connection {
             self.session
                 .closed("the host closed the connection", &mut self.out);
         }
-        self.deliver();
+        self.deliver().await;
         Ended::Closed
     }
 
@@ -333,7 +330,7 @@ impl Connection {
                     if !self.command(command) {
                         return true;
                     }
-                    self.deliver();
+                    self.deliver().await;
                 }
             }
         }
@@ -345,7 +342,7 @@ impl Connection {
         let mut result = Ok(());
         for action in actions.drain(..) {
             match action {
-                Action::Deliver(event) => self.emit(event),
+                Action::Deliver(event) => self.emit(event).await,
                 Action::Send(frame) if result.is_ok() => {
                     result = ws
                         .send(Message::Text(proto::encode_client(&frame).into()))
@@ -361,19 +358,22 @@ impl Connection {
 
     /// Carry out the session's actions with no connection open: the session
     /// only sends frames when it is ready, so there are only events.
-    fn deliver(&mut self) {
+    async fn deliver(&mut self) {
         let mut actions = std::mem::take(&mut self.out);
         for action in actions.drain(..) {
             if let Action::Deliver(event) = action {
-                self.emit(event);
+                self.emit(event).await;
             }
         }
         self.out = actions;
     }
 
-    fn emit(&self, event: Event) {
+    /// Waits while the loop's channel is full: a connection whose events
+    /// the loop cannot keep up with stops reading its socket, and the
+    /// agent's writes wait in turn.
+    async fn emit(&self, event: Event) {
         // The host stopped listening: it is shutting down.
-        let _ = self.events.send(event);
+        let _ = self.events.send(event).await;
     }
 
     /// Exponential backoff with "full jitter" in its upper half.

@@ -12,10 +12,10 @@ use std::time::Duration;
 use surfaces_embed::{
     AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState, Event,
 };
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::client::{self, AgentHandle, ClientConfig, Command};
+use crate::channels::{EventSender, InboundSender};
 
 /// The context that is never closed for idleness.
 pub const SHARED: &str = "shared";
@@ -35,7 +35,10 @@ pub struct AgentPool {
     config: ClientConfig,
     max: usize,
     idle_close: Duration,
-    events: mpsc::UnboundedSender<Event>,
+    /// The pool's own refusals (it runs inside the loop: never waits).
+    events: EventSender,
+    /// The connections' events (they wait when the loop is behind).
+    inbound: InboundSender,
     conns: HashMap<String, Entry>,
     /// Shutting down: no new connections.
     closed: bool,
@@ -48,13 +51,15 @@ impl AgentPool {
         config: ClientConfig,
         max: usize,
         idle_close: Duration,
-        events: mpsc::UnboundedSender<Event>,
+        events: EventSender,
+        inbound: InboundSender,
     ) -> Self {
         AgentPool {
             config,
             max: max.max(1),
             idle_close,
             events,
+            inbound,
             conns: HashMap::new(),
             closed: false,
             cut: HashSet::new(),
@@ -203,7 +208,7 @@ impl AgentPool {
             let handle = client::spawn(
                 context_id.to_string(),
                 self.config.clone(),
-                self.events.clone(),
+                self.inbound.clone(),
             );
             self.conns.insert(
                 context_id.to_string(),

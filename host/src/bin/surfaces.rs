@@ -222,6 +222,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         config.agent.max_connections,
         config.agent.idle_close,
         handle.events.clone(),
+        handle.inbound.clone(),
     );
     let mut bot_user_id = config.bot.user_id.clone();
     let port: Box<dyn FrontEnd> = match &front {

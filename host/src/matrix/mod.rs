@@ -106,7 +106,7 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
     let (stop_tx, stop_rx) = watch::channel(false);
     let receiver = sync::Receiver {
         client: client.clone(),
-        events: handle.events.clone(),
+        events: handle.inbound.clone(),
         control: handle.control.clone(),
         access: config.access,
         bot_user_id: client.user_id().map(|u| u.to_string()).unwrap_or_default(),

@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::convert::{self, Context, Skip};
 use super::shared::{Recent, Shared};
 use crate::access::Access;
-use crate::channels::{Control, EventSender};
+use crate::channels::{Control, InboundSender};
 use crate::metrics::{Kind, Metrics};
 use crate::store::HostMeta;
 use crate::time::now_ms;
@@ -80,7 +80,7 @@ struct SavedUndecrypted {
 #[derive(Clone)]
 pub(crate) struct Receiver {
     pub client: Client,
-    pub events: EventSender,
+    pub events: InboundSender,
     pub control: mpsc::UnboundedSender<Control>,
     pub access: Access,
     pub bot_user_id: String,
@@ -275,6 +275,7 @@ impl Loop {
             inviter,
             is_direct,
         }))
+        .await
     }
 
     async fn on_joined(
@@ -336,10 +337,12 @@ impl Loop {
             // and a count of 1 makes the guest leave.
             match room.members(RoomMemberships::JOIN).await {
                 Ok(members) => {
-                    sent += self.send(Event::MembersChanged(MembersChanged {
-                        room_id: room.room_id().to_string(),
-                        joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                    }));
+                    sent += self
+                        .send(Event::MembersChanged(MembersChanged {
+                            room_id: room.room_id().to_string(),
+                            joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                        }))
+                        .await;
                 }
                 Err(e) => {
                     tracing::warn!(room = %room.room_id(), "cannot count the members: {e}");
@@ -471,7 +474,7 @@ impl Loop {
             }
         }
         self.delivered.insert(event_id);
-        self.send(Event::Message(message))
+        self.send(Event::Message(message)).await
     }
 
     /// Try the events still waiting for their keys; give up on old ones.
@@ -495,12 +498,14 @@ impl Loop {
                     // Its sender is told (the guest says it, once a day).
                     if let (Some(event_id), Some(sender)) = (id, sender) {
                         let is_direct = is_direct(&room).await;
-                        sent += self.send(Event::Undecryptable(Undecryptable {
-                            room_id: utd.room_id.to_string(),
-                            event_id,
-                            sender,
-                            is_direct,
-                        }));
+                        sent += self
+                            .send(Event::Undecryptable(Undecryptable {
+                                room_id: utd.room_id.to_string(),
+                                event_id,
+                                sender,
+                                is_direct,
+                            }))
+                            .await;
                     }
                 }
                 _ => self.undecrypted.push(utd),
@@ -517,8 +522,9 @@ impl Loop {
             .inc();
     }
 
-    fn send(&self, event: Event) -> usize {
-        usize::from(self.r.events.send(event).is_ok())
+    /// Waits while the loop is behind: the sync reads no further meanwhile.
+    async fn send(&self, event: Event) -> usize {
+        usize::from(self.r.events.send(event).await.is_ok())
     }
 
     /// Wait until the loop has handled everything sent so far.

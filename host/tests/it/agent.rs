@@ -45,12 +45,12 @@ fn quick_client(backend: Backend) -> ClientConfig {
 
 struct Agent {
     handle: AgentHandle,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: mpsc::Receiver<Event>,
 }
 
 impl Agent {
     fn start(config: ClientConfig) -> Agent {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, events) = mpsc::channel(surfaces_host::channels::INBOUND_CAPACITY);
         let handle = client::spawn("shared".into(), config, tx);
         Agent { handle, events }
     }
@@ -436,11 +436,23 @@ fn pool_at(
     mpsc::UnboundedReceiver<Event>,
 ) {
     let (tx, events) = mpsc::unbounded_channel();
+    // The connections' events, on their bounded channel, join the pool's
+    // own in one stream, as both reach the loop.
+    let (inbound, mut from_connections) = mpsc::channel(64);
+    let forward = tx.clone();
+    tokio::spawn(async move {
+        while let Some(event) = from_connections.recv().await {
+            if forward.send(event).is_err() {
+                break;
+            }
+        }
+    });
     let pool = surfaces_host::agent::pool::AgentPool::new(
         quick_client(Backend::Url { url, token: None }),
         max,
         idle_close,
         tx,
+        inbound,
     );
     (pool, events)
 }

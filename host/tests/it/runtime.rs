@@ -207,6 +207,7 @@ impl Setup {
             8,
             Duration::from_secs(60),
             handle.events.clone(),
+            handle.inbound.clone(),
         );
         let kv: BoxedKv = Box::new(SqliteStore::open(&self.db).expect("open the database"));
         let metrics = Metrics::new();
