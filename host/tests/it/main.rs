@@ -4,6 +4,7 @@
 //!
 //! - `agent`: the agent client against real WebSocket servers on loopback.
 //! - `cli`: the `surfaces` command line, run as a user would.
+//! - `load`: 64 contexts streaming at full speed for a minute.
 //! - `matrix`: end to end on a real Synapse.
 //! - `runtime`: the event loop with its real parts.
 //! - `store`: the SQLite store.
@@ -14,6 +15,7 @@
 
 mod agent;
 mod cli;
+mod load;
 mod matrix;
 mod runtime;
 mod store;

@@ -58,19 +58,19 @@ impl FrontEnd for Recorder {
     }
 }
 
-struct Bot {
+pub(super) struct Bot {
     handle: Handle,
-    effects: mpsc::UnboundedReceiver<(MatrixEffect, Option<String>)>,
+    pub(super) effects: mpsc::UnboundedReceiver<(MatrixEffect, Option<String>)>,
     metrics: Arc<Metrics>,
     task: JoinHandle<Result<(), String>>,
     /// What the bot has said, by the message it answers.
-    replies: Replies,
+    pub(super) replies: Replies,
 }
 
 /// Replies as a user sees them: the reply message per user message, its
 /// text after each edit, and whether it is final.
 #[derive(Default)]
-struct Replies {
+pub(super) struct Replies {
     /// Send request -> user event it answers.
     by_request: BTreeMap<u64, String>,
     /// User event -> (text, final).
@@ -89,7 +89,7 @@ struct Replies {
 }
 
 impl Replies {
-    fn record(&mut self, effect: &MatrixEffect, event_id: Option<String>) {
+    pub(super) fn record(&mut self, effect: &MatrixEffect, event_id: Option<String>) {
         if let (
             MatrixEffect::Send {
                 request, content, ..
@@ -153,7 +153,7 @@ impl Replies {
         )
     }
 
-    fn final_text(&self, event_id: &str) -> Option<&str> {
+    pub(super) fn final_text(&self, event_id: &str) -> Option<&str> {
         self.text
             .get(event_id)
             .filter(|t| t.1)
@@ -161,20 +161,22 @@ impl Replies {
     }
 }
 
-struct Setup {
+pub(super) struct Setup {
     source: GuestSource,
-    db: PathBuf,
+    pub(super) db: PathBuf,
     cache: PathBuf,
-    server: ServerConfig,
+    pub(super) server: ServerConfig,
     grace: Duration,
+    /// Agent connections open at once.
+    pub(super) max_connections: usize,
     /// The guest's time budget per call.
     budget_ms: u64,
     /// Guest settings besides the edit interval and the admin.
-    settings: Vec<(String, String)>,
+    pub(super) settings: Vec<(String, String)>,
 }
 
 impl Setup {
-    fn new(dir: &Path, source: GuestSource) -> Setup {
+    pub(super) fn new(dir: &Path, source: GuestSource) -> Setup {
         Setup {
             source,
             db: dir.join("surfaces.db"),
@@ -186,6 +188,7 @@ impl Setup {
                 ..ServerConfig::default()
             },
             grace: Duration::from_secs(10),
+            max_connections: 8,
             // Generous: an ordinary call must never run out of time on a
             // loaded CI machine; only the looping guest does.
             budget_ms: 1000,
@@ -193,7 +196,7 @@ impl Setup {
         }
     }
 
-    fn start(&self) -> Bot {
+    pub(super) fn start(&self) -> Bot {
         let channels = channels::channels();
         let handle = channels.handle.clone();
         let (seen, effects) = mpsc::unbounded_channel();
@@ -204,7 +207,7 @@ impl Setup {
         };
         let agents = AgentPool::new(
             ClientConfig::new(Backend::Echo(self.server.clone())),
-            8,
+            self.max_connections,
             Duration::from_secs(60),
             handle.events.clone(),
             handle.inbound.clone(),
@@ -256,11 +259,16 @@ impl Setup {
 
 impl Bot {
     fn say(&self, n: u32, body: &str) {
+        self.say_in(ROOM, &format!("$m{n}"), body);
+    }
+
+    /// A direct message from Alice in `room`, with its event id.
+    pub(super) fn say_in(&self, room: &str, event_id: &str, body: &str) {
         self.handle
             .events
             .send(Event::Message(RoomMessage {
-                room_id: ROOM.into(),
-                event_id: format!("$m{n}"),
+                room_id: room.into(),
+                event_id: event_id.into(),
                 sender: USER.into(),
                 sender_display_name: Some("Alice".into()),
                 body: body.into(),
@@ -316,7 +324,7 @@ impl Bot {
             .to_string()
     }
 
-    fn metric(&self, line_start: &str) -> u64 {
+    pub(super) fn metric(&self, line_start: &str) -> u64 {
         self.metrics
             .encode()
             .lines()
@@ -326,7 +334,7 @@ impl Bot {
             .map_or(0, |v| v as u64)
     }
 
-    async fn stop(self) -> Replies {
+    pub(super) async fn stop(self) -> Replies {
         self.control(Control::Shutdown);
         let Bot {
             task,
