@@ -72,8 +72,8 @@ async fn sixty_four_contexts_stream_for_a_minute_and_every_reply_ends_complete()
             panic!("no progress for {PATIENCE:?}; {answered} answered");
         };
         bot.replies.record(&effect, event_id);
-        for room in 0..ROOMS {
-            let Some((id, n)) = waiting[room].clone() else {
+        for (room, slot) in waiting.iter_mut().enumerate() {
+            let Some((id, n)) = slot.clone() else {
                 continue;
             };
             let Some(text) = bot.replies.final_text(&id) else {
@@ -81,9 +81,9 @@ async fn sixty_four_contexts_stream_for_a_minute_and_every_reply_ends_complete()
             };
             assert_eq!(text, question(room, n), "the reply to {id} is complete");
             answered += 1;
-            waiting[room] = (started.elapsed() < RUN).then(|| ask(&bot, room, n + 1));
+            *slot = (started.elapsed() < RUN).then(|| ask(&bot, room, n + 1));
         }
-        if answered % ROOMS as u64 == 0 {
+        if answered.is_multiple_of(ROOMS as u64) {
             peak_rss = peak_rss.max(rss_mib());
             if warm_rss.is_none() && started.elapsed() >= Duration::from_secs(10) {
                 warm_rss = Some(rss_mib());
