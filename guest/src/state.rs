@@ -13,6 +13,7 @@
 //! - `ctxat/{ms:020}/{context-id}`  a thread context by its last activity,
 //!   oldest first: what expiry visits
 //! - `meta/ctx-index`          the indexes exist (older stores lacked them)
+//! - `meta/run`                host runs so far (see [`Context::run`])
 //! - `reply/{req:020}`         [`Reply`], a reply being streamed
 //! - `chunk/{req:020}/{n:08}`  the reply's text, one piece per agent chunk
 //! - `out/{req:020}`           [`Outgoing`], a notice not yet delivered
@@ -86,6 +87,10 @@ pub struct Context {
     /// [`Records::save_context`]).
     #[serde(default)]
     pub indexed_ms: Option<u64>,
+    /// The host run it was last saved in (`meta/run`): a context saved in
+    /// this run holds nothing stale for recovery to clear.
+    #[serde(default)]
+    pub run: u64,
 }
 
 impl Context {
@@ -180,6 +185,10 @@ pub struct Reply {
     /// No Matrix request before this time (after a 429 or a failure).
     pub hold_until: u64,
     pub failures: u32,
+    /// Of those, errors of no known kind: only they count toward giving up
+    /// (an outage is waited out however long it lasts).
+    #[serde(default)]
+    pub unknown_failures: u32,
     pub flush_timer: Option<u64>,
     pub typing_timer: Option<u64>,
 }
@@ -205,6 +214,7 @@ impl Reply {
             budget,
             hold_until: 0,
             failures: 0,
+            unknown_failures: 0,
             flush_timer: None,
             typing_timer,
         }
@@ -218,6 +228,9 @@ pub struct Outgoing {
     pub content: StoredContent,
     /// Sends made that failed, plus one (429s do not count).
     pub attempts: u32,
+    /// Failures of no known kind: only they count toward giving up.
+    #[serde(default)]
+    pub unknown_failures: u32,
 }
 
 /// [`MessageContent`] in a serializable form.
@@ -368,6 +381,10 @@ pub fn context_at_key(ms: u64, id: &str) -> Key<()> {
 pub fn context_index_key() -> Key<u32> {
     Key::new("meta/ctx-index".into())
 }
+/// Host runs so far: a host start counts one more (see `bot::recover`).
+pub fn run_key() -> Key<u64> {
+    Key::new("meta/run".into())
+}
 pub fn reply_key(req: u64) -> Key<Reply> {
     Key::new(format!("reply/{req:020}"))
 }
@@ -434,6 +451,7 @@ pub trait Records {
 
     /// Save a context and keep its indexes (`wait/`, `ctxat/`) true.
     fn save_context(&mut self, id: &str, ctx: &mut Context) -> Result<(), String> {
+        ctx.run = self.load(&run_key())?.unwrap_or(0);
         if ctx.needs_recovery() {
             self.save(&waiting_key(id), &())?;
         } else {

@@ -25,8 +25,14 @@ impl Bot {
             return Ok(());
         }
         let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
-        let keys = host.page(&CONTEXTS_AT, None, EXPIRE_MAX);
+        // Past the contexts kept last time (busy ones stay in the index):
+        // they must not hold the sweep up.
+        let after = self.expiry_after.take();
+        let keys = host.page(&CONTEXTS_AT, after.as_ref(), EXPIRE_MAX);
         let mut done = keys.len() < EXPIRE_MAX as usize;
+        if !done {
+            self.expiry_after = keys.last().cloned();
+        }
         for key in keys {
             let entry = CONTEXTS_AT.id(&key).to_string();
             let parsed = entry
@@ -38,6 +44,7 @@ impl Bot {
             };
             if ms >= cutoff {
                 done = true;
+                self.expiry_after = None;
                 break;
             }
             let ctx = host.context(id)?;

@@ -111,13 +111,25 @@ impl Bot {
         Ok(user)
     }
 
-    /// An encrypted message whose key never came: its sender is told (not
-    /// left in silence), once a day per room.
+    /// An encrypted message whose key never came: in a direct chat (where
+    /// every message is for the bot) its sender is told, not left in
+    /// silence, once a day; in a group room nobody can tell whether it was
+    /// for the bot, so it is only logged.
     pub(super) fn on_undecryptable(
         &mut self,
         host: &mut dyn Host,
         u: Undecryptable,
     ) -> Result<(), String> {
+        if !u.is_direct {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "could not decrypt {} from {} in {}",
+                    u.event_id, u.sender, u.room_id
+                ),
+            );
+            return Ok(());
+        }
         if self.already_seen(host, &u.event_id)? {
             return Ok(());
         }

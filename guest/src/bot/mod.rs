@@ -54,8 +54,10 @@ pub struct Bot {
     replies: replies::Replies,
     /// When this instance last pruned the record of messages seen.
     seen_pruned_ms: Option<u64>,
-    /// When this instance last finished expiring idle contexts.
+    /// When this instance last finished expiring idle contexts, and where
+    /// an unfinished sweep goes on.
     contexts_expired_ms: Option<u64>,
+    expiry_after: Option<crate::state::Key<()>>,
 }
 
 impl Bot {
@@ -83,6 +85,7 @@ impl Bot {
             replies: replies::Replies::default(),
             seen_pruned_ms: None,
             contexts_expired_ms: None,
+            expiry_after: None,
         };
         if !resumed {
             bot.recover(host)?;

@@ -61,6 +61,7 @@ impl Bot {
                 room_id: room_id.to_string(),
                 content: StoredContent::from(&content),
                 attempts: 1,
+                unknown_failures: 0,
             },
         )?;
         host.save(&route_key(req), &Route::Notice)?;
@@ -90,7 +91,10 @@ impl Bot {
             }
             // An outage passes: the notice waits for it.
             MatrixErrorKind::Unavailable => backoff(out.attempts),
-            MatrixErrorKind::Other if out.attempts < MAX_FAILURES => backoff(out.attempts),
+            MatrixErrorKind::Other if out.unknown_failures < MAX_FAILURES => {
+                out.unknown_failures += 1;
+                backoff(out.attempts)
+            }
             _ => {
                 host.log(
                     LogLevel::Error,

@@ -208,6 +208,7 @@ pub fn answered(
             };
             part.retried = false;
             r.failures = 0;
+            r.unknown_failures = 0;
             Answer::Pump
         }
         Err(err) => {
@@ -237,8 +238,9 @@ pub fn answered(
                 }
                 MatrixErrorKind::Other => {
                     r.failures += 1;
+                    r.unknown_failures += 1;
                     r.hold_until = now.saturating_add(backoff(r.failures));
-                    r.failures > MAX_FAILURES
+                    r.unknown_failures > MAX_FAILURES
                 }
             };
             if give_up {

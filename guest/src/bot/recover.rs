@@ -10,8 +10,8 @@ use super::replies::Replies;
 use super::{Bot, Fate, pump};
 use crate::host::Host;
 use crate::state::{
-    Conn, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, context_index_key, route_key,
-    timer_key,
+    Conn, Context, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, context_index_key,
+    route_key, run_key, timer_key,
 };
 
 use crate::types::{AgentError, AgentErrorKind, MessageContent};
@@ -21,7 +21,8 @@ const RECOVER_PAGE: u32 = 256;
 
 impl Bot {
     pub(super) fn recover(&mut self, host: &mut dyn Host) -> Result<(), String> {
-        let mut lost = Vec::new();
+        let run = host.load(&run_key())?.unwrap_or(0) + 1;
+        host.save(&run_key(), &run)?;
         // Joins not yet confirmed: the last run's request or retry is gone.
         let mut joins = Vec::new();
         for key in host.scan(&TIMERS) {
@@ -39,16 +40,21 @@ impl Bot {
         for (room_id, attempt) in joins {
             self.join(host, &room_id, attempt)?;
         }
+        let mut lost = Vec::new();
         for req in Replies::stored(host) {
             self.with_reply(host, req, |_, _, r| {
                 pump::restarted(r);
                 if r.ending.is_none() {
-                    lost.push(req); // its agent request died with the last run
+                    // Its agent request died with the last run.
+                    lost.push((req, r.context_id.clone()));
                 }
                 Ok(Fate::Keep)
             })?;
         }
-        for req in lost {
+        for (req, ctx_id) in lost {
+            // Its context first: the message goes back to a queue whose
+            // connection state is this run's.
+            self.recover_context(host, &ctx_id)?;
             self.on_agent_error(
                 host,
                 AgentError {
@@ -73,29 +79,39 @@ impl Bot {
         self.recover_contexts(host, None)
     }
 
-    /// Recover one page of contexts: the connection state and retry of
-    /// the last run are gone, and a queue nothing else would wake starts
-    /// (no request of the last run is left to end, and no status comes
-    /// from a connection not opened). The next page waits for a timer, so
-    /// a start stays within one call's budget however many contexts there
-    /// are; only those marked `wait/` are visited (every one, once, in a
-    /// store from before that index).
+    /// Clear what a context kept of the last run (its connection state, a
+    /// pending retry); it is saved as this run's.
+    fn recover_context(&mut self, host: &mut dyn Host, id: &str) -> Result<Context, String> {
+        let mut ctx = host.context(id)?;
+        ctx.conn = Conn::Unknown;
+        ctx.conn_detail = None;
+        ctx.retry_timer = None;
+        if ctx.active_ms == 0 {
+            ctx.active_ms = host.now(); // older records: idle since now
+        }
+        host.save_context(id, &mut ctx)?;
+        Ok(ctx)
+    }
+
+    /// Recover one page of contexts: a queue nothing else would wake
+    /// starts (no request of the last run is left to end, and no status
+    /// comes from a connection not opened). The next page waits for a
+    /// timer, so a start stays within one call's budget however many
+    /// contexts there are; only those marked `wait/` are visited (every
+    /// one, once, in a store from before that index), and one already
+    /// saved in this run is left as it is.
     pub(super) fn recover_contexts(
         &mut self,
         host: &mut dyn Host,
         after: Option<&str>,
     ) -> Result<(), String> {
+        let run = host.load(&run_key())?.unwrap_or(0);
         let ids = host.contexts_to_recover(after, RECOVER_PAGE)?;
-        let now = host.now();
         for id in &ids {
-            let mut ctx = host.context(id)?;
-            ctx.conn = Conn::Unknown;
-            ctx.conn_detail = None;
-            ctx.retry_timer = None;
-            if ctx.active_ms == 0 {
-                ctx.active_ms = now; // older records: idle since now
+            if host.context(id)?.run == run {
+                continue;
             }
-            host.save_context(id, &mut ctx)?;
+            let ctx = self.recover_context(host, id)?;
             if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
                 self.start_next(host, id)?;
             }

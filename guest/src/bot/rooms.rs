@@ -7,10 +7,6 @@ use crate::host::Host;
 use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
 use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
 
-/// Joins tried before the bot gives up on an invite (about an hour with
-/// the backoff's one-minute ceiling).
-const MAX_JOIN_ATTEMPTS: u32 = 64;
-
 impl Bot {
     pub(super) fn on_invite(&mut self, host: &mut dyn Host, i: Invite) -> Result<(), String> {
         if !self.cfg.auto_join {
@@ -53,15 +49,16 @@ impl Bot {
         let Err(e) = outcome else {
             return Ok(());
         };
+        // A rate limit or an outage passes: the join waits it out, however
+        // long (a try a minute at most); an unknown error, eight times.
         let passes = match e.kind {
-            MatrixErrorKind::RateLimited
-            | MatrixErrorKind::Unavailable
-            | MatrixErrorKind::Other => true,
+            MatrixErrorKind::RateLimited | MatrixErrorKind::Unavailable => true,
+            MatrixErrorKind::Other => attempt < pump::MAX_FAILURES,
             MatrixErrorKind::Forbidden | MatrixErrorKind::NotFound | MatrixErrorKind::TooLarge => {
                 false
             }
         };
-        if !passes || attempt >= MAX_JOIN_ATTEMPTS {
+        if !passes {
             host.log(
                 LogLevel::Warn,
                 &format!(

@@ -109,6 +109,8 @@ struct Loop {
     /// Event ids delivered this run (a gap fill may overlap a sync).
     delivered: Recent,
     undecrypted: Vec<Undecrypted>,
+    /// The position an older version kept in matrix-sdk's store is gone.
+    older_position_forgotten: bool,
 }
 
 impl Receiver {
@@ -118,6 +120,7 @@ impl Receiver {
             joined: HashSet::new(),
             delivered: Recent::default(),
             undecrypted: Vec::new(),
+            older_position_forgotten: false,
         };
         l.run().await;
     }
@@ -213,7 +216,9 @@ impl Loop {
                     })
                     .collect(),
             };
-            self.save_position(&p);
+            if self.save_position(&p) {
+                self.forget_older_position().await;
+            }
             if position.is_none() {
                 tracing::info!(
                     rooms = self.joined.len(),
@@ -302,6 +307,7 @@ impl Loop {
         {
             // The invite (or the join) lies before the window: Element's
             // first message in a new DM is sent between the two.
+            tracing::info!(room = %room.room_id(), "looking for the bot's invite before the sync window");
             let to = if new { None } else { since };
             let mut before = self.read_back(room, from, to).await;
             before.append(&mut events);
@@ -571,19 +577,38 @@ impl Loop {
 
     /// Saved in the guest's database, after the batch's commits there: a
     /// power cut loses the newest commits first, so the position is never
-    /// ahead of what the guest has handled.
-    fn save_position(&self, position: &Position) {
+    /// ahead of what the guest has handled. True once saved.
+    fn save_position(&self, position: &Position) -> bool {
         let text = match serde_json::to_string(position) {
             Ok(text) => text,
             Err(e) => {
                 tracing::warn!("cannot encode the sync position: {e}");
-                return;
+                return false;
             }
         };
-        if let Err(e) = self.r.position.put(POSITION_KEY, &text) {
-            // The next start replays from the older position: the guest
-            // ignores what it has handled.
-            tracing::warn!("cannot save the sync position: {e}");
+        match self.r.position.put(POSITION_KEY, &text) {
+            Ok(()) => true,
+            Err(e) => {
+                // The next start replays from the older position: the
+                // guest ignores what it has handled.
+                tracing::warn!("cannot save the sync position: {e}");
+                false
+            }
+        }
+    }
+
+    /// Once the position is in `surfaces.db`, the one an older version kept
+    /// in matrix-sdk's store goes: were `surfaces.db` replaced later, a
+    /// stale position would replay everything since to a guest that has
+    /// seen none of it (without one, that start answers no history).
+    async fn forget_older_position(&mut self) {
+        if self.older_position_forgotten {
+            return;
+        }
+        let store = self.r.client.state_store();
+        match store.remove_custom_value(POSITION_KEY.as_bytes()).await {
+            Ok(_) => self.older_position_forgotten = true,
+            Err(e) => tracing::warn!("cannot remove the older sync position: {e}"),
         }
     }
 }

@@ -440,20 +440,62 @@ struct DmWorld {
     room: Room,
 }
 
-impl DmWorld {
-    /// `relax`: lift Synapse's rate limits; `agent`: the agent's flags.
-    async fn start(relax: bool, agent: &[&str]) -> DmWorld {
-        let synapse = Synapse::start(Options {
-            relax_rate_limits: relax,
-            ..Options::default()
-        });
+/// A homeserver, the reference agent, the bot (its first sync done, so its
+/// device keys are out, as for a bot that has been running) and Alice.
+struct World {
+    synapse: Synapse,
+    _agent: Agent,
+    data: tempfile::TempDir,
+    bot: Bot,
+    alice: Human,
+    bot_id: OwnedUserId,
+}
+
+impl World {
+    /// `agent`: the agent's flags; `matrix`: lines for the bot's `[matrix]`.
+    async fn start(options: Options, agent: &[&str], matrix: &str) -> World {
+        let synapse = Synapse::start(options);
         synapse.register("bot", BOT_PASSWORD, false);
         let agent = Agent::start(agent);
         let data = tempfile::tempdir().expect("tempdir");
-        let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
+        let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(matrix));
         let alice = Human::login(&synapse, "alice").await;
         let bot_id = UserId::parse("@bot:localhost").expect("user id");
         bot.wait_first_syncs(1).await;
+        World {
+            synapse,
+            _agent: agent,
+            data,
+            bot,
+            alice,
+            bot_id,
+        }
+    }
+}
+
+/// Synapse's rate limits lifted.
+fn relaxed() -> Options {
+    Options {
+        relax_rate_limits: true,
+        ..Options::default()
+    }
+}
+
+impl DmWorld {
+    /// `relax`: lift Synapse's rate limits; `agent`: the agent's flags.
+    async fn start(relax: bool, agent: &[&str]) -> DmWorld {
+        let options = Options {
+            relax_rate_limits: relax,
+            ..Options::default()
+        };
+        let World {
+            synapse,
+            _agent: agent,
+            data,
+            bot,
+            alice,
+            bot_id,
+        } = World::start(options, agent, "").await;
         let room = alice.dm(&bot_id).await;
         DmWorld {
             synapse,
@@ -1076,18 +1118,16 @@ fn answers_to(all: &[Seen], event: &str) -> usize {
 /// her first message, so it lies between the bot's invite and its join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_encrypted_dm_s_first_message_sent_before_the_bot_joins_is_answered_once() {
-    let synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-        ..Options::default()
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let _agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut bot = Bot::start(&synapse, data.path(), &_agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
+    // Every part is bound: what a pattern leaves out is dropped at once.
+    let World {
+        synapse: _synapse,
+        _agent,
+        data: _data,
+        mut bot,
+        alice,
+        bot_id,
+    } = World::start(relaxed(), &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
     // The bot has run (its device keys are published), then goes down.
-    bot.wait_first_syncs(1).await;
     bot.kill();
     let room = alice.dm(&bot_id).await;
     let first_text = "hello, this is my very first message";
@@ -1115,24 +1155,21 @@ async fn a_new_encrypted_dm_s_first_message_sent_before_the_bot_joins_is_answere
 /// came between the invite and the join is answered, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_between_the_invite_and_the_join_count_and_history_does_not() {
-    let synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-        ..Options::default()
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
-    let data = tempfile::tempdir().expect("tempdir");
     // Two events per sync: the invite falls out of the join's window and
     // must be read back.
-    let mut bot = Bot::start(
-        &synapse,
-        data.path(),
-        &agent,
-        &bot_config("timeline_limit = 2"),
-    );
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    bot.wait_first_syncs(1).await;
+    let World {
+        synapse: _synapse,
+        _agent,
+        data,
+        mut bot,
+        alice,
+        bot_id,
+    } = World::start(
+        relaxed(),
+        &["--chunks", "2", "--chunk-delay-ms", "40"],
+        "timeline_limit = 2",
+    )
+    .await;
     bot.kill();
     let request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
     let room = alice.client.create_room(request).await.expect("room");
@@ -1163,7 +1200,8 @@ async fn messages_between_the_invite_and_the_join_count_and_history_does_not() {
         assert_eq!(answers_to(&all, id), 1, "{id}\n{t}");
     }
     assert!(
-        bot.log().contains("filled a sync gap"),
+        bot.log()
+            .contains("looking for the bot's invite before the sync window"),
         "the invite was read back (else this test proves less):\n{}",
         bot.log()
     );
@@ -1188,18 +1226,19 @@ fn joined_now(synapse: &Synapse, token: &str, room: &Room, user: &UserId) -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_cut_short_by_a_restart_is_made_again() {
     // One join per 20 s: the bot's second join waits that long.
-    let synapse = Synapse::start(Options {
+    let options = Options {
         relax_rate_limits: true,
         join_rate: Some(0.05),
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let mut bot = Bot::start(&synapse, data.path(), &agent, &bot_config(""));
-    let alice = Human::login(&synapse, "alice").await;
+    };
+    let World {
+        synapse,
+        _agent,
+        data: _data,
+        mut bot,
+        alice,
+        bot_id,
+    } = World::start(options, &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
     let token = alice.client.access_token().expect("token");
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    bot.wait_first_syncs(1).await;
     let first = alice.dm(&bot_id).await;
     alice.send(&first, "in the first room").await;
     alice.wait_answer(&first, "in the first room", &bot).await;
@@ -1251,22 +1290,19 @@ async fn wait_health(bot: &Bot, status: u16) -> String {
 /// and healthy again once it is back; the bot answers after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_unhealthy_while_syncs_fail_and_back_when_they_succeed() {
-    let mut synapse = Synapse::start(Options {
-        relax_rate_limits: true,
-        ..Options::default()
-    });
-    synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&["--chunks", "2", "--chunk-delay-ms", "40"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let bot = Bot::start(
-        &synapse,
-        data.path(),
-        &agent,
-        &bot_config("sync_timeout = 1\nsync_stale_after = 4"),
-    );
-    let alice = Human::login(&synapse, "alice").await;
-    let bot_id = UserId::parse("@bot:localhost").expect("user id");
-    bot.wait_first_syncs(1).await;
+    let World {
+        mut synapse,
+        _agent,
+        data: _data,
+        bot,
+        alice,
+        bot_id,
+    } = World::start(
+        relaxed(),
+        &["--chunks", "2", "--chunk-delay-ms", "40"],
+        "sync_timeout = 1\nsync_stale_after = 4",
+    )
+    .await;
     let body = wait_health(&bot, 200).await;
     assert!(body.starts_with("serving\nlast sync: "), "{body}");
     synapse.stop();
