@@ -54,7 +54,8 @@ impl Bot {
         for (req, ctx_id) in lost {
             // Its context first: the message goes back to a queue whose
             // connection state is this run's.
-            self.recover_context(host, &ctx_id)?;
+            let ctx = host.context(&ctx_id)?;
+            self.recover_context(host, &ctx_id, ctx)?;
             self.on_agent_error(
                 host,
                 AgentError {
@@ -81,8 +82,12 @@ impl Bot {
 
     /// Clear what a context kept of the last run (its connection state, a
     /// pending retry); it is saved as this run's.
-    fn recover_context(&mut self, host: &mut dyn Host, id: &str) -> Result<Context, String> {
-        let mut ctx = host.context(id)?;
+    fn recover_context(
+        &mut self,
+        host: &mut dyn Host,
+        id: &str,
+        mut ctx: Context,
+    ) -> Result<Context, String> {
         ctx.conn = Conn::Unknown;
         ctx.conn_detail = None;
         ctx.retry_timer = None;
@@ -108,10 +113,11 @@ impl Bot {
         let run = host.load(&run_key())?.unwrap_or(0);
         let ids = host.contexts_to_recover(after, RECOVER_PAGE)?;
         for id in &ids {
-            if host.context(id)?.run == run {
+            let ctx = host.context(id)?;
+            if ctx.run == run {
                 continue;
             }
-            let ctx = self.recover_context(host, id)?;
+            let ctx = self.recover_context(host, id, ctx)?;
             if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
                 self.start_next(host, id)?;
             }

@@ -1118,25 +1118,22 @@ fn answers_to(all: &[Seen], event: &str) -> usize {
 /// her first message, so it lies between the bot's invite and its join.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_encrypted_dm_s_first_message_sent_before_the_bot_joins_is_answered_once() {
-    // Every part is bound: what a pattern leaves out is dropped at once.
+    // Borrowed from one value that lives to the end: a part a pattern
+    // moved out and left unnamed would be dropped (a Synapse stopped) at once.
+    let mut world = World::start(relaxed(), &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
     let World {
-        synapse: _synapse,
-        _agent,
-        data: _data,
-        mut bot,
-        alice,
-        bot_id,
-    } = World::start(relaxed(), &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
+        bot, alice, bot_id, ..
+    } = &mut world;
     // The bot has run (its device keys are published), then goes down.
     bot.kill();
-    let room = alice.dm(&bot_id).await;
+    let room = alice.dm(bot_id).await;
     let first_text = "hello, this is my very first message";
     let first = alice.send(&room, first_text).await;
     bot.spawn();
-    alice.wait_answer(&room, first_text, &bot).await;
+    alice.wait_answer(&room, first_text, bot).await;
     let second_text = "and a second one";
     let second = alice.send(&room, second_text).await;
-    alice.wait_answer(&room, second_text, &bot).await;
+    alice.wait_answer(&room, second_text, bot).await;
     let all = alice.seen.borrow().clone();
     let t = transcript(&all, room.room_id());
     assert_eq!(answers_to(&all, &first), 1, "{t}");
@@ -1157,24 +1154,26 @@ async fn a_new_encrypted_dm_s_first_message_sent_before_the_bot_joins_is_answere
 async fn messages_between_the_invite_and_the_join_count_and_history_does_not() {
     // Two events per sync: the invite falls out of the join's window and
     // must be read back.
-    let World {
-        synapse: _synapse,
-        _agent,
-        data,
-        mut bot,
-        alice,
-        bot_id,
-    } = World::start(
+    // Borrowed from one value that lives to the end: a part a pattern
+    // moved out and left unnamed would be dropped (a Synapse stopped) at once.
+    let mut world = World::start(
         relaxed(),
         &["--chunks", "2", "--chunk-delay-ms", "40"],
         "timeline_limit = 2",
     )
     .await;
+    let World {
+        data,
+        bot,
+        alice,
+        bot_id,
+        ..
+    } = &mut world;
     bot.kill();
     let request = matrix_sdk::ruma::api::client::room::create_room::v3::Request::new();
     let room = alice.client.create_room(request).await.expect("room");
     let before = alice.send(&room, "said before the bot was invited").await;
-    room.invite_user_by_id(&bot_id).await.expect("invite");
+    room.invite_user_by_id(bot_id).await.expect("invite");
     let between: Vec<String> = ["first after the invite", "second after the invite"]
         .iter()
         .map(|t| t.to_string())
@@ -1185,10 +1184,10 @@ async fn messages_between_the_invite_and_the_join_count_and_history_does_not() {
     }
     bot.spawn();
     for text in &between {
-        alice.wait_answer(&room, text, &bot).await;
+        alice.wait_answer(&room, text, bot).await;
     }
     let after = alice.send(&room, "after the join").await;
-    alice.wait_answer(&room, "after the join", &bot).await;
+    alice.wait_answer(&room, "after the join", bot).await;
     let all = alice.seen.borrow().clone();
     let t = transcript(&all, room.room_id());
     assert!(
@@ -1230,31 +1229,33 @@ async fn a_join_cut_short_by_a_restart_is_made_again() {
         relax_rate_limits: true,
         join_rate: Some(0.05),
     };
+    // Borrowed from one value that lives to the end: a part a pattern
+    // moved out and left unnamed would be dropped (a Synapse stopped) at once.
+    let mut world = World::start(options, &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
     let World {
         synapse,
-        _agent,
-        data: _data,
-        mut bot,
+        bot,
         alice,
         bot_id,
-    } = World::start(options, &["--chunks", "2", "--chunk-delay-ms", "40"], "").await;
+        ..
+    } = &mut world;
     let token = alice.client.access_token().expect("token");
-    let first = alice.dm(&bot_id).await;
+    let first = alice.dm(bot_id).await;
     alice.send(&first, "in the first room").await;
-    alice.wait_answer(&first, "in the first room", &bot).await;
-    let second = alice.dm(&bot_id).await;
+    alice.wait_answer(&first, "in the first room", bot).await;
+    let second = alice.dm(bot_id).await;
     let waiting = alice.send(&second, "in the second room").await;
     // A later batch handled (so the invite's position is saved) while the
     // second join still waits out the rate limit.
     alice.send(&first, "still there?").await;
-    alice.wait_answer(&first, "still there?", &bot).await;
+    alice.wait_answer(&first, "still there?", bot).await;
     assert!(
-        !joined_now(&synapse, &token, &second, &bot_id),
+        !joined_now(synapse, &token, &second, bot_id),
         "the bot joined before the restart: this test would prove nothing"
     );
     bot.kill();
     bot.spawn();
-    alice.wait_answer(&second, "in the second room", &bot).await;
+    alice.wait_answer(&second, "in the second room", bot).await;
     let all = alice.seen.borrow().clone();
     assert_eq!(
         answers_to(&all, &waiting),
@@ -1290,30 +1291,32 @@ async fn wait_health(bot: &Bot, status: u16) -> String {
 /// and healthy again once it is back; the bot answers after that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_unhealthy_while_syncs_fail_and_back_when_they_succeed() {
-    let World {
-        mut synapse,
-        _agent,
-        data: _data,
-        bot,
-        alice,
-        bot_id,
-    } = World::start(
+    // Borrowed from one value that lives to the end: a part a pattern
+    // moved out and left unnamed would be dropped (a Synapse stopped) at once.
+    let mut world = World::start(
         relaxed(),
         &["--chunks", "2", "--chunk-delay-ms", "40"],
         "sync_timeout = 1\nsync_stale_after = 4",
     )
     .await;
-    let body = wait_health(&bot, 200).await;
+    let World {
+        synapse,
+        bot,
+        alice,
+        bot_id,
+        ..
+    } = &mut world;
+    let body = wait_health(bot, 200).await;
     assert!(body.starts_with("serving\nlast sync: "), "{body}");
     synapse.stop();
-    let body = wait_health(&bot, 503).await;
+    let body = wait_health(bot, 503).await;
     assert!(
         body.starts_with("unhealthy: no successful sync for"),
         "{body}"
     );
     synapse.start_again();
-    wait_health(&bot, 200).await;
-    let room = alice.dm(&bot_id).await;
+    wait_health(bot, 200).await;
+    let room = alice.dm(bot_id).await;
     alice.send(&room, "are you well?").await;
-    alice.wait_answer(&room, "are you well?", &bot).await;
+    alice.wait_answer(&room, "are you well?", bot).await;
 }
