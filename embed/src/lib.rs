@@ -13,6 +13,7 @@
 //! and dropped when it returns an error, traps or runs out of budget. A trapped wasmtime store can
 //! never be entered again, so the next event runs on a fresh instance.
 
+pub mod access;
 pub mod agent;
 mod bindings;
 mod content;

@@ -7,12 +7,13 @@
 //! - [`agent`]: the agent client (one WebSocket per context, reconnecting),
 //!   the pool of connections, and the reference agent server.
 //! - [`matrix`]: the Matrix front end (matrix-sdk); [`terminal`]: one
-//!   that talks through stdin/stdout; [`access`]: who may talk to the bot.
+//!   that talks through stdin/stdout; [`access`] (from the shared core):
+//!   who may talk to the bot.
 //! - [`config`]: the TOML file and its environment overrides.
 //! - [`metrics`]: Prometheus metrics and the health endpoint.
 //! - [`watch`]: swap triggers (guest file changes, SIGHUP).
 
-pub mod access;
+pub use surfaces_embed::access;
 pub mod agent;
 pub mod backlog;
 pub mod channels;

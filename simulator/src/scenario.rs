@@ -38,6 +38,9 @@ pub struct Bot {
     pub user_id: String,
     pub display_name: String,
     pub max_event_bytes: u32,
+    /// Who may talk to the bot and invite it (`access.allow` patterns);
+    /// empty: everyone on the bot's own server.
+    pub allow: Vec<String>,
 }
 
 impl Default for Bot {
@@ -46,6 +49,7 @@ impl Default for Bot {
             user_id: BOT_USER.into(),
             display_name: "surfaces".into(),
             max_event_bytes: 65_536,
+            allow: Vec::new(),
         }
     }
 }
@@ -67,6 +71,9 @@ pub struct Homeserver {
     /// The bot's first this many joins fail with 503 (an outage while it
     /// is invited).
     pub failed_joins: u32,
+    /// Events per room a sync returns before it calls the timeline limited
+    /// (`matrix.timeline_limit`).
+    pub timeline_limit: usize,
 }
 
 impl Default for Homeserver {
@@ -78,6 +85,7 @@ impl Default for Homeserver {
             unavailable: 0.0,
             lost_response: 0.0,
             failed_joins: 0,
+            timeline_limit: 50,
         }
     }
 }
@@ -138,6 +146,10 @@ pub struct Room {
     /// Whether the bot is already in the room (else it waits for an invite).
     #[serde(default = "yes")]
     pub joined: bool,
+    /// Messages already in the room (from its first member) before the bot
+    /// first starts: history, never answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -162,6 +174,10 @@ pub struct Step {
     pub mention: bool,
     /// Sent as `m.notice` (another bot).
     pub notice: bool,
+    /// Sent encrypted; its key reaches the bot this long after.
+    pub key_after_ms: Option<u64>,
+    /// Sent encrypted; its key never reaches the bot.
+    pub key_never: bool,
     pub display_name: Option<String>,
     /// `from` invites the bot to `room`.
     pub invite: bool,

@@ -2,9 +2,11 @@
 //! the events the bot sent (a reply to one addresses the bot) and, for
 //! edits that name their original by request, this run's sends.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::PoisonError;
+
+pub(crate) use surfaces_embed::inbox::Recent;
 
 /// What the sending and the receiving side share.
 #[derive(Default)]
@@ -21,7 +23,7 @@ struct SharedInner {
     by_request: BTreeMap<u64, String>,
 }
 
-const REMEMBERED: usize = 4096;
+const REMEMBERED: usize = surfaces_embed::inbox::REMEMBERED;
 
 impl Shared {
     fn with<T>(&self, f: impl FnOnce(&mut SharedInner) -> T) -> T {
@@ -49,43 +51,5 @@ impl Shared {
 
     pub(super) fn was_sent(&self, event_id: &str) -> bool {
         self.with(|s| s.sent.contains(event_id))
-    }
-}
-
-/// A bounded set of recent strings.
-pub(crate) struct Recent {
-    cap: usize,
-    order: VecDeque<String>,
-    set: HashSet<String>,
-}
-
-impl Recent {
-    pub fn new(cap: usize) -> Recent {
-        Recent {
-            cap,
-            order: VecDeque::new(),
-            set: HashSet::new(),
-        }
-    }
-
-    pub fn contains(&self, s: &str) -> bool {
-        self.set.contains(s)
-    }
-
-    pub fn insert(&mut self, s: String) {
-        if self.set.insert(s.clone()) {
-            self.order.push_back(s);
-            if self.order.len() > self.cap
-                && let Some(old) = self.order.pop_front()
-            {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
-impl Default for Recent {
-    fn default() -> Recent {
-        Recent::new(REMEMBERED)
     }
 }

@@ -1,26 +1,18 @@
 //! The receiving side of the Matrix front end: one sync loop that turns
-//! what happens in rooms into guest events.
+//! what happens in rooms into guest events. What of a batch reaches the
+//! guest is decided by the shared inbox ([`surfaces_embed::inbox`], which
+//! the simulator drives too); this file is its I/O over matrix-sdk.
 //!
 //! - **Position.** The sync token is saved (in `surfaces.db`, beside the
 //!   guest's records) only after the guest has handled every event of its
 //!   batch ([`Control::Flush`]): a crash or a power cut replays the last
 //!   batch, never skips one; the guest ignores a message it has handled
 //!   before.
-//! - **No history.** The very first sync only learns the rooms; in a room
-//!   the bot has just joined, what came after its invite counts (Element
-//!   sends a new DM's first message before the bot joins), what came
-//!   before is history ([`surfaces_embed::inbox`] decides).
-//! - **Gaps.** A limited timeline (more events than the sync returned) is
-//!   filled from `/messages`, back to the previous sync position.
-//! - **Encryption.** matrix-sdk decrypts; an event (from an allowed user)
-//!   whose key has not arrived yet is tried again on the following syncs
-//!   for a while (saved with the position, so a restart does not drop it),
-//!   then handed to the guest as `undecryptable`, so its sender is told.
-//! - **Access.** Messages from users outside the allow list are dropped,
-//!   invites from them declined; the bot's own messages never reach the
-//!   guest.
+//! - **The inbox's rules** (first start, first contact after the invite,
+//!   gaps, once per event, access, keys, member counts): see
+//!   [`surfaces_embed::inbox`]. Here, `/messages` reads what it asks to
+//!   read back, matrix-sdk decrypts, and declined invites are left.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,13 +27,13 @@ use matrix_sdk::ruma::serde::Raw;
 use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, UInt};
 use matrix_sdk::sync::{JoinedRoomUpdate, State, SyncResponse};
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
-use serde::{Deserialize, Serialize};
-use surfaces_embed::inbox::{self, Cut, Mark};
+use serde::Deserialize;
+use surfaces_embed::inbox::{self, Admit, Dropped, Inbox, Item, Out, Retry, Step, Why, Window};
 use surfaces_embed::{Event, Invite, MembersChanged, Undecryptable};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::convert::{self, Context, Skip};
-use super::shared::{Recent, Shared};
+use super::shared::Shared;
 use crate::access::Access;
 use crate::channels::{Control, InboundSender};
 use crate::metrics::{Kind, Metrics};
@@ -57,25 +49,8 @@ const GAP_PAGES: usize = 10;
 const UTD_PATIENCE: Duration = Duration::from_secs(600);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// What is saved after a batch: where the next sync starts, the rooms the
-/// bot was in there (so a room joined in an unsaved batch is still new
-/// after a crash), and the encrypted messages still waiting for their keys.
-#[derive(Serialize, Deserialize)]
-struct Position {
-    token: String,
-    #[serde(default)]
-    joined: Vec<OwnedRoomId>,
-    #[serde(default)]
-    undecrypted: Vec<SavedUndecrypted>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct SavedUndecrypted {
-    room_id: OwnedRoomId,
-    raw: Raw<AnySyncTimelineEvent>,
-    /// When it was first seen, ms since the Unix epoch.
-    since_ms: u64,
-}
+/// The saved position: the inbox's, with matrix-sdk's raw events.
+type Position = inbox::Position<Raw<AnySyncTimelineEvent>>;
 
 #[derive(Clone)]
 pub(crate) struct Receiver {
@@ -95,20 +70,9 @@ pub(crate) struct Receiver {
     pub position: Arc<HostMeta>,
 }
 
-/// An encrypted event waiting for its key.
-struct Undecrypted {
-    room_id: OwnedRoomId,
-    raw: Raw<AnySyncTimelineEvent>,
-    since_ms: u64,
-}
-
 struct Loop {
     r: Receiver,
-    /// Rooms the bot was in at the last sync: a room not in here is new.
-    joined: HashSet<OwnedRoomId>,
-    /// Event ids delivered this run (a gap fill may overlap a sync).
-    delivered: Recent,
-    undecrypted: Vec<Undecrypted>,
+    inbox: Inbox<Raw<AnySyncTimelineEvent>>,
     /// The position an older version kept in matrix-sdk's store is gone.
     older_position_forgotten: bool,
 }
@@ -116,10 +80,13 @@ struct Loop {
 impl Receiver {
     pub async fn run(self) {
         let mut l = Loop {
+            inbox: Inbox::new(
+                &self.bot_user_id,
+                self.access.clone(),
+                UTD_PATIENCE.as_millis() as u64,
+                None,
+            ),
             r: self,
-            joined: HashSet::new(),
-            delivered: Recent::default(),
-            undecrypted: Vec::new(),
             older_position_forgotten: false,
         };
         l.run().await;
@@ -128,20 +95,15 @@ impl Receiver {
 
 impl Loop {
     async fn run(&mut self) {
-        let mut position = self.load_position().await;
-        if let Some(p) = &mut position {
-            self.joined = p.joined.drain(..).collect();
-            self.undecrypted = p
-                .undecrypted
-                .drain(..)
-                .map(|u| Undecrypted {
-                    room_id: u.room_id,
-                    raw: u.raw,
-                    since_ms: u.since_ms,
-                })
-                .collect();
-        }
-        if position.is_some() {
+        let position = self.load_position().await;
+        let resumed = position.is_some();
+        self.inbox = Inbox::new(
+            &self.r.bot_user_id,
+            self.r.access.clone(),
+            UTD_PATIENCE.as_millis() as u64,
+            position,
+        );
+        if resumed {
             // An invite the last run saw but never joined (it crashed, or
             // the join kept failing) is not in any later batch: offer it
             // again (the guest joins; joining twice is harmless).
@@ -158,8 +120,8 @@ impl Loop {
             }
             let mut settings =
                 SyncSettings::default().filter(Filter::FilterDefinition(filter.clone()));
-            settings = match &position {
-                Some(p) => settings.token(p.token.clone()).timeout(self.r.timeout),
+            settings = match self.inbox.token() {
+                Some(token) => settings.token(token.to_string()).timeout(self.r.timeout),
                 // The first sync only learns the rooms: a full one (not
                 // matrix-sdk's own stored token), answered at once.
                 None => settings.token(SyncToken::NoToken).timeout(Duration::ZERO),
@@ -195,43 +157,29 @@ impl Loop {
             };
             backoff = Duration::from_secs(1);
             self.r.metrics.sync_succeeded(now_ms());
-            let since = position.as_ref().map(|p| p.token.clone());
+            let first = self.inbox.is_first();
             let next = response.next_batch.clone();
-            let delivered = self.handle(response, since.as_deref()).await;
+            let delivered = self.handle(response).await;
             // Saved only once the loop has handled the batch; if the loop is
             // gone, the batch may not have been handled: keep the old one.
             if self.r.events.is_closed() || (delivered > 0 && !self.flush().await) {
                 return;
             }
-            let p = Position {
-                token: next,
-                joined: self.joined.iter().cloned().collect(),
-                undecrypted: self
-                    .undecrypted
-                    .iter()
-                    .map(|u| SavedUndecrypted {
-                        room_id: u.room_id.clone(),
-                        raw: u.raw.clone(),
-                        since_ms: u.since_ms,
-                    })
-                    .collect(),
-            };
+            let p = self.inbox.handled(next);
             if self.save_position(&p) {
                 self.forget_older_position().await;
             }
-            if position.is_none() {
+            if first {
                 tracing::info!(
-                    rooms = self.joined.len(),
+                    rooms = p.joined.len(),
                     "first sync done: what was already in the rooms is history, left unanswered"
                 );
             }
-            position = Some(p);
         }
     }
 
     /// Deliver a batch; returns how many events went to the loop.
-    async fn handle(&mut self, response: SyncResponse, since: Option<&str>) -> usize {
-        let first = since.is_none();
+    async fn handle(&mut self, response: SyncResponse) -> usize {
         let mut sent = 0;
         for room_id in response.rooms.invited.keys() {
             sent += self.on_invite(room_id).await;
@@ -240,11 +188,10 @@ impl Loop {
             let Some(room) = self.r.client.get_room(&room_id) else {
                 continue;
             };
-            let new = self.joined.insert(room_id.to_owned());
-            sent += self.on_joined(&room, update, since, first, new).await;
+            sent += self.on_joined(&room, update).await;
         }
         for room_id in response.rooms.left.keys() {
-            self.joined.remove(room_id);
+            self.inbox.left(room_id.as_str());
         }
         sent += self.retry_undecrypted().await;
         sent
@@ -264,15 +211,18 @@ impl Loop {
                 return 0;
             }
         };
-        if !self.r.access.allows(&inviter) {
-            tracing::info!(room = %room_id, %inviter, "declining an invite from a user not allowed");
-            self.ignored("invite_not_allowed");
-            tokio::spawn(async move {
-                if let Err(e) = room.leave().await {
-                    tracing::warn!(room = %room.room_id(), "cannot decline the invite: {e}");
-                }
-            });
-            return 0;
+        match self.inbox.invite(&inviter) {
+            Admit::Offer => {}
+            Admit::Decline => {
+                tracing::info!(room = %room_id, %inviter, "declining an invite from a user not allowed");
+                self.ignored("invite_not_allowed");
+                tokio::spawn(async move {
+                    if let Err(e) = room.leave().await {
+                        tracing::warn!(room = %room.room_id(), "cannot decline the invite: {e}");
+                    }
+                });
+                return 0;
+            }
         }
         let is_direct = room.is_direct().await.unwrap_or(false);
         self.send(Event::Invite(Invite {
@@ -283,79 +233,75 @@ impl Loop {
         .await
     }
 
-    async fn on_joined(
-        &mut self,
-        room: &Room,
-        update: JoinedRoomUpdate,
-        since: Option<&str>,
-        first: bool,
-        new: bool,
-    ) -> usize {
-        let members_changed = has_member_event(&update);
-        let mut events = update.timeline.events;
-        let bot = self.r.bot_user_id.as_str();
-        let marks = |events: &[TimelineEvent]| -> Vec<Mark> {
-            events.iter().map(|e| mark(e.raw(), bot)).collect()
+    async fn on_joined(&mut self, room: &Room, update: JoinedRoomUpdate) -> usize {
+        let bot = self.r.bot_user_id.clone();
+        let window = Window {
+            room_id: room.room_id().to_string(),
+            members_changed: state_has_member_event(&update),
+            older: update
+                .timeline
+                .prev_batch
+                .filter(|_| update.timeline.limited),
+            items: update
+                .timeline
+                .events
+                .into_iter()
+                .map(|e| item(e, &bot))
+                .collect(),
         };
-        let mut older = update
-            .timeline
-            .prev_batch
-            .filter(|_| update.timeline.limited);
-        let mut decision = inbox::cut(&marks(&events), first, new, older.is_some());
-        if decision == Cut::NeedOlder
-            && let Some(from) = older.take()
-        {
-            // The invite (or the join) lies before the window: Element's
-            // first message in a new DM is sent between the two.
-            tracing::info!(room = %room.room_id(), "looking for the bot's invite before the sync window");
-            let to = if new { None } else { since };
-            let mut before = self.read_back(room, from, to).await;
-            before.append(&mut events);
-            events = before;
-            decision = inbox::cut(&marks(&events), first, new, false);
-        }
-        match decision {
-            Cut::Nothing => {
-                if new && !first {
-                    tracing::info!(room = %room.room_id(), "joined with a gap: earlier messages left out");
+        let mut step = self.inbox.room(window, now_ms());
+        loop {
+            match step {
+                Step::ReadBack { from, to, why, .. } => {
+                    if why == Why::Invite {
+                        // Element's first message in a new DM is sent
+                        // between the invite and the join.
+                        tracing::info!(room = %room.room_id(), "looking for the bot's invite before the sync window");
+                    }
+                    let older = self.read_back(room, from, to.as_deref()).await;
+                    let items = older.into_iter().map(|e| item(e, &bot)).collect();
+                    step = self.inbox.older(items, now_ms());
                 }
-                events.clear();
-            }
-            Cut::From(0) => {
-                if let Some(prev) = older {
-                    let mut gap = self.read_back(room, prev, since).await;
-                    gap.append(&mut events);
-                    events = gap;
+                Step::Done(outs) => {
+                    let mut sent = 0;
+                    for out in outs {
+                        sent += self.carry_out(room, out).await;
+                    }
+                    return sent;
                 }
             }
-            Cut::From(i) => {
-                events.drain(..i);
-            }
-            Cut::NeedOlder => {} // asked again above with nothing older
         }
-        let mut sent = 0;
-        for event in events {
-            sent += self.consider(room, event).await;
-        }
-        if members_changed {
+    }
+
+    async fn carry_out(&mut self, room: &Room, out: Out<Raw<AnySyncTimelineEvent>>) -> usize {
+        match out {
+            Out::Deliver(raw) => self.deliver_message(room, &raw).await,
             // Counted from the member list, not the room summary: the
             // summary's counts lag (or are absent without lazy loading),
             // and a count of 1 makes the guest leave.
-            match room.members(RoomMemberships::JOIN).await {
+            Out::CountMembers(_) => match room.members(RoomMemberships::JOIN).await {
                 Ok(members) => {
-                    sent += self
-                        .send(Event::MembersChanged(MembersChanged {
-                            room_id: room.room_id().to_string(),
-                            joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
-                        }))
-                        .await;
+                    self.send(Event::MembersChanged(MembersChanged {
+                        room_id: room.room_id().to_string(),
+                        joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                    }))
+                    .await
                 }
                 Err(e) => {
                     tracing::warn!(room = %room.room_id(), "cannot count the members: {e}");
+                    0
                 }
+            },
+            Out::Dropped(Dropped::NotAllowed { sender, .. }) => {
+                tracing::debug!(%sender, room = %room.room_id(), "ignoring a user not allowed");
+                self.ignored("sender_not_allowed");
+                0
+            }
+            Out::Dropped(Dropped::JoinedWithGap { .. }) => {
+                tracing::info!(room = %room.room_id(), "joined with a gap: earlier messages left out");
+                0
             }
         }
-        sent
     }
 
     /// Events before `prev_batch`, back to `to` (the previous sync
@@ -396,33 +342,10 @@ impl Loop {
         events
     }
 
-    async fn consider(&mut self, room: &Room, event: TimelineEvent) -> usize {
-        if let TimelineEventKind::UnableToDecrypt { event, .. } = event.kind {
-            // Kept waiting only for someone the bot would answer.
-            let sender = event.get_field::<String>("sender").ok().flatten();
-            let sender = sender.unwrap_or_default();
-            if sender == self.r.bot_user_id || !self.r.access.allows(&sender) {
-                self.ignored("sender_not_allowed");
-                return 0;
-            }
-            tracing::debug!(room = %room.room_id(), "a message waits for its key");
-            self.undecrypted.push(Undecrypted {
-                room_id: room.room_id().to_owned(),
-                raw: event,
-                since_ms: now_ms(),
-            });
-            return 0;
-        }
-        self.deliver_message(room, event.raw()).await
-    }
-
     async fn deliver_message(&mut self, room: &Room, raw: &Raw<AnySyncTimelineEvent>) -> usize {
         let Ok(Some(event_id)) = raw.get_field::<String>("event_id") else {
             return 0;
         };
-        if self.delivered.contains(&event_id) {
-            return 0;
-        }
         let is_direct = is_direct(room).await;
         let sender = raw.get_field::<String>("sender").ok().flatten();
         let display = match sender.as_deref().map(matrix_sdk::ruma::UserId::parse) {
@@ -458,11 +381,6 @@ impl Loop {
                 return 0;
             }
         };
-        if !self.r.access.allows(&message.sender) {
-            tracing::debug!(sender = %message.sender, room = %room.room_id(), "ignoring a user not allowed");
-            self.ignored("sender_not_allowed");
-            return 0;
-        }
         // A reply to one of the bot's messages addresses it; the memory of
         // what this run sent does not reach back past a restart, the
         // homeserver does.
@@ -479,42 +397,47 @@ impl Loop {
                 Err(e) => tracing::debug!(%id, "cannot fetch the event replied to: {e}"),
             }
         }
-        self.delivered.insert(event_id);
         self.send(Event::Message(message)).await
     }
 
-    /// Try the events still waiting for their keys; give up on old ones.
+    /// Try the events still waiting for their keys; the inbox gives up on
+    /// old ones.
     async fn retry_undecrypted(&mut self) -> usize {
         let mut sent = 0;
-        for utd in std::mem::take(&mut self.undecrypted) {
-            let Some(room) = self.r.client.get_room(&utd.room_id) else {
+        for w in self.inbox.take_waiting() {
+            let Ok(room_id) = OwnedRoomId::try_from(w.room_id.as_str()) else {
                 continue;
             };
-            match room.decrypt_event(utd.raw.cast_ref_unchecked(), None).await {
+            let Some(room) = self.r.client.get_room(&room_id) else {
+                continue;
+            };
+            let decrypted = match room.decrypt_event(w.event.cast_ref_unchecked(), None).await {
                 Ok(event) if !matches!(event.kind, TimelineEventKind::UnableToDecrypt { .. }) => {
-                    // Later than messages sent after it, but not lost.
-                    tracing::info!(room = %utd.room_id, "a message was decrypted once its key arrived");
-                    sent += self.deliver_message(&room, event.raw()).await;
+                    Some(event.raw().clone())
                 }
-                _ if now_ms().saturating_sub(utd.since_ms) > UTD_PATIENCE.as_millis() as u64 => {
-                    let id = utd.raw.get_field::<String>("event_id").ok().flatten();
-                    let sender = utd.raw.get_field::<String>("sender").ok().flatten();
-                    tracing::warn!(room = %utd.room_id, event = ?id, "gave up decrypting a message: its key never arrived");
+                _ => None,
+            };
+            match self.inbox.retried(w, decrypted, now_ms()) {
+                Retry::Deliver(raw) => {
+                    // Later than messages sent after it, but not lost.
+                    tracing::info!(room = %room_id, "a message was decrypted once its key arrived");
+                    sent += self.deliver_message(&room, &raw).await;
+                }
+                Retry::Duplicate | Retry::Wait => {}
+                Retry::GiveUp(w) => {
+                    tracing::warn!(room = %room_id, event = %w.event_id, "gave up decrypting a message: its key never arrived");
                     self.ignored("undecryptable");
                     // Its sender is told (the guest says it, once a day).
-                    if let (Some(event_id), Some(sender)) = (id, sender) {
-                        let is_direct = is_direct(&room).await;
-                        sent += self
-                            .send(Event::Undecryptable(Undecryptable {
-                                room_id: utd.room_id.to_string(),
-                                event_id,
-                                sender,
-                                is_direct,
-                            }))
-                            .await;
-                    }
+                    let is_direct = is_direct(&room).await;
+                    sent += self
+                        .send(Event::Undecryptable(Undecryptable {
+                            room_id: w.room_id,
+                            event_id: w.event_id,
+                            sender: w.sender,
+                            is_direct,
+                        }))
+                        .await;
                 }
-                _ => self.undecrypted.push(utd),
             }
         }
         sent
@@ -566,8 +489,17 @@ impl Loop {
                 return None;
             }
         };
-        match serde_json::from_slice(&bytes) {
-            Ok(p) => Some(p),
+        match serde_json::from_slice::<Position>(&bytes) {
+            Ok(mut p) => {
+                // An older version saved waiting events without their ids.
+                for w in &mut p.undecrypted {
+                    if w.event_id.is_empty() {
+                        w.event_id = field(&w.event, "event_id");
+                        w.sender = field(&w.event, "sender");
+                    }
+                }
+                Some(p)
+            }
             Err(e) => {
                 tracing::warn!("the saved sync position is unreadable, starting afresh: {e}");
                 None
@@ -622,9 +554,34 @@ async fn is_direct(room: &Room) -> bool {
             .is_ok_and(|m| m.len() == 2)
 }
 
-/// What an event says of the bot's own membership: invited, joined (not a
-/// profile change of a member already joined), or nothing.
-fn mark(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> Mark {
+/// A timeline event as the inbox sees it.
+fn item(event: TimelineEvent, bot: &str) -> Item<Raw<AnySyncTimelineEvent>> {
+    let undecryptable = matches!(event.kind, TimelineEventKind::UnableToDecrypt { .. });
+    let raw = event.into_raw();
+    let kind = if undecryptable {
+        inbox::Kind::Undecryptable
+    } else {
+        membership(&raw, bot)
+    };
+    Item {
+        event_id: field(&raw, "event_id"),
+        sender: field(&raw, "sender"),
+        kind,
+        event: raw,
+    }
+}
+
+/// A string field of an event, empty when absent.
+fn field(raw: &Raw<AnySyncTimelineEvent>, name: &str) -> String {
+    raw.get_field::<String>(name)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// What an event says of membership: the bot invited, the bot joined (not
+/// a profile change of a member already joined), another change, or none.
+fn membership(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> inbox::Kind {
     #[derive(Deserialize)]
     struct Member {
         #[serde(rename = "type")]
@@ -643,30 +600,28 @@ fn mark(raw: &Raw<AnySyncTimelineEvent>, bot: &str) -> Mark {
         membership: Option<String>,
     }
     let Ok(m) = raw.deserialize_as_unchecked::<Member>() else {
-        return Mark::Other;
+        return inbox::Kind::Event;
     };
-    if m.kind != "m.room.member" || m.state_key.as_deref() != Some(bot) {
-        return Mark::Other;
+    if m.kind != "m.room.member" {
+        return inbox::Kind::Event;
+    }
+    if m.state_key.as_deref() != Some(bot) {
+        return inbox::Kind::Member;
     }
     let was = m.unsigned.prev_content.and_then(|p| p.membership);
     match m.content.membership.as_deref() {
-        Some("invite") if was.as_deref() != Some("invite") => Mark::Invited,
-        Some("join") if was.as_deref() != Some("join") => Mark::Joined,
-        _ => Mark::Other,
+        Some("invite") if was.as_deref() != Some("invite") => inbox::Kind::BotInvited,
+        Some("join") if was.as_deref() != Some("join") => inbox::Kind::BotJoined,
+        _ => inbox::Kind::Member,
     }
 }
 
-fn has_member_event(update: &JoinedRoomUpdate) -> bool {
+/// The state section of a room's update holds membership events.
+fn state_has_member_event(update: &JoinedRoomUpdate) -> bool {
     let state = match &update.state {
         State::Before(events) | State::After(events) => events,
     };
-    let is_member = |t: Option<String>| t.as_deref() == Some("m.room.member");
     state
         .iter()
-        .any(|e| is_member(e.get_field("type").ok().flatten()))
-        || update
-            .timeline
-            .events
-            .iter()
-            .any(|e| is_member(e.raw().get_field("type").ok().flatten()))
+        .any(|e| e.get_field::<String>("type").ok().flatten().as_deref() == Some("m.room.member"))
 }

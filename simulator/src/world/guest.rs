@@ -8,21 +8,24 @@ use super::transcript::{event_name, level_name};
 use super::{Outcome, Pending, RESTART_MS, World};
 
 impl World<'_> {
-    /// What the host does when it starts: the guest, then the agent.
+    /// What the host does when it starts: the guest, the agent, then the
+    /// sync loop.
     pub(super) fn start_host(&mut self) {
         self.start_guest(None);
         // (The guest may have connected it already, by submitting at init.)
         if self.shared_scope && !self.conns.contains_key("shared") {
             self.connect("shared");
         }
+        self.start_sync();
     }
 
-    /// The host is killed and started again. Its agent connections, timers
-    /// and pending responses die with it; the store, the homeserver and the
-    /// room messages not yet handled (sync resumes) survive.
+    /// The host is killed and started again. Its agent connections, timers,
+    /// sync request and pending responses die with it; the store, the
+    /// saved sync position and the homeserver survive.
     pub(super) fn restart_host(&mut self) {
         self.log("fault: the host is killed and restarted".into());
         self.host_epoch += 1;
+        self.sync.parked = None;
         self.timers.clear();
         self.drop_agent_connections();
         self.guest = None;
@@ -67,14 +70,6 @@ impl World<'_> {
     }
 
     pub(super) fn deliver(&mut self, ev: Event) {
-        if let Event::Message(m) = &ev
-            && !self
-                .delivered_messages
-                .iter()
-                .any(|d| d.event_id == m.event_id)
-        {
-            self.delivered_messages.push(m.clone());
-        }
         match &ev {
             Event::AgentChunk(c) => self
                 .facts

@@ -138,7 +138,9 @@ impl World<'_> {
                     self.joins_failed += 1;
                     Err(unavailable_error())
                 } else {
-                    self.hs.join(&bot, &room_id).map(|_| room_id.clone())
+                    self.hs
+                        .join(&bot, &room_id, self.now)
+                        .map(|_| room_id.clone())
                 };
                 if r.is_ok() {
                     self.log(format!("bot joined {room_id}"));
@@ -146,7 +148,10 @@ impl World<'_> {
                 (request, r)
             }
             MatrixEffect::Leave { request, room_id } => {
-                let r = self.hs.leave(&bot, &room_id).map(|_| String::new());
+                let r = self
+                    .hs
+                    .leave(&bot, &room_id, self.now)
+                    .map(|_| String::new());
                 if r.is_ok() {
                     self.log(format!("bot left {room_id}"));
                 }

@@ -8,6 +8,8 @@
 //!   carrying out its effects;
 //! - [`matrix`]: the guest's Matrix effects at the fake homeserver;
 //! - [`people`]: the scenario's steps (people writing, operators, faults);
+//! - [`sync`]: the host's sync loop, driving the shared inbox over the
+//!   fake homeserver's batches;
 //! - [`agents`]: the host's agent client sessions and the fake agents;
 //! - [`facts`]: what a run leaves for the checks;
 //! - [`transcript`]: how things are written in the transcript.
@@ -17,6 +19,7 @@ mod facts;
 mod guest;
 mod matrix;
 mod people;
+mod sync;
 mod transcript;
 
 use std::cmp::Reverse;
@@ -25,13 +28,14 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use surfaces_embed::{
-    BoxedKv, Event, Guest, GuestComponent, HostInfo, MatrixEffect, MemoryKv, RoomMessage,
-};
+use surfaces_embed::access::Access;
+use surfaces_embed::inbox::Inbox;
+use surfaces_embed::{BoxedKv, Event, Guest, GuestComponent, HostInfo, MatrixEffect, MemoryKv};
 
 use agents::Conn;
 
-use crate::homeserver::Homeserver;
+use crate::homeserver::sync::Batch;
+use crate::homeserver::{Homeserver, HsEvent};
 use crate::scenario::{self, Scenario};
 
 pub use facts::{Facts, Outcome, Run, Submit, UserMessage};
@@ -69,6 +73,14 @@ enum Pending {
     },
     /// The restarted host comes up.
     HostStart,
+    /// The host's sync request reaches the homeserver.
+    SyncArrive,
+    /// A sync response reaches the host.
+    SyncReturn(Box<Batch>),
+    /// A parked long-poll times out.
+    SyncTimeout {
+        poll: u64,
+    },
 }
 
 /// The world of one run.
@@ -91,8 +103,9 @@ struct World<'a> {
     timer_token: u64,
     req_events: BTreeMap<u64, String>,
     labels: BTreeMap<String, String>,
-    /// Room messages the guest has been handed, for a sync replay.
-    delivered_messages: Vec<RoomMessage>,
+    /// The host's sync loop and the shared inbox it drives.
+    inbox: Inbox<HsEvent>,
+    sync: sync::SyncState,
     /// Bumped when the host restarts: what the old run had in flight is
     /// lost with it.
     host_epoch: u64,
@@ -132,7 +145,15 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         if room.joined {
             r.members.insert(scenario.bot.user_id.clone());
         }
+        hs.initial.insert(room.id.clone(), r.members.clone());
         hs.rooms.insert(room.id.clone(), r);
+        // What was said before the bot's first start.
+        if let Some(first) = room.members.first() {
+            for body in &room.history {
+                let content = serde_json::json!({ "msgtype": "m.text", "body": body });
+                hs.post_user_message(&room.id, first, EPOCH_MS, content, None);
+            }
+        }
     }
     let info = HostInfo {
         bot_user_id: scenario.bot.user_id.clone(),
@@ -160,7 +181,8 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         timer_token: 0,
         req_events: BTreeMap::new(),
         labels: BTreeMap::new(),
-        delivered_messages: Vec::new(),
+        inbox: Inbox::new("", Access::new(&[], &[], ""), 0, None),
+        sync: sync::SyncState::default(),
         host_epoch: 0,
         joins_failed: 0,
         shared_scope: true,
@@ -251,6 +273,7 @@ impl World<'_> {
             self.now = time;
             if let Some((p, epoch)) = self.slab[slot].take() {
                 self.process(p, epoch);
+                self.wake_sync();
             }
         }
         true
@@ -259,17 +282,9 @@ impl World<'_> {
     fn process(&mut self, p: Pending, epoch: u64) {
         match p {
             Pending::Step(i) => self.step(i),
+            // What a host run scheduled dies with it.
             Pending::Deliver(ev) => {
-                // Room events come from sync, which a restarted host resumes
-                // from its saved position: they are never lost.
-                let from_sync = matches!(
-                    ev,
-                    Event::Message(_) | Event::Invite(_) | Event::MembersChanged(_)
-                );
-                if from_sync && self.guest.is_none() {
-                    // The host is down: sync hands it over once it is up.
-                    self.after(RESTART_MS, Pending::Deliver(ev));
-                } else if from_sync || epoch == self.host_epoch {
+                if epoch == self.host_epoch {
                     self.deliver(ev);
                 }
             }
@@ -280,6 +295,9 @@ impl World<'_> {
                 }
             }
             Pending::HsArrive(effect) => self.hs_arrive(effect, epoch),
+            Pending::SyncArrive => self.sync_arrive(epoch),
+            Pending::SyncReturn(batch) => self.sync_return(*batch, epoch),
+            Pending::SyncTimeout { poll } => self.sync_timeout(poll),
             Pending::AgentStep { ctx, epoch } => self.agent_step(&ctx, epoch),
             Pending::AgentFrame { ctx, epoch, frame } => self.agent_frame(&ctx, epoch, &frame),
             Pending::Reconnect { ctx, epoch } => self.reconnect(&ctx, epoch),

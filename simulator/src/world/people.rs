@@ -4,10 +4,10 @@
 
 use serde_json::json;
 use surfaces_contract::{Addressed, HOST_RELOAD, address, mentions_bot};
-use surfaces_embed::{Event, Invite, MembersChanged, RoomMessage};
+use surfaces_embed::access::Access;
 
 use super::transcript::quote;
-use super::{Pending, RESTART_MS, UserMessage, World};
+use super::{UserMessage, World};
 use crate::scenario::Step;
 
 impl World<'_> {
@@ -34,14 +34,9 @@ impl World<'_> {
         if step.restart {
             self.restart_host();
             if step.replay {
-                let again = self.delivered_messages.clone();
-                self.log(format!(
-                    "fault: the restarted host's sync replays {} message(s)",
-                    again.len()
-                ));
-                for m in again {
-                    self.after(RESTART_MS, Pending::Deliver(Event::Message(m)));
-                }
+                // Killed before any position after the first was saved.
+                self.log("fault: the sync position saved since the first sync is lost".into());
+                self.sync.position = self.sync.first_position.clone();
             }
             return;
         }
@@ -51,26 +46,12 @@ impl World<'_> {
         let direct = self.hs.rooms.get(&room).is_some_and(|r| r.direct);
         if step.invite {
             self.log(format!("{from} invites the bot to {room}"));
-            self.after(
-                10,
-                Pending::Deliver(Event::Invite(Invite {
-                    room_id: room,
-                    inviter: from,
-                    is_direct: direct,
-                })),
-            );
+            let _ = self.hs.invite(&from, &bot, &room, self.now);
             return;
         }
         if step.leave {
-            if let Ok(joined) = self.hs.leave(&from, &room) {
+            if self.hs.leave(&from, &room, self.now).is_ok() {
                 self.log(format!("{from} leaves {room}"));
-                self.after(
-                    10,
-                    Pending::Deliver(Event::MembersChanged(MembersChanged {
-                        room_id: room,
-                        joined,
-                    })),
-                );
             }
             return;
         }
@@ -101,42 +82,52 @@ impl World<'_> {
         } else if let Some(r) = &reply_to {
             content["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": r } });
         }
-        let event_id = self.hs.post_user_message(&room, &from, self.now, content);
+        if let (Some(name), Some(r)) = (&step.display_name, self.hs.rooms.get_mut(&room)) {
+            r.display_names.insert(from.clone(), name.clone());
+        }
+        let key_at = if step.key_never {
+            Some(None)
+        } else {
+            step.key_after_ms.map(|d| Some(self.now + d))
+        };
+        let event_id = self
+            .hs
+            .post_user_message(&room, &from, self.now, content, key_at);
         if let Some(label) = &step.label {
             self.labels.insert(label.clone(), event_id.clone());
         }
         self.log(format!("{from} in {room} {event_id}: {}", quote(&body)));
-        let addressed = address(
-            &body,
-            direct,
-            mentions_bot,
-            step.notice,
-            &self.prefix,
-            &bot,
-            &self.scenario.bot.display_name,
-        ) != Addressed::No;
+        // For the bot: addressed, from someone allowed, in a room the bot
+        // is in or was invited to by someone allowed, and readable.
+        let for_bot = self.hs.rooms.get(&room).is_some_and(|r| {
+            r.members.contains(&bot) || r.invited.get(&bot).is_some_and(|i| self.allowed(i))
+        });
+        let addressed = for_bot
+            && self.allowed(&from)
+            && !step.key_never
+            && address(
+                &body,
+                direct,
+                mentions_bot,
+                step.notice,
+                &self.prefix,
+                &bot,
+                &self.scenario.bot.display_name,
+            ) != Addressed::No;
         self.facts.user_messages.push(UserMessage {
             event_id: event_id.clone(),
             room_id: room.clone(),
             body: body.clone(),
             addressed,
         });
-        let d = self.range(5, 30);
-        self.after(
-            d,
-            Pending::Deliver(Event::Message(RoomMessage {
-                room_id: room,
-                event_id,
-                sender: from,
-                sender_display_name: step.display_name.clone(),
-                body,
-                thread_root: thread,
-                reply_to,
-                is_direct: direct,
-                mentions_bot,
-                is_notice: step.notice,
-                origin_server_ts: self.now,
-            })),
-        );
+    }
+}
+
+impl World<'_> {
+    /// Whether the bot's access list lets `user` talk to it.
+    fn allowed(&self, user: &str) -> bool {
+        let bot = &self.scenario.bot.user_id;
+        let server = bot.split_once(':').map_or("", |(_, s)| s);
+        Access::new(&self.scenario.bot.allow, &[], server).allows(user)
     }
 }

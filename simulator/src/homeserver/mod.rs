@@ -1,7 +1,10 @@
 //! A fake homeserver that keeps the Matrix rules a bot meets: edits must
 //! name an original event, events over the size limit get 413, sends beyond
 //! the rate limit get 429 with `retry_after_ms`, and a transaction id makes a
-//! send idempotent.
+//! send idempotent. Membership changes are events in the rooms' timelines,
+//! and [`sync`] serves them the way Synapse does.
+
+pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,12 +21,48 @@ pub struct HsEvent {
     pub content: Value,
     /// For an edit: the event it replaces.
     pub replaces: Option<String>,
+    /// For a membership event: whose membership, and what it became.
+    pub member: Option<Member>,
+    /// An encrypted message: when its key reaches the bot (never: `None`
+    /// inside `Some`). Not encrypted: `None`.
+    pub key_at: Option<Option<u64>>,
+}
+
+/// A membership event's subject and new state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub user: String,
+    pub membership: Membership,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    Invite,
+    Join,
+    Leave,
+}
+
+impl Membership {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Invite => "invite",
+            Membership::Join => "join",
+            Membership::Leave => "leave",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct HsRoom {
+    /// Joined members.
     pub members: BTreeSet<String>,
+    /// Invited, not yet joined: user -> who invited them.
+    pub invited: BTreeMap<String, String>,
     pub direct: bool,
+    /// Display names people set, by user id.
+    pub display_names: BTreeMap<String, String>,
+    /// Membership events: (stream position, user, membership), in order.
+    pub membership_log: Vec<(usize, String, Membership)>,
 }
 
 /// Leaky bucket as Synapse's ratelimiter: the level drains at `rate` per
@@ -36,6 +75,8 @@ struct Bucket {
 
 pub struct Homeserver {
     pub rooms: BTreeMap<String, HsRoom>,
+    /// The members each room started with (they have no join event).
+    pub initial: BTreeMap<String, BTreeSet<String>>,
     pub events: Vec<HsEvent>,
     by_id: BTreeMap<String, usize>,
     txns: BTreeMap<(String, String), String>,
@@ -54,6 +95,7 @@ impl Homeserver {
     pub fn new(rate_per_second: f64, burst: u32, max_event_bytes: usize) -> Self {
         Homeserver {
             rooms: BTreeMap::new(),
+            initial: BTreeMap::new(),
             events: Vec::new(),
             by_id: BTreeMap::new(),
             txns: BTreeMap::new(),
@@ -73,14 +115,25 @@ impl Homeserver {
     }
 
     /// A message from a (simulated) person: no limits apply to them.
+    /// `key_at`: see [`HsEvent::key_at`].
     pub fn post_user_message(
         &mut self,
         room_id: &str,
         sender: &str,
         ts: u64,
         content: Value,
+        key_at: Option<Option<u64>>,
     ) -> String {
-        self.append(room_id, sender, ts, content, None)
+        let id = self.append(room_id, sender, ts, content, None);
+        if let Some(e) = self.events.last_mut() {
+            e.key_at = key_at;
+        }
+        id
+    }
+
+    /// Where the stream of events is now (a sync token's position).
+    pub fn position(&self) -> usize {
+        self.events.len()
     }
 
     fn append(
@@ -101,8 +154,34 @@ impl Homeserver {
             ts,
             content,
             replaces,
+            member: None,
+            key_at: None,
         });
         event_id
+    }
+
+    /// A membership event (`sender` changes `user`'s membership).
+    fn append_member(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        user: &str,
+        membership: Membership,
+        ts: u64,
+    ) {
+        let content = json!({ "membership": membership.as_str() });
+        let position = self.events.len();
+        if let Some(r) = self.rooms.get_mut(room_id) {
+            r.membership_log
+                .push((position, user.to_string(), membership));
+        }
+        self.append(room_id, sender, ts, content, None);
+        if let Some(e) = self.events.last_mut() {
+            e.member = Some(Member {
+                user: user.to_string(),
+                membership,
+            });
+        }
     }
 
     fn check_rate(&mut self, sender: &str, now: u64) -> Result<(), MatrixError> {
@@ -201,24 +280,48 @@ impl Homeserver {
         Ok(id)
     }
 
-    pub fn join(&mut self, user: &str, room_id: &str) -> Result<(), MatrixError> {
-        match self.rooms.get_mut(room_id) {
-            Some(r) => {
-                r.members.insert(user.to_string());
-                Ok(())
-            }
-            None => Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room")),
+    /// `inviter` invites `user` (a no-op for a member or one invited).
+    pub fn invite(
+        &mut self,
+        inviter: &str,
+        user: &str,
+        room_id: &str,
+        now: u64,
+    ) -> Result<(), MatrixError> {
+        let Some(r) = self.rooms.get_mut(room_id) else {
+            return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
+        };
+        if r.members.contains(user) || r.invited.contains_key(user) {
+            return Ok(());
         }
+        r.invited.insert(user.to_string(), inviter.to_string());
+        self.append_member(room_id, inviter, user, Membership::Invite, now);
+        Ok(())
     }
 
-    pub fn leave(&mut self, user: &str, room_id: &str) -> Result<u32, MatrixError> {
-        match self.rooms.get_mut(room_id) {
-            Some(r) => {
-                r.members.remove(user);
-                Ok(r.members.len() as u32)
-            }
-            None => Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room")),
+    /// Joining a room one is in already changes nothing.
+    pub fn join(&mut self, user: &str, room_id: &str, now: u64) -> Result<(), MatrixError> {
+        let Some(r) = self.rooms.get_mut(room_id) else {
+            return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
+        };
+        r.invited.remove(user);
+        if r.members.insert(user.to_string()) {
+            self.append_member(room_id, user, user, Membership::Join, now);
         }
+        Ok(())
+    }
+
+    /// Leaves (or declines an invite); returns how many stay joined.
+    pub fn leave(&mut self, user: &str, room_id: &str, now: u64) -> Result<u32, MatrixError> {
+        let Some(r) = self.rooms.get_mut(room_id) else {
+            return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
+        };
+        let was = r.members.remove(user) | r.invited.remove(user).is_some();
+        let joined = r.members.len() as u32;
+        if was {
+            self.append_member(room_id, user, user, Membership::Leave, now);
+        }
+        Ok(joined)
     }
 
     /// What a client shows for each message of `sender`: the content of the
@@ -228,7 +331,7 @@ impl Homeserver {
         let mut order = Vec::new();
         let mut latest: BTreeMap<String, Value> = BTreeMap::new();
         for e in &self.events {
-            if e.sender != sender {
+            if e.sender != sender || e.member.is_some() {
                 continue;
             }
             match &e.replaces {

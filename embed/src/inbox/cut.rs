@@ -1,7 +1,4 @@
-//! What of a room's timeline counts for the bot, without I/O: the decisions
-//! a Matrix front end makes about incoming messages, shared by the native
-//! sync loop and (in time) the simulator, the way [`crate::AgentSession`]
-//! is shared for the agent.
+//! Where a room's timeline starts to count for the bot.
 //!
 //! The rule: a message sent after the bot was invited to a room is for the
 //! bot, even one sent before its join (Element creates a direct chat
