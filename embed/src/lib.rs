@@ -332,6 +332,8 @@ pub struct Guest {
     guest_info: GuestInfo,
     /// Instances started so far; more than one means traps or timeouts.
     instances: u64,
+    /// Fuel for the next call only (a simulator's injected trap).
+    starve: Option<u64>,
 }
 
 struct Live {
@@ -366,6 +368,7 @@ impl Guest {
                 version: String::new(),
             },
             instances: 0,
+            starve: None,
         };
         let out = guest.ensure_live(kv, now_ms)?;
         Ok((guest, out))
@@ -425,11 +428,15 @@ impl Guest {
             let e = GuestError::Instantiate("instance missing after a successful start".into());
             return Err((e, Vec::new()));
         };
+        let mut sandbox = self.component.embedding.sandbox();
+        if let (Some(units), Budget::Fuel { .. }) = (self.starve.take(), sandbox.budget) {
+            sandbox.budget = Budget::Fuel { units };
+        }
         let result = run_call(
             &mut live.store,
             kv,
             now_ms,
-            self.component.embedding.sandbox(),
+            sandbox,
             |store, bot| bot.call_handle(store, event),
             &live.bot,
             GuestError::Failed,
@@ -448,6 +455,14 @@ impl Guest {
                 Err((err, out.logs))
             }
         }
+    }
+
+    /// Give the next event's first attempt only `units` of fuel: a fault a
+    /// simulator injects, so the call traps part-way as a real trap would
+    /// (its writes dropped, the instance replaced, the event delivered
+    /// again). No effect under a wall-clock budget.
+    pub fn starve_next_call(&mut self, units: u64) {
+        self.starve = Some(units);
     }
 
     /// [`Guest::handle`], and if the call failed (a trap, a timeout,

@@ -3,11 +3,13 @@
 //! [`run`] plays a [`Scenario`] with a seed: virtual time, a seeded RNG, a
 //! fake homeserver ([`homeserver`]) and fake agent servers, all in one
 //! thread. The same seed gives a byte-identical transcript. [`check`] holds
-//! the rules every run must keep.
+//! the rules every run must keep; [`swarm`] draws worlds and fault mixes
+//! from seeds and runs thousands of them.
 
 pub mod check;
 pub mod homeserver;
 pub mod scenario;
+pub mod swarm;
 pub mod world;
 
 use std::sync::OnceLock;

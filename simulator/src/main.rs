@@ -42,6 +42,25 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
     },
+    /// Draw a world and a fault mix from each seed, run it until the faults
+    /// heal and it is quiet, and check every rule; print the seeds that
+    /// break one, then `N seeds, F failed`.
+    Swarm {
+        /// How many seeds, from --from on.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print each seed's transcript too (to replay one).
+        #[arg(long)]
+        verbose: bool,
+        /// Save each failing seed's world as a scenario file here.
+        #[arg(long, default_value = "target/sim-failures")]
+        save: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,6 +112,13 @@ fn real_main() -> Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
+        Command::Swarm {
+            seeds,
+            from,
+            jobs,
+            verbose,
+            save,
+        } => swarm(seeds, from, jobs, verbose, &save),
         Command::Check {
             paths,
             seeds,
@@ -129,6 +155,85 @@ fn real_main() -> Result<ExitCode> {
             })
         }
     }
+}
+
+fn swarm(
+    seeds: u64,
+    from: u64,
+    jobs: Option<usize>,
+    verbose: bool,
+    save: &Path,
+) -> Result<ExitCode> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use surfaces_sim::swarm;
+
+    let component = surfaces_sim::shipped_guest().map_err(anyhow::Error::msg)?;
+    if verbose {
+        for seed in from..from.saturating_add(seeds) {
+            let (scenario, mix) = swarm::generate(seed);
+            println!("# seed {seed}: {mix}");
+            let run = surfaces_sim::run(&scenario, seed, component);
+            for line in &run.transcript {
+                println!("{line}");
+            }
+        }
+    }
+    let jobs = jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    let next = AtomicU64::new(0);
+    let started = std::time::Instant::now();
+    let mut failed: Vec<swarm::Outcome> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut failed = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= seeds {
+                            return failed;
+                        }
+                        let outcome = swarm::run_seed(from.wrapping_add(i), component);
+                        if !outcome.broken.is_empty() {
+                            failed.push(outcome);
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    failed.sort_by_key(|o| o.seed);
+    for o in &failed {
+        println!("seed {} failed; mix: {}", o.seed, o.mix);
+        for b in &o.broken {
+            println!("  broken: {b}");
+        }
+        let (scenario, _) = swarm::generate(o.seed);
+        let file = save.join(format!("swarm-{}.toml", o.seed));
+        if std::fs::create_dir_all(save)
+            .and_then(|_| std::fs::write(&file, scenario.to_toml()))
+            .is_ok()
+        {
+            println!("  world: {}", file.display());
+        }
+        println!("  replay: {}", swarm::replay_command(o.seed));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "swarm: seeds {from}..{} in {secs:.1} s on {jobs} threads",
+        from.saturating_add(seeds)
+    );
+    println!("{seeds} seeds, {} failed", failed.len());
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {

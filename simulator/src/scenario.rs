@@ -27,9 +27,31 @@ pub struct Scenario {
     #[serde(default)]
     pub agent: Agent,
     #[serde(default)]
+    pub faults: Faults,
+    #[serde(default)]
     pub rooms: Vec<Room>,
     #[serde(default)]
     pub steps: Vec<Step>,
+}
+
+/// Faults drawn at random while the world runs, besides the homeserver's
+/// and the agent's own (`unavailable`, `lost_response`, replies' `then`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Faults {
+    /// From this time on every random fault heals: the homeserver's
+    /// outages and lost responses, the agent's failing replies and
+    /// stalls, the sync's faults, guest traps. The world must then settle
+    /// with every message answered (liveness).
+    pub heal_at_ms: Option<u64>,
+    /// Probability that a sync returns events it returned before (its
+    /// window starts a little before the position asked for).
+    pub duplicate_sync: f64,
+    /// Probability that a sync request fails with 503.
+    pub sync_unavailable: f64,
+    /// Probability that a guest call traps part-way (it is starved of
+    /// fuel), so its writes are dropped and it is delivered again.
+    pub guest_trap: f64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -195,6 +217,9 @@ pub struct Step {
     /// message delivered before again, as after a crash before the sync
     /// position was saved. None may be answered twice.
     pub replay: bool,
+    /// The host's wall clock jumps this far ahead (timers, which run on
+    /// the monotonic clock, do not).
+    pub clock_jump_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,13 +262,14 @@ impl Scenario {
                 step.disconnect_agent,
                 step.reload,
                 step.restart,
+                step.clock_jump_ms.is_some(),
             ]
             .iter()
             .filter(|k| **k)
             .count();
             if kinds != 1 {
                 return Err(format!(
-                    "step {n}: needs exactly one of say, invite, leave, disconnect_agent, reload, restart"
+                    "step {n}: needs exactly one of say, invite, leave, disconnect_agent, reload, restart, clock_jump_ms"
                 ));
             }
             if (step.say.is_some() || step.invite || step.leave)

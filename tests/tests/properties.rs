@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-use surfaces_sim::scenario::{Agent, Bot, Homeserver, Reply, Room, Scenario, Step};
+use surfaces_sim::scenario::{Agent, Bot, Faults, Homeserver, Reply, Room, Scenario, Step};
 use surfaces_sim::{Run, check, replay_command};
 
 const ALICE: &str = "@alice:sim.test";
@@ -153,6 +153,7 @@ prop_compose! {
                 timeline_limit: 50,
             },
             agent: Agent { connect_ms, reconnect_ms, replies, ..Agent::default() },
+            faults: Faults::default(),
             rooms: vec![
                 Room {
                     id: DM.into(),

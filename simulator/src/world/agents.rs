@@ -231,11 +231,20 @@ impl World<'_> {
 
     /// The fake agent server starts answering a request.
     pub(super) fn serve(&mut self, ctx: &str, text: &str) {
-        let spec = self.replies.pop_front().unwrap_or_else(|| scenario::Reply {
+        let echo = || scenario::Reply {
             text: Some(format!("echo: {text}")),
             chunks: Some(3),
             ..Default::default()
-        });
+        };
+        let mut spec = self.replies.pop_front().unwrap_or_else(echo);
+        if self.healed() {
+            // Healed: the agent answers whole and without stalls.
+            spec.then = None;
+            spec.chunk_delay_ms = None;
+            if spec.text.is_none() && spec.pieces.as_ref().is_none_or(Vec::is_empty) {
+                spec = echo();
+            }
+        }
         let pieces: VecDeque<String> = spec.pieces().into();
         let total = pieces.len();
         let tokens = spec.tokens.unwrap_or((text.len() / 4 + total) as u64);

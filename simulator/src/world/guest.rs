@@ -37,11 +37,12 @@ impl World<'_> {
     pub(super) fn start_guest(&mut self, reload_request: Option<u64>) {
         // A swap carries on the same host run (the embedding's `swap`); a
         // (re)start does not.
+        let now = self.wall_ms();
         let result = match self.guest.as_mut() {
             Some(guest) => guest
-                .swap(self.component, &mut self.kv, self.now)
+                .swap(self.component, &mut self.kv, now)
                 .map(|out| (None, out)),
-            None => Guest::start(self.component, self.info.clone(), &mut self.kv, self.now)
+            None => Guest::start(self.component, self.info.clone(), &mut self.kv, now)
                 .map(|(guest, out)| (Some(guest), out)),
         };
         let outcome = match result {
@@ -95,17 +96,35 @@ impl World<'_> {
             | Event::ReloadResult(_)
             | Event::Undecryptable(_) => {}
         }
-        let Some(guest) = self.guest.as_mut() else {
+        if self.guest.is_none() {
             self.log("event dropped: no guest is running".into());
             return;
+        }
+        // An injected trap: the first attempt runs out of fuel part-way.
+        let trap = self.scenario.faults.guest_trap;
+        let starved = self.fault(trap).then(|| self.range(1_000, 400_000));
+        let now = self.wall_ms();
+        let Some(guest) = self.guest.as_mut() else {
+            return;
         };
-        let delivery = guest.handle_retrying(&ev, &mut self.kv, self.now);
+        if let Some(units) = starved {
+            guest.starve_next_call(units);
+        }
+        let delivery = guest.handle_retrying(&ev, &mut self.kv, now);
         let what = event_name(&ev);
         let attempts = delivery.failures.len();
         for (i, failure) in delivery.failures.into_iter().enumerate() {
             self.log_guest_lines(failure.logs);
             let e = failure.error;
-            if delivery.output.is_some() || i + 1 < attempts {
+            let injected = i == 0 && starved.is_some();
+            if injected {
+                self.log(format!(
+                    "fault: guest trapped on {what} ({e}); delivered again"
+                ));
+                if delivery.output.is_some() {
+                    continue;
+                }
+            } else if delivery.output.is_some() || i + 1 < attempts {
                 self.log(format!("guest failed on {what}: {e}; delivered again"));
             } else {
                 self.log(format!("guest failed on {what}: {e}; dropped"));

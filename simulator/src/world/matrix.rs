@@ -3,7 +3,6 @@
 //! a size limit, and their answers may be lost on the way back, as with
 //! Synapse behind a real network.
 
-use rand::RngExt;
 use surfaces_embed::{EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult};
 
 use super::transcript::show;
@@ -83,13 +82,14 @@ impl World<'_> {
     pub(super) fn hs_arrive(&mut self, effect: MatrixEffect, epoch: u64) {
         let bot = self.scenario.bot.user_id.clone();
         let unavailable = self.scenario.homeserver.unavailable;
+        let lost = self.scenario.homeserver.lost_response;
         let (request, result) = match effect {
             MatrixEffect::Send {
                 request,
                 room_id,
                 content,
             } => {
-                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                let r = if self.fault(unavailable) {
                     Err(unavailable_error())
                 } else {
                     self.hs.send(
@@ -113,7 +113,7 @@ impl World<'_> {
                     EditTarget::Event(e) => Some(e),
                     EditTarget::Request(r) => self.req_events.get(&r).cloned(),
                 };
-                let r = if unavailable > 0.0 && self.rng.random_bool(unavailable.min(1.0)) {
+                let r = if self.fault(unavailable) {
                     Err(unavailable_error())
                 } else if let Some(target) = target {
                     self.hs.send(
@@ -186,9 +186,8 @@ impl World<'_> {
         }
         // The homeserver may store the event and the response still get
         // lost on the way back.
-        let lost = self.scenario.homeserver.lost_response;
         let result = match result {
-            Ok(id) if lost > 0.0 && id.starts_with('$') && self.rng.random_bool(lost.min(1.0)) => {
+            Ok(id) if id.starts_with('$') && self.fault(lost) => {
                 self.log(format!("fault: the response to #{request} is lost"));
                 Err(unavailable_error())
             }

@@ -111,6 +111,8 @@ struct World<'a> {
     host_epoch: u64,
     /// Joins failed so far (`homeserver.failed_joins`).
     joins_failed: u32,
+    /// How far the host's wall clock is ahead of virtual time (clock jumps).
+    clock_offset: u64,
     shared_scope: bool,
     transcript: Vec<String>,
     facts: Facts,
@@ -185,6 +187,7 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         sync: sync::SyncState::default(),
         host_epoch: 0,
         joins_failed: 0,
+        clock_offset: 0,
         shared_scope: true,
         transcript: Vec::new(),
         facts: Facts {
@@ -241,6 +244,24 @@ impl World<'_> {
     /// Schedule an event for the guest from the current host run.
     fn deliver_after(&mut self, delay: u64, ev: Event) {
         self.after(delay, Pending::Deliver(ev));
+    }
+
+    /// Every random fault has healed (`faults.heal_at_ms`).
+    fn healed(&self) -> bool {
+        self.scenario
+            .faults
+            .heal_at_ms
+            .is_some_and(|h| self.now >= EPOCH_MS + h)
+    }
+
+    /// Whether a fault of probability `p` strikes now (never once healed).
+    fn fault(&mut self, p: f64) -> bool {
+        p > 0.0 && !self.healed() && self.rng.random_bool(p.min(1.0))
+    }
+
+    /// The host's wall clock, as the guest reads it.
+    fn wall_ms(&self) -> u64 {
+        self.now + self.clock_offset
     }
 
     fn latency(&mut self) -> u64 {

@@ -22,6 +22,11 @@ impl World<'_> {
             }
             return;
         }
+        if let Some(ms) = step.clock_jump_ms {
+            self.log(format!("fault: the host's clock jumps {ms} ms ahead"));
+            self.clock_offset += ms;
+            return;
+        }
         if (step.reload || step.restart) && self.guest.is_none() {
             self.log("host: down, nothing to swap or restart".into());
             return;

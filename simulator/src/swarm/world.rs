@@ -1,0 +1,246 @@
+//! A swarm seed's world, drawn from the seed: people, direct and group
+//! rooms (some direct chats created lazily, the first message racing the
+//! bot's join), what they say and when, the guest's settings, the agent's
+//! replies, and the faults of its [`Mix`], which all heal at
+//! [`HEAL_AT_MS`].
+
+use std::collections::BTreeMap;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use super::mix::{Fault, Mix};
+use crate::scenario::{Agent, Bot, Faults, Homeserver, Reply, Room, Scenario, Step};
+
+/// People talk, and faults strike, before this; then every fault heals.
+pub const HEAL_AT_MS: u64 = 30_000;
+
+const PEOPLE: [&str; 3] = ["@alice:sim.test", "@bob:sim.test", "@carol:sim.test"];
+const GROUP: &str = "!group:sim.test";
+const COMMANDS: [&str; 8] = [
+    "!status", "!usage", "!context", "!help", "!skills", "!new", "!stop", "!dance",
+];
+const WORDS: [&str; 12] = [
+    "alpha", "beta", "gamma", "delta", "**bold**", "`code`", "é", "🙂", "\n", "- item", "#", "x",
+];
+
+/// The world of a seed, and its mix.
+pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
+    let people = &PEOPLE[..rng.random_range(1..=PEOPLE.len())];
+    let mut rooms = Vec::new();
+    let mut steps = Vec::new();
+    let chance = |rng: &mut ChaCha8Rng, f: Fault| rng.random_bool(mix.rate(f));
+    for p in people {
+        let lazy = chance(rng, Fault::MessageBeforeJoin);
+        let id = dm(p);
+        rooms.push(Room {
+            id: id.clone(),
+            direct: true,
+            members: vec![p.to_string()],
+            joined: !lazy,
+            history: Vec::new(),
+        });
+        if lazy {
+            // Element: the invite, then the first message at once.
+            let at_ms = rng.random_range(0..HEAL_AT_MS - 5_000);
+            steps.push(Step {
+                at_ms,
+                from: Some(p.to_string()),
+                room: Some(id.clone()),
+                invite: true,
+                ..Step::default()
+            });
+            let first = format!("hello from {p}");
+            steps.push(say(p, &id, at_ms + rng.random_range(0..3), &first, false));
+        }
+    }
+    if people.len() > 1 {
+        rooms.push(Room {
+            id: GROUP.into(),
+            direct: false,
+            members: people.iter().map(|p| p.to_string()).collect(),
+            joined: true,
+            history: Vec::new(),
+        });
+    }
+    let scope = ["shared", "room", "thread"][rng.random_range(0..3usize)];
+    for i in 0..rng.random_range(2..12usize) {
+        let p = people[rng.random_range(0..people.len())];
+        let in_group = people.len() > 1 && rng.random_bool(0.4);
+        let room = if in_group { GROUP.to_string() } else { dm(p) };
+        let at_ms = rng.random_range(0..HEAL_AT_MS);
+        let text = if rng.random_bool(0.15) {
+            COMMANDS[rng.random_range(0..COMMANDS.len())].to_string()
+        } else {
+            format!("m{i} {}", words(rng, 1..6))
+        };
+        let mut step = say(p, &room, at_ms, &text, in_group);
+        // A burst: a gap for a short sync timeline.
+        if mix.has(Fault::SyncGap) && rng.random_bool(0.3) {
+            step.at_ms = steps.last().map_or(at_ms, |s: &Step| s.at_ms);
+        }
+        steps.push(step);
+    }
+    for (f, make) in [
+        (Fault::HostRestart, restart as fn(&mut ChaCha8Rng) -> Step),
+        (Fault::GuestSwap, swap),
+        (Fault::AgentDrop, drop_agent),
+        (Fault::ClockJump, jump),
+    ] {
+        for _ in 0..3 {
+            if chance(rng, f) {
+                let mut s = make(rng);
+                s.at_ms = rng.random_range(0..HEAL_AT_MS);
+                steps.push(s);
+            }
+        }
+    }
+    // Steps in time order; a lazy DM's invite stays before its message.
+    steps.sort_by_key(|s| s.at_ms);
+    // Labels for threads and replies could only name earlier messages.
+    let replies = (0..rng.random_range(0..10usize))
+        .map(|_| reply(rng, mix))
+        .collect();
+    let mut guest = BTreeMap::new();
+    let interval = [0i64, 250, 1000, 2500][rng.random_range(0..4usize)];
+    guest.insert("edit_interval_ms".into(), toml::Value::Integer(interval));
+    let queue_limit = rng.random_range(1..6i64);
+    guest.insert("queue_limit".into(), toml::Value::Integer(queue_limit));
+    guest.insert("context_scope".into(), toml::Value::String(scope.into()));
+    guest.insert("busy_retries".into(), toml::Value::Integer(2));
+    let strict = mix.has(Fault::Hs429);
+    let lo = rng.random_range(1..80u64);
+    Scenario {
+        description: "swarm".into(),
+        seed: None,
+        bot: Bot {
+            max_event_bytes: if mix.has(Fault::Hs413) { 8_192 } else { 65_536 },
+            ..Bot::default()
+        },
+        guest,
+        homeserver: Homeserver {
+            rate_per_second: if strict { 0.5 } else { 10.0 },
+            burst: if strict { 5 } else { 50 },
+            latency_ms: [lo, lo + rng.random_range(0..150u64)],
+            unavailable: mix.rate(Fault::Hs503),
+            lost_response: mix.rate(Fault::HsLostResponse),
+            failed_joins: 0,
+            timeline_limit: if mix.has(Fault::SyncGap) {
+                rng.random_range(1..5usize)
+            } else {
+                50
+            },
+        },
+        agent: Agent {
+            connect_ms: if mix.has(Fault::AgentSlowStatus) {
+                rng.random_range(2_000..10_000u64)
+            } else {
+                50
+            },
+            reconnect_ms: rng.random_range(100..3_000u64),
+            replies,
+            ..Agent::default()
+        },
+        faults: Faults {
+            heal_at_ms: Some(HEAL_AT_MS),
+            duplicate_sync: mix.rate(Fault::SyncDuplicate),
+            sync_unavailable: mix.rate(Fault::SyncUnavailable),
+            guest_trap: mix.rate(Fault::GuestTrap),
+        },
+        rooms,
+        steps,
+    }
+}
+
+fn dm(person: &str) -> String {
+    let name = person
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or("x");
+    format!("!dm-{name}:sim.test")
+}
+
+fn say(from: &str, room: &str, at_ms: u64, text: &str, group: bool) -> Step {
+    Step {
+        at_ms,
+        from: Some(from.into()),
+        room: Some(room.into()),
+        say: Some(text.into()),
+        mention: group,
+        ..Step::default()
+    }
+}
+
+fn words(rng: &mut ChaCha8Rng, n: std::ops::Range<usize>) -> String {
+    (0..rng.random_range(n))
+        .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One scripted agent reply, failing as the mix says.
+fn reply(rng: &mut ChaCha8Rng, mix: &Mix) -> Reply {
+    let mut pieces: Vec<String> = (0..rng.random_range(1..8usize))
+        .map(|_| format!("{} ", words(rng, 1..8)))
+        .collect();
+    if mix.has(Fault::Hs413) && rng.random_bool(0.5) {
+        pieces.push("long ".repeat(rng.random_range(500..3_000)));
+    }
+    let outcomes = [
+        (Fault::AgentDisconnectBefore, "disconnect", false),
+        (Fault::AgentDisconnectDuring, "disconnect", true),
+        (Fault::AgentBusy, "error:busy", false),
+        (Fault::AgentMalformed, "malformed", true),
+        (Fault::AgentContextOverflow, "error:context_overflow", false),
+        (Fault::AgentInternal, "error:internal", true),
+    ];
+    let mut then = "end";
+    for (f, what, keep_pieces) in outcomes {
+        if rng.random_bool(mix.rate(f)) {
+            then = what;
+            if !keep_pieces {
+                pieces.clear();
+            }
+            break;
+        }
+    }
+    let stall = rng.random_bool(mix.rate(Fault::AgentStall));
+    let (lo, hi) = if stall { (5_000, 30_000) } else { (20, 400) };
+    Reply {
+        pieces: Some(pieces),
+        then: Some(then.into()),
+        chunk_delay_ms: Some([lo, hi]),
+        tokens: Some(rng.random_range(0..5_000)),
+        ..Reply::default()
+    }
+}
+
+fn restart(rng: &mut ChaCha8Rng) -> Step {
+    Step {
+        restart: true,
+        replay: rng.random_bool(0.3),
+        ..Step::default()
+    }
+}
+
+fn swap(_: &mut ChaCha8Rng) -> Step {
+    Step {
+        reload: true,
+        ..Step::default()
+    }
+}
+
+fn drop_agent(_: &mut ChaCha8Rng) -> Step {
+    Step {
+        disconnect_agent: true,
+        ..Step::default()
+    }
+}
+
+fn jump(rng: &mut ChaCha8Rng) -> Step {
+    Step {
+        clock_jump_ms: Some(rng.random_range(60_000..2 * 86_400_000)),
+        ..Step::default()
+    }
+}
