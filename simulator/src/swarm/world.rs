@@ -72,7 +72,7 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
         let text = if rng.random_bool(0.15) {
             COMMANDS[rng.random_range(0..COMMANDS.len())].to_string()
         } else {
-            format!("m{i} {}", words(rng, 1..6))
+            format!("m{i}. {}", words(rng, 1..6))
         };
         let mut step = say(p, &room, at_ms, &text, in_group);
         // A burst: a gap for a short sync timeline.

@@ -71,6 +71,7 @@ impl World<'_> {
                 self.facts.submits.push(Submit {
                     request,
                     context_id: context_id.clone(),
+                    sender: message.sender.id.clone(),
                     text: message.text.clone(),
                 });
                 self.submit(&context_id, request, message);

@@ -14,6 +14,8 @@ pub struct Facts {
     pub chunks: BTreeMap<u64, Vec<String>>,
     /// How each agent request ended for the guest.
     pub outcomes: BTreeMap<u64, Outcome>,
+    /// Tokens the agent reported at the end of each request.
+    pub ended_tokens: BTreeMap<u64, u64>,
     /// When the guest issued each send/edit of a message, by original
     /// event id.
     pub updates: BTreeMap<String, Vec<u64>>,
@@ -21,21 +23,30 @@ pub struct Facts {
     pub sends: BTreeMap<u64, u64>,
     pub guest_failures: Vec<String>,
     pub edit_interval_ms: u64,
+    /// The guest's `context_scope`: shared, room or thread.
+    pub scope: String,
 }
 
 #[derive(Clone, Debug)]
 pub struct UserMessage {
     pub event_id: String,
     pub room_id: String,
+    pub sender: String,
     pub body: String,
+    /// The thread it was sent in.
+    pub thread: Option<String>,
     /// The bot is expected to answer it (DM, mention or command).
     pub addressed: bool,
+    /// A command (answered at once, outside the queue).
+    pub command: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct Submit {
     pub request: u64,
     pub context_id: String,
+    /// Whose message it carries.
+    pub sender: String,
     pub text: String,
 }
 

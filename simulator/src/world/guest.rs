@@ -80,6 +80,10 @@ impl World<'_> {
                 .push(c.text.clone()),
             Event::AgentEnd(e) => {
                 self.facts.outcomes.insert(e.request, Outcome::Ended);
+                self.facts
+                    .ended_tokens
+                    .entry(e.request)
+                    .or_insert(e.tokens_used);
             }
             Event::AgentError(e) => {
                 self.facts

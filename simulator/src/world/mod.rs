@@ -196,11 +196,13 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         },
         prefix: prefix.clone(),
     };
-    w.shared_scope = scenario
+    let scope = scenario
         .guest
         .get("context_scope")
         .and_then(|v| v.as_str())
-        .is_none_or(|s| s == "shared");
+        .unwrap_or("shared");
+    w.shared_scope = scope == "shared";
+    w.facts.scope = scope.to_string();
     w.start_host();
     for (i, step) in scenario.steps.iter().enumerate() {
         w.at(EPOCH_MS + step.at_ms, Pending::Step(i));

@@ -122,7 +122,10 @@ impl World<'_> {
         self.facts.user_messages.push(UserMessage {
             event_id: event_id.clone(),
             room_id: room.clone(),
+            sender: from.clone(),
+            command: body.trim_start().starts_with(self.prefix.as_str()),
             body: body.clone(),
+            thread,
             addressed,
         });
     }

@@ -1,91 +1,10 @@
-//! The rules every run must keep, checked on its outcome.
+//! Rules about answers: every addressed message ends in one, in the
+//! thread it was asked in, each context's answers in the order asked, and
+//! its text is the agent's.
 
 use std::collections::BTreeMap;
 
 use crate::world::{Outcome, Run};
-
-/// A rule: its name, and what of it a run broke (empty when it holds).
-pub type Rule = (&'static str, fn(&Run) -> Vec<String>);
-
-/// Every rule, by name.
-pub const RULES: &[Rule] = &[
-    ("settles without guest failures", settles),
-    ("no edit names an edit", no_edit_of_edit),
-    ("no event exceeds the size limit", size_limit),
-    ("at most one update per interval per message", throttle),
-    ("every addressed message is answered", answered),
-    ("no message is left queued or in flight", nothing_waits),
-    ("final text is the chunks joined", final_texts),
-    ("nothing transient is left in the store", no_leftovers),
-];
-
-/// Every rule a run broke, in words (empty when all hold).
-pub fn violations(run: &Run) -> Vec<String> {
-    RULES.iter().flat_map(|(_, rule)| rule(run)).collect()
-}
-
-/// The run went quiet (nothing left pending) and the guest never failed.
-pub fn settles(run: &Run) -> Vec<String> {
-    let mut v = Vec::new();
-    if !run.settled {
-        v.push("the world did not settle (a message may never be answered)".to_string());
-    }
-    for f in &run.facts.guest_failures {
-        v.push(format!("guest failure: {f}"));
-    }
-    v
-}
-
-pub fn no_edit_of_edit(run: &Run) -> Vec<String> {
-    run.homeserver
-        .violations
-        .iter()
-        .map(|x| format!("homeserver: {x}"))
-        .collect()
-}
-
-pub fn size_limit(run: &Run) -> Vec<String> {
-    let mut v = Vec::new();
-    if run.homeserver.rejected_too_large > 0 {
-        v.push(format!(
-            "{} events exceeded the size limit (413)",
-            run.homeserver.rejected_too_large
-        ));
-    }
-    let too_big: Vec<&str> = run
-        .homeserver
-        .events
-        .iter()
-        .filter(|e| {
-            serde_json::to_vec(&e.content)
-                .map_or(true, |b| b.len() > run.homeserver.max_event_bytes)
-        })
-        .map(|e| e.event_id.as_str())
-        .collect();
-    if !too_big.is_empty() {
-        v.push(format!("events over the size limit: {too_big:?}"));
-    }
-    v
-}
-
-/// No message is updated (sent, then edited) more than once per interval.
-pub fn throttle(run: &Run) -> Vec<String> {
-    let interval = run.facts.edit_interval_ms;
-    let mut v = Vec::new();
-    for (event, times) in &run.facts.updates {
-        let mut times = times.clone();
-        times.sort_unstable();
-        for pair in times.windows(2) {
-            if pair[1] < pair[0] + interval {
-                v.push(format!(
-                    "{event} updated twice within {}ms (< {interval}ms)",
-                    pair[1] - pair[0]
-                ));
-            }
-        }
-    }
-    v
-}
 
 /// Bot messages replying to each user event: (notice bodies, texts), in
 /// order.
@@ -147,36 +66,6 @@ pub fn answered(run: &Run) -> Vec<String> {
 /// a retry (a promise of an answer later) and the greeting of a new user.
 const NOT_ANSWERS: [&str; 2] = ["⏳", "👋"];
 
-/// Once the world is quiet, no context holds a queued message or a request
-/// in flight: read from the guest's store, not the transcript (a message
-/// stranded in a queue leaves no trace in the room).
-pub fn nothing_waits(run: &Run) -> Vec<String> {
-    if !run.settled {
-        return Vec::new(); // reported by `settles`
-    }
-    let mut v = Vec::new();
-    for (key, bytes) in run.store.range("ctx/".to_string()..) {
-        if !key.starts_with("ctx/") {
-            break;
-        }
-        let Ok(ctx) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-            v.push(format!("{key} does not decode"));
-            continue;
-        };
-        let queued = ctx
-            .get("queue")
-            .and_then(|q| q.as_array())
-            .map_or(0, Vec::len);
-        if queued > 0 {
-            v.push(format!("{key} still has {queued} message(s) queued"));
-        }
-        if ctx.get("in_flight").is_some_and(|r| !r.is_null()) {
-            v.push(format!("{key} still has a request in flight"));
-        }
-    }
-    v
-}
-
 /// The final text of every reply is the agent's chunks joined (plus a note
 /// when the reply was cut short).
 pub fn final_texts(run: &Run) -> Vec<String> {
@@ -202,6 +91,11 @@ pub fn final_texts(run: &Run) -> Vec<String> {
         else {
             continue;
         };
+        // The submit's text must name this message alone.
+        let named = |o: &&crate::world::UserMessage| o.body.contains(submit.text.as_str());
+        if run.facts.user_messages.iter().filter(named).count() != 1 {
+            continue;
+        }
         let chunks = run
             .facts
             .chunks
@@ -253,22 +147,137 @@ pub fn final_texts(run: &Run) -> Vec<String> {
     v
 }
 
-/// Once the world is quiet, the guest's store holds only lasting records:
-/// users, contexts and its id counter (see guest/src/state.rs). Anything
-/// else (a reply, a chunk, a pending notice, a timer, a route) leaked.
-pub fn no_leftovers(run: &Run) -> Vec<String> {
-    if !run.settled {
-        return Vec::new(); // reported by `settles`
+/// The bot's original messages (not edits) replying to a user message,
+/// in timeline order: (its position in the stream, the message's id, its
+/// content as sent first, its content as shown now).
+fn bot_replies(run: &Run) -> Vec<(usize, String, serde_json::Value)> {
+    let shown: BTreeMap<String, serde_json::Value> = run
+        .homeserver
+        .rendered(&run.bot_user_id)
+        .into_iter()
+        .collect();
+    run.homeserver
+        .events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.sender == run.bot_user_id && e.member.is_none() && e.replaces.is_none())
+        .filter_map(|(i, e)| {
+            let target = e
+                .content
+                .pointer("/m.relates_to/m.in_reply_to/event_id")?
+                .as_str()?
+                .to_string();
+            let now = shown.get(&e.event_id)?.clone();
+            Some((i, target, now))
+        })
+        .collect()
+}
+
+/// An answer to a message in a thread stays in that thread; an answer to
+/// a message outside threads is in no thread but, at most, its own.
+pub fn in_place(run: &Run) -> Vec<String> {
+    let threads: BTreeMap<&str, Option<&str>> = run
+        .facts
+        .user_messages
+        .iter()
+        .map(|m| (m.event_id.as_str(), m.thread.as_deref()))
+        .collect();
+    let mut v = Vec::new();
+    for e in &run.homeserver.events {
+        if e.sender != run.bot_user_id || e.member.is_some() || e.replaces.is_some() {
+            continue;
+        }
+        let Some(target) = e
+            .content
+            .pointer("/m.relates_to/m.in_reply_to/event_id")
+            .and_then(|t| t.as_str())
+        else {
+            continue;
+        };
+        let Some(asked_in) = threads.get(target) else {
+            continue;
+        };
+        let rel = e.content.get("m.relates_to");
+        let answered_in = rel
+            .filter(|r| r.get("rel_type").and_then(|t| t.as_str()) == Some("m.thread"))
+            .and_then(|r| r.get("event_id"))
+            .and_then(|t| t.as_str());
+        let fine = match asked_in {
+            Some(root) => answered_in == Some(*root),
+            None => answered_in.is_none_or(|root| root == target),
+        };
+        if !fine {
+            v.push(format!(
+                "{} answers {target} (asked in thread {asked_in:?}) in thread {answered_in:?}",
+                e.event_id
+            ));
+        }
     }
-    // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
-    // `ctxat/`: thread contexts by activity; `wait/`: contexts recovery
-    // visits (whether one still waits is `nothing_waits`' to say).
-    let lasting = [
-        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/", "utd/",
-    ];
-    run.store
-        .keys()
-        .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))
-        .map(|k| format!("store still holds {k}"))
+    v
+}
+
+/// In each context, a room's messages go to the agent in the order they
+/// were asked (a message sent back to its queue keeps its place). Across
+/// rooms there is no order to keep: a sync batch carries rooms as a map.
+/// Only messages whose text names one submit are checked.
+pub fn in_order(run: &Run) -> Vec<String> {
+    let mut last: BTreeMap<(&str, &str), (usize, &str)> = BTreeMap::new();
+    let mut v = Vec::new();
+    for m in &run.facts.user_messages {
+        if !m.addressed || m.command {
+            continue;
+        }
+        let mut submits = run
+            .facts
+            .submits
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.text.is_empty() && m.body.contains(s.text.as_str()));
+        let Some((first, submit)) = submits.next() else {
+            continue;
+        };
+        let same_text = |o: &&crate::world::UserMessage| o.body.contains(submit.text.as_str());
+        if run.facts.user_messages.iter().filter(same_text).count() != 1 {
+            continue;
+        }
+        let key = (submit.context_id.as_str(), m.room_id.as_str());
+        if let Some((before, id)) = last.get(&key)
+            && *before > first
+        {
+            v.push(format!(
+                "{} went to the agent before {id}, asked earlier in context {}",
+                m.event_id, submit.context_id
+            ));
+        }
+        let entry = last.entry(key).or_insert((first, &m.event_id));
+        if first > entry.0 {
+            *entry = (first, &m.event_id);
+        }
+    }
+    v
+}
+
+/// A person is greeted once, on first contact, however the world goes
+/// (restarts, replays, swaps).
+pub fn one_greeting(run: &Run) -> Vec<String> {
+    let sender_of: BTreeMap<&str, &str> = run
+        .facts
+        .user_messages
+        .iter()
+        .map(|m| (m.event_id.as_str(), m.sender.as_str()))
+        .collect();
+    let mut greeted: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (_, target, content) in bot_replies(run) {
+        let body = content.get("body").and_then(|b| b.as_str()).unwrap_or("");
+        if body.starts_with("👋")
+            && let Some(sender) = sender_of.get(target.as_str())
+        {
+            greeted.entry(sender).or_default().push(target.clone());
+        }
+    }
+    greeted
+        .into_iter()
+        .filter(|(_, targets)| targets.len() > 1)
+        .map(|(who, targets)| format!("{who} was greeted {} times: {targets:?}", targets.len()))
         .collect()
 }

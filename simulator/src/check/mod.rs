@@ -1,0 +1,116 @@
+//! The rules every run must keep, checked on its outcome (the
+//! transcript's facts, the homeserver's state and the guest's store). A
+//! rule says what it found broken with its witness: the event ids and
+//! texts involved.
+//!
+//! - this file: the registry, and the rules about Matrix itself;
+//! - [`answers`]: every message answered, once, in place and in order;
+//! - [`store`]: what the guest's store holds once the world is quiet.
+
+mod answers;
+mod store;
+
+pub use answers::{answered, final_texts, in_order, in_place, one_greeting};
+pub use store::{no_leftovers, nothing_waits, tokens_counted};
+
+use crate::world::Run;
+
+/// A rule: its name, and what of it a run broke (empty when it holds).
+pub type Rule = (&'static str, fn(&Run) -> Vec<String>);
+
+/// Every rule, by name.
+pub const RULES: &[Rule] = &[
+    ("settles without guest failures", settles),
+    ("no edit names an edit", no_edit_of_edit),
+    ("no event exceeds the size limit", size_limit),
+    ("at most one update per interval per message", throttle),
+    ("every addressed message is answered", answered),
+    ("no message is left queued or in flight", nothing_waits),
+    ("final text is the chunks joined", final_texts),
+    ("nothing transient is left in the store", no_leftovers),
+    ("answers in the thread of their message", in_place),
+    ("answers in each context in the order asked", in_order),
+    ("one greeting per person", one_greeting),
+    ("every reply's tokens are counted", tokens_counted),
+    (
+        "nothing is sent into a room the bot left",
+        nothing_after_leaving,
+    ),
+];
+
+/// Every rule a run broke, in words (empty when all hold).
+pub fn violations(run: &Run) -> Vec<String> {
+    RULES.iter().flat_map(|(_, rule)| rule(run)).collect()
+}
+
+/// The run went quiet (nothing left pending) and the guest never failed.
+pub fn settles(run: &Run) -> Vec<String> {
+    let mut v = Vec::new();
+    if !run.settled {
+        v.push("the world did not settle (a message may never be answered)".to_string());
+    }
+    for f in &run.facts.guest_failures {
+        v.push(format!("guest failure: {f}"));
+    }
+    v
+}
+
+pub fn no_edit_of_edit(run: &Run) -> Vec<String> {
+    run.homeserver
+        .violations
+        .iter()
+        .map(|x| format!("homeserver: {x}"))
+        .collect()
+}
+
+pub fn size_limit(run: &Run) -> Vec<String> {
+    let mut v = Vec::new();
+    if run.homeserver.rejected_too_large > 0 {
+        v.push(format!(
+            "{} events exceeded the size limit (413)",
+            run.homeserver.rejected_too_large
+        ));
+    }
+    let too_big: Vec<&str> = run
+        .homeserver
+        .events
+        .iter()
+        .filter(|e| {
+            serde_json::to_vec(&e.content)
+                .map_or(true, |b| b.len() > run.homeserver.max_event_bytes)
+        })
+        .map(|e| e.event_id.as_str())
+        .collect();
+    if !too_big.is_empty() {
+        v.push(format!("events over the size limit: {too_big:?}"));
+    }
+    v
+}
+
+/// No message is updated (sent, then edited) more than once per interval.
+pub fn throttle(run: &Run) -> Vec<String> {
+    let interval = run.facts.edit_interval_ms;
+    let mut v = Vec::new();
+    for (event, times) in &run.facts.updates {
+        let mut times = times.clone();
+        times.sort_unstable();
+        for pair in times.windows(2) {
+            if pair[1] < pair[0] + interval {
+                v.push(format!(
+                    "{event} updated twice within {}ms (< {interval}ms)",
+                    pair[1] - pair[0]
+                ));
+            }
+        }
+    }
+    v
+}
+
+/// The bot sends nothing into a room after leaving it.
+pub fn nothing_after_leaving(run: &Run) -> Vec<String> {
+    run.homeserver
+        .sent_after_leaving
+        .iter()
+        .map(|x| format!("sent after leaving: {x}"))
+        .collect()
+}

@@ -1,0 +1,85 @@
+//! Rules about the guest's store once the world is quiet: read from the
+//! store itself, not the transcript (a message stranded in a queue leaves
+//! no trace in the room).
+
+use crate::world::Run;
+
+/// Once the world is quiet, no context holds a queued message or a request
+/// in flight: read from the guest's store, not the transcript (a message
+/// stranded in a queue leaves no trace in the room).
+pub fn nothing_waits(run: &Run) -> Vec<String> {
+    if !run.settled {
+        return Vec::new(); // reported by `settles`
+    }
+    let mut v = Vec::new();
+    for (key, bytes) in run.store.range("ctx/".to_string()..) {
+        if !key.starts_with("ctx/") {
+            break;
+        }
+        let Ok(ctx) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+            v.push(format!("{key} does not decode"));
+            continue;
+        };
+        let queued = ctx
+            .get("queue")
+            .and_then(|q| q.as_array())
+            .map_or(0, Vec::len);
+        if queued > 0 {
+            v.push(format!("{key} still has {queued} message(s) queued"));
+        }
+        if ctx.get("in_flight").is_some_and(|r| !r.is_null()) {
+            v.push(format!("{key} still has a request in flight"));
+        }
+    }
+    v
+}
+
+/// Once the world is quiet, the guest's store holds only lasting records:
+/// users, contexts and its id counter (see guest/src/state.rs). Anything
+/// else (a reply, a chunk, a pending notice, a timer, a route) leaked.
+pub fn no_leftovers(run: &Run) -> Vec<String> {
+    if !run.settled {
+        return Vec::new(); // reported by `settles`
+    }
+    // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
+    // `ctxat/`: thread contexts by activity; `wait/`: contexts recovery
+    // visits (whether one still waits is `nothing_waits`' to say).
+    let lasting = [
+        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/", "utd/",
+    ];
+    run.store
+        .keys()
+        .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))
+        .map(|k| format!("store still holds {k}"))
+        .collect()
+}
+
+/// Each person's token total in the store is the sum of the tokens of
+/// every reply of theirs the agent ended.
+pub fn tokens_counted(run: &Run) -> Vec<String> {
+    if !run.settled {
+        return Vec::new();
+    }
+    let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    for s in &run.facts.submits {
+        if let Some(t) = run.facts.ended_tokens.get(&s.request) {
+            *expected.entry(s.sender.as_str()).or_default() += t;
+        }
+    }
+    let mut v = Vec::new();
+    for (who, tokens) in expected {
+        let key = format!("user/{who}");
+        let stored = run
+            .store
+            .get(&key)
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+            .and_then(|u| u.get("tokens").and_then(|t| t.as_u64()))
+            .unwrap_or(0);
+        if stored != tokens {
+            v.push(format!(
+                "{who}: the agent ended replies worth {tokens} tokens, the store counts {stored}"
+            ));
+        }
+    }
+    v
+}
