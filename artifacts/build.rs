@@ -37,22 +37,66 @@ fn main() {
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let target_dir = out_dir.join("guest-target");
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--target", TARGET])
-        .args([
+    build(
+        &guest,
+        &target_dir,
+        &[
             "-p",
             "surfaces-guest",
             "-p",
             "surfaces-chaos-guest",
             "-p",
             "surfaces-broken-guest",
-        ])
+        ],
+    );
+    // The guest with its planted bugs (the simulator's planted-bug test),
+    // in a target dir of its own: built beside the shipped one, the
+    // feature would be unified into it.
+    let planted_dir = out_dir.join("guest-target-planted");
+    build(
+        &guest,
+        &planted_dir,
+        &["-p", "surfaces-guest", "--features", "planted"],
+    );
+    let planted = planted_dir
+        .join(TARGET)
+        .join("release")
+        .join("surfaces_guest.wasm");
+    if !planted.is_file() {
+        fail(&format!(
+            "the guest build produced no {}",
+            planted.display()
+        ));
+    }
+    println!(
+        "cargo:rustc-env=SURFACES_PLANTED_WASM={}",
+        planted.display()
+    );
+    for (file, var) in [
+        ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
+        ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
+        ("surfaces_broken_guest.wasm", "SURFACES_BROKEN_WASM"),
+    ] {
+        let wasm = target_dir.join(TARGET).join("release").join(file);
+        if !wasm.is_file() {
+            fail(&format!("the guest build produced no {}", wasm.display()));
+        }
+        println!("cargo:rerun-if-changed={}", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+}
+
+/// `cargo build --release` of guest packages into `target_dir`.
+fn build(guest: &Path, target_dir: &Path, packages: &[&str]) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(packages)
         .arg("--manifest-path")
         .arg(guest.join("Cargo.toml"))
         // guest/.cargo/config.toml holds the release profile (size, LTO).
-        .current_dir(&guest)
-        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(guest)
+        .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("RUSTC_WRAPPER")
@@ -65,18 +109,6 @@ fn main() {
             "building the guest failed ({s}); see the errors above"
         )),
         Err(e) => fail(&format!("could not run cargo to build the guest: {e}")),
-    }
-    for (file, var) in [
-        ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
-        ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
-        ("surfaces_broken_guest.wasm", "SURFACES_BROKEN_WASM"),
-    ] {
-        let wasm = target_dir.join(TARGET).join("release").join(file);
-        if !wasm.is_file() {
-            fail(&format!("the guest build produced no {}", wasm.display()));
-        }
-        println!("cargo:rerun-if-changed={}", wasm.display());
-        println!("cargo:rustc-env={var}={}", wasm.display());
     }
 }
 

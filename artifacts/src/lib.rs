@@ -14,3 +14,7 @@ pub const BROKEN_WASM_PATH: &str = env!("SURFACES_BROKEN_WASM");
 
 /// A component without the `handle` export (swap refusal tests).
 pub static BROKEN_WASM: &[u8] = include_bytes!(env!("SURFACES_BROKEN_WASM"));
+
+/// The guest built with its planted bugs (`guest/src/planted.rs`), for the
+/// simulator's test that the swarm catches each. It never ships.
+pub static PLANTED_WASM: &[u8] = include_bytes!(env!("SURFACES_PLANTED_WASM"));

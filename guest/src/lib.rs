@@ -11,6 +11,7 @@ pub mod bot;
 pub mod commands;
 pub mod config;
 pub mod host;
+pub mod planted;
 pub mod render;
 pub mod state;
 

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use surfaces_embed::{Budget, Embedding, GuestComponent, Sandbox};
 
 pub use scenario::Scenario;
-pub use world::{Run, run};
+pub use world::{Run, run, run_planted};
 
 /// Fuel per guest call: far above what a real event needs, low enough to
 /// stop a looping guest quickly and at the same point on every run.
@@ -45,6 +45,23 @@ pub fn shipped_guest() -> Result<&'static GuestComponent, String> {
         .as_ref()
         .map_err(Clone::clone)
 }
+
+/// The guest built with its planted bugs (never shipped), compiled once
+/// per process: `planted = NAME` in its settings switches one on.
+pub fn planted_guest() -> Result<&'static GuestComponent, String> {
+    static GUEST: OnceLock<Result<GuestComponent, String>> = OnceLock::new();
+    GUEST
+        .get_or_init(|| {
+            let e = embedding().map_err(|e| e.to_string())?;
+            e.compile(surfaces_artifacts::PLANTED_WASM)
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The planted bug that lives in the shared inbox, not the guest.
+pub const JOIN_CUTOFF: &str = "join-cutoff";
 
 /// The command that replays a run.
 pub fn replay_command(scenario: &str, seed: u64) -> String {

@@ -60,6 +60,10 @@ enum Command {
         /// Save each failing seed's world as a scenario file here.
         #[arg(long, default_value = "target/sim-failures")]
         save: PathBuf,
+        /// Run the guest built with planted bugs, this one switched on
+        /// (see `guest/src/planted.rs`; `join-cutoff` is the inbox's).
+        #[arg(long)]
+        plant: Option<String>,
     },
 }
 
@@ -118,7 +122,8 @@ fn real_main() -> Result<ExitCode> {
             jobs,
             verbose,
             save,
-        } => swarm(seeds, from, jobs, verbose, &save),
+            plant,
+        } => swarm(seeds, from, jobs, verbose, &save, plant.as_deref()),
         Command::Check {
             paths,
             seeds,
@@ -163,16 +168,35 @@ fn swarm(
     jobs: Option<usize>,
     verbose: bool,
     save: &Path,
+    plant: Option<&str>,
 ) -> Result<ExitCode> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use surfaces_sim::swarm;
 
-    let component = surfaces_sim::shipped_guest().map_err(anyhow::Error::msg)?;
+    if let Some(p) = plant
+        && !swarm::planted_bugs().contains(&p)
+    {
+        anyhow::bail!(
+            "no planted bug {p:?}; there are: {}",
+            swarm::planted_bugs().join(", ")
+        );
+    }
+    let component = match plant {
+        Some(_) => surfaces_sim::planted_guest(),
+        None => surfaces_sim::shipped_guest(),
+    }
+    .map_err(anyhow::Error::msg)?;
     if verbose {
         for seed in from..from.saturating_add(seeds) {
-            let (scenario, mix) = swarm::generate(seed);
+            let (mut scenario, mix) = swarm::generate(seed);
             println!("# seed {seed}: {mix}");
-            let run = surfaces_sim::run(&scenario, seed, component);
+            if let Some(p) = plant.filter(|p| *p != surfaces_sim::JOIN_CUTOFF) {
+                scenario
+                    .guest
+                    .insert("planted".into(), toml::Value::String(p.into()));
+            }
+            let join_cutoff = plant == Some(surfaces_sim::JOIN_CUTOFF);
+            let run = surfaces_sim::run_planted(&scenario, seed, component, join_cutoff);
             for line in &run.transcript {
                 println!("{line}");
             }
@@ -194,7 +218,7 @@ fn swarm(
                         if i >= seeds {
                             return failed;
                         }
-                        let outcome = swarm::run_seed(from.wrapping_add(i), component);
+                        let outcome = swarm::run_planted(from.wrapping_add(i), component, plant);
                         if !outcome.broken.is_empty() {
                             failed.push(outcome);
                         }
@@ -221,7 +245,7 @@ fn swarm(
         {
             println!("  world: {}", file.display());
         }
-        println!("  replay: {}", swarm::replay_command(o.seed));
+        println!("  replay: {}", swarm::replay_command(o.seed, plant));
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

@@ -211,6 +211,9 @@ pub struct Inbox<E> {
     delivered: Recent,
     waiting: Vec<Waiting<E>>,
     reading: Option<Reading<E>>,
+    /// The planted bug of the simulator's test: history ends at the join.
+    #[cfg(feature = "planted")]
+    join_cutoff: bool,
 }
 
 impl<E: Clone> Inbox<E> {
@@ -234,7 +237,28 @@ impl<E: Clone> Inbox<E> {
             delivered: Recent::default(),
             waiting,
             reading: None,
+            #[cfg(feature = "planted")]
+            join_cutoff: false,
         }
+    }
+
+    /// Plants the bug that lost a new DM's first message: what came before
+    /// the bot's join is history, the invite notwithstanding. For the
+    /// simulator's planted-bug test only.
+    #[cfg(feature = "planted")]
+    pub fn plant_join_cutoff(&mut self) {
+        self.join_cutoff = true;
+    }
+
+    fn cut(&self, marks: &[Mark], new: bool, older: bool) -> Cut {
+        #[cfg(feature = "planted")]
+        if self.join_cutoff
+            && !self.is_first()
+            && let Some(j) = marks.iter().rposition(|m| *m == Mark::Joined)
+        {
+            return Cut::From(j + 1);
+        }
+        cut(marks, self.is_first(), new, older)
     }
 
     /// Where the next sync starts; none on a first start.
@@ -266,9 +290,8 @@ impl<E: Clone> Inbox<E> {
     pub fn room(&mut self, mut window: Window<E>, now_ms: u64) -> Step<E> {
         let new = self.joined.insert(window.room_id.clone());
         let marks: Vec<Mark> = window.items.iter().map(|i| i.kind.mark()).collect();
-        let first = self.is_first();
         let from = window.older.take();
-        match cut(&marks, first, new, from.is_some()) {
+        match self.cut(&marks, new, from.is_some()) {
             Cut::NeedOlder => self.read_back(window, new, from, Why::Invite),
             Cut::From(0) if from.is_some() => self.read_back(window, new, from, Why::Gap),
             decided => self.finish(window, decided, new, now_ms),
@@ -291,7 +314,7 @@ impl<E: Clone> Inbox<E> {
         let decided = match why {
             Why::Invite => {
                 let marks: Vec<Mark> = window.items.iter().map(|i| i.kind.mark()).collect();
-                cut(&marks, self.is_first(), new, false)
+                self.cut(&marks, new, false)
             }
             Why::Gap => Cut::From(0),
         };

@@ -82,9 +82,12 @@ impl Bot {
     fn greet_and_note(&mut self, host: &mut dyn Host, m: &RoomMessage) -> Result<User, String> {
         let now = host.now();
         let key = user_key(&m.sender);
-        let mut user = match host.load(&key)? {
-            Some(u) => u,
-            None => {
+        let known: Option<User> = host.load(&key)?;
+        let greeted =
+            |u: &User| !(crate::planted::on(crate::planted::Bug::GreetingTwice) && u.messages == 0);
+        let mut user = match known {
+            Some(u) if greeted(&u) => u,
+            known => {
                 let name = m
                     .sender_display_name
                     .clone()
@@ -95,10 +98,10 @@ impl Bot {
                     p = self.cfg.command_prefix
                 );
                 self.notice(host, m, &greeting)?;
-                User {
+                known.unwrap_or(User {
                     first_seen_ms: now,
                     ..User::default()
-                }
+                })
             }
         };
         if m.sender_display_name.is_some() && user.display_name != m.sender_display_name {

@@ -62,7 +62,9 @@ pub struct Bot {
 
 impl Bot {
     pub fn new(info: HostInfo, host: &mut dyn Host) -> Result<Bot, String> {
-        let cfg = Config::parse(&info.settings)?;
+        let mut settings = info.settings.clone();
+        crate::planted::take_setting(&mut settings)?;
+        let cfg = Config::parse(&settings)?;
         if info.max_event_bytes < 8 * 1024 {
             return Err(format!(
                 "max-event-bytes {} is too small to stream replies",

@@ -11,6 +11,7 @@
 //! the hold after a 429, and the edit that follows a retried send which
 //! may have landed the first time with older text.
 
+use crate::planted::{self, Bug};
 use crate::render;
 use crate::state::{Ending, Flight, Part, Reply};
 use crate::types::{MatrixError, MatrixErrorKind, MessageContent};
@@ -110,6 +111,11 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
             }
             // This part is full and shown: the text goes on in a new one.
             let fence = render::open_fence(&full[..start]);
+            let start = if planted::on(Bug::SplitLosesChar) {
+                start + full[start..].chars().next().map_or(0, char::len_utf8)
+            } else {
+                start
+            };
             r.parts.push(Part {
                 start,
                 fence,
@@ -119,6 +125,7 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
         }
         if let Some(last) = part.last_update
             && now < last + interval_ms
+            && !planted::on(Bug::ThrottleOff)
         {
             return Ok(Next::FlushIn(last + interval_ms - now));
         }
@@ -140,7 +147,11 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
             formatted_body: html,
             notice: false,
             live: !is_final,
-            thread_root: r.origin.thread_root.clone(),
+            thread_root: r
+                .origin
+                .thread_root
+                .clone()
+                .filter(|_| !planted::on(Bug::WrongThread)),
             reply_to: Some(r.origin.event_id.clone()),
             mentions: if idx == 0 && !r.origin.is_direct {
                 vec![r.origin.sender.clone()]
@@ -150,6 +161,7 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
         };
         let target = match (&part.event_id, part.send_request) {
             (Some(event_id), _) => Target::Edit(event_id.clone()),
+            (None, Some(_)) if planted::on(Bug::RetryPostsTwice) => Target::First,
             (None, Some(request)) => Target::Again(request),
             (None, None) => Target::First,
         };
@@ -195,7 +207,7 @@ pub fn answered(
     match outcome {
         Ok(event_id) => {
             let part = &mut r.parts[idx];
-            if part.event_id.is_none() {
+            if part.event_id.is_none() || planted::on(Bug::EditOfEdit) {
                 part.event_id = Some(event_id.clone());
             }
             // A retried first send may have landed the first time, with
@@ -217,6 +229,9 @@ pub fn answered(
             }
             let give_up = match err.kind {
                 MatrixErrorKind::RateLimited => {
+                    if planted::on(Bug::FinalEditDroppedOn429) {
+                        r.parts[idx].shown = flight.as_ref().map(|f| f.fingerprint);
+                    }
                     let wait = err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS);
                     r.hold_until = now.saturating_add(wait);
                     false

@@ -63,7 +63,12 @@ impl Bot {
         };
         let text = format!(
             "⏳ {why}: your message is queued (position {}).",
-            position + 1
+            position
+                + if crate::planted::on(crate::planted::Bug::QueuePositionSkipped) {
+                    2
+                } else {
+                    1
+                }
         );
         self.notice(host, m, &text)
     }
@@ -105,6 +110,10 @@ impl Bot {
         )?;
         host.set_timer(typing_timer, TYPING_RENEW_MS);
         let budget = (self.info.max_event_bytes as usize).saturating_sub(render::EDIT_OVERHEAD);
+        let q = match ctx.queue.front() {
+            Some(next) if crate::planted::on(crate::planted::Bug::WrongMessage) => next.clone(),
+            _ => q,
+        };
         let reply = Reply::new(ctx_id.to_string(), q, budget, Some(typing_timer));
         self.replies.open(host, req, reply)?;
         ctx.in_flight = Some(req);

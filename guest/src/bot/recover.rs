@@ -117,8 +117,10 @@ impl Bot {
             if ctx.run == run {
                 continue;
             }
+            let had_flight = ctx.in_flight.is_some();
             let ctx = self.recover_context(host, id, ctx)?;
-            if ctx.in_flight.is_none() && !ctx.queue.is_empty() {
+            let stranded = crate::planted::on(crate::planted::Bug::StrandedQueue) && !had_flight;
+            if ctx.in_flight.is_none() && !ctx.queue.is_empty() && !stranded {
                 self.start_next(host, id)?;
             }
         }

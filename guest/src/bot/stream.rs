@@ -62,7 +62,9 @@ impl Bot {
             host.save_context(&ctx_id, &mut ctx)?;
             let ukey = user_key(&r.origin.sender);
             let mut user = host.load_or_default(&ukey)?;
-            user.tokens = user.tokens.saturating_add(e.tokens_used);
+            if !crate::planted::on(crate::planted::Bug::TokensNotCounted) {
+                user.tokens = user.tokens.saturating_add(e.tokens_used);
+            }
             user.messages = user.messages.saturating_add(1);
             host.save(&ukey, &user)?;
             next = Some(ctx_id);

@@ -281,3 +281,8 @@ pub fn one_greeting(run: &Run) -> Vec<String> {
         .map(|(who, targets)| format!("{who} was greeted {} times: {targets:?}", targets.len()))
         .collect()
 }
+
+/// A queue notice tells the message's true place in its queue.
+pub fn true_positions(run: &Run) -> Vec<String> {
+    run.facts.false_positions.clone()
+}

@@ -10,7 +10,7 @@
 mod answers;
 mod store;
 
-pub use answers::{answered, final_texts, in_order, in_place, one_greeting};
+pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 
 use crate::world::Run;
@@ -31,6 +31,7 @@ pub const RULES: &[Rule] = &[
     ("answers in the thread of their message", in_place),
     ("answers in each context in the order asked", in_order),
     ("one greeting per person", one_greeting),
+    ("queue positions are true", true_positions),
     ("every reply's tokens are counted", tokens_counted),
     (
         "nothing is sent into a room the bot left",

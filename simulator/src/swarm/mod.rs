@@ -37,9 +37,24 @@ pub fn generate(seed: u64) -> (Scenario, Mix) {
 
 /// Run a seed (twice) and check it.
 pub fn run_seed(seed: u64, component: &GuestComponent) -> Outcome {
-    let (scenario, mix) = generate(seed);
-    let run = crate::run(&scenario, seed, component);
+    run_planted(seed, component, None)
+}
+
+/// [`run_seed`] with a planted bug switched on (by name, on the planted
+/// guest: see `guest/src/planted.rs` and [`crate::JOIN_CUTOFF`]).
+pub fn run_planted(seed: u64, component: &GuestComponent, plant: Option<&str>) -> Outcome {
+    let (mut scenario, mix) = generate(seed);
+    let join_cutoff = plant == Some(crate::JOIN_CUTOFF);
+    if let Some(name) = plant.filter(|_| !join_cutoff) {
+        scenario
+            .guest
+            .insert("planted".into(), toml::Value::String(name.into()));
+    }
+    let run = crate::run_planted(&scenario, seed, component, join_cutoff);
     let mut broken = check::violations(&run);
+    if plant.is_some() {
+        return Outcome { seed, mix, broken };
+    }
     let again = crate::run(&scenario, seed, component);
     if digest(&run.transcript) != digest(&again.transcript) {
         let at = run
@@ -57,8 +72,44 @@ pub fn run_seed(seed: u64, component: &GuestComponent) -> Outcome {
 }
 
 /// The command that replays a swarm seed.
-pub fn replay_command(seed: u64) -> String {
-    format!("cargo run -p surfaces-sim -- swarm --seeds 1 --from {seed} --verbose")
+pub fn replay_command(seed: u64, plant: Option<&str>) -> String {
+    let plant = plant.map(|p| format!(" --plant {p}")).unwrap_or_default();
+    format!("cargo run -p surfaces-sim -- swarm --seeds 1 --from {seed}{plant} --verbose")
+}
+
+/// The bugs that can be planted, by name: the guest's and the inbox's.
+pub fn planted_bugs() -> Vec<&'static str> {
+    let mut names = vec![crate::JOIN_CUTOFF];
+    names.extend(PLANTED.iter().copied());
+    names
+}
+
+/// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
+const PLANTED: [&str; 11] = [
+    "stranded-queue",
+    "final-edit-dropped-on-429",
+    "retry-posts-twice",
+    "split-loses-char",
+    "throttle-off",
+    "wrong-thread",
+    "wrong-message",
+    "queue-position-skipped",
+    "tokens-not-counted",
+    "greeting-twice",
+    "edit-of-edit",
+];
+
+/// The first seed from `from` (within `budget` seeds) whose world breaks
+/// a rule with `plant` switched on.
+pub fn first_catch(
+    plant: &str,
+    from: u64,
+    budget: u64,
+    component: &GuestComponent,
+) -> Option<Outcome> {
+    (from..from.saturating_add(budget))
+        .map(|seed| run_planted(seed, component, Some(plant)))
+        .find(|o| !o.broken.is_empty())
 }
 
 fn digest(lines: &[String]) -> u64 {

@@ -75,8 +75,24 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
             format!("m{i}. {}", words(rng, 1..6))
         };
         let mut step = say(p, &room, at_ms, &text, in_group);
-        // A burst: a gap for a short sync timeline.
-        if mix.has(Fault::SyncGap) && rng.random_bool(0.3) {
+        step.label = Some(format!("l{i}"));
+        // In a group: some messages go into the thread of, or reply to,
+        // one said before (by anyone).
+        let earlier: Vec<&Step> = steps
+            .iter()
+            .filter(|s| s.room.as_deref() == Some(room.as_str()) && s.label.is_some())
+            .filter(|s| s.thread.is_none())
+            .collect();
+        if in_group && !earlier.is_empty() && rng.random_bool(0.35) {
+            let root = earlier[rng.random_range(0..earlier.len())];
+            step.at_ms = root.at_ms + rng.random_range(1..5_000);
+            if rng.random_bool(0.6) {
+                step.thread = root.label.clone();
+            } else {
+                step.reply_to = root.label.clone();
+            }
+        } else if mix.has(Fault::SyncGap) && rng.random_bool(0.3) {
+            // A burst: a gap for a short sync timeline.
             step.at_ms = steps.last().map_or(at_ms, |s: &Step| s.at_ms);
         }
         steps.push(step);

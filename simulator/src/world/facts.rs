@@ -25,6 +25,9 @@ pub struct Facts {
     pub edit_interval_ms: u64,
     /// The guest's `context_scope`: shared, room or thread.
     pub scope: String,
+    /// Queue notices whose position was not the message's place in its
+    /// queue, read from the store when the notice was sent.
+    pub false_positions: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

@@ -18,6 +18,10 @@ impl World<'_> {
                 ref content,
             } => {
                 self.log(format!("bot send #{request} {room_id}: {}", show(content)));
+                // A send tried again tells what was true when first sent.
+                if !self.facts.sends.contains_key(&request) {
+                    self.check_position(content);
+                }
                 self.facts.sends.entry(request).or_insert(self.now);
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
@@ -211,5 +215,45 @@ fn unavailable_error() -> MatrixError {
         kind: MatrixErrorKind::Unavailable,
         message: "503: homeserver unavailable".into(),
         retry_after_ms: None,
+    }
+}
+
+impl World<'_> {
+    /// A queue notice ("⏳ ... (position N)") must tell the message's place
+    /// in its context's queue as the store holds it now.
+    fn check_position(&mut self, content: &surfaces_embed::MessageContent) {
+        let Some(n) = content
+            .body
+            .strip_prefix('⏳')
+            .and_then(|b| b.split("(position ").nth(1))
+            .and_then(|b| b.split(')').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let Some(target) = content.reply_to.as_deref() else {
+            return;
+        };
+        let place = self
+            .kv
+            .keys("ctx/")
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|k| {
+                let bytes = self.kv.get(&k).ok()??;
+                let ctx: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+                ctx.get("queue")?
+                    .as_array()?
+                    .iter()
+                    .position(|q| q.get("event_id").and_then(|e| e.as_str()) == Some(target))
+            });
+        if let Some(i) = place
+            && i + 1 != n
+        {
+            self.facts.false_positions.push(format!(
+                "{target} was told position {n}, its place in the queue is {}",
+                i + 1
+            ));
+        }
     }
 }

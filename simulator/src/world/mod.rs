@@ -113,6 +113,8 @@ struct World<'a> {
     joins_failed: u32,
     /// How far the host's wall clock is ahead of virtual time (clock jumps).
     clock_offset: u64,
+    /// The inbox's planted bug is on.
+    join_cutoff: bool,
     shared_scope: bool,
     transcript: Vec<String>,
     facts: Facts,
@@ -121,6 +123,17 @@ struct World<'a> {
 
 /// Run a scenario with a seed on a compiled guest.
 pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
+    run_planted(scenario, seed, component, false)
+}
+
+/// [`run`], with the inbox's planted bug ([`crate::JOIN_CUTOFF`]) on or
+/// off (the guest's are switched by its settings).
+pub fn run_planted(
+    scenario: &Scenario,
+    seed: u64,
+    component: &GuestComponent,
+    join_cutoff: bool,
+) -> Run {
     let settings = scenario.settings();
     let prefix = settings
         .iter()
@@ -188,6 +201,7 @@ pub fn run(scenario: &Scenario, seed: u64, component: &GuestComponent) -> Run {
         host_epoch: 0,
         joins_failed: 0,
         clock_offset: 0,
+        join_cutoff,
         shared_scope: true,
         transcript: Vec::new(),
         facts: Facts {

@@ -44,12 +44,16 @@ impl World<'_> {
         let bot = &self.scenario.bot.user_id;
         let server = bot.split_once(':').map_or("", |(_, s)| s);
         let access = Access::new(&self.scenario.bot.allow, &[], server);
-        Inbox::new(
+        let mut inbox = Inbox::new(
             &self.scenario.bot.user_id,
             access,
             UTD_PATIENCE_MS,
             self.sync.position.clone(),
-        )
+        );
+        if self.join_cutoff {
+            inbox.plant_join_cutoff();
+        }
+        inbox
     }
 
     /// The host starts its sync loop: a first start syncs at once (the
