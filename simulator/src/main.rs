@@ -65,6 +65,18 @@ enum Command {
         #[arg(long)]
         plant: Option<String>,
     },
+    /// Cut a failing swarm seed's world down to the smallest scenario that
+    /// still breaks the same rule, and write it as a scenario file.
+    Shrink {
+        seed: u64,
+        /// As for `swarm`: the planted bug switched on.
+        #[arg(long)]
+        plant: Option<String>,
+        /// Where the scenario goes (default: simulator/scenarios/regressions,
+        /// where the snapshot suite runs it; target/sim-failures with --plant).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,6 +104,11 @@ fn real_main() -> Result<ExitCode> {
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     let e = surfaces_sim::embedding()?;
                     Box::leak(Box::new(e.compile(&wasm)?))
+                }
+                // A scenario that switches a planted bug on (a shrunk
+                // planted seed) runs on the guest that has them.
+                None if s.guest.contains_key("planted") => {
+                    surfaces_sim::planted_guest().map_err(anyhow::Error::msg)?
                 }
                 None => surfaces_sim::shipped_guest().map_err(anyhow::Error::msg)?,
             };
@@ -124,6 +141,7 @@ fn real_main() -> Result<ExitCode> {
             save,
             plant,
         } => swarm(seeds, from, jobs, verbose, &save, plant.as_deref()),
+        Command::Shrink { seed, plant, out } => shrink(seed, plant.as_deref(), out),
         Command::Check {
             paths,
             seeds,
@@ -258,6 +276,59 @@ fn swarm(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn shrink(seed: u64, plant: Option<&str>, out: Option<PathBuf>) -> Result<ExitCode> {
+    use surfaces_sim::swarm;
+
+    let component = match plant {
+        Some(_) => surfaces_sim::planted_guest(),
+        None => surfaces_sim::shipped_guest(),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let (mut scenario, mix) = swarm::generate(seed);
+    let join_cutoff = plant == Some(surfaces_sim::JOIN_CUTOFF);
+    if let Some(p) = plant.filter(|_| !join_cutoff) {
+        scenario
+            .guest
+            .insert("planted".into(), toml::Value::String(p.into()));
+    }
+    let steps = scenario.steps.len();
+    let Some(shrunk) = swarm::shrink::shrink(scenario, seed, component, join_cutoff) else {
+        println!("seed {seed} breaks no rule: nothing to shrink");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut s = shrunk.scenario;
+    s.description = format!(
+        "Shrunk from swarm seed {seed} ({mix}), which broke \"{}\": {}",
+        shrunk.rule,
+        shrunk.broken.first().map(String::as_str).unwrap_or("")
+    );
+    s.seed = Some(seed);
+    let dir = out.unwrap_or_else(|| match plant {
+        Some(_) => PathBuf::from("target/sim-failures"),
+        None => PathBuf::from("simulator/scenarios/regressions"),
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let file = dir.join(format!("swarm-{seed}.toml"));
+    std::fs::write(&file, s.to_toml())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!(
+        "seed {seed}: \"{}\" still breaks with {} of {steps} steps and {} agent replies ({} runs)",
+        shrunk.rule,
+        s.steps.len(),
+        s.agent.replies.len(),
+        shrunk.runs
+    );
+    for b in &shrunk.broken {
+        println!("  broken: {b}");
+    }
+    println!("  scenario: {}", file.display());
+    println!(
+        "  replay: {}",
+        replay_command(&file.display().to_string(), seed)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {

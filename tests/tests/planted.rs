@@ -52,3 +52,35 @@ fn the_swarm_catches_every_planted_bug() {
         "planted bugs the swarm missed: {missed:?}"
     );
 }
+
+/// A failing seed shrinks to a smaller world that breaks the same rule.
+#[test]
+fn a_failing_seed_shrinks_to_a_smaller_world_that_still_fails() {
+    let guest = surfaces_sim::planted_guest().expect("the planted guest compiles");
+    let caught = swarm::first_catch("stranded-queue", 1, BUDGET, guest).expect("caught");
+    let (mut world, _) = swarm::generate(caught.seed);
+    world.guest.insert(
+        "planted".into(),
+        toml::Value::String("stranded-queue".into()),
+    );
+    let steps = world.steps.len();
+    let shrunk = swarm::shrink::shrink(world, caught.seed, guest, false).expect("it fails");
+    println!(
+        "seed {}: {steps} steps shrunk to {} in {} runs, still breaking {:?}",
+        caught.seed,
+        shrunk.scenario.steps.len(),
+        shrunk.runs,
+        shrunk.rule
+    );
+    assert!(!shrunk.broken.is_empty());
+    assert!(shrunk.scenario.steps.len() < steps);
+    let again = surfaces_sim::run(&shrunk.scenario, caught.seed, guest);
+    let rule = surfaces_sim::check::RULES
+        .iter()
+        .find(|r| r.0 == shrunk.rule)
+        .expect("a rule");
+    assert!(
+        !(rule.1)(&again).is_empty(),
+        "the shrunk world replays its failure"
+    );
+}

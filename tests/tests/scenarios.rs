@@ -17,17 +17,18 @@ struct Snapshot<'a> {
 #[test]
 fn scenarios() {
     let guest = surfaces_sim::shipped_guest().expect("the shipped guest compiles");
-    insta::glob!("../../simulator/scenarios", "*.toml", |path| {
+    // With regressions/: the shrunk swarm seeds.
+    insta::glob!("../../simulator/scenarios", "**/*.toml", |path| {
         let scenario = Scenario::load(path).expect("scenario parses");
         let seed = scenario.seed.unwrap_or(1);
         let run = surfaces_sim::run(&scenario, seed, guest);
-        let replay = replay_command(
-            &format!(
-                "simulator/scenarios/{}",
-                path.file_name().unwrap().to_string_lossy()
-            ),
-            seed,
-        );
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../simulator/scenarios");
+        let name = path
+            .strip_prefix(&dir)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        let replay = replay_command(&format!("simulator/scenarios/{name}"), seed);
         let broken = check::violations(&run);
         assert!(
             broken.is_empty(),

@@ -4,6 +4,7 @@
 //! seed runs twice: two runs of one seed must write the same transcript.
 
 pub mod mix;
+pub mod shrink;
 pub mod world;
 
 use std::hash::{Hash, Hasher};
