@@ -33,31 +33,28 @@ pub fn embedding() -> Result<Embedding, surfaces_embed::EmbedError> {
     })
 }
 
+type Compiled = OnceLock<Result<GuestComponent, String>>;
+
 /// The shipped guest, compiled once per process.
 pub fn shipped_guest() -> Result<&'static GuestComponent, String> {
-    static GUEST: OnceLock<Result<GuestComponent, String>> = OnceLock::new();
-    GUEST
-        .get_or_init(|| {
-            let e = embedding().map_err(|e| e.to_string())?;
-            e.compile(surfaces_artifacts::GUEST_WASM)
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    static GUEST: Compiled = OnceLock::new();
+    compiled_once(&GUEST, surfaces_artifacts::GUEST_WASM)
 }
 
 /// The guest built with its planted bugs (never shipped), compiled once
 /// per process: `planted = NAME` in its settings switches one on.
 pub fn planted_guest() -> Result<&'static GuestComponent, String> {
-    static GUEST: OnceLock<Result<GuestComponent, String>> = OnceLock::new();
-    GUEST
-        .get_or_init(|| {
-            let e = embedding().map_err(|e| e.to_string())?;
-            e.compile(surfaces_artifacts::PLANTED_WASM)
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+    static GUEST: Compiled = OnceLock::new();
+    compiled_once(&GUEST, surfaces_artifacts::PLANTED_WASM)
+}
+
+fn compiled_once(cell: &'static Compiled, wasm: &[u8]) -> Result<&'static GuestComponent, String> {
+    cell.get_or_init(|| {
+        let e = embedding().map_err(|e| e.to_string())?;
+        e.compile(wasm).map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 /// The planted bug that lives in the shared inbox, not the guest.

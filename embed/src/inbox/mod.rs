@@ -178,6 +178,8 @@ pub enum Retry<E> {
     Wait,
     /// Its key never came: tell the guest (its sender is told).
     GiveUp(Waiting<E>),
+    /// Its sender is no longer allowed (the list changed while it waited).
+    NotAllowed(Waiting<E>),
 }
 
 /// What the host saves once the guest has handled a batch: where the next
@@ -289,6 +291,10 @@ impl<E: Clone> Inbox<E> {
     /// A joined room's window: what to deliver, or older events first.
     pub fn room(&mut self, mut window: Window<E>, now_ms: u64) -> Step<E> {
         let new = self.joined.insert(window.room_id.clone());
+        // Counted for what this sync says changed, not for membership
+        // events read back from before it (old news; and a client that
+        // stores them may briefly count the bot as merely invited).
+        window.members_changed |= window.items.iter().any(|i| i.kind.is_member());
         let marks: Vec<Mark> = window.items.iter().map(|i| i.kind.mark()).collect();
         let from = window.older.take();
         match self.cut(&marks, new, from.is_some()) {
@@ -334,6 +340,9 @@ impl<E: Clone> Inbox<E> {
 
     /// A waiting event tried again: `decrypted` when its key came.
     pub fn retried(&mut self, w: Waiting<E>, decrypted: Option<E>, now_ms: u64) -> Retry<E> {
+        if !self.access.allows(&w.sender) {
+            return Retry::NotAllowed(w);
+        }
         match decrypted {
             Some(event) => {
                 if self.first_time(&w.event_id) {
@@ -391,7 +400,6 @@ impl<E: Clone> Inbox<E> {
             members_changed,
             ..
         } = window;
-        let members_changed = members_changed || items.iter().any(|i| i.kind.is_member());
         let mut out = Vec::new();
         let start = match decided {
             Cut::From(i) => i,

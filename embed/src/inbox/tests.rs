@@ -204,3 +204,21 @@ fn an_older_position_without_ids_still_loads() {
     assert_eq!(p.undecrypted[0].event, "x");
     assert_eq!(p.undecrypted[0].event_id, "");
 }
+
+#[test]
+fn members_read_back_from_before_the_window_are_not_counted_again() {
+    let known = Position {
+        token: "t0".into(),
+        joined: vec![ROOM.into()],
+        undecrypted: Vec::new(),
+    };
+    let mut i = Inbox::new(BOT, access(), 600_000, Some(known));
+    let Step::ReadBack { .. } = i.room(window(vec![msg("$2")], Some("p")), 0) else {
+        panic!("a gap is read back");
+    };
+    let older = vec![item("$j", BOT, Kind::BotJoined), msg("$1")];
+    match i.older(older, 0) {
+        Step::Done(out) => assert_eq!(out, [Out::Deliver("$1"), Out::Deliver("$2")]),
+        s => panic!("{s:?}"),
+    }
+}

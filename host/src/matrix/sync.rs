@@ -20,6 +20,7 @@ use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::membership::joined_members;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::events::AnySyncTimelineEvent;
@@ -276,14 +277,15 @@ impl Loop {
     async fn carry_out(&mut self, room: &Room, out: Out<Raw<AnySyncTimelineEvent>>) -> usize {
         match out {
             Out::Deliver(raw) => self.deliver_message(room, &raw).await,
-            // Counted from the member list, not the room summary: the
-            // summary's counts lag (or are absent without lazy loading),
-            // and a count of 1 makes the guest leave.
-            Out::CountMembers(_) => match room.members(RoomMemberships::JOIN).await {
-                Ok(members) => {
+            // Counted by the homeserver, not from matrix-sdk's store or
+            // the room summary: the summary lags, and the store can hold a
+            // membership read back from history (the bot as merely
+            // invited) for a moment; a count of 1 makes the guest leave.
+            Out::CountMembers(_) => match self.joined_members(room).await {
+                Ok(joined) => {
                     self.send(Event::MembersChanged(MembersChanged {
                         room_id: room.room_id().to_string(),
-                        joined: u32::try_from(members.len()).unwrap_or(u32::MAX),
+                        joined,
                     }))
                     .await
                 }
@@ -302,6 +304,13 @@ impl Loop {
                 0
             }
         }
+    }
+
+    /// How many members the room has joined, as the homeserver says.
+    async fn joined_members(&self, room: &Room) -> Result<u32, matrix_sdk::HttpError> {
+        let request = joined_members::v3::Request::new(room.room_id().to_owned());
+        let response = self.r.client.send(request).await?;
+        Ok(u32::try_from(response.joined.len()).unwrap_or(u32::MAX))
     }
 
     /// Events before `prev_batch`, back to `to` (the previous sync
@@ -424,6 +433,10 @@ impl Loop {
                     sent += self.deliver_message(&room, &raw).await;
                 }
                 Retry::Duplicate | Retry::Wait => {}
+                Retry::NotAllowed(w) => {
+                    tracing::debug!(sender = %w.sender, room = %room_id, "dropping a waiting message: its sender is no longer allowed");
+                    self.ignored("sender_not_allowed");
+                }
                 Retry::GiveUp(w) => {
                     tracing::warn!(room = %room_id, event = %w.event_id, "gave up decrypting a message: its key never arrived");
                     self.ignored("undecryptable");

@@ -7,7 +7,8 @@
 //!   them (the latest), `limited` with a `prev_batch` when there were more;
 //! - joined since the token: the room's latest `limit` events, from before
 //!   the join too (Synapse treats a newly joined room like an initial sync:
-//!   the invite, the user's first message and the join can all be there);
+//!   the invite, the user's first message and the join can all be there;
+//!   `limited` always, as Synapse marks a newly joined room);
 //! - invited since the token (or, on an initial sync, invited now): the
 //!   invite and who sent it;
 //! - left since the token: the room id.
@@ -74,14 +75,24 @@ impl Homeserver {
             let joined_now = room.members.contains(user);
             if joined_now {
                 match since {
-                    Some(s) if at_token == Some(Some(Membership::Join)) => {
+                    Some(s)
+                        if at_token == Some(Some(Membership::Join))
+                            && !left_since(room, user, s) =>
+                    {
                         let new: Vec<&HsEvent> = self.room_events(room_id, s, now).collect();
                         if !new.is_empty() {
                             batch.joined.push(self.window(room_id, &new, limit));
                         }
                     }
-                    // Joined since the token, or an initial sync.
-                    _ => {
+                    // Joined since the token (a rejoin too): Synapse serves
+                    // it as newly joined, its timeline always `limited`.
+                    Some(_) => {
+                        let all: Vec<&HsEvent> = self.room_events(room_id, 0, now).collect();
+                        let mut t = self.window(room_id, &all, limit);
+                        t.limited = t.prev_batch.is_some();
+                        batch.joined.push(t);
+                    }
+                    None => {
                         let all: Vec<&HsEvent> = self.room_events(room_id, 0, now).collect();
                         batch.joined.push(self.window(room_id, &all, limit));
                     }
@@ -183,4 +194,11 @@ impl Homeserver {
                 .then_some(Membership::Join)
         })
     }
+}
+
+/// `user` left the room (or was removed) at or after position `since`.
+fn left_since(room: &super::HsRoom, user: &str, since: usize) -> bool {
+    room.membership_log
+        .iter()
+        .any(|(at, who, m)| *at >= since && who == user && *m == Membership::Leave)
 }

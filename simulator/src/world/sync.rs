@@ -94,7 +94,20 @@ impl World<'_> {
         if epoch != self.host_epoch {
             return;
         }
-        let since = self.inbox.token().and_then(hs_sync::position);
+        if self.fault(self.scenario.faults.sync_unavailable) {
+            self.log("fault: a sync fails with 503".into());
+            // The native loop waits a second before it tries again.
+            let d = self.latency();
+            self.after(d + 1_000, Pending::SyncArrive);
+            return;
+        }
+        let mut since = self.inbox.token().and_then(hs_sync::position);
+        if self.fault(self.scenario.faults.duplicate_sync) {
+            // The homeserver answers from a little before the position:
+            // events the bot has had come again.
+            let back = self.range(1, 4) as usize;
+            since = since.map(|s| s.saturating_sub(back));
+        }
         let batch = self
             .hs
             .sync(&self.scenario.bot.user_id, since, self.limit());
@@ -281,6 +294,12 @@ impl World<'_> {
                     }
                 }
                 Retry::Duplicate | Retry::Wait => {}
+                Retry::NotAllowed(w) => {
+                    self.log(format!(
+                        "sync: dropping {}: {} is not allowed",
+                        w.event_id, w.sender
+                    ));
+                }
                 Retry::GiveUp(w) => {
                     self.log(format!(
                         "sync: gave up decrypting {}: its key never came",
