@@ -17,6 +17,16 @@ fn inbox(token: Option<&str>) -> Inbox<&'static str> {
     Inbox::new(BOT, access(), 600_000, position)
 }
 
+/// An inbox whose position already knows [`ROOM`].
+fn known_room() -> Inbox<&'static str> {
+    let known = Position {
+        token: "t0".into(),
+        joined: vec![ROOM.into()],
+        undecrypted: Vec::new(),
+    };
+    Inbox::new(BOT, access(), 600_000, Some(known))
+}
+
 fn item(id: &'static str, sender: &str, kind: Kind) -> Item<&'static str> {
     Item {
         event_id: id.to_string(),
@@ -107,12 +117,7 @@ fn an_invite_before_the_window_is_read_back() {
 
 #[test]
 fn a_gap_in_a_known_room_is_filled_once() {
-    let known = Position {
-        token: "t0".into(),
-        joined: vec![ROOM.into()],
-        undecrypted: Vec::new(),
-    };
-    let mut i = Inbox::new(BOT, access(), 600_000, Some(known));
+    let mut i = known_room();
     assert_eq!(delivered(i.room(window(vec![msg("$1")], None), 0)), ["$1"]);
     i.handled("t1".into());
     match i.room(window(vec![msg("$3")], Some("p")), 0) {
@@ -207,12 +212,7 @@ fn an_older_position_without_ids_still_loads() {
 
 #[test]
 fn members_read_back_from_before_the_window_are_not_counted_again() {
-    let known = Position {
-        token: "t0".into(),
-        joined: vec![ROOM.into()],
-        undecrypted: Vec::new(),
-    };
-    let mut i = Inbox::new(BOT, access(), 600_000, Some(known));
+    let mut i = known_room();
     let Step::ReadBack { .. } = i.room(window(vec![msg("$2")], Some("p")), 0) else {
         panic!("a gap is read back");
     };
