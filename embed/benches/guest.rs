@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use surfaces_embed::{
-    AgentChunk, BoxedKv, Budget, Embedding, Event, Guest, GuestComponent, HostInfo, MemoryKv,
-    RoomMessage, Sandbox,
+    AgentChunk, BoxedKv, Budget, Embedding, Entropy, Event, Guest, GuestComponent, HostInfo,
+    MemoryKv, RoomMessage, Sandbox,
 };
 use surfaces_guest::bot::Bot;
 use surfaces_guest::host::Host;
@@ -23,6 +23,7 @@ fn embedding() -> Embedding {
             ticks: u64::MAX / 2,
         },
         memory_bytes: 64 << 20,
+        entropy: Entropy::Os,
     })
     .expect("engine")
 }

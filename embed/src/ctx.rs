@@ -2,15 +2,21 @@
 //! a log line or a store write and returns at once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::surfaces::bot::{agent, clock, host, matrix, store, types};
 use crate::effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 use crate::kv::{BoxedKv, Detached, Write};
-use crate::{AgentMessage, EditTarget, LogLevel, MessageContent};
+use crate::{AgentMessage, EditTarget, Entropy, LogLevel, MessageContent};
 
 /// What one call may hand the host, beyond the sandbox's memory cap (the
 /// host copies every effect, line and write out of the guest's memory, so
@@ -59,8 +65,49 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// WASI's clocks, read by a guest through std (`SystemTime`, `Instant`):
+/// both show the time of the call, as `clock::now` does, so a guest sees
+/// one time per event on either host and a replay of the same events sees
+/// the same times. The monotonic one never goes back, even if the host's
+/// time does between calls.
+#[derive(Clone, Default)]
+struct CallClock {
+    wall_ms: Arc<AtomicU64>,
+    steady_ms: Arc<AtomicU64>,
+}
+
+impl CallClock {
+    fn set(&self, now_ms: u64) {
+        self.wall_ms.store(now_ms, Ordering::Relaxed);
+        self.steady_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+}
+
+impl HostWallClock for CallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.wall_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl HostMonotonicClock for CallClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.steady_ms
+            .load(Ordering::Relaxed)
+            .saturating_mul(1_000_000)
+    }
+}
+
 pub(crate) struct Ctx {
     wasi: WasiCtx,
+    clock: CallClock,
     table: ResourceTable,
     pub(crate) limits: Limits,
     kv: BoxedKv,
@@ -87,19 +134,32 @@ pub(crate) struct Finished {
 }
 
 impl Ctx {
-    pub(crate) fn new(max_memory: usize) -> Self {
+    /// `instance` numbers the instances of one guest, so that a fresh one
+    /// after a trap draws a stream of its own (seeded entropy only).
+    pub(crate) fn new(max_memory: usize, entropy: Entropy, instance: u64) -> Self {
+        let clock = CallClock::default();
         // No preopened directories, no environment, no arguments, no
         // sockets: the guest reaches the world only through our imports.
-        let wasi = WasiCtx::builder()
-            .allow_tcp(false)
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            // Fixed seeds: the guest must not depend on randomness, and the
-            // simulator's transcripts must not either.
-            .insecure_random_seed(0)
-            .build();
+            .wall_clock(clock.clone())
+            .monotonic_clock(clock.clone())
+            // The guest must not depend on this seed; a fixed one keeps
+            // the simulator's transcripts from depending on it either.
+            .insecure_random_seed(0);
+        match entropy {
+            Entropy::Os => {}
+            Entropy::Seeded(seed) => {
+                let seed = seed ^ instance.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                wasi.secure_random(ChaCha8Rng::seed_from_u64(seed))
+                    .insecure_random(ChaCha8Rng::seed_from_u64(!seed));
+            }
+        }
         Ctx {
-            wasi,
+            wasi: wasi.build(),
+            clock,
             table: ResourceTable::new(),
             limits: Limits {
                 max_memory,
@@ -123,6 +183,7 @@ impl Ctx {
     pub(crate) fn attach(&mut self, kv: BoxedKv, now_ms: u64) {
         self.kv = kv;
         self.now_ms = now_ms;
+        self.clock.set(now_ms);
     }
 
     /// End a call: give back the host's store, this call's writes, effects

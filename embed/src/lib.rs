@@ -65,6 +65,8 @@ pub struct Sandbox {
     pub budget: Budget,
     /// Cap on the guest's linear memory, in bytes.
     pub memory_bytes: usize,
+    /// Where WASI's random streams come from.
+    pub entropy: Entropy,
 }
 
 impl Default for Sandbox {
@@ -72,8 +74,22 @@ impl Default for Sandbox {
         Sandbox {
             budget: Budget::Epoch { ticks: 20 },
             memory_bytes: 64 << 20,
+            entropy: Entropy::Os,
         }
     }
+}
+
+/// The source of WASI's random streams (`wasi:random`, secure and
+/// insecure), which a guest reaches through std (a `HashMap`'s keys, say).
+/// WASI's clocks need no such choice: they always read the call's time
+/// (see `ctx`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entropy {
+    /// The operating system's entropy: the native host.
+    Os,
+    /// Streams seeded from this value and the instance's number: the
+    /// simulator, whose runs must replay byte for byte.
+    Seeded(u64),
 }
 
 /// Why the embedding could not do what was asked.
@@ -501,7 +517,7 @@ impl Guest {
         }
         let embedding = &self.component.embedding;
         let sandbox = embedding.sandbox();
-        let ctx = Ctx::new(sandbox.memory_bytes);
+        let ctx = Ctx::new(sandbox.memory_bytes, sandbox.entropy, self.instances);
         let mut store = Store::new(embedding.engine(), ctx);
         store.limiter(|c| &mut c.limits);
         arm_budget(&mut store, sandbox)?;

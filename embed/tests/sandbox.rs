@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use surfaces_embed::{
-    BoxedKv, Budget, Effect, Embedding, Guest, GuestComponent, GuestError, LogLevel, MatrixEffect,
-    MemoryKv, Sandbox,
+    BoxedKv, Budget, Effect, Embedding, Entropy, Guest, GuestComponent, GuestError, LogLevel,
+    MatrixEffect, MemoryKv, Sandbox,
 };
 
 fn chaos(sandbox: Sandbox) -> GuestComponent {
@@ -24,6 +24,7 @@ fn fuel() -> Sandbox {
     Sandbox {
         budget: Budget::Fuel { units: 50_000_000 },
         memory_bytes: 32 << 20,
+        entropy: Entropy::Os,
     }
 }
 
@@ -86,6 +87,7 @@ fn an_endless_loop_hits_the_epoch_deadline() {
     let e = Embedding::new(Sandbox {
         budget: Budget::Epoch { ticks: 2 },
         memory_bytes: 32 << 20,
+        entropy: Entropy::Os,
     })
     .expect("engine");
     let c = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
@@ -292,6 +294,7 @@ fn a_call_that_hands_over_too_much_fails_like_a_trap() {
             units: 2_000_000_000,
         },
         memory_bytes: 32 << 20,
+        entropy: Entropy::Os,
     });
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
@@ -306,4 +309,37 @@ fn a_call_that_hands_over_too_much_fails_like_a_trap() {
     // The next call runs on a fresh instance, with fresh caps.
     let out = g.handle(&dm("send fine"), &mut kv, 0).expect("recovers");
     assert_eq!(sent(&out.effects), vec!["fine"]);
+}
+
+/// What the guest reads from WASI's clocks and random streams, through
+/// std and the raw import, on a fresh instance at `now_ms`.
+fn wasi_view(entropy: Entropy, now_ms: u64) -> String {
+    let c = chaos(Sandbox { entropy, ..fuel() });
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, now_ms).expect("starts");
+    let out = g.handle(&dm("wasi"), &mut kv, now_ms).expect("handled");
+    sent(&out.effects).concat()
+}
+
+#[test]
+fn wasi_clocks_read_the_call_s_time_and_seeded_random_streams_replay() {
+    let seen = wasi_view(Entropy::Seeded(7), 1_700_000_000_123);
+    assert!(seen.starts_with("wall=1700000000123 "), "{seen}");
+    // The same seed and time: the very same view, secure random included.
+    assert_eq!(wasi_view(Entropy::Seeded(7), 1_700_000_000_123), seen);
+    // Another seed draws another secure stream.
+    let secure = |v: &str| {
+        v.split(' ')
+            .find(|w| w.starts_with("secure="))
+            .map(str::to_string)
+    };
+    assert_ne!(
+        secure(&wasi_view(Entropy::Seeded(8), 1_700_000_000_123)),
+        secure(&seen)
+    );
+    // The native host's entropy is the system's: two instances differ.
+    assert_ne!(
+        secure(&wasi_view(Entropy::Os, 5)),
+        secure(&wasi_view(Entropy::Os, 5))
+    );
 }

@@ -5,14 +5,15 @@ mod common;
 use common::{dm, info};
 
 use surfaces_embed::{
-    BoxedKv, Budget, CacheUse, Effect, Embedding, Guest, GuestError, MatrixEffect, MemoryKv,
-    Sandbox,
+    BoxedKv, Budget, CacheUse, Effect, Embedding, Entropy, Guest, GuestError, MatrixEffect,
+    MemoryKv, Sandbox,
 };
 
 fn embedding() -> Embedding {
     Embedding::new(Sandbox {
         budget: Budget::Fuel { units: 500_000_000 },
         memory_bytes: 64 << 20,
+        entropy: Entropy::Os,
     })
     .expect("engine")
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use divan::counter::ItemsCount;
-use surfaces_embed::{Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox};
+use surfaces_embed::{Entropy, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox};
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
@@ -98,6 +98,7 @@ fn host() -> Host {
         sandbox: Sandbox {
             budget: runtime::epoch_budget(200),
             memory_bytes: 64 << 20,
+            entropy: Entropy::Os,
         },
         host_info: HostInfo {
             bot_user_id: "@bot:bench".into(),

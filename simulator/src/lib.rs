@@ -14,7 +14,7 @@ pub mod world;
 
 use std::sync::OnceLock;
 
-use surfaces_embed::{Budget, Embedding, GuestComponent, Sandbox};
+use surfaces_embed::{Budget, Embedding, Entropy, GuestComponent, Sandbox};
 
 pub use scenario::Scenario;
 pub use world::{Run, run, run_planted};
@@ -23,13 +23,16 @@ pub use world::{Run, run, run_planted};
 /// stop a looping guest quickly and at the same point on every run.
 pub const FUEL_PER_CALL: u64 = 2_000_000_000;
 
-/// The simulator's embedding: deterministic (fuel, not wall-clock) budget.
+/// The simulator's embedding: deterministic in all the guest can see: a
+/// fuel budget, not a wall-clock one; WASI's random streams seeded; and
+/// WASI's clocks reading the call's virtual time (as on every host).
 pub fn embedding() -> Result<Embedding, surfaces_embed::EmbedError> {
     Embedding::new(Sandbox {
         budget: Budget::Fuel {
             units: FUEL_PER_CALL,
         },
         memory_bytes: 256 << 20,
+        entropy: Entropy::Seeded(0x5eed),
     })
 }
 

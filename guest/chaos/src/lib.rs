@@ -1,7 +1,9 @@
 //! A guest that does what the message body says: `loop`, `trap`, `oom`,
 //! `write-then-trap KEY`, `write-then-error KEY`, `write KEY`, `send TEXT`,
-//! `count`, `error`, `flood N` (N sends), `shout N` (N log lines). It exists to
-//! prove the embedding contains a misbehaving guest.
+//! `count`, `error`, `flood N` (N sends), `shout N` (N log lines), `wasi`
+//! (what WASI's clocks and random streams give). It exists to prove the
+//! embedding contains a misbehaving guest, and that what it reaches through
+//! WASI is what the host chose.
 
 #![allow(clippy::too_many_arguments)] // generated import shims
 
@@ -76,6 +78,7 @@ impl Guest for Chaos {
                 (0..arg.parse::<u32>().unwrap_or(0)).for_each(|_| host::log(LogLevel::Info, &line));
             }
             "count" => send(&calls.to_string()),
+            "wasi" => send(&wasi_view()),
             "error" => return Err("asked to fail".into()),
             "write-then-error" => {
                 store::put(arg, b"v");
@@ -87,6 +90,29 @@ impl Guest for Chaos {
         }
         Ok(())
     }
+}
+
+// WASI's secure random, which std reaches only behind unstable APIs (and
+// crates such as getrandom reach directly).
+#[link(wasm_import_module = "wasi:random/random@0.2.0")]
+unsafe extern "C" {
+    #[link_name = "get-random-u64"]
+    fn get_random_u64() -> i64;
+}
+
+/// Wall clock (ms), monotonic clock (ms), a secure random number and a
+/// `HashMap` key hash (std seeds those from WASI's insecure seed).
+fn wasi_view() -> String {
+    use std::hash::BuildHasher;
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // Instant has no public origin: measure it from the Unix epoch's
+    // stand-in, the instant zero the host's monotonic clock counts from.
+    let mono = std::time::Instant::now();
+    let secure = unsafe { get_random_u64() } as u64;
+    let hash = std::collections::hash_map::RandomState::new().hash_one(42u64);
+    format!("wall={wall} mono={mono:?} secure={secure} hash={hash}")
 }
 
 fn send(text: &str) {

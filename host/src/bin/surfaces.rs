@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
-use surfaces_embed::{BoxedKv, Budget, Embedding, Guest, HostInfo, MemoryKv, Sandbox};
+use surfaces_embed::{BoxedKv, Budget, Embedding, Entropy, Guest, HostInfo, MemoryKv, Sandbox};
 use surfaces_host::access::Access;
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
@@ -273,6 +273,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         sandbox: Sandbox {
             budget: runtime::epoch_budget(config.guest.call_budget_ms),
             memory_bytes: config.guest.memory_mib << 20,
+            entropy: Entropy::Os,
         },
         host_info: HostInfo {
             bot_user_id: bot_user_id.clone(),

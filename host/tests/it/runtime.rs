@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surfaces_embed::{
-    BoxedKv, EditTarget, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox,
+    BoxedKv, EditTarget, Entropy, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox,
 };
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
@@ -220,6 +220,7 @@ impl Setup {
             sandbox: Sandbox {
                 budget: runtime::epoch_budget(self.budget_ms),
                 memory_bytes: 64 << 20,
+                entropy: Entropy::Os,
             },
             host_info: HostInfo {
                 bot_user_id: "@bot:test".into(),
