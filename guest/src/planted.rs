@@ -31,10 +31,13 @@ pub enum Bug {
     GreetingTwice,
     /// Edits name the previous edit, not the original.
     EditOfEdit,
+    /// An update refused with 429 is tried again at once, not after the
+    /// homeserver's `retry_after_ms`.
+    RetryAfterIgnored,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -46,6 +49,7 @@ impl Bug {
         Bug::TokensNotCounted,
         Bug::GreetingTwice,
         Bug::EditOfEdit,
+        Bug::RetryAfterIgnored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +65,7 @@ impl Bug {
             Bug::TokensNotCounted => "tokens-not-counted",
             Bug::GreetingTwice => "greeting-twice",
             Bug::EditOfEdit => "edit-of-edit",
+            Bug::RetryAfterIgnored => "retry-after-ignored",
         }
     }
 }

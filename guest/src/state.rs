@@ -184,6 +184,10 @@ pub struct Reply {
     pub budget: usize,
     /// No Matrix request before this time (after a 429 or a failure).
     pub hold_until: u64,
+    /// How long that hold was when it was set (0 once a request succeeds):
+    /// after a restart it holds that long again (see `pump::restarted`).
+    #[serde(default)]
+    pub hold_ms: u64,
     pub failures: u32,
     /// Of those, errors of no known kind: only they count toward giving up
     /// (an outage is waited out however long it lasts).
@@ -213,6 +217,7 @@ impl Reply {
             parts: vec![Part::default()],
             budget,
             hold_until: 0,
+            hold_ms: 0,
             failures: 0,
             unknown_failures: 0,
             flush_timer: None,
@@ -231,6 +236,10 @@ pub struct Outgoing {
     /// Failures of no known kind: only they count toward giving up.
     #[serde(default)]
     pub unknown_failures: u32,
+    /// The `retry_after_ms` of the 429 that holds it (0: none): after a
+    /// restart it waits that long again before it is sent.
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 
 /// [`MessageContent`] in a serializable form.

@@ -1,4 +1,5 @@
-//! Simulated conversations per second (the simulator's throughput).
+//! The simulator's throughput: simulated conversations per second, and
+//! simulated bot-seconds per CPU-second in swarm worlds.
 
 fn main() {
     divan::main();
@@ -33,4 +34,16 @@ fn conversation(bencher: divan::Bencher) {
         assert!(run.settled);
         divan::black_box(run.transcript.len())
     });
+}
+
+/// One swarm seed (a drawn world and fault mix, run until it settles, run
+/// twice and checked), counted in the virtual seconds it simulates: divan's
+/// `item/s` is then simulated bot-seconds per CPU-second.
+#[divan::bench(args = [1, 2, 3, 4, 5, 6, 7, 8])]
+fn swarm_seed(bencher: divan::Bencher, seed: u64) {
+    let guest = surfaces_sim::shipped_guest().expect("guest compiles");
+    let simulated = surfaces_sim::swarm::run_seed(seed, guest).virtual_ms / 1000;
+    bencher
+        .counter(divan::counter::ItemsCount::new(simulated.max(1)))
+        .bench_local(|| divan::black_box(surfaces_sim::swarm::run_seed(seed, guest).broken.len()));
 }

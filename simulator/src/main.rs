@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use surfaces_embed::GuestComponent;
 use surfaces_sim::{Scenario, check, replay_command};
 
 #[derive(Parser)]
@@ -41,6 +42,9 @@ enum Command {
         seeds: u64,
         #[arg(long, default_value_t = 1)]
         first_seed: u64,
+        /// Run this guest .wasm instead of the shipped one.
+        #[arg(long)]
+        guest: Option<PathBuf>,
     },
     /// Draw a world and a fault mix from each seed, run it until the faults
     /// heal and it is quiet, and check every rule; print the seeds that
@@ -64,6 +68,9 @@ enum Command {
         /// (see `guest/src/planted.rs`; `join-cutoff` is the inbox's).
         #[arg(long)]
         plant: Option<String>,
+        /// Run this guest .wasm instead of the shipped one.
+        #[arg(long)]
+        guest: Option<PathBuf>,
     },
     /// Cut a failing swarm seed's world down to the smallest scenario that
     /// still breaks the same rule, and write it as a scenario file.
@@ -77,6 +84,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+/// The guest a command runs: the named .wasm file, else the build with
+/// the planted bugs when `planted`, else the shipped one.
+fn load_guest(file: Option<&Path>, planted: bool) -> Result<&'static GuestComponent> {
+    if let Some(path) = file {
+        let wasm =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let compiled = surfaces_sim::embedding()?
+            .compile(&wasm)
+            .with_context(|| format!("{} is not a surfaces guest", path.display()))?;
+        // Compiled once per process and used until it exits.
+        return Ok(Box::leak(Box::new(compiled)));
+    }
+    if planted {
+        surfaces_sim::planted_guest()
+    } else {
+        surfaces_sim::shipped_guest()
+    }
+    .map_err(anyhow::Error::msg)
 }
 
 fn main() -> ExitCode {
@@ -98,20 +125,9 @@ fn real_main() -> Result<ExitCode> {
             guest,
         } => {
             let s = Scenario::load(&scenario)?;
-            let component = match guest {
-                Some(path) => {
-                    let wasm = std::fs::read(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let e = surfaces_sim::embedding()?;
-                    Box::leak(Box::new(e.compile(&wasm)?))
-                }
-                // A scenario that switches a planted bug on (a shrunk
-                // planted seed) runs on the guest that has them.
-                None if s.guest.contains_key("planted") => {
-                    surfaces_sim::planted_guest().map_err(anyhow::Error::msg)?
-                }
-                None => surfaces_sim::shipped_guest().map_err(anyhow::Error::msg)?,
-            };
+            // A scenario that switches a planted bug on (a shrunk planted
+            // seed) runs on the guest that has them.
+            let component = load_guest(guest.as_deref(), s.guest.contains_key("planted"))?;
             let run = surfaces_sim::run(&s, seed, component);
             println!("# {}", s.description);
             println!("# seed {seed}");
@@ -125,6 +141,9 @@ fn real_main() -> Result<ExitCode> {
             } else {
                 for b in &broken {
                     println!("# BROKEN: {b}");
+                    for step in check::witness(&run, b) {
+                        println!("#   {step}");
+                    }
                 }
                 println!(
                     "# replay: {}",
@@ -140,14 +159,27 @@ fn real_main() -> Result<ExitCode> {
             verbose,
             save,
             plant,
-        } => swarm(seeds, from, jobs, verbose, &save, plant.as_deref()),
+            guest,
+        } => {
+            let component = load_guest(guest.as_deref(), plant.is_some())?;
+            swarm(
+                seeds,
+                from,
+                jobs,
+                verbose,
+                &save,
+                plant.as_deref(),
+                component,
+            )
+        }
         Command::Shrink { seed, plant, out } => shrink(seed, plant.as_deref(), out),
         Command::Check {
             paths,
             seeds,
             first_seed,
+            guest,
         } => {
-            let component = surfaces_sim::shipped_guest().map_err(anyhow::Error::msg)?;
+            let component = load_guest(guest.as_deref(), false)?;
             let files = scenario_files(&paths)?;
             let mut failures = 0u64;
             let mut runs = 0u64;
@@ -162,6 +194,9 @@ fn real_main() -> Result<ExitCode> {
                         println!("{} seed {seed}:", file.display());
                         for b in broken {
                             println!("  {b}");
+                            for step in check::witness(&run, &b) {
+                                println!("    {step}");
+                            }
                         }
                         println!(
                             "  replay: {}",
@@ -187,6 +222,7 @@ fn swarm(
     verbose: bool,
     save: &Path,
     plant: Option<&str>,
+    component: &GuestComponent,
 ) -> Result<ExitCode> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use surfaces_sim::swarm;
@@ -199,11 +235,6 @@ fn swarm(
             swarm::planted_bugs().join(", ")
         );
     }
-    let component = match plant {
-        Some(_) => surfaces_sim::planted_guest(),
-        None => surfaces_sim::shipped_guest(),
-    }
-    .map_err(anyhow::Error::msg)?;
     if verbose {
         for seed in from..from.saturating_add(seeds) {
             let (mut scenario, mix) = swarm::generate(seed);
@@ -225,6 +256,7 @@ fn swarm(
         .unwrap_or(1)
         .max(1);
     let next = AtomicU64::new(0);
+    let simulated_ms = AtomicU64::new(0);
     let started = std::time::Instant::now();
     let mut failed: Vec<swarm::Outcome> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..jobs)
@@ -237,6 +269,7 @@ fn swarm(
                             return failed;
                         }
                         let outcome = swarm::run_planted(from.wrapping_add(i), component, plant);
+                        simulated_ms.fetch_add(outcome.virtual_ms, Ordering::Relaxed);
                         if !outcome.broken.is_empty() {
                             failed.push(outcome);
                         }
@@ -252,8 +285,11 @@ fn swarm(
     failed.sort_by_key(|o| o.seed);
     for o in &failed {
         println!("seed {} failed; mix: {}", o.seed, o.mix);
-        for b in &o.broken {
+        for (b, steps) in o.broken.iter().zip(&o.witnesses) {
             println!("  broken: {b}");
+            for step in steps {
+                println!("    {step}");
+            }
         }
         let (scenario, _) = swarm::generate(o.seed);
         let file = save.join(format!("swarm-{}.toml", o.seed));
@@ -266,9 +302,12 @@ fn swarm(
         println!("  replay: {}", swarm::replay_command(o.seed, plant));
     }
     let secs = started.elapsed().as_secs_f64();
+    let simulated = simulated_ms.into_inner() as f64 / 1000.0;
     eprintln!(
-        "swarm: seeds {from}..{} in {secs:.1} s on {jobs} threads",
-        from.saturating_add(seeds)
+        "swarm: seeds {from}..{} in {secs:.1} s on {jobs} threads; {:.1} bot-hours simulated, {:.0} bot-seconds per thread-second",
+        from.saturating_add(seeds),
+        simulated / 3600.0,
+        simulated / (secs * jobs as f64).max(f64::EPSILON)
     );
     println!("{seeds} seeds, {} failed", failed.len());
     Ok(if failed.is_empty() {
@@ -281,11 +320,7 @@ fn swarm(
 fn shrink(seed: u64, plant: Option<&str>, out: Option<PathBuf>) -> Result<ExitCode> {
     use surfaces_sim::swarm;
 
-    let component = match plant {
-        Some(_) => surfaces_sim::planted_guest(),
-        None => surfaces_sim::shipped_guest(),
-    }
-    .map_err(anyhow::Error::msg)?;
+    let component = load_guest(None, plant.is_some())?;
     let (mut scenario, mix) = swarm::generate(seed);
     let join_cutoff = plant == Some(surfaces_sim::JOIN_CUTOFF);
     if let Some(p) = plant.filter(|_| !join_cutoff) {

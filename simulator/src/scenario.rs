@@ -217,9 +217,11 @@ pub struct Step {
     /// message delivered before again, as after a crash before the sync
     /// position was saved. None may be answered twice.
     pub replay: bool,
-    /// The host's wall clock jumps this far ahead (timers, which run on
-    /// the monotonic clock, do not).
-    pub clock_jump_ms: Option<u64>,
+    /// The system's wall clock is set this far ahead (negative: back).
+    /// The host reads the wall clock only when it starts and then counts
+    /// on the monotonic clock, as the native host does, so the guest sees
+    /// the jump only after the next restart.
+    pub clock_jump_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,7 @@ impl Bot {
                 content: StoredContent::from(&content),
                 attempts: 1,
                 unknown_failures: 0,
+                hold_ms: 0,
             },
         )?;
         host.save(&route_key(req), &Route::Notice)?;
@@ -110,7 +111,9 @@ impl Bot {
         };
         // A rate limit is no failure: only failures count toward giving up
         // (a notice waits behind a long reply's edits as long as it must).
-        if err.kind != MatrixErrorKind::RateLimited {
+        if err.kind == MatrixErrorKind::RateLimited {
+            out.hold_ms = delay;
+        } else {
             out.attempts += 1;
         }
         host.save(&out_key(r.request), &out)?;
@@ -132,6 +135,9 @@ impl Bot {
     ) -> Result<(), String> {
         host.remove(&timer_key(id));
         if let Some(out) = host.load(&out_key(request))? {
+            // Its route is gone if a restart came between (recovery drops
+            // the last run's routes).
+            host.save(&route_key(request), &Route::Notice)?;
             host.send(request, &out.room_id, &MessageContent::from(&out.content));
         }
         Ok(())

@@ -221,6 +221,7 @@ pub fn answered(
             part.retried = false;
             r.failures = 0;
             r.unknown_failures = 0;
+            r.hold_ms = 0;
             Answer::Pump
         }
         Err(err) => {
@@ -232,8 +233,12 @@ pub fn answered(
                     if planted::on(Bug::FinalEditDroppedOn429) {
                         r.parts[idx].shown = flight.as_ref().map(|f| f.fingerprint);
                     }
-                    let wait = err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS);
+                    let mut wait = err.retry_after_ms.unwrap_or(1000).min(MAX_RETRY_AFTER_MS);
+                    if planted::on(Bug::RetryAfterIgnored) {
+                        wait = 0;
+                    }
                     r.hold_until = now.saturating_add(wait);
+                    r.hold_ms = wait;
                     false
                 }
                 MatrixErrorKind::TooLarge => {
@@ -248,13 +253,15 @@ pub fn answered(
                 // a try a minute) rather than stay cut and marked live.
                 MatrixErrorKind::Unavailable => {
                     r.failures += 1;
-                    r.hold_until = now.saturating_add(backoff(r.failures));
+                    r.hold_ms = backoff(r.failures);
+                    r.hold_until = now.saturating_add(r.hold_ms);
                     false
                 }
                 MatrixErrorKind::Other => {
                     r.failures += 1;
                     r.unknown_failures += 1;
-                    r.hold_until = now.saturating_add(backoff(r.failures));
+                    r.hold_ms = backoff(r.failures);
+                    r.hold_until = now.saturating_add(r.hold_ms);
                     r.unknown_failures > MAX_FAILURES
                 }
             };
@@ -270,11 +277,23 @@ pub fn answered(
 /// After a host restart, nothing of the last run is in flight: a first
 /// send that was may or may not have landed (its retry reuses the
 /// transaction id, and an edit follows).
-pub fn restarted(r: &mut Reply) {
+/// A restart lost the reply's timers and requests. Nor can the new run
+/// tell how much time passed (the clock may have been set either way), so
+/// a hold that was on (a homeserver's `retry_after_ms`, a backoff) and the
+/// edit interval start again in full from now: never early, never for
+/// hours.
+pub fn restarted(r: &mut Reply, now: u64) {
     r.flush_timer = None;
     r.typing_timer = None;
-    r.hold_until = 0;
+    r.hold_until = if r.hold_ms > 0 {
+        now.saturating_add(r.hold_ms)
+    } else {
+        0
+    };
     for part in &mut r.parts {
+        if part.last_update.is_some() {
+            part.last_update = Some(now);
+        }
         if part.in_flight.take().is_some() && part.event_id.is_none() {
             part.retried = true;
         }

@@ -40,10 +40,31 @@ impl Bot {
         for (room_id, attempt) in joins {
             self.join(host, &room_id, attempt)?;
         }
+        // The last run's undelivered notices first: those this recovery
+        // makes below are sent once, by whoever makes them.
+        for key in host.scan(&OUTGOING) {
+            let Ok(req) = OUTGOING.id(&key).parse::<u64>() else {
+                continue;
+            };
+            if let Some(out) = host.load(&key)? {
+                // One held by a 429 waits out its `retry_after_ms` again
+                // in full: how much of it passed, the clock cannot tell
+                // (it may have been set either way).
+                let wait = out.hold_ms;
+                if wait > 0 {
+                    let timer = host.next_id()?;
+                    host.save(&timer_key(timer), &TimerPurpose::Resend { request: req })?;
+                    host.set_timer(timer, wait);
+                    continue;
+                }
+                host.save(&route_key(req), &Route::Notice)?;
+                host.send(req, &out.room_id, &MessageContent::from(&out.content));
+            }
+        }
         let mut lost = Vec::new();
         for req in Replies::stored(host) {
-            self.with_reply(host, req, |_, _, r| {
-                pump::restarted(r);
+            self.with_reply(host, req, |_, host, r| {
+                pump::restarted(r, host.now());
                 if r.ending.is_none() {
                     // Its agent request died with the last run.
                     lost.push((req, r.context_id.clone()));
@@ -67,15 +88,6 @@ impl Bot {
         }
         for req in Replies::stored(host) {
             self.with_reply(host, req, |bot, host, r| bot.pump_fate(host, req, r))?;
-        }
-        for key in host.scan(&OUTGOING) {
-            let Ok(req) = OUTGOING.id(&key).parse::<u64>() else {
-                continue;
-            };
-            if let Some(out) = host.load(&key)? {
-                host.save(&route_key(req), &Route::Notice)?;
-                host.send(req, &out.room_id, &MessageContent::from(&out.content));
-            }
         }
         self.recover_contexts(host, None)
     }

@@ -1,10 +1,12 @@
 //! Room membership: join on invite (again after a failure, and after a
 //! restart, until the homeserver confirms it: the invite is not seen twice),
-//! leave a room where the bot is alone.
+//! leave a room where the bot is alone, and first forget what it would
+//! still have sent there.
 
-use super::{Bot, pump};
+use super::replies::Replies;
+use super::{Bot, Fate, pump};
 use crate::host::Host;
-use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
+use crate::state::{OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key};
 use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
 
 impl Bot {
@@ -106,6 +108,7 @@ impl Bot {
         m: MembersChanged,
     ) -> Result<(), String> {
         if m.joined <= 1 {
+            self.forget_room(host, &m.room_id)?;
             let req = host.next_id()?;
             host.save(&route_key(req), &Route::Membership)?;
             host.log(
@@ -113,6 +116,49 @@ impl Bot {
                 &format!("leaving {}: nobody else is here", m.room_id),
             );
             host.leave(req, &m.room_id);
+        }
+        Ok(())
+    }
+
+    /// Nobody is left in `room_id` to read what the bot would still send
+    /// there, and the homeserver would refuse it once the bot has left:
+    /// messages from there still queued are dropped, replies there are
+    /// stopped (the agent told to cancel) and dropped, and notices waiting
+    /// to go there are not sent.
+    fn forget_room(&mut self, host: &mut dyn Host, room_id: &str) -> Result<(), String> {
+        for key in host.scan(&WAITING) {
+            let ctx_id = WAITING.id(&key).to_string();
+            let mut ctx = host.context(&ctx_id)?;
+            let before = ctx.queue.len();
+            ctx.queue.retain(|q| q.room_id != room_id);
+            if ctx.queue.len() != before {
+                host.save_context(&ctx_id, &mut ctx)?;
+            }
+        }
+        for req in Replies::stored(host) {
+            self.with_reply(host, req, |_, host, r| {
+                if r.origin.room_id != room_id {
+                    return Ok(Fate::Untouched);
+                }
+                if r.ending.is_some() {
+                    return Ok(Fate::Discard);
+                }
+                // Kept until the agent ends, so its last chunks are
+                // recognised and dropped and its context moves on.
+                host.agent_cancel(&r.context_id);
+                r.stop_requested = true;
+                r.abandoned = true;
+                Ok(Fate::Keep)
+            })?;
+        }
+        for key in host.scan(&OUTGOING) {
+            if host.load(&key)?.is_some_and(|o| o.room_id == room_id) {
+                host.remove(&key);
+                // Its result, if one is on the way, is then ignored.
+                if let Ok(req) = OUTGOING.id(&key).parse::<u64>() {
+                    host.remove(&route_key(req));
+                }
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::homeserver::Membership;
 use crate::world::{Outcome, Run};
 
 /// Bot messages replying to each user event: (notice bodies, texts), in
@@ -38,7 +39,7 @@ pub fn answered(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if !m.addressed {
+        if !m.addressed || bot_left(run, &m.room_id) {
             continue;
         }
         match replies.get(&m.event_id) {
@@ -55,11 +56,26 @@ pub fn answered(run: &Run) -> Vec<String> {
         }
     }
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
-        if content.get("org.matrix.msc4357.live").is_some() {
+        let room = run.homeserver.event(&id).map(|e| e.room_id.as_str());
+        if content.get("org.matrix.msc4357.live").is_some()
+            && !room.is_some_and(|r| bot_left(run, r))
+        {
             v.push(format!("{id} is still marked live at the end"));
         }
     }
     v
+}
+
+/// The bot left the room (everyone else had): what was asked there and
+/// not answered by then never can be, and a reply streaming there can no
+/// longer be edited.
+pub(super) fn bot_left(run: &Run, room: &str) -> bool {
+    run.homeserver.rooms.get(room).is_some_and(|r| {
+        !r.members.contains(&run.bot_user_id)
+            && r.membership_log
+                .iter()
+                .any(|(_, who, m)| *who == run.bot_user_id && *m == Membership::Leave)
+    })
 }
 
 /// How the guest starts notices that are not answers: a queue position or
@@ -67,11 +83,14 @@ pub fn answered(run: &Run) -> Vec<String> {
 const NOT_ANSWERS: [&str; 2] = ["⏳", "👋"];
 
 /// The final text of every reply is the agent's chunks joined (plus a note
-/// when the reply was cut short).
+/// when the reply was cut short), but in a room the bot left mid-reply.
 pub fn final_texts(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
+        if bot_left(run, &m.room_id) {
+            continue;
+        }
         // Only messages whose text identifies one submit unambiguously.
         let same_text = run
             .facts

@@ -5,13 +5,18 @@
 //!
 //! - this file: the registry, and the rules about Matrix itself;
 //! - [`answers`]: every message answered, once, in place and in order;
-//! - [`store`]: what the guest's store holds once the world is quiet.
+//! - [`store`]: what the guest's store holds once the world is quiet;
+//! - [`witness`]: the transcript steps behind a broken rule.
 
 mod answers;
 mod store;
+mod witness;
 
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
+pub use witness::witness;
+
+use std::collections::BTreeMap;
 
 use crate::world::Run;
 
@@ -37,6 +42,7 @@ pub const RULES: &[Rule] = &[
         "nothing is sent into a room the bot left",
         nothing_after_leaving,
     ),
+    ("no send before the homeserver's retry_after", retry_after),
 ];
 
 /// Every rule a run broke, in words (empty when all hold).
@@ -107,11 +113,36 @@ pub fn throttle(run: &Run) -> Vec<String> {
     v
 }
 
-/// The bot sends nothing into a room after leaving it.
+/// After a 429 reached the guest, nothing more of the same flow (the same
+/// message's edits, or the same new message tried again) reaches the
+/// homeserver before the `retry_after_ms` it named has passed, restarts
+/// and swaps between or not: the bot waits as it was asked to.
+pub fn retry_after(run: &Run) -> Vec<String> {
+    let mut held: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut v = Vec::new();
+    for a in &run.facts.arrivals {
+        if let Some(&(until, by)) = held.get(a.flow.as_str())
+            && a.at < until
+        {
+            v.push(format!(
+                "#{} ({}) reached the homeserver {} ms before the retry_after of #{by}'s 429",
+                a.request,
+                a.flow,
+                until - a.at
+            ));
+        }
+        if let (Some(ms), true) = (a.retry_after_ms, a.received) {
+            held.insert(&a.flow, (a.at + ms, a.request));
+        }
+    }
+    v
+}
+
+/// The bot sends nothing into a room once it has decided to leave it.
 pub fn nothing_after_leaving(run: &Run) -> Vec<String> {
-    run.homeserver
+    run.facts
         .sent_after_leaving
         .iter()
-        .map(|x| format!("sent after leaving: {x}"))
+        .map(|x| format!("issued after leaving: {x}"))
         .collect()
 }

@@ -20,15 +20,21 @@ pub fn nothing_waits(run: &Run) -> Vec<String> {
             v.push(format!("{key} does not decode"));
             continue;
         };
-        let queued = ctx
+        let queued: Vec<&str> = ctx
             .get("queue")
             .and_then(|q| q.as_array())
-            .map_or(0, Vec::len);
-        if queued > 0 {
-            v.push(format!("{key} still has {queued} message(s) queued"));
+            .into_iter()
+            .flatten()
+            .map(|m| m.get("event_id").and_then(|e| e.as_str()).unwrap_or("?"))
+            .collect();
+        if !queued.is_empty() {
+            v.push(format!(
+                "{key} still has message(s) queued: {}",
+                queued.join(", ")
+            ));
         }
-        if ctx.get("in_flight").is_some_and(|r| !r.is_null()) {
-            v.push(format!("{key} still has a request in flight"));
+        if let Some(r) = ctx.get("in_flight").and_then(|r| r.as_u64()) {
+            v.push(format!("{key} still has request #{r} in flight"));
         }
     }
     v
@@ -60,14 +66,16 @@ pub fn tokens_counted(run: &Run) -> Vec<String> {
     if !run.settled {
         return Vec::new();
     }
-    let mut expected: std::collections::BTreeMap<&str, u64> = Default::default();
+    let mut expected: std::collections::BTreeMap<&str, (u64, Vec<String>)> = Default::default();
     for s in &run.facts.submits {
         if let Some(t) = run.facts.ended_tokens.get(&s.request) {
-            *expected.entry(s.sender.as_str()).or_default() += t;
+            let e = expected.entry(s.sender.as_str()).or_default();
+            e.0 += t;
+            e.1.push(format!("#{}", s.request));
         }
     }
     let mut v = Vec::new();
-    for (who, tokens) in expected {
+    for (who, (tokens, requests)) in expected {
         let key = format!("user/{who}");
         let stored = run
             .store
@@ -77,7 +85,8 @@ pub fn tokens_counted(run: &Run) -> Vec<String> {
             .unwrap_or(0);
         if stored != tokens {
             v.push(format!(
-                "{who}: the agent ended replies worth {tokens} tokens, the store counts {stored}"
+                "{who}: the agent ended replies worth {tokens} tokens ({}), the store counts {stored}",
+                requests.join(", ")
             ));
         }
     }

@@ -89,8 +89,6 @@ pub struct Homeserver {
     pub violations: Vec<String>,
     pub rejected_too_large: u32,
     pub rate_limited: u32,
-    /// Sends refused because the sender had left the room (or declined).
-    pub sent_after_leaving: Vec<String>,
 }
 
 impl Homeserver {
@@ -109,7 +107,6 @@ impl Homeserver {
             violations: Vec::new(),
             rejected_too_large: 0,
             rate_limited: 0,
-            sent_after_leaving: Vec::new(),
         }
     }
 
@@ -226,14 +223,6 @@ impl Homeserver {
             return Err(err(MatrixErrorKind::NotFound, "M_NOT_FOUND: unknown room"));
         };
         if !room.members.contains(sender) {
-            let left = room
-                .membership_log
-                .iter()
-                .any(|(_, who, m)| who == sender && *m == Membership::Leave);
-            if left {
-                self.sent_after_leaving
-                    .push(format!("request {txn} into {room_id}"));
-            }
             return Err(err(
                 MatrixErrorKind::Forbidden,
                 "M_FORBIDDEN: not in the room",

@@ -59,14 +59,6 @@ impl Fault {
         Fault::ClockJump,
     ];
 
-    /// The kinds a swarm draws from. Not yet `ClockJump`: the swarm found
-    /// that the guest throttles edits on the wall clock (the contract's
-    /// only clock), so after a forward jump one edit comes early; it is
-    /// drawn once the contract has a monotonic clock.
-    pub fn drawn() -> impl Iterator<Item = Fault> {
-        Fault::ALL.into_iter().filter(|f| *f != Fault::ClockJump)
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Fault::AgentDisconnectBefore => "agent-disconnect-before",
@@ -106,7 +98,7 @@ impl Mix {
     /// 35 %.
     pub fn draw(rng: &mut ChaCha8Rng) -> Mix {
         let mut on = Vec::new();
-        for f in Fault::drawn() {
+        for f in Fault::ALL {
             if rng.random_bool(0.5) {
                 let rate = [0.05, 0.15, 0.35][rng.random_range(0..3usize)];
                 on.push((f, rate));

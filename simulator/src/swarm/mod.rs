@@ -24,6 +24,11 @@ pub struct Outcome {
     pub mix: Mix,
     /// The rules it broke, each with its witness (empty: all hold).
     pub broken: Vec<String>,
+    /// For each broken rule, the transcript steps behind it
+    /// ([`check::witness`]).
+    pub witnesses: Vec<Vec<String>>,
+    /// The virtual time simulated for it, ms (both runs).
+    pub virtual_ms: u64,
 }
 
 /// The world and mix of a seed.
@@ -53,8 +58,15 @@ pub fn run_planted(seed: u64, component: &GuestComponent, plant: Option<&str>) -
     }
     let run = crate::run_planted(&scenario, seed, component, join_cutoff);
     let mut broken = check::violations(&run);
+    let mut witnesses: Vec<Vec<String>> = broken.iter().map(|b| check::witness(&run, b)).collect();
     if plant.is_some() {
-        return Outcome { seed, mix, broken };
+        return Outcome {
+            seed,
+            mix,
+            broken,
+            witnesses,
+            virtual_ms: run.virtual_ms,
+        };
     }
     let again = crate::run(&scenario, seed, component);
     if digest(&run.transcript) != digest(&again.transcript) {
@@ -68,8 +80,24 @@ pub fn run_planted(seed: u64, component: &GuestComponent, plant: Option<&str>) -
             "not deterministic: the second run differs from line {}",
             at + 1
         ));
+        witnesses.push(vec![
+            format!(
+                "first:  {}",
+                run.transcript.get(at).map_or("(ended)", |l| l)
+            ),
+            format!(
+                "second: {}",
+                again.transcript.get(at).map_or("(ended)", |l| l)
+            ),
+        ]);
     }
-    Outcome { seed, mix, broken }
+    Outcome {
+        seed,
+        mix,
+        broken,
+        witnesses,
+        virtual_ms: run.virtual_ms + again.virtual_ms,
+    }
 }
 
 /// The command that replays a swarm seed.
@@ -86,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 11] = [
+const PLANTED: [&str; 12] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -98,6 +126,7 @@ const PLANTED: [&str; 11] = [
     "tokens-not-counted",
     "greeting-twice",
     "edit-of-edit",
+    "retry-after-ignored",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

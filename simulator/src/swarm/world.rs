@@ -97,6 +97,38 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
         }
         steps.push(step);
     }
+    // Now and then someone leaves a room: their direct chat (where the bot,
+    // alone, leaves too) or the group. What they would have said there
+    // later is not said, nor what threads on or replies to it.
+    if rng.random_bool(0.25) {
+        let p = people[rng.random_range(0..people.len())];
+        let room = if people.len() > 1 && rng.random_bool(0.5) {
+            GROUP.to_string()
+        } else {
+            dm(p)
+        };
+        let at_ms = rng.random_range(0..HEAL_AT_MS);
+        let unsaid: Vec<String> = steps
+            .iter()
+            .filter(|s| s.from.as_deref() == Some(p) && s.room.as_deref() == Some(&room))
+            .filter(|s| s.at_ms >= at_ms)
+            .filter_map(|s| s.label.clone())
+            .collect();
+        steps.retain(|s| {
+            let refers = |l: &Option<String>| l.as_ref().is_some_and(|l| unsaid.contains(l));
+            let after = s.from.as_deref() == Some(p)
+                && s.room.as_deref() == Some(&room)
+                && s.at_ms >= at_ms;
+            !after && !refers(&s.thread) && !refers(&s.reply_to)
+        });
+        steps.push(Step {
+            at_ms,
+            from: Some(p.to_string()),
+            room: Some(room),
+            leave: true,
+            ..Step::default()
+        });
+    }
     for (f, make) in [
         (Fault::HostRestart, restart as fn(&mut ChaCha8Rng) -> Step),
         (Fault::GuestSwap, swap),
@@ -256,7 +288,9 @@ fn drop_agent(_: &mut ChaCha8Rng) -> Step {
 
 fn jump(rng: &mut ChaCha8Rng) -> Step {
     Step {
-        clock_jump_ms: Some(rng.random_range(60_000..2 * 86_400_000)),
+        // Up to two days either way: NTP's first sync on a fresh machine,
+        // an operator's mistake, a VM resumed.
+        clock_jump_ms: Some(rng.random_range(-2 * 86_400_000..2 * 86_400_000)),
         ..Step::default()
     }
 }

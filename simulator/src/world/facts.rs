@@ -1,7 +1,7 @@
 //! What a run leaves behind for the checks: the facts the simulator saw
 //! besides the homeserver's own state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::homeserver::Homeserver;
 
@@ -28,6 +28,28 @@ pub struct Facts {
     /// Queue notices whose position was not the message's place in its
     /// queue, read from the store when the notice was sent.
     pub false_positions: Vec<String>,
+    /// Each send and edit as it reached the homeserver, in order.
+    pub arrivals: Vec<Arrival>,
+    /// Rooms the bot has asked to leave (and not asked to join since).
+    pub leaving: BTreeSet<String>,
+    /// Sends and edits the guest issued into a room after it asked to
+    /// leave it (one issued before may still arrive after the leave).
+    pub sent_after_leaving: Vec<String>,
+}
+
+/// A send or an edit as it reached the homeserver.
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub request: u64,
+    /// What the request updates: an edit's original event, or a new
+    /// message's transaction (a send tried again keeps it).
+    pub flow: String,
+    /// Virtual time, ms.
+    pub at: u64,
+    /// The `retry_after_ms` of the 429 it got, if it got one.
+    pub retry_after_ms: Option<u64>,
+    /// That 429 reached the guest (not lost with a host that was killed).
+    pub received: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +89,8 @@ pub struct Run {
     pub facts: Facts,
     /// False when the run was cut off before the world went quiet.
     pub settled: bool,
+    /// The virtual time the run covered, ms.
+    pub virtual_ms: u64,
     pub bot_user_id: String,
     pub prefix: String,
     /// The guest's store at the end of the run.

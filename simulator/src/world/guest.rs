@@ -36,7 +36,10 @@ impl World<'_> {
 
     pub(super) fn start_guest(&mut self, reload_request: Option<u64>) {
         // A swap carries on the same host run (the embedding's `swap`); a
-        // (re)start does not.
+        // (re)start does not, and reads the system clock afresh.
+        if self.guest.is_none() {
+            self.host_clock_offset = self.clock_offset;
+        }
         let now = self.wall_ms();
         let result = match self.guest.as_mut() {
             Some(guest) => guest
@@ -72,6 +75,17 @@ impl World<'_> {
 
     pub(super) fn deliver(&mut self, ev: Event) {
         match &ev {
+            Event::MatrixResult(r) if r.outcome.is_err() => {
+                if let Some(a) = self
+                    .facts
+                    .arrivals
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.request == r.request)
+                {
+                    a.received = true;
+                }
+            }
             Event::AgentChunk(c) => self
                 .facts
                 .chunks

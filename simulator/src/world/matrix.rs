@@ -5,12 +5,32 @@
 
 use surfaces_embed::{EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult};
 
+use super::facts::Arrival;
 use super::transcript::show;
 use super::{Pending, World};
 
 impl World<'_> {
     /// A Matrix effect: logged, then on its way to the homeserver.
     pub(super) fn matrix_effect(&mut self, effect: MatrixEffect) {
+        match &effect {
+            MatrixEffect::Leave { room_id, .. } => {
+                self.facts.leaving.insert(room_id.clone());
+            }
+            MatrixEffect::Join { room_id, .. } => {
+                self.facts.leaving.remove(room_id);
+            }
+            MatrixEffect::Send {
+                request, room_id, ..
+            }
+            | MatrixEffect::Edit {
+                request, room_id, ..
+            } if self.facts.leaving.contains(room_id) => {
+                self.facts
+                    .sent_after_leaving
+                    .push(format!("#{request} into {room_id}"));
+            }
+            _ => {}
+        }
         match effect {
             MatrixEffect::Send {
                 request,
@@ -87,12 +107,19 @@ impl World<'_> {
         let bot = self.scenario.bot.user_id.clone();
         let unavailable = self.scenario.homeserver.unavailable;
         let lost = self.scenario.homeserver.lost_response;
+        let mut flow = None;
         let (request, result) = match effect {
             MatrixEffect::Send {
                 request,
                 room_id,
                 content,
             } => {
+                // A send tried again keeps its request id (its transaction
+                // id), so the request is the flow.
+                flow = Some(format!(
+                    "send #{request} of a {} into {room_id}",
+                    if content.notice { "notice" } else { "message" }
+                ));
                 let r = if self.fault(unavailable) {
                     Err(unavailable_error())
                 } else {
@@ -117,6 +144,10 @@ impl World<'_> {
                     EditTarget::Event(e) => Some(e),
                     EditTarget::Request(r) => self.req_events.get(&r).cloned(),
                 };
+                flow = Some(format!(
+                    "edits of {}",
+                    target.as_deref().unwrap_or("an unknown event")
+                ));
                 let r = if self.fault(unavailable) {
                     Err(unavailable_error())
                 } else if let Some(target) = target {
@@ -166,6 +197,18 @@ impl World<'_> {
             | MatrixEffect::SetTyping { .. }
             | MatrixEffect::ReadReceipt { .. } => return,
         };
+        if let Some(flow) = flow {
+            self.facts.arrivals.push(Arrival {
+                request,
+                flow,
+                at: self.now,
+                retry_after_ms: result.as_ref().err().and_then(|e| match e.kind {
+                    MatrixErrorKind::RateLimited => e.retry_after_ms,
+                    _ => None,
+                }),
+                received: false,
+            });
+        }
         match &result {
             Ok(id) => {
                 if id.starts_with('$') {

@@ -38,7 +38,7 @@ use crate::homeserver::sync::Batch;
 use crate::homeserver::{Homeserver, HsEvent};
 use crate::scenario::{self, Scenario};
 
-pub use facts::{Facts, Outcome, Run, Submit, UserMessage};
+pub use facts::{Arrival, Facts, Outcome, Run, Submit, UserMessage};
 pub use transcript::quote;
 
 /// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
@@ -111,8 +111,11 @@ struct World<'a> {
     host_epoch: u64,
     /// Joins failed so far (`homeserver.failed_joins`).
     joins_failed: u32,
-    /// How far the host's wall clock is ahead of virtual time (clock jumps).
-    clock_offset: u64,
+    /// How far the system's wall clock is ahead of virtual time (clock
+    /// jumps), and how far it was when the host last started: the host's
+    /// clock (`wall_ms`) follows the monotonic clock from there.
+    clock_offset: i64,
+    host_clock_offset: i64,
     /// The inbox's planted bug is on.
     join_cutoff: bool,
     shared_scope: bool,
@@ -201,6 +204,7 @@ pub fn run_planted(
         host_epoch: 0,
         joins_failed: 0,
         clock_offset: 0,
+        host_clock_offset: 0,
         join_cutoff,
         shared_scope: true,
         transcript: Vec::new(),
@@ -235,6 +239,7 @@ pub fn run_planted(
         homeserver: w.hs,
         facts: w.facts,
         settled,
+        virtual_ms: w.now.saturating_sub(EPOCH_MS),
         bot_user_id: scenario.bot.user_id.clone(),
         prefix,
     }
@@ -275,9 +280,9 @@ impl World<'_> {
         p > 0.0 && !self.healed() && self.rng.random_bool(p.min(1.0))
     }
 
-    /// The host's wall clock, as the guest reads it.
+    /// The host's clock, as the guest reads it.
     fn wall_ms(&self) -> u64 {
-        self.now + self.clock_offset
+        self.now.saturating_add_signed(self.host_clock_offset)
     }
 
     fn latency(&mut self) -> u64 {

@@ -23,7 +23,7 @@ impl World<'_> {
             return;
         }
         if let Some(ms) = step.clock_jump_ms {
-            self.log(format!("fault: the host's clock jumps {ms} ms ahead"));
+            self.log(format!("fault: the system clock is set {ms:+} ms"));
             self.clock_offset += ms;
             return;
         }
