@@ -135,9 +135,11 @@ pub(crate) struct Finished {
 
 impl Ctx {
     /// `instance` numbers the instances of one guest, so that a fresh one
-    /// after a trap draws a stream of its own (seeded entropy only).
-    pub(crate) fn new(max_memory: usize, entropy: Entropy, instance: u64) -> Self {
+    /// after a trap draws a stream of its own (seeded entropy only);
+    /// `now_ms` is the time its instantiation sees.
+    pub(crate) fn new(max_memory: usize, entropy: Entropy, instance: u64, now_ms: u64) -> Self {
         let clock = CallClock::default();
+        clock.set(now_ms);
         // No preopened directories, no environment, no arguments, no
         // sockets: the guest reaches the world only through our imports.
         let mut wasi = WasiCtx::builder();

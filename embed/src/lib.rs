@@ -517,7 +517,12 @@ impl Guest {
         }
         let embedding = &self.component.embedding;
         let sandbox = embedding.sandbox();
-        let ctx = Ctx::new(sandbox.memory_bytes, sandbox.entropy, self.instances);
+        let ctx = Ctx::new(
+            sandbox.memory_bytes,
+            sandbox.entropy,
+            self.instances,
+            now_ms,
+        );
         let mut store = Store::new(embedding.engine(), ctx);
         store.limiter(|c| &mut c.limits);
         arm_budget(&mut store, sandbox)?;

@@ -45,6 +45,9 @@ enum Command {
         /// Run this guest .wasm instead of the shipped one.
         #[arg(long)]
         guest: Option<PathBuf>,
+        /// Write each run's transcript here (to compare two guests).
+        #[arg(long)]
+        transcripts: Option<PathBuf>,
     },
     /// Draw a world and a fault mix from each seed, run it until the faults
     /// heal and it is quiet, and check every rule; print the seeds that
@@ -178,8 +181,13 @@ fn real_main() -> Result<ExitCode> {
             seeds,
             first_seed,
             guest,
+            transcripts,
         } => {
             let component = load_guest(guest.as_deref(), false)?;
+            if let Some(dir) = &transcripts {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             let files = scenario_files(&paths)?;
             let mut failures = 0u64;
             let mut runs = 0u64;
@@ -188,6 +196,12 @@ fn real_main() -> Result<ExitCode> {
                 for seed in first_seed..first_seed + seeds {
                     runs += 1;
                     let run = surfaces_sim::run(&s, seed, component);
+                    if let Some(dir) = &transcripts {
+                        let name = file.display().to_string().replace(['/', '\\'], "__");
+                        let path = dir.join(format!("{name}.{seed}.txt"));
+                        std::fs::write(&path, run.transcript.join("\n"))
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
                     let broken = check::violations(&run);
                     if !broken.is_empty() {
                         failures += 1;

@@ -140,6 +140,14 @@ impl Bot {
                 if r.origin.room_id != room_id {
                     return Ok(Fate::Untouched);
                 }
+                // Nothing more goes to the room, not even typing.
+                for t in [r.flush_timer.take(), r.typing_timer.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    host.cancel_timer(t);
+                    host.remove(&timer_key(t));
+                }
                 if r.ending.is_some() {
                     return Ok(Fate::Discard);
                 }

@@ -216,7 +216,9 @@ impl Bot {
         req: u64,
         r: &mut Reply,
     ) -> Result<Fate, String> {
-        host.set_typing(&r.origin.room_id, false, 0);
+        if !r.abandoned {
+            host.set_typing(&r.origin.room_id, false, 0);
+        }
         if let Some(t) = r.typing_timer.take() {
             host.cancel_timer(t);
             host.remove(&timer_key(t));
@@ -371,7 +373,7 @@ impl Bot {
         reply: u64,
     ) -> Result<(), String> {
         match self.replies.peek(host, reply)? {
-            Some(r) if r.ending.is_none() => {
+            Some(r) if r.ending.is_none() && !r.abandoned => {
                 let room = r.origin.room_id.clone();
                 host.set_typing(&room, true, TYPING_TIMEOUT_MS);
                 host.set_timer(id, TYPING_RENEW_MS);

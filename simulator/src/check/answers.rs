@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::homeserver::Membership;
 use crate::world::{Outcome, Run};
 
 /// Bot messages replying to each user event: (notice bodies, texts), in
@@ -12,12 +11,7 @@ use crate::world::{Outcome, Run};
 fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> {
     let mut out: BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> = BTreeMap::new();
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
-        let original = run.homeserver.event(&id).map(|e| e.content.clone());
-        let Some(target) = original.as_ref().and_then(|c| {
-            c.pointer("/m.relates_to/m.in_reply_to/event_id")
-                .and_then(|t| t.as_str())
-                .map(str::to_string)
-        }) else {
+        let Some(target) = reply_target(run, &id) else {
             continue;
         };
         let entry = out.entry(target).or_default();
@@ -31,15 +25,26 @@ fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json
     out
 }
 
+/// The event a bot message (by its original's id) replies to.
+fn reply_target(run: &Run, id: &str) -> Option<String> {
+    run.homeserver
+        .event(id)?
+        .content
+        .pointer("/m.relates_to/m.in_reply_to/event_id")
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+}
+
 /// Every message addressed to the bot ends in a reply or a clear error:
 /// never nothing. A queue position (a notice starting with ⏳) is a
 /// promise, not an answer: it must be followed by one; nor is a greeting.
-/// And no message stays live.
+/// And no message stays live. Excused: the messages the bot still held
+/// when it left their room, everyone else gone (`Facts::excused`).
 pub fn answered(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if !m.addressed || bot_left(run, &m.room_id) {
+        if !m.addressed || run.facts.excused.contains(&m.event_id) {
             continue;
         }
         match replies.get(&m.event_id) {
@@ -56,26 +61,12 @@ pub fn answered(run: &Run) -> Vec<String> {
         }
     }
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
-        let room = run.homeserver.event(&id).map(|e| e.room_id.as_str());
-        if content.get("org.matrix.msc4357.live").is_some()
-            && !room.is_some_and(|r| bot_left(run, r))
-        {
+        let excused = reply_target(run, &id).is_some_and(|t| run.facts.excused.contains(&t));
+        if content.get("org.matrix.msc4357.live").is_some() && !excused {
             v.push(format!("{id} is still marked live at the end"));
         }
     }
     v
-}
-
-/// The bot left the room (everyone else had): what was asked there and
-/// not answered by then never can be, and a reply streaming there can no
-/// longer be edited.
-pub(super) fn bot_left(run: &Run, room: &str) -> bool {
-    run.homeserver.rooms.get(room).is_some_and(|r| {
-        !r.members.contains(&run.bot_user_id)
-            && r.membership_log
-                .iter()
-                .any(|(_, who, m)| *who == run.bot_user_id && *m == Membership::Leave)
-    })
 }
 
 /// How the guest starts notices that are not answers: a queue position or
@@ -83,12 +74,13 @@ pub(super) fn bot_left(run: &Run, room: &str) -> bool {
 const NOT_ANSWERS: [&str; 2] = ["⏳", "👋"];
 
 /// The final text of every reply is the agent's chunks joined (plus a note
-/// when the reply was cut short), but in a room the bot left mid-reply.
+/// when the reply was cut short), but for a message the bot dropped when
+/// it left the room (`Facts::excused`).
 pub fn final_texts(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if bot_left(run, &m.room_id) {
+        if run.facts.excused.contains(&m.event_id) {
             continue;
         }
         // Only messages whose text identifies one submit unambiguously.

@@ -113,6 +113,10 @@ pub fn throttle(run: &Run) -> Vec<String> {
     v
 }
 
+/// The longest `retry_after_ms` the bot waits out (a homeserver asking for
+/// more is asked again then): guest/src/bot/pump.rs `MAX_RETRY_AFTER_MS`.
+const TRUSTED_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
+
 /// After a 429 reached the guest, nothing more of the same flow (the same
 /// message's edits, or the same new message tried again) reaches the
 /// homeserver before the `retry_after_ms` it named has passed, restarts
@@ -132,7 +136,7 @@ pub fn retry_after(run: &Run) -> Vec<String> {
             ));
         }
         if let (Some(ms), true) = (a.retry_after_ms, a.received) {
-            held.insert(&a.flow, (a.at + ms, a.request));
+            held.insert(&a.flow, (a.at + ms.min(TRUSTED_RETRY_AFTER_MS), a.request));
         }
     }
     v

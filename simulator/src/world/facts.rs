@@ -32,9 +32,14 @@ pub struct Facts {
     pub arrivals: Vec<Arrival>,
     /// Rooms the bot has asked to leave (and not asked to join since).
     pub leaving: BTreeSet<String>,
-    /// Sends and edits the guest issued into a room after it asked to
-    /// leave it (one issued before may still arrive after the leave).
+    /// What the guest issued into a room (sends, edits, reactions, typing,
+    /// receipts) after it asked to leave it (one issued before may still
+    /// arrive after the leave).
     pub sent_after_leaving: Vec<String>,
+    /// Messages no answer is owed to: the guest's store held them (queued
+    /// or being answered) when it learnt it was alone in their room, and it
+    /// then left.
+    pub excused: BTreeSet<String>,
 }
 
 /// A send or an edit as it reached the homeserver.

@@ -75,17 +75,6 @@ impl World<'_> {
 
     pub(super) fn deliver(&mut self, ev: Event) {
         match &ev {
-            Event::MatrixResult(r) if r.outcome.is_err() => {
-                if let Some(a) = self
-                    .facts
-                    .arrivals
-                    .iter_mut()
-                    .rev()
-                    .find(|a| a.request == r.request)
-                {
-                    a.received = true;
-                }
-            }
             Event::AgentChunk(c) => self
                 .facts
                 .chunks
@@ -117,6 +106,14 @@ impl World<'_> {
         if self.guest.is_none() {
             self.log("event dropped: no guest is running".into());
             return;
+        }
+        // The bot is about to learn it is alone: what its store holds from
+        // the room now is what it may drop when it leaves.
+        if let Event::MembersChanged(m) = &ev
+            && m.joined <= 1
+        {
+            let held = self.pending_in(&m.room_id);
+            self.held_when_alone.insert(m.room_id.clone(), held);
         }
         // An injected trap: the first attempt runs out of fuel part-way.
         let trap = self.scenario.faults.guest_trap;
@@ -150,6 +147,18 @@ impl World<'_> {
             self.facts.guest_failures.push(format!("{what}: {e}"));
         }
         if let Some(out) = delivery.output {
+            // The guest has seen this answer (a 429 it must now honour).
+            if let Event::MatrixResult(r) = &ev
+                && r.outcome.is_err()
+                && let Some(a) = self
+                    .facts
+                    .arrivals
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.request == r.request)
+            {
+                a.received = true;
+            }
             self.apply(out);
         }
     }

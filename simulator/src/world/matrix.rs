@@ -15,21 +15,28 @@ impl World<'_> {
         match &effect {
             MatrixEffect::Leave { room_id, .. } => {
                 self.facts.leaving.insert(room_id.clone());
+                let held = self.held_when_alone.remove(room_id).unwrap_or_default();
+                self.facts.excused.extend(held);
             }
             MatrixEffect::Join { room_id, .. } => {
                 self.facts.leaving.remove(room_id);
             }
-            MatrixEffect::Send {
-                request, room_id, ..
-            }
-            | MatrixEffect::Edit {
-                request, room_id, ..
-            } if self.facts.leaving.contains(room_id) => {
+            MatrixEffect::Send { room_id, .. }
+            | MatrixEffect::Edit { room_id, .. }
+            | MatrixEffect::React { room_id, .. }
+            | MatrixEffect::SetTyping { room_id, .. }
+            | MatrixEffect::ReadReceipt { room_id, .. }
+                if self.facts.leaving.contains(room_id) =>
+            {
                 self.facts
                     .sent_after_leaving
-                    .push(format!("#{request} into {room_id}"));
+                    .push(format!("{} into {room_id}", effect_name(&effect)));
             }
-            _ => {}
+            MatrixEffect::Send { .. }
+            | MatrixEffect::Edit { .. }
+            | MatrixEffect::React { .. }
+            | MatrixEffect::SetTyping { .. }
+            | MatrixEffect::ReadReceipt { .. } => {}
         }
         match effect {
             MatrixEffect::Send {
@@ -299,4 +306,62 @@ impl World<'_> {
             ));
         }
     }
+}
+
+/// A Matrix effect in a few words, with its request id where it has one.
+fn effect_name(effect: &MatrixEffect) -> String {
+    match effect {
+        MatrixEffect::Send { request, .. } => format!("send #{request}"),
+        MatrixEffect::Edit { request, .. } => format!("edit #{request}"),
+        MatrixEffect::React { request, .. } => format!("reaction #{request}"),
+        MatrixEffect::Join { request, .. } => format!("join #{request}"),
+        MatrixEffect::Leave { request, .. } => format!("leave #{request}"),
+        MatrixEffect::SetTyping { typing, .. } => {
+            format!("typing {}", if *typing { "on" } else { "off" })
+        }
+        MatrixEffect::ReadReceipt { event_id, .. } => format!("read receipt for {event_id}"),
+    }
+}
+
+impl World<'_> {
+    /// The messages from `room` the guest's store still holds, queued,
+    /// being answered or with a notice waiting to go: leaving the room, it
+    /// drops them, and no answer is owed to them any more.
+    pub(super) fn pending_in(&self, room: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        for prefix in ["ctx/", "reply/", "out/"] {
+            for key in self.kv.keys(prefix).unwrap_or_default() {
+                let Some(record) = self
+                    .kv
+                    .get(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                else {
+                    continue;
+                };
+                if let Some(serde_json::Value::Array(queue)) = record.get("queue") {
+                    ids.extend(queue.iter().filter_map(|m| message_in(m, room)));
+                } else if let Some(origin) = record.get("origin") {
+                    ids.extend(message_in(origin, room));
+                } else if record.get("room_id").and_then(|r| r.as_str()) == Some(room)
+                    && let Some(to) = record.pointer("/content/reply_to").and_then(|t| t.as_str())
+                {
+                    // A notice answering it.
+                    ids.push(to.to_string());
+                }
+            }
+        }
+        ids
+    }
+}
+
+/// A stored message's event id, if it was sent in `room`.
+fn message_in(m: &serde_json::Value, room: &str) -> Option<String> {
+    if m.get("room_id").and_then(|r| r.as_str()) != Some(room) {
+        return None;
+    }
+    m.get("event_id")
+        .and_then(|e| e.as_str())
+        .map(str::to_string)
 }

@@ -116,6 +116,9 @@ struct World<'a> {
     /// clock (`wall_ms`) follows the monotonic clock from there.
     clock_offset: i64,
     host_clock_offset: i64,
+    /// Per room, the messages the guest's store held when the bot was told
+    /// it was alone there: excused if it then leaves (`Facts::excused`).
+    held_when_alone: BTreeMap<String, Vec<String>>,
     /// The inbox's planted bug is on.
     join_cutoff: bool,
     shared_scope: bool,
@@ -205,6 +208,7 @@ pub fn run_planted(
         joins_failed: 0,
         clock_offset: 0,
         host_clock_offset: 0,
+        held_when_alone: BTreeMap::new(),
         join_cutoff,
         shared_scope: true,
         transcript: Vec::new(),
