@@ -34,10 +34,12 @@ pub enum Bug {
     /// An update refused with 429 is tried again at once, not after the
     /// homeserver's `retry_after_ms`.
     RetryAfterIgnored,
+    /// Links in an agent's text keep any scheme (`javascript:` too).
+    UnsafeLinks,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -50,6 +52,7 @@ impl Bug {
         Bug::GreetingTwice,
         Bug::EditOfEdit,
         Bug::RetryAfterIgnored,
+        Bug::UnsafeLinks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Bug {
             Bug::GreetingTwice => "greeting-twice",
             Bug::EditOfEdit => "edit-of-edit",
             Bug::RetryAfterIgnored => "retry-after-ignored",
+            Bug::UnsafeLinks => "unsafe-links",
         }
     }
 }

@@ -109,6 +109,9 @@ fn render(markdown: &str) -> String {
 /// a safe one. Browsers drop whitespace and control characters inside a
 /// scheme, so we do too before looking at it.
 fn safe_url(url: &str) -> bool {
+    if crate::planted::on(crate::planted::Bug::UnsafeLinks) {
+        return true;
+    }
     let cleaned: String = url
         .chars()
         .filter(|c| !c.is_ascii_whitespace() && !c.is_control())

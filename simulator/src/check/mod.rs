@@ -43,6 +43,7 @@ pub const RULES: &[Rule] = &[
         nothing_after_leaving,
     ),
     ("no send before the homeserver's retry_after", retry_after),
+    ("every link the bot renders is safe", safe_links),
 ];
 
 /// Every rule a run broke, in words (empty when all hold).
@@ -140,6 +141,64 @@ pub fn retry_after(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// URL schemes a Matrix client may follow from a bot's HTML: the spec's
+/// list for links (http, https, ftp, mailto, magnet), `matrix:` URIs and
+/// `mxc:` media.
+const SAFE_SCHEMES: [&str; 7] = ["http", "https", "ftp", "mailto", "magnet", "matrix", "mxc"];
+
+/// No `href` or `src` in any HTML the bot sent (every edit counts: clients
+/// show each) uses another scheme (`javascript:`, `data:`, ...): an agent's
+/// text is not trusted.
+pub fn safe_links(run: &Run) -> Vec<String> {
+    let mut v = Vec::new();
+    for e in &run.homeserver.events {
+        if e.sender != run.bot_user_id {
+            continue;
+        }
+        let bodies = [
+            e.content.get("formatted_body"),
+            e.content.pointer("/m.new_content/formatted_body"),
+        ];
+        for html in bodies.into_iter().flatten().filter_map(|b| b.as_str()) {
+            for url in attribute_urls(html) {
+                if !url_is_safe(url) {
+                    v.push(format!("{} links to {url:?}", e.event_id));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The values of `href="…"` and `src="…"` attributes in HTML.
+fn attribute_urls(html: &str) -> impl Iterator<Item = &str> {
+    ["href=\"", "src=\""].into_iter().flat_map(move |attr| {
+        html.match_indices(attr).filter_map(move |(i, _)| {
+            let rest = &html[i + attr.len()..];
+            rest.find('"').map(|end| &rest[..end])
+        })
+    })
+}
+
+/// A URL with no scheme is relative; one with a scheme must use a safe one
+/// (browsers ignore whitespace, control characters and entities inside a
+/// scheme: so does this check, by reading up to the first `:`).
+fn url_is_safe(url: &str) -> bool {
+    let cleaned: String = url
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace() && !c.is_control())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match cleaned.find([':', '/', '?', '#']) {
+        Some(i) if cleaned.as_bytes()[i] == b':' => {
+            // `&#58;` and friends decode to a colon in a browser.
+            let scheme = &cleaned[..i];
+            SAFE_SCHEMES.contains(&scheme)
+        }
+        _ => !cleaned.contains("&#"),
+    }
 }
 
 /// The bot sends nothing into a room once it has decided to leave it.

@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 12] = [
+const PLANTED: [&str; 13] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -127,6 +127,7 @@ const PLANTED: [&str; 12] = [
     "greeting-twice",
     "edit-of-edit",
     "retry-after-ignored",
+    "unsafe-links",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

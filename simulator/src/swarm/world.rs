@@ -20,8 +20,21 @@ const GROUP: &str = "!group:sim.test";
 const COMMANDS: [&str; 8] = [
     "!status", "!usage", "!context", "!help", "!skills", "!new", "!stop", "!dance",
 ];
-const WORDS: [&str; 12] = [
-    "alpha", "beta", "gamma", "delta", "**bold**", "`code`", "é", "🙂", "\n", "- item", "#", "x",
+const WORDS: [&str; 14] = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "**bold**",
+    "`code`",
+    "é",
+    "🙂",
+    "\n",
+    "- item",
+    "#",
+    "x",
+    "[a link](https://example.org/a?b=c)",
+    "[not a link](javascript:alert(1))",
 ];
 
 /// The world of a seed, and its mix.
