@@ -3,7 +3,8 @@
 //! rule says what it found broken with its witness: the event ids and
 //! texts involved.
 //!
-//! - this file: the registry, and the rules about Matrix itself;
+//! - this file: the registry, and the rules about Matrix itself (sizes,
+//!   edits, throttle, retry_after, leaving, safe links);
 //! - [`answers`]: every message answered, once, in place and in order;
 //! - [`store`]: what the guest's store holds once the world is quiet;
 //! - [`witness`]: the transcript steps behind a broken rule.
