@@ -4,7 +4,7 @@
 //! still have sent there.
 
 use super::replies::Replies;
-use super::{Bot, Fate, pump};
+use super::{Bot, Fate, pump, stream};
 use crate::host::Host;
 use crate::state::{OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key};
 use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
@@ -140,23 +140,7 @@ impl Bot {
                 if r.origin.room_id != room_id {
                     return Ok(Fate::Untouched);
                 }
-                // Nothing more goes to the room, not even typing.
-                for t in [r.flush_timer.take(), r.typing_timer.take()]
-                    .into_iter()
-                    .flatten()
-                {
-                    host.cancel_timer(t);
-                    host.remove(&timer_key(t));
-                }
-                if r.ending.is_some() {
-                    return Ok(Fate::Discard);
-                }
-                // Kept until the agent ends, so its last chunks are
-                // recognised and dropped and its context moves on.
-                host.agent_cancel(&r.context_id);
-                r.stop_requested = true;
-                r.abandoned = true;
-                Ok(Fate::Keep)
+                Ok(stream::abandon(host, r))
             })?;
         }
         for key in host.scan(&OUTGOING) {

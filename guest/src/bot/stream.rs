@@ -336,15 +336,7 @@ impl Bot {
                             ),
                         );
                     }
-                    if r.ending.is_some() {
-                        return Ok(Fate::Discard);
-                    }
-                    // Keep the record until the agent ends, so its
-                    // remaining chunks are recognised and dropped.
-                    host.agent_cancel(&r.context_id);
-                    r.stop_requested = true;
-                    r.abandoned = true;
-                    Ok(Fate::Keep)
+                    Ok(abandon(host, r))
                 }
             }
         })?;
@@ -382,4 +374,25 @@ impl Bot {
         }
         Ok(())
     }
+}
+
+/// The room will not take the reply (it refused it, or the bot is leaving
+/// it): nothing more goes there, not even typing. It is dropped now if the
+/// agent is done, else kept until the agent ends, so its last chunks are
+/// recognised and dropped and its context moves on.
+pub(super) fn abandon(host: &mut dyn Host, r: &mut Reply) -> Fate {
+    for t in [r.flush_timer.take(), r.typing_timer.take()]
+        .into_iter()
+        .flatten()
+    {
+        host.cancel_timer(t);
+        host.remove(&timer_key(t));
+    }
+    if r.ending.is_some() {
+        return Fate::Discard;
+    }
+    host.agent_cancel(&r.context_id);
+    r.stop_requested = true;
+    r.abandoned = true;
+    Fate::Keep
 }
