@@ -262,8 +262,10 @@ impl World<'_> {
         self.seq += 1;
     }
 
+    /// `delay` may come from the guest (a timer): far beyond any run's end
+    /// is "never", not an overflow.
     fn after(&mut self, delay: u64, p: Pending) {
-        self.at(self.now + delay, p);
+        self.at(self.now.saturating_add(delay), p);
     }
 
     /// Schedule an event for the guest from the current host run.

@@ -93,7 +93,7 @@ impl World<'_> {
         let key_at = if step.key_never {
             Some(None)
         } else {
-            step.key_after_ms.map(|d| Some(self.now + d))
+            step.key_after_ms.map(|d| Some(self.now.saturating_add(d)))
         };
         let event_id = self
             .hs
