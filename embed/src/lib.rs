@@ -21,6 +21,7 @@ mod ctx;
 mod effect;
 pub mod inbox;
 mod kv;
+pub mod version;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -266,6 +267,8 @@ impl Embedding {
     }
 
     fn prepare(&self, component: Component) -> Result<GuestComponent, EmbedError> {
+        version::check(&version::imported(&component, &self.inner.engine))
+            .map_err(EmbedError::Invalid)?;
         let pre = self
             .inner
             .linker

@@ -1,0 +1,98 @@
+//! Which versions of the `surfaces:bot` contract a guest was built for, and
+//! whether this host runs them. A guest built for another is refused with a
+//! message that says so ("built for X; this host supports A to B"), before
+//! the linker's own ("missing import ...") would.
+
+use std::collections::BTreeSet;
+
+use semver::{Version, VersionReq};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The contract's WIT package.
+pub const PACKAGE: &str = "surfaces:bot";
+
+/// The contract versions this host links, oldest first. A guest built for
+/// a later patch release of one (0.1.3 for 0.1.0) links too, as long as it
+/// imports nothing the host lacks.
+pub const SUPPORTED: &[&str] = &["0.1.0"];
+
+/// The contract versions a compiled guest imports (`surfaces:bot/…@X`).
+pub fn imported(component: &Component, engine: &Engine) -> BTreeSet<String> {
+    let prefix = format!("{PACKAGE}/");
+    component
+        .component_type()
+        .imports(engine)
+        .filter_map(|(name, _)| {
+            let (_, version) = name.strip_prefix(&prefix)?.split_once('@')?;
+            Some(version.to_string())
+        })
+        .collect()
+}
+
+/// Whether this host runs a guest that imports contract `versions`: `Err`
+/// says why not, in words an operator can act on.
+pub fn check(versions: &BTreeSet<String>) -> Result<(), String> {
+    let built_for = || {
+        versions
+            .iter()
+            .map(|v| format!("{PACKAGE}@{v}"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    };
+    if versions.len() > 1 {
+        return Err(format!(
+            "built for more than one version of the contract ({}); {}",
+            built_for(),
+            supported()
+        ));
+    }
+    for v in versions {
+        let runs = Version::parse(v).is_ok_and(|v| {
+            SUPPORTED
+                .iter()
+                .any(|s| VersionReq::parse(&format!("^{s}")).is_ok_and(|req| req.matches(&v)))
+        });
+        if !runs {
+            return Err(format!("built for {}; {}", built_for(), supported()));
+        }
+    }
+    Ok(())
+}
+
+/// "this host supports surfaces:bot 0.1.0 to 0.3.0" (or the one version).
+fn supported() -> String {
+    match (SUPPORTED.first(), SUPPORTED.last()) {
+        (Some(first), Some(last)) if first != last => {
+            format!("this host supports {PACKAGE} {first} to {last}")
+        }
+        (Some(only), _) => format!("this host supports {PACKAGE} {only}"),
+        _ => format!("this host supports no version of {PACKAGE}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(vs: &[&str]) -> BTreeSet<String> {
+        vs.iter().map(|v| v.to_string()).collect()
+    }
+
+    #[test]
+    fn the_supported_version_and_its_patch_releases_run() {
+        assert_eq!(check(&set(&["0.1.0"])), Ok(()));
+        assert_eq!(check(&set(&["0.1.4"])), Ok(()));
+    }
+
+    #[test]
+    fn another_minor_or_major_is_refused_in_words() {
+        assert_eq!(
+            check(&set(&["0.2.0"])),
+            Err("built for surfaces:bot@0.2.0; this host supports surfaces:bot 0.1.0".into())
+        );
+        assert!(check(&set(&["1.0.0"])).is_err());
+        assert!(check(&set(&["not-a-version"])).is_err());
+        assert!(check(&set(&["0.1.0", "0.2.0"])).is_err());
+    }
+}
