@@ -20,6 +20,8 @@ fn main() {
         "Cargo.toml",
         "Cargo.lock",
         ".cargo/config.toml",
+        "sdk/src",
+        "sdk/Cargo.toml",
         "chaos/src",
         "chaos/Cargo.toml",
         "broken/src",

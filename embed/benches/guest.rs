@@ -85,6 +85,7 @@ impl Host for NativeHost {
     fn edit(&mut self, _: u64, _: &str, _: &g::EditTarget, _: &g::MessageContent) {
         self.effects += 1;
     }
+    fn react(&mut self, _: u64, _: &str, _: &str, _: &str) {}
     fn set_typing(&mut self, _: &str, _: bool, _: u32) {}
     fn read_receipt(&mut self, _: &str, _: &str) {}
     fn join(&mut self, _: u64, _: &str) {}

@@ -5,7 +5,7 @@
 //! - `meta/last-reload`        [`LastReload`], the host's last swap
 //! - `user/{user-id}`          [`User`]
 //! - `ctx/{context-id}`        [`Context`], read and written only through
-//!   [`Records::context`] and [`Records::save_context`], which keep its two
+//!   [`Contexts::context`] and [`Contexts::save_context`], which keep its two
 //!   indexes:
 //! - `wait/{context-id}`       the context has work a host restart would
 //!   strand (a request in flight, a queue, a retry, a broken connection):
@@ -25,12 +25,12 @@
 //!   (its bytes as they were), so the bot goes on without it
 
 use std::collections::{BTreeMap, VecDeque};
-use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
+pub use surfaces_guest_sdk::store::{BAD, Key, Prefix, Records};
 
 use crate::host::Host;
-use crate::types::{LogLevel, MessageContent};
+use crate::types::MessageContent;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -84,7 +84,7 @@ pub struct Context {
     #[serde(default)]
     pub active_ms: u64,
     /// The `active_ms` it is indexed under in `ctxat/` (kept by
-    /// [`Records::save_context`]).
+    /// [`Contexts::save_context`]).
     #[serde(default)]
     pub indexed_ms: Option<u64>,
     /// The host run it was last saved in (`meta/run`): a context saved in
@@ -319,50 +319,6 @@ pub enum Route {
     },
 }
 
-/// A record's key in the store, typed by the record it holds: a key made
-/// by [`ctx_key`] can only load or save a [`Context`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Key<T> {
-    name: String,
-    record: PhantomData<fn() -> T>,
-}
-
-impl<T> Key<T> {
-    fn new(name: String) -> Key<T> {
-        Key {
-            name,
-            record: PhantomData,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.name
-    }
-}
-
-/// The keys of one kind of record: those starting with the prefix.
-pub struct Prefix<T> {
-    prefix: &'static str,
-    record: PhantomData<fn() -> T>,
-}
-
-impl<T> Prefix<T> {
-    const fn new(prefix: &'static str) -> Prefix<T> {
-        Prefix {
-            prefix,
-            record: PhantomData,
-        }
-    }
-
-    /// The id part of a full key of this prefix (`ctx/shared` -> `shared`).
-    pub fn id<'k>(&self, key: &'k Key<T>) -> &'k str {
-        key.name.strip_prefix(self.prefix).unwrap_or(&key.name)
-    }
-}
-
-/// Records set aside because they no longer decoded.
-pub const BAD: &str = "bad/";
-
 pub const CONTEXTS: Prefix<Context> = Prefix::new("ctx/");
 /// Contexts that recovery must visit.
 pub const WAITING: Prefix<()> = Prefix::new("wait/");
@@ -379,13 +335,13 @@ pub fn user_key(id: &str) -> Key<User> {
     Key::new(format!("user/{id}"))
 }
 fn ctx_key(id: &str) -> Key<Context> {
-    Key::new(format!("{}{id}", CONTEXTS.prefix))
+    CONTEXTS.key(id)
 }
 fn waiting_key(id: &str) -> Key<()> {
-    Key::new(format!("{}{id}", WAITING.prefix))
+    WAITING.key(id)
 }
 pub fn context_at_key(ms: u64, id: &str) -> Key<()> {
-    Key::new(format!("{}{ms:020}/{id}", CONTEXTS_AT.prefix))
+    CONTEXTS_AT.key(&format!("{ms:020}/{id}"))
 }
 pub fn context_index_key() -> Key<u32> {
     Key::new("meta/ctx-index".into())
@@ -401,7 +357,7 @@ pub fn out_key(req: u64) -> Key<Outgoing> {
     Key::new(format!("out/{req:020}"))
 }
 pub fn timer_key(id: u64) -> Key<TimerPurpose> {
-    Key::new(format!("timer/{id:020}"))
+    surfaces_guest_sdk::timers::key(id)
 }
 pub fn route_key(req: u64) -> Key<Route> {
     Key::new(format!("route/{req:020}"))
@@ -413,16 +369,13 @@ pub fn seen_key(event_id: &str) -> Key<u64> {
 }
 /// The same, ordered by when it was seen, for pruning.
 pub fn seen_at_key(ms: u64, event_id: &str) -> Key<()> {
-    Key::new(format!("{}{ms:020}/{event_id}", SEEN_AT.prefix))
+    SEEN_AT.key(&format!("{ms:020}/{event_id}"))
 }
 pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
     Key::new(format!("utd/{room_id}/{user_id}"))
 }
 pub fn last_reload_key() -> Key<LastReload> {
     Key::new("meta/last-reload".into())
-}
-fn next_id_key() -> Key<u64> {
-    Key::new("meta/next-id".into())
 }
 
 /// A reply's text is kept one piece per agent chunk, raw UTF-8 (not JSON),
@@ -434,25 +387,9 @@ pub fn chunk_key(req: u64, n: u32) -> String {
     format!("chunk/{req:020}/{n:08}")
 }
 
-/// Typed access to the host's store, on the host handle itself: records
-/// are JSON, decoded into the type their key names.
-pub trait Records {
-    fn load<T: DeserializeOwned>(&mut self, key: &Key<T>) -> Result<Option<T>, String>;
-    fn save<T: Serialize>(&mut self, key: &Key<T>, value: &T) -> Result<(), String>;
-    fn remove<T>(&mut self, key: &Key<T>);
-    /// Every key of one kind, in byte order.
-    fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>>;
-    /// At most `limit` keys of one kind after `after`, in byte order.
-    fn page<T>(&mut self, prefix: &Prefix<T>, after: Option<&Key<T>>, limit: u32) -> Vec<Key<T>>;
-
-    /// The record, or its default when there is none yet.
-    fn load_or_default<T: DeserializeOwned + Default>(
-        &mut self,
-        key: &Key<T>,
-    ) -> Result<T, String> {
-        Ok(self.load(key)?.unwrap_or_default())
-    }
-
+/// The bot's contexts, on the host handle: reached only through these, which
+/// keep their two indexes (`wait/`, `ctxat/`) true.
+pub trait Contexts: Records {
     /// The context, or a fresh one.
     fn context(&mut self, id: &str) -> Result<Context, String> {
         self.load_or_default(&ctx_key(id))
@@ -503,62 +440,6 @@ pub trait Records {
         }
         self.remove(&ctx_key(id));
     }
-
-    /// A fresh id for a request or a timer, unique for the bot's life.
-    fn next_id(&mut self) -> Result<u64, String> {
-        let key = next_id_key();
-        let id = self.load(&key)?.unwrap_or(1);
-        self.save(&key, &(id + 1))?;
-        Ok(id)
-    }
 }
 
-impl Records for dyn Host + '_ {
-    /// A record that does not decode is set aside under `bad/` and read as
-    /// absent: one bad record must not fail every later event touching it.
-    fn load<T: DeserializeOwned>(&mut self, key: &Key<T>) -> Result<Option<T>, String> {
-        let Some(bytes) = self.store_get(&key.name) else {
-            return Ok(None);
-        };
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => Ok(Some(value)),
-            Err(e) => {
-                self.log(
-                    LogLevel::Error,
-                    &format!(
-                        "record {} does not decode ({e}): set aside as {BAD}{0}, going on without it",
-                        key.name
-                    ),
-                );
-                self.store_put(&format!("{BAD}{}", key.name), &bytes);
-                self.store_delete(&key.name);
-                Ok(None)
-            }
-        }
-    }
-
-    fn save<T: Serialize>(&mut self, key: &Key<T>, value: &T) -> Result<(), String> {
-        let bytes = serde_json::to_vec(value).map_err(|e| format!("encode {}: {e}", key.name))?;
-        self.store_put(&key.name, &bytes);
-        Ok(())
-    }
-
-    fn remove<T>(&mut self, key: &Key<T>) {
-        self.store_delete(&key.name);
-    }
-
-    fn scan<T>(&mut self, prefix: &Prefix<T>) -> Vec<Key<T>> {
-        self.store_keys(prefix.prefix)
-            .into_iter()
-            .map(Key::new)
-            .collect()
-    }
-
-    fn page<T>(&mut self, prefix: &Prefix<T>, after: Option<&Key<T>>, limit: u32) -> Vec<Key<T>> {
-        let after = after.map(|k| k.name.as_str());
-        self.store_keys_page(prefix.prefix, after, limit)
-            .into_iter()
-            .map(Key::new)
-            .collect()
-    }
-}
+impl Contexts for dyn Host + '_ {}

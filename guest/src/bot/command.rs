@@ -3,7 +3,9 @@
 use super::{Bot, ECHO_MAX, Fate, count, cut};
 use crate::commands::{self, Command};
 use crate::host::Host;
-use crate::state::{Conn, LastReload, Records, Route, User, last_reload_key, route_key, user_key};
+use crate::state::{
+    Conn, Contexts, LastReload, Records, Route, User, last_reload_key, route_key, user_key,
+};
 use crate::types::RoomMessage;
 
 impl Bot {

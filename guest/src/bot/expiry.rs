@@ -6,7 +6,7 @@
 
 use super::Bot;
 use crate::host::Host;
-use crate::state::{CONTEXTS_AT, Records};
+use crate::state::{CONTEXTS_AT, Contexts, Records};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 const EXPIRE_EVERY_MS: u64 = 3600 * 1000;

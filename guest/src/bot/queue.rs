@@ -7,7 +7,7 @@ use crate::config::Scope;
 use crate::host::Host;
 use crate::render;
 use crate::state::{
-    Conn, Context, Queued, Records, Reply, TimerPurpose, User, timer_key, user_key,
+    Conn, Context, Contexts, Queued, Records, Reply, TimerPurpose, User, timer_key, user_key,
 };
 use crate::types::{AgentMessage, AgentStatus, ConnectionState, RoomMessage, Sender};
 

@@ -10,8 +10,8 @@ use super::replies::Replies;
 use super::{Bot, Fate, pump};
 use crate::host::Host;
 use crate::state::{
-    Conn, Context, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose, context_index_key,
-    route_key, run_key, timer_key,
+    Conn, Context, Contexts, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose,
+    context_index_key, route_key, run_key, timer_key,
 };
 
 use crate::types::{AgentError, AgentErrorKind, MessageContent};

@@ -6,7 +6,9 @@
 use super::replies::Replies;
 use super::{Bot, Fate, pump, stream};
 use crate::host::Host;
-use crate::state::{OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key};
+use crate::state::{
+    Contexts, OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key,
+};
 use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
 
 impl Bot {

@@ -7,7 +7,7 @@ use super::pump::{self, Answer, Next, Target};
 use super::{Bot, Fate, MAX_LOST, TYPING_RENEW_MS, TYPING_TIMEOUT_MS, cut};
 use crate::host::Host;
 use crate::state::{
-    Ending, Queued, Records, Reply, Route, TimerPurpose, route_key, timer_key, user_key,
+    Contexts, Ending, Queued, Records, Reply, Route, TimerPurpose, route_key, timer_key, user_key,
 };
 use crate::types::{AgentEnd, AgentError, AgentErrorKind, EditTarget, LogLevel, MatrixResult};
 

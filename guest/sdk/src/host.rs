@@ -1,27 +1,57 @@
-//! What the bot may ask of its host. Every call returns at once.
+//! What a guest may ask of its host. Every call returns at once: a Matrix
+//! request, an agent submit or a timer is only recorded, and its outcome
+//! comes back later as an event with the id the guest chose.
 
+use crate::bindings::surfaces::bot as wit;
 use crate::types::{AgentMessage, EditTarget, LogLevel, MessageContent};
 
 pub trait Host {
+    /// Send a message; its outcome comes back as a `matrix-result` with
+    /// `request` (reuse the id for a retry: the homeserver de-duplicates).
     fn send(&mut self, request: u64, room_id: &str, content: &MessageContent);
+    /// Replace a message's content (an `m.replace` edit).
     fn edit(&mut self, request: u64, room_id: &str, target: &EditTarget, content: &MessageContent);
+    /// React to an event with `key` (an emoji).
+    fn react(&mut self, request: u64, room_id: &str, event_id: &str, key: &str);
     fn set_typing(&mut self, room_id: &str, typing: bool, timeout_ms: u32);
     fn read_receipt(&mut self, room_id: &str, event_id: &str);
     fn join(&mut self, request: u64, room_id: &str);
     fn leave(&mut self, request: u64, room_id: &str);
+    /// Give a message to the agent in `context_id`; its reply comes back as
+    /// `agent-chunk`s and one `agent-end` (or `agent-error`) with `request`.
     fn agent_submit(&mut self, request: u64, context_id: &str, message: &AgentMessage);
     fn agent_cancel(&mut self, context_id: &str);
     fn agent_reset(&mut self, context_id: &str);
+    /// The guest's own namespace in the host's store. Writes of a call are
+    /// committed when it returns `Ok`, and dropped on an error or a trap.
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>>;
     fn store_put(&mut self, key: &str, value: &[u8]);
     fn store_delete(&mut self, key: &str);
     fn store_keys(&mut self, prefix: &str) -> Vec<String>;
     fn store_keys_page(&mut self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<String>;
+    /// Milliseconds since the epoch; one value for the whole call.
     fn now(&mut self) -> u64;
+    /// A `timer` event with `id` after `delay_ms` (see [`crate::timers`]
+    /// for timers that know what they are for).
     fn set_timer(&mut self, id: u64, delay_ms: u64);
     fn cancel_timer(&mut self, id: u64);
     fn log(&mut self, level: LogLevel, message: &str);
+    /// Ask the host to swap in the guest file again; the outcome comes
+    /// back as a `reload-result` with `request`.
     fn reload(&mut self, request: u64);
+
+    fn debug(&mut self, message: &str) {
+        self.log(LogLevel::Debug, message);
+    }
+    fn info(&mut self, message: &str) {
+        self.log(LogLevel::Info, message);
+    }
+    fn warn(&mut self, message: &str) {
+        self.log(LogLevel::Warn, message);
+    }
+    fn error(&mut self, message: &str) {
+        self.log(LogLevel::Error, message);
+    }
 }
 
 /// The component's imports.
@@ -29,60 +59,63 @@ pub struct WitHost;
 
 impl Host for WitHost {
     fn send(&mut self, request: u64, room_id: &str, content: &MessageContent) {
-        crate::bindings::surfaces::bot::matrix::send(request, room_id, content);
+        wit::matrix::send(request, room_id, content);
     }
     fn edit(&mut self, request: u64, room_id: &str, target: &EditTarget, content: &MessageContent) {
-        crate::bindings::surfaces::bot::matrix::edit(request, room_id, target, content);
+        wit::matrix::edit(request, room_id, target, content);
+    }
+    fn react(&mut self, request: u64, room_id: &str, event_id: &str, key: &str) {
+        wit::matrix::react(request, room_id, event_id, key);
     }
     fn set_typing(&mut self, room_id: &str, typing: bool, timeout_ms: u32) {
-        crate::bindings::surfaces::bot::matrix::set_typing(room_id, typing, timeout_ms);
+        wit::matrix::set_typing(room_id, typing, timeout_ms);
     }
     fn read_receipt(&mut self, room_id: &str, event_id: &str) {
-        crate::bindings::surfaces::bot::matrix::read_receipt(room_id, event_id);
+        wit::matrix::read_receipt(room_id, event_id);
     }
     fn join(&mut self, request: u64, room_id: &str) {
-        crate::bindings::surfaces::bot::matrix::join(request, room_id);
+        wit::matrix::join(request, room_id);
     }
     fn leave(&mut self, request: u64, room_id: &str) {
-        crate::bindings::surfaces::bot::matrix::leave(request, room_id);
+        wit::matrix::leave(request, room_id);
     }
     fn agent_submit(&mut self, request: u64, context_id: &str, message: &AgentMessage) {
-        crate::bindings::surfaces::bot::agent::submit(request, context_id, message);
+        wit::agent::submit(request, context_id, message);
     }
     fn agent_cancel(&mut self, context_id: &str) {
-        crate::bindings::surfaces::bot::agent::cancel(context_id);
+        wit::agent::cancel(context_id);
     }
     fn agent_reset(&mut self, context_id: &str) {
-        crate::bindings::surfaces::bot::agent::reset(context_id);
+        wit::agent::reset(context_id);
     }
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>> {
-        crate::bindings::surfaces::bot::store::get(key)
+        wit::store::get(key)
     }
     fn store_put(&mut self, key: &str, value: &[u8]) {
-        crate::bindings::surfaces::bot::store::put(key, value);
+        wit::store::put(key, value);
     }
     fn store_delete(&mut self, key: &str) {
-        crate::bindings::surfaces::bot::store::delete(key);
+        wit::store::delete(key);
     }
     fn store_keys(&mut self, prefix: &str) -> Vec<String> {
-        crate::bindings::surfaces::bot::store::keys(prefix)
+        wit::store::keys(prefix)
     }
     fn store_keys_page(&mut self, prefix: &str, after: Option<&str>, limit: u32) -> Vec<String> {
-        crate::bindings::surfaces::bot::store::keys_page(prefix, after, limit)
+        wit::store::keys_page(prefix, after, limit)
     }
     fn now(&mut self) -> u64 {
-        crate::bindings::surfaces::bot::clock::now()
+        wit::clock::now()
     }
     fn set_timer(&mut self, id: u64, delay_ms: u64) {
-        crate::bindings::surfaces::bot::clock::set_timer(id, delay_ms);
+        wit::clock::set_timer(id, delay_ms);
     }
     fn cancel_timer(&mut self, id: u64) {
-        crate::bindings::surfaces::bot::clock::cancel_timer(id);
+        wit::clock::cancel_timer(id);
     }
     fn log(&mut self, level: LogLevel, message: &str) {
-        crate::bindings::surfaces::bot::host::log(level, message);
+        wit::host::log(level, message);
     }
     fn reload(&mut self, request: u64) {
-        crate::bindings::surfaces::bot::host::reload(request);
+        wit::host::reload(request);
     }
 }
