@@ -6,6 +6,7 @@
 //!   left once the address is dropped.
 //! - [`COMMANDS`]: the words the guest answers as commands.
 //! - [`HOST_RELOAD`]: the request id of swaps the host starts itself.
+//! - [`TRANSIENT`]: the store prefixes of work in progress.
 
 pub mod address;
 
@@ -14,6 +15,13 @@ pub use address::{Addressed, address, mentions_bot};
 /// The `reload-result` request id of a swap the host started on its own
 /// (the guest file changed, SIGHUP); the guest's own requests start at 1.
 pub const HOST_RELOAD: u64 = 0;
+
+/// Store key prefixes that hold work in progress (a reply being streamed,
+/// its text, a message not yet confirmed, a timer, a request's route) or a
+/// record set aside (`bad/`): once every message is answered and the world
+/// is quiet, a guest's store holds none of them (the simulator checks it).
+/// Any other prefix is the guest's to keep.
+pub const TRANSIENT: &[&str] = &["reply/", "chunk/", "out/", "timer/", "route/", "bad/"];
 
 /// The guest's command words, aliases included, lowercase. In a group room
 /// an unmentioned `!word` is the bot's business only if `word` is one of

@@ -39,6 +39,8 @@ pub struct LogLine {
 pub(crate) struct Limits {
     max_memory: usize,
     hit: bool,
+    /// The largest linear memory granted so far, in bytes.
+    pub(crate) granted: usize,
 }
 
 impl ResourceLimiter for Limits {
@@ -52,6 +54,7 @@ impl ResourceLimiter for Limits {
             self.hit = true;
             return Ok(false);
         }
+        self.granted = self.granted.max(desired);
         Ok(true)
     }
 
@@ -166,6 +169,7 @@ impl Ctx {
             limits: Limits {
                 max_memory,
                 hit: false,
+                granted: 0,
             },
             kv: Box::new(Detached),
             now_ms: 0,

@@ -322,6 +322,18 @@ impl fmt::Debug for GuestComponent {
 pub struct Output {
     pub effects: Vec<Effect>,
     pub logs: Vec<LogLine>,
+    pub cost: Cost,
+}
+
+/// What a call cost the guest's instance: for `surfaces guest test`'s
+/// report, and a candidate's check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Fuel the call burnt (about one unit per wasm instruction); `None`
+    /// under a wall-clock budget.
+    pub fuel: Option<u64>,
+    /// The instance's linear memory once the call returned, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// One event's delivery by [`Guest::handle_retrying`].
@@ -464,6 +476,7 @@ impl Guest {
             Ok(((), call_out)) => {
                 out.effects.extend(call_out.effects);
                 out.logs.extend(call_out.logs);
+                out.cost = call_out.cost;
                 Ok(out)
             }
             Err((err, logs)) => {
@@ -591,6 +604,13 @@ fn run_call<R>(
     let backend = std::mem::replace(kv, Box::new(kv::Detached));
     store.data_mut().attach(backend, now_ms);
     let result = call(store, bot);
+    let cost = Cost {
+        fuel: match sandbox.budget {
+            Budget::Fuel { units } => store.get_fuel().ok().map(|left| units.saturating_sub(left)),
+            Budget::Epoch { .. } => None,
+        },
+        memory_bytes: store.data().limits.granted as u64,
+    };
     let ctx::Finished {
         kv: backend,
         writes,
@@ -607,7 +627,14 @@ fn run_call<R>(
             if let Err(e) = kv.commit(writes) {
                 return Err((GuestError::Store(e), logs));
             }
-            Ok((value, Output { effects, logs }))
+            Ok((
+                value,
+                Output {
+                    effects,
+                    logs,
+                    cost,
+                },
+            ))
         }
         Ok(Err(message)) => Err((refused(message), logs)),
         Err(e) => Err((classify(e, store), logs)),

@@ -12,6 +12,8 @@
 //! - [`config`]: the TOML file and its environment overrides.
 //! - [`metrics`]: Prometheus metrics and the health endpoint.
 //! - [`watch`]: swap triggers (guest file changes, SIGHUP).
+//! - [`guestkit`]: `surfaces guest new | build` (a project from the
+//!   template, and its build).
 
 pub use surfaces_embed::access;
 pub mod agent;
@@ -19,6 +21,7 @@ pub mod backlog;
 pub mod channels;
 pub mod config;
 pub mod front;
+pub mod guestkit;
 pub mod matrix;
 pub mod metrics;
 pub mod runtime;

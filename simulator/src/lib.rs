@@ -10,6 +10,7 @@ pub mod check;
 pub mod homeserver;
 pub mod scenario;
 pub mod swarm;
+pub mod trial;
 pub mod world;
 
 use std::sync::OnceLock;

@@ -8,6 +8,7 @@
 //! - [`store`]: records as JSON under keys typed by the record they hold.
 //! - [`timers`]: timers whose purpose is a record, so they survive a swap,
 //!   a trap or a host restart.
+//! - [`address`]: whether a message is for the bot.
 //! - [`Guest`] and [`export_guest!`]: the component's exports, the
 //!   instance's state and a panic hook that tells the host why it trapped.
 //!
@@ -27,6 +28,9 @@ pub mod testing;
 pub mod timers;
 
 pub use host::{Host, WitHost};
+/// Whether a message is for the bot, and as what (a command, or text with
+/// the address dropped), as the hosts and the simulator decide it.
+pub use surfaces_contract::{Addressed, address};
 pub use wit_bindgen;
 
 /// Bindings generated from the contract.

@@ -15,6 +15,13 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::host::Host;
 
+/// Prefixes of work in progress (`out/`, `timer/`, `reply/`, `chunk/`,
+/// `route/`) and of records set aside (`bad/`): once every message is
+/// answered and nothing is pending, a guest's store holds none of them,
+/// and the simulator's rule "nothing transient is left in the store"
+/// checks it. Keep what lasts (users, counters) under other prefixes.
+pub use surfaces_contract::TRANSIENT;
+
 /// Records set aside because they no longer decoded, under their old key.
 pub const BAD: &str = "bad/";
 

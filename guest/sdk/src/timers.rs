@@ -1,7 +1,10 @@
 //! Timers that know what they are for. The host only knows a timer's id;
 //! its purpose is a record under `timer/{id}`, so a timer set by one
 //! instance is understood by the next (after a swap, a trap or a restart),
-//! and one whose record is gone fires into nothing.
+//! and one whose record is gone fires into nothing. A host restart loses
+//! the timers themselves (not a swap or a trap): a guest told so
+//! (`host-info.resumed` false) forgets their records and sets what it
+//! still needs again.
 //!
 //! ```ignore
 //! let id = timers::start(host, &Purpose::Remind { room }, 60_000)?;
@@ -14,9 +17,12 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::host::Host;
 use crate::store::{Key, Records};
 
+/// Where timers' purposes are kept.
+pub const PREFIX: &str = "timer/";
+
 /// The record of timer `id`'s purpose.
 pub fn key<P>(id: u64) -> Key<P> {
-    Key::new(format!("timer/{id:020}"))
+    Key::new(format!("{PREFIX}{id:020}"))
 }
 
 /// Set a timer for `purpose` that fires after `delay_ms`; its id.

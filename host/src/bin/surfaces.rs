@@ -17,12 +17,15 @@ use surfaces_host::agent::tls;
 use surfaces_host::channels::{self, Control};
 use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
 use surfaces_host::front::FrontEnd;
+use surfaces_host::guestkit;
 use surfaces_host::matrix::{self, FrontEndConfig, session};
 use surfaces_host::metrics::{self, Metrics};
 use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::{HostMeta, SqliteStore};
 use surfaces_host::terminal::{self, Terminal};
 use surfaces_host::watch;
+use surfaces_sim::Scenario;
+use surfaces_sim::trial::{Trial, corpus};
 
 #[derive(Parser)]
 #[command(
@@ -73,11 +76,48 @@ enum GuestCommand {
         #[arg(long = "setting", value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
+    /// Write a new guest project into DIR (new or empty): an echo bot with
+    /// one command and its own tests, on the guest SDK, and a README on
+    /// building, testing and swapping it into a running bot.
+    New {
+        dir: PathBuf,
+        /// The guest SDK (guest/sdk in a surfaces checkout); default: the
+        /// checkout this binary was built from.
+        #[arg(long, value_name = "PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the guest project in DIR for wasm32-wasip2 (release) and
+    /// check that the component starts; prints its path.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a candidate guest in the simulator: the scenario corpus and a
+    /// swarm of worlds with faults, every rule checked; prints each rule's
+    /// result and the fuel and memory per event, and fails on any broken
+    /// rule (each failure with the command that replays it).
+    Test {
+        /// The guest component.
+        file: PathBuf,
+        /// Scenario files (a directory, searched recursively) instead of
+        /// the corpus built into this binary.
+        #[arg(long, value_name = "DIR")]
+        scenarios: Option<PathBuf>,
+        /// Swarm seeds (each a world and a fault mix), from 1.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Seeds per scenario, from 1.
+        #[arg(long, default_value_t = 3)]
+        scenario_seeds: u64,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -85,16 +125,109 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config, terminal } => run_bot(config.as_deref(), terminal),
-        Command::Guest {
-            command: GuestCommand::Check { file, settings },
-        } => check(&file, &settings),
+        Command::Run { config, terminal } => run_bot(config.as_deref(), terminal)?,
+        Command::Guest { command } => match command {
+            GuestCommand::Check { file, settings } => check(&file, &settings)?,
+            GuestCommand::New { dir, sdk } => new_guest(&dir, sdk.as_deref())?,
+            GuestCommand::Build { dir } => {
+                let wasm = guestkit::build_project(&dir)?;
+                check(&wasm, &[])?;
+                println!("{}", wasm.display());
+            }
+            GuestCommand::Test {
+                file,
+                scenarios,
+                seeds,
+                scenario_seeds,
+                jobs,
+            } => return test_guest(&file, scenarios.as_deref(), seeds, scenario_seeds, jobs),
+        },
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn check(file: &PathBuf, settings: &[String]) -> Result<()> {
+fn new_guest(dir: &Path, sdk: Option<&Path>) -> Result<()> {
+    let project = guestkit::new_project(dir, sdk)?;
+    let d = project.dir.display();
+    println!("wrote the guest {} in {d}", project.name);
+    println!("  build it:  surfaces guest build {d}");
+    println!("  test it:   (cd {d} && cargo test)");
+    println!(
+        "             surfaces guest test {}",
+        project.dir.join(&project.component).display()
+    );
+    println!("  swap it in: set guest.path (or SURFACES_GUEST) to that file; see {d}/README.md");
+    Ok(())
+}
+
+fn test_guest(
+    file: &Path,
+    scenarios: Option<&Path>,
+    seeds: u64,
+    scenario_seeds: u64,
+    jobs: Option<usize>,
+) -> Result<ExitCode> {
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let component = surfaces_sim::embedding()?
+        .compile(&wasm)
+        .with_context(|| format!("{} is not a guest this host can run", file.display()))?;
+    let scenarios = match scenarios {
+        Some(dir) => scenario_files(dir)?,
+        None => corpus::scenarios().map_err(anyhow::Error::msg)?,
+    };
+    let jobs = jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let started = std::time::Instant::now();
+    let report = Trial {
+        scenarios: &scenarios,
+        scenario_seeds,
+        swarm_seeds: seeds,
+        jobs,
+        guest_path: file.display().to_string(),
+    }
+    .run(&component);
+    println!("{report}");
+    println!(
+        "({} scenarios x {scenario_seeds} seeds and {seeds} swarm seeds in {:.1} s)",
+        scenarios.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Every scenario file under `dir` (or `dir` itself), parsed, in path order.
+fn scenario_files(dir: &Path) -> Result<Vec<(String, Scenario)>> {
+    let mut paths = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        if p.is_dir() {
+            for entry in
+                std::fs::read_dir(&p).with_context(|| format!("cannot read {}", p.display()))?
+            {
+                todo.push(entry?.path());
+            }
+        } else if p.extension().is_some_and(|e| e == "toml") {
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        bail!("no scenario files (*.toml) in {}", dir.display());
+    }
+    paths
+        .into_iter()
+        .map(|p| Ok((p.display().to_string(), Scenario::load(&p)?)))
+        .collect()
+}
+
+fn check(file: &Path, settings: &[String]) -> Result<()> {
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut pairs = Vec::new();
     for s in settings {

@@ -4,6 +4,7 @@
 //!
 //! - `agent`: the agent client against real WebSocket servers on loopback.
 //! - `cli`: the `surfaces` command line, run as a user would.
+//! - `guestkit`: `surfaces guest new | build | test`, as a guest author runs them.
 //! - `load`: 64 contexts streaming at full speed for a minute.
 //! - `matrix`: end to end on a real Synapse.
 //! - `runtime`: the event loop with its real parts.
@@ -15,6 +16,7 @@
 
 mod agent;
 mod cli;
+mod guestkit;
 mod load;
 mod matrix;
 mod runtime;

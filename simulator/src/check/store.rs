@@ -40,22 +40,21 @@ pub fn nothing_waits(run: &Run) -> Vec<String> {
     v
 }
 
-/// Once the world is quiet, the guest's store holds only lasting records:
-/// users, contexts and its id counter (see guest/src/state.rs). Anything
-/// else (a reply, a chunk, a pending notice, a timer, a route) leaked.
+/// Once the world is quiet, the guest's store holds no work in progress
+/// (a reply, a chunk, a pending notice, a timer, a route: the contract's
+/// `TRANSIENT` prefixes, which every guest keeps, the SDK's timers too).
+/// Any of them left leaked.
 pub fn no_leftovers(run: &Run) -> Vec<String> {
     if !run.settled {
         return Vec::new(); // reported by `settles`
     }
-    // `seen/`: ids of handled messages, kept (days) so a replay is ignored.
-    // `ctxat/`: thread contexts by activity; `wait/`: contexts recovery
-    // visits (whether one still waits is `nothing_waits`' to say).
-    let lasting = [
-        "user/", "ctx/", "ctxat/", "wait/", "meta/", "seen/", "seenat/", "utd/",
-    ];
     run.store
         .keys()
-        .filter(|k| !lasting.iter().any(|p| k.starts_with(p)))
+        .filter(|k| {
+            surfaces_contract::TRANSIENT
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
         .map(|k| format!("store still holds {k}"))
         .collect()
 }

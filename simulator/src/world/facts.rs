@@ -9,6 +9,8 @@ use crate::homeserver::Homeserver;
 #[derive(Debug, Default)]
 pub struct Facts {
     pub user_messages: Vec<UserMessage>,
+    /// What each event the guest handled cost it (fuel, memory).
+    pub costs: Vec<surfaces_embed::Cost>,
     pub submits: Vec<Submit>,
     /// Chunks the guest received, per agent request.
     pub chunks: BTreeMap<u64, Vec<String>>,

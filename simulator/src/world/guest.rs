@@ -147,6 +147,7 @@ impl World<'_> {
             self.facts.guest_failures.push(format!("{what}: {e}"));
         }
         if let Some(out) = delivery.output {
+            self.facts.costs.push(out.cost);
             // The guest has seen this answer (a 429 it must now honour).
             if let Event::MatrixResult(r) = &ev
                 && r.outcome.is_err()

@@ -44,15 +44,29 @@ impl World<'_> {
         let bot = &self.scenario.bot.user_id;
         let server = bot.split_once(':').map_or("", |(_, s)| s);
         let access = Access::new(&self.scenario.bot.allow, &[], server);
-        let mut inbox = Inbox::new(
+        let inbox = Inbox::new(
             &self.scenario.bot.user_id,
             access,
             UTD_PATIENCE_MS,
             self.sync.position.clone(),
         );
+        self.planted(inbox)
+    }
+
+    /// The inbox with its planted bug when the run asks for it. Built
+    /// without the `planted` feature (as a library of the bot), there is
+    /// no bug to plant: `--plant` is the simulator's own.
+    #[cfg(feature = "planted")]
+    fn planted(&self, mut inbox: Inbox<HsEvent>) -> Inbox<HsEvent> {
         if self.join_cutoff {
             inbox.plant_join_cutoff();
         }
+        inbox
+    }
+
+    #[cfg(not(feature = "planted"))]
+    fn planted(&self, inbox: Inbox<HsEvent>) -> Inbox<HsEvent> {
+        let _ = self.join_cutoff;
         inbox
     }
 
