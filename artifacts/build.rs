@@ -26,6 +26,8 @@ fn main() {
         "chaos/Cargo.toml",
         "broken/src",
         "broken/Cargo.toml",
+        "examples/echo/src",
+        "examples/echo/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
@@ -49,6 +51,8 @@ fn main() {
             "surfaces-chaos-guest",
             "-p",
             "surfaces-broken-guest",
+            "-p",
+            "surfaces-echo-guest",
         ],
     );
     // The guest with its planted bugs (the simulator's planted-bug test),
@@ -78,6 +82,7 @@ fn main() {
         ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
         ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
         ("surfaces_broken_guest.wasm", "SURFACES_BROKEN_WASM"),
+        ("surfaces_echo_guest.wasm", "SURFACES_ECHO_WASM"),
     ] {
         let wasm = target_dir.join(TARGET).join("release").join(file);
         if !wasm.is_file() {

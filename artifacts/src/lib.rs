@@ -18,3 +18,10 @@ pub static BROKEN_WASM: &[u8] = include_bytes!(env!("SURFACES_BROKEN_WASM"));
 /// The guest built with its planted bugs (`guest/src/planted.rs`), for the
 /// simulator's test that the swarm catches each. It never ships.
 pub static PLANTED_WASM: &[u8] = include_bytes!(env!("SURFACES_PLANTED_WASM"));
+
+/// Path of the echo example (`guest/examples/echo`, the template of
+/// `surfaces guest new`): a guest on the SDK that is not the bot.
+pub const ECHO_WASM_PATH: &str = env!("SURFACES_ECHO_WASM");
+
+/// Path of the chaos guest (it answers nothing unless told to misbehave).
+pub const CHAOS_WASM_PATH: &str = env!("SURFACES_CHAOS_WASM");

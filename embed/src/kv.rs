@@ -33,7 +33,14 @@ pub trait KvStore: Send {
     }
     /// Apply all writes of one event atomically, in order.
     fn commit(&mut self, writes: Vec<Write>) -> Result<(), KvError>;
+    /// A way to read a consistent copy of every record, to run on another
+    /// thread while this store goes on serving (a candidate guest is
+    /// started on the copy before a swap).
+    fn snapshotter(&self) -> Result<Snapshotter, KvError>;
 }
+
+/// Reads a copy of a store (see [`KvStore::snapshotter`]).
+pub type Snapshotter = Box<dyn FnOnce() -> Result<MemoryKv, KvError> + Send>;
 
 /// How hosts hand their store to the embedding.
 pub type BoxedKv = Box<dyn KvStore>;
@@ -78,6 +85,11 @@ impl KvStore for MemoryKv {
             .collect())
     }
 
+    fn snapshotter(&self) -> Result<Snapshotter, KvError> {
+        let copy = self.clone();
+        Ok(Box::new(move || Ok(copy)))
+    }
+
     fn commit(&mut self, writes: Vec<Write>) -> Result<(), KvError> {
         for (key, value) in writes {
             match value {
@@ -100,6 +112,9 @@ impl KvStore for Detached {
         Err(KvError("store is lent to a guest call".into()))
     }
     fn commit(&mut self, _: Vec<Write>) -> Result<(), KvError> {
+        Err(KvError("store is lent to a guest call".into()))
+    }
+    fn snapshotter(&self) -> Result<Snapshotter, KvError> {
         Err(KvError("store is lent to a guest call".into()))
     }
 }

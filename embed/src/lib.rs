@@ -43,7 +43,7 @@ pub use bindings::surfaces::bot::types::{
 pub use content::matrix_content;
 pub use ctx::LogLine;
 pub use effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
-pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Write};
+pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Snapshotter, Write};
 
 use bindings::{Bot, BotPre};
 use ctx::Ctx;

@@ -112,6 +112,7 @@ fn host() -> Host {
             resumed: false,
         },
         shutdown_grace: Duration::from_secs(5),
+        swap_check: surfaces_host::swapcheck::SwapCheck::Contract,
     };
     let runtime = rt.block_on(async {
         let agents = AgentPool::new(

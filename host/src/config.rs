@@ -117,6 +117,20 @@ pub struct GuestConfig {
     pub memory_mib: usize,
     /// Settings handed to the guest's `init` (see the guest's config).
     pub settings: BTreeMap<String, toml::Value>,
+    /// What a new guest must pass before it is swapped in.
+    pub swap_check: SwapCheckKind,
+    /// Swarm worlds a behaviour check plays (besides the scenario corpus).
+    pub swap_check_seeds: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapCheckKind {
+    /// It compiles, fits the contract and starts.
+    Contract,
+    /// That, and it reads the live store and keeps every simulator rule.
+    #[default]
+    Behaviour,
 }
 
 impl Default for GuestConfig {
@@ -128,11 +142,23 @@ impl Default for GuestConfig {
             call_budget_ms: 200,
             memory_mib: 64,
             settings: BTreeMap::new(),
+            swap_check: SwapCheckKind::Behaviour,
+            swap_check_seeds: 20,
         }
     }
 }
 
 impl GuestConfig {
+    /// How the runtime checks a swap.
+    pub fn swap_check(&self) -> crate::swapcheck::SwapCheck {
+        match self.swap_check {
+            SwapCheckKind::Contract => crate::swapcheck::SwapCheck::Contract,
+            SwapCheckKind::Behaviour => crate::swapcheck::SwapCheck::Behaviour {
+                seeds: self.swap_check_seeds,
+            },
+        }
+    }
+
     /// The settings as the guest receives them: strings, lists joined by
     /// commas.
     pub fn settings_pairs(&self) -> Vec<(String, String)> {

@@ -11,7 +11,8 @@
 //!   who may talk to the bot.
 //! - [`config`]: the TOML file and its environment overrides.
 //! - [`metrics`]: Prometheus metrics and the health endpoint.
-//! - [`watch`]: swap triggers (guest file changes, SIGHUP).
+//! - [`watch`]: swap triggers (guest file changes, SIGHUP);
+//!   [`swapcheck`]: a candidate's behaviour check before a swap.
 //! - [`guestkit`]: `surfaces guest new | build` (a project from the
 //!   template, and its build).
 
@@ -26,6 +27,7 @@ pub mod matrix;
 pub mod metrics;
 pub mod runtime;
 pub mod store;
+pub mod swapcheck;
 pub mod terminal;
 pub mod time;
 pub mod watch;

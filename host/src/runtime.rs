@@ -34,6 +34,7 @@ use crate::backlog;
 use crate::channels::{Channels, Control, Handle};
 use crate::front::FrontEnd;
 use crate::metrics::{Health, Kind, Metrics};
+use crate::swapcheck::{self, SwapCheck};
 use crate::time::{now_ms, sleep_until_opt};
 
 /// How often the guest's epoch advances: the unit of its time budget.
@@ -56,6 +57,8 @@ pub struct RuntimeConfig {
     pub sandbox: Sandbox,
     pub host_info: HostInfo,
     pub shutdown_grace: Duration,
+    /// What a candidate must pass before it is swapped in.
+    pub swap_check: SwapCheck,
 }
 
 /// Why the bot could not start.
@@ -422,22 +425,56 @@ impl Runtime {
         let source = self.config.source.clone();
         let cache_dir = self.config.cache_dir.clone();
         let control = self.handle.control.clone();
+        // On the loop only what is cheap: how to read the store's copy.
+        let check = match self.config.swap_check {
+            SwapCheck::Contract => Ok(None),
+            SwapCheck::Behaviour { seeds } => self
+                .kv
+                .snapshotter()
+                .map(|s| Some((s, seeds, self.config.host_info.clone())))
+                .map_err(|e| format!("cannot read the store to check the new guest: {e}")),
+        };
         tokio::task::spawn_blocking(move || {
-            let result = load(&embedding, &source, &cache_dir).map_err(|e| e.to_string());
+            let result = check.and_then(|check| {
+                let wasm = read_source(&source).map_err(|e| e.to_string())?;
+                let (component, cache) = embedding
+                    .compile_cached(&wasm, &cache_dir)
+                    .map_err(|e| e.to_string())?;
+                tracing::debug!(?cache, "guest compiled");
+                if let (Some((snapshot, seeds, info)), GuestSource::File(path)) = (check, &source) {
+                    let shadow = snapshot().map_err(|e| {
+                        format!("cannot read the store to check the new guest: {e}")
+                    })?;
+                    let passed = swapcheck::check(&wasm, path, shadow, &info, seeds, &cache_dir)
+                        .map_err(|why| {
+                            format!("the new guest failed its behaviour check: {why}")
+                        })?;
+                    tracing::info!(
+                        runs = passed.runs,
+                        records = passed.records,
+                        took_ms = passed.took.as_millis() as u64,
+                        "swap: the new guest passed its behaviour check"
+                    );
+                }
+                Ok(component)
+            });
             let _ = control.send(Control::Compiled(result));
         });
     }
 
     fn finish_swap(&mut self, result: Result<GuestComponent, String>) {
         let requests = std::mem::take(&mut self.swap_requests);
+        let switch = std::time::Instant::now();
         let outcome = result.and_then(|component| {
             guest_call(|| self.guest.swap(&component, &mut self.kv, now_ms()))
                 .map_err(|e| e.to_string())
         });
+        // The one part of a swap the loop waits for: the new instance's init.
+        let stall_us = switch.elapsed().as_micros() as u64;
         let outcome = match outcome {
             Ok(out) => {
                 let version = self.guest_version();
-                tracing::info!(guest = %version, "swap: the new guest is serving");
+                tracing::info!(guest = %version, stall_us, "swap: the new guest is serving");
                 self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
                 self.apply(out);
                 Ok(version)
@@ -511,23 +548,25 @@ enum LoadError {
 }
 
 /// Read and compile the guest (through the cache).
+fn read_source(source: &GuestSource) -> Result<std::borrow::Cow<'static, [u8]>, LoadError> {
+    Ok(match source {
+        GuestSource::File(path) => std::fs::read(path)
+            .map_err(|source| LoadError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .into(),
+        GuestSource::Builtin(bytes) => (*bytes).into(),
+    })
+}
+
 fn load(
     embedding: &Embedding,
     source: &GuestSource,
     cache_dir: &Path,
 ) -> Result<GuestComponent, LoadError> {
-    let owned;
-    let wasm: &[u8] = match source {
-        GuestSource::File(path) => {
-            owned = std::fs::read(path).map_err(|source| LoadError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            &owned
-        }
-        GuestSource::Builtin(bytes) => bytes,
-    };
-    let (component, cache) = embedding.compile_cached(wasm, cache_dir)?;
+    let wasm = read_source(source)?;
+    let (component, cache) = embedding.compile_cached(&wasm, cache_dir)?;
     tracing::debug!(?cache, "guest compiled");
     Ok(component)
 }

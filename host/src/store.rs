@@ -10,8 +10,8 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
-use surfaces_embed::{KvError, KvStore, Write};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use surfaces_embed::{KvError, KvStore, MemoryKv, Snapshotter, Write};
 
 /// Migrations, in order; `user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
@@ -287,4 +287,46 @@ impl KvStore for SqliteStore {
         }
         tx.commit().map_err(kv_err)
     }
+
+    /// A read-only connection of its own reads the copy (WAL: it sees the
+    /// last commit and never blocks the writer); a database in memory has
+    /// no second connection and is copied at once.
+    fn snapshotter(&self) -> Result<Snapshotter, KvError> {
+        match self.conn.path().filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let path = path.to_string();
+                Ok(Box::new(move || {
+                    let conn = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(kv_err)?;
+                    read_all(&conn)
+                }))
+            }
+            None => {
+                let copy = read_all(&self.conn)?;
+                Ok(Box::new(move || Ok(copy)))
+            }
+        }
+    }
+}
+
+/// Every guest record, in one read transaction.
+fn read_all(conn: &Connection) -> Result<MemoryKv, KvError> {
+    let mut st = conn
+        .prepare("SELECT key, value FROM guest_kv")
+        .map_err(kv_err)?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(kv_err)?;
+    let mut copy = MemoryKv::default();
+    for row in rows {
+        let (key, value) = row.map_err(kv_err)?;
+        let key = String::from_utf8(key).map_err(|e| KvError(format!("key is not UTF-8: {e}")))?;
+        copy.map.insert(key, value);
+    }
+    Ok(copy)
 }

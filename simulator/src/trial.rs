@@ -49,6 +49,8 @@ pub const DETERMINISM: &str = "the same seed gives the same transcript";
 pub struct Failure {
     /// `simulator/scenarios/x.toml seed 2`, or `swarm seed 17`.
     pub run: String,
+    /// The names of the rules it broke.
+    pub rules: Vec<&'static str>,
     pub broken: Vec<String>,
     pub replay: String,
 }
@@ -178,10 +180,17 @@ impl Trial<'_> {
             for (count, broken) in report.rules.iter_mut().zip(&o.broken) {
                 count.1 += u64::from(!broken.is_empty());
             }
+            let rules: Vec<&'static str> = names
+                .iter()
+                .zip(&o.broken)
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(n, _)| *n)
+                .collect();
             let broken: Vec<String> = o.broken.into_iter().flatten().collect();
             if !broken.is_empty() {
                 report.failures.push(Failure {
                     run: o.run,
+                    rules,
                     broken,
                     replay: o.replay,
                 });

@@ -420,6 +420,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             resumed: false,
         },
         shutdown_grace: config.bot.shutdown_grace,
+        swap_check: config.guest.swap_check(),
     };
     let runtime = Runtime::start(runtime_config, channels, kv, agents, port, metrics)?;
     match front {

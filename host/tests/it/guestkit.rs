@@ -157,3 +157,61 @@ fn guest_test_runs_scenarios_from_a_directory() {
         "{out}"
     );
 }
+
+/// A swap's behaviour check starts the candidate on a copy of the live
+/// store: a guest that cannot read what the running one wrote is refused,
+/// with the record named; the bot's own guest reads it and passes.
+#[test]
+fn a_behaviour_check_refuses_a_guest_that_cannot_read_the_live_store() {
+    use surfaces_embed::{HostInfo, MemoryKv};
+    use surfaces_host::swapcheck;
+
+    let mut store = MemoryKv::default();
+    // A notice the running guest had not delivered yet, in its format.
+    let notice = serde_json::json!({
+        "room_id": "!room:test",
+        "content": {
+            "body": "⏳ You are number 2 in the queue.",
+            "formatted_body": null,
+            "notice": true,
+            "live": false,
+            "thread_root": null,
+            "reply_to": "$q",
+            "mentions": [],
+        },
+        "attempts": 1,
+    });
+    store.map.insert(
+        "out/00000000000000000007".into(),
+        serde_json::to_vec(&notice).expect("json"),
+    );
+    let info = HostInfo {
+        bot_user_id: "@bot:test".into(),
+        bot_display_name: "bot".into(),
+        host_version: "test".into(),
+        settings: vec![],
+        max_event_bytes: 65_536,
+        resumed: true,
+    };
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
+    let echo_path = Path::new(surfaces_artifacts::ECHO_WASM_PATH);
+    let echo = std::fs::read(echo_path).expect("the echo example");
+    let refused = swapcheck::check(&echo, echo_path, store.clone(), &info, 2, &cache)
+        .expect_err("the echo guest cannot read the bot's notices");
+    assert!(
+        refused.contains("cannot read the record out/00000000000000000007"),
+        "{refused}"
+    );
+
+    let bot_path = Path::new(surfaces_artifacts::GUEST_WASM_PATH);
+    let passed = swapcheck::check(
+        surfaces_artifacts::GUEST_WASM,
+        bot_path,
+        store,
+        &info,
+        2,
+        &cache,
+    )
+    .expect("the bot's own guest reads its records");
+    assert!(passed.runs > 40 && passed.records == 1, "{passed:?}");
+}

@@ -21,6 +21,7 @@ use surfaces_host::front::FrontEnd;
 use surfaces_host::metrics::Metrics;
 use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
+use surfaces_host::swapcheck::SwapCheck;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -173,6 +174,7 @@ pub(super) struct Setup {
     budget_ms: u64,
     /// Guest settings besides the edit interval and the admin.
     pub(super) settings: Vec<(String, String)>,
+    pub(super) swap_check: SwapCheck,
 }
 
 impl Setup {
@@ -193,6 +195,9 @@ impl Setup {
             // loaded CI machine; only the looping guest does.
             budget_ms: 1000,
             settings: Vec::new(),
+            // Most tests swap to guests that are not the bot (chaos,
+            // broken): the behaviour check has tests of its own.
+            swap_check: SwapCheck::Contract,
         }
     }
 
@@ -237,6 +242,7 @@ impl Setup {
                 resumed: false,
             },
             shutdown_grace: self.grace,
+            swap_check: self.swap_check,
         };
         let runtime = Runtime::start(
             config,
@@ -570,6 +576,49 @@ async fn shutdown_finishes_replies_or_marks_them_incomplete() {
         text.contains("Reply incomplete"),
         "marked incomplete: {text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_behaviour_check_refuses_a_guest_that_starts_but_does_not_answer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
+    setup.swap_check = SwapCheck::Behaviour { seeds: 3 };
+    let mut bot = setup.start();
+    bot.say(1, "hello");
+    assert_eq!(bot.final_reply("$m1").await, "hello");
+
+    // The bot's own guest passes its check, and is swapped in.
+    bot.say(2, "!reload");
+    bot.until("the reload answer", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("Reloaded: now running guest surfaces-guest"))
+    })
+    .await;
+
+    // The chaos guest compiles, fits the contract and starts on the live
+    // store, but answers nothing: its check refuses it, the admin hears
+    // which rule it broke and how to replay it, and the bot goes on.
+    write_guest(&path, surfaces_artifacts::CHAOS_WASM);
+    bot.say(3, "!reload");
+    bot.until("the refusal", |r, _| {
+        r.notices.iter().any(|n| {
+            n.contains("Reload refused")
+                && n.contains("failed its behaviour check")
+                && n.contains("every addressed message is answered")
+                && n.contains("replay: surfaces-sim run")
+        })
+    })
+    .await;
+    bot.say(4, "still there?");
+    assert_eq!(bot.final_reply("$m4").await, "still there?");
+    assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 1);
+    assert_eq!(
+        bot.metric("surfaces_guest_swaps_total{kind=\"refused\"}"),
+        1
+    );
+    bot.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,100 @@
+//! A candidate guest's behaviour check, run before a swap off the event
+//! loop: the candidate starts on a copy of the live store (as after a
+//! restart, so it reads what the old guest left: contexts, replies in
+//! flight, notices) without failing or setting a record aside, and then
+//! plays the simulator's scenario corpus and swarm seeds without breaking
+//! a rule. A candidate that fails either is refused with the reason and
+//! how to replay it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use surfaces_embed::{BoxedKv, Guest, HostInfo, KvStore, MemoryKv};
+use surfaces_sim::trial::{Trial, corpus};
+
+/// How a swap is checked (`guest.swap_check`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapCheck {
+    /// The candidate must compile, fit the contract and start.
+    Contract,
+    /// That, and it must read the live store and keep every rule in the
+    /// scenario corpus and `seeds` swarm worlds.
+    Behaviour { seeds: u64 },
+}
+
+/// What a passed check did.
+#[derive(Debug)]
+pub struct Passed {
+    pub runs: u64,
+    pub records: usize,
+    pub took: Duration,
+}
+
+/// Check the candidate `wasm` (from `file`, named in replay commands)
+/// against `shadow`, a copy of the live store, started as `info` says.
+/// `Err` is the refusal in words.
+pub fn check(
+    wasm: &[u8],
+    file: &Path,
+    shadow: MemoryKv,
+    info: &HostInfo,
+    seeds: u64,
+    cache_dir: &Path,
+) -> Result<Passed, String> {
+    let started = Instant::now();
+    let embedding = surfaces_sim::embedding().map_err(|e| e.to_string())?;
+    let (component, _) = embedding
+        .compile_cached(wasm, cache_dir)
+        .map_err(|e| e.to_string())?;
+
+    // The live store, read as after a host restart.
+    let records = shadow.map.len();
+    let set_aside_before = shadow.keys("bad/").unwrap_or_default();
+    let mut kv: BoxedKv = Box::new(shadow);
+    let mut fresh = info.clone();
+    fresh.resumed = false;
+    Guest::start(&component, fresh, &mut kv, crate::time::now_ms()).map_err(|e| {
+        format!("it fails to start on a copy of the live store ({records} records): {e}")
+    })?;
+    let set_aside: Vec<String> = kv
+        .keys("bad/")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !set_aside_before.contains(k))
+        .collect();
+    if let Some(first) = set_aside.first() {
+        let record = first.strip_prefix("bad/").unwrap_or(first);
+        return Err(format!(
+            "it cannot read the record {record} the running guest wrote ({} record(s) set aside on a copy of the live store)",
+            set_aside.len()
+        ));
+    }
+
+    let scenarios = corpus::scenarios()?;
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = Trial {
+        scenarios: &scenarios,
+        scenario_seeds: 1,
+        swarm_seeds: seeds,
+        jobs,
+        guest_path: file.display().to_string(),
+    }
+    .run(&component);
+    if let Some(failure) = report.failures.first() {
+        let rule = failure.rules.first().copied().unwrap_or("");
+        let what = failure.broken.first().map_or("", String::as_str);
+        return Err(format!(
+            "it breaks the rule \"{rule}\" in {} of {} simulated runs; first in {}: {what}; replay: {} (every run: surfaces guest test {})",
+            report.failures.len(),
+            report.runs,
+            failure.run,
+            failure.replay,
+            file.display(),
+        ));
+    }
+    Ok(Passed {
+        runs: report.runs,
+        records,
+        took: started.elapsed(),
+    })
+}
