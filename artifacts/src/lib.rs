@@ -23,5 +23,8 @@ pub static PLANTED_WASM: &[u8] = include_bytes!(env!("SURFACES_PLANTED_WASM"));
 /// `surfaces guest new`): a guest on the SDK that is not the bot.
 pub const ECHO_WASM_PATH: &str = env!("SURFACES_ECHO_WASM");
 
+/// The echo example's `.wasm`.
+pub static ECHO_WASM: &[u8] = include_bytes!(env!("SURFACES_ECHO_WASM"));
+
 /// Path of the chaos guest (it answers nothing unless told to misbehave).
 pub const CHAOS_WASM_PATH: &str = env!("SURFACES_CHAOS_WASM");

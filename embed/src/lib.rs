@@ -209,7 +209,7 @@ impl Embedding {
     pub fn compile(&self, wasm: &[u8]) -> Result<GuestComponent, EmbedError> {
         let component = Component::new(&self.inner.engine, wasm)
             .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
-        self.prepare(component)
+        self.prepare(component, content_hash(wasm))
     }
 
     /// Like [`Embedding::compile`], through a cache of precompiled
@@ -232,7 +232,9 @@ impl Embedding {
             // host owns; wasmtime also checks the engine's settings.
             let loaded = unsafe { Component::deserialize(&self.inner.engine, &bytes) };
             match loaded {
-                Ok(component) => return Ok((self.prepare(component)?, CacheUse::Hit)),
+                Ok(component) => {
+                    return Ok((self.prepare(component, content_hash(wasm))?, CacheUse::Hit));
+                }
                 Err(e) => {
                     tracing::warn!("ignoring unreadable cached guest {}: {e:#}", path.display())
                 }
@@ -240,7 +242,7 @@ impl Embedding {
         }
         let component = Component::new(&self.inner.engine, wasm)
             .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
-        let guest = self.prepare(component.clone())?;
+        let guest = self.prepare(component.clone(), content_hash(wasm))?;
         let stored = store_artifact(&component, dir, &path);
         if let Err(e) = &stored {
             tracing::warn!("cannot cache the compiled guest in {}: {e}", dir.display());
@@ -261,12 +263,10 @@ impl Embedding {
             .engine
             .precompile_compatibility_hash()
             .hash(&mut engine);
-        let digest = Sha256::digest(wasm);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}-{:016x}.cwasm", engine.finish())
+        format!("{}-{:016x}.cwasm", content_hash(wasm), engine.finish())
     }
 
-    fn prepare(&self, component: Component) -> Result<GuestComponent, EmbedError> {
+    fn prepare(&self, component: Component, hash: String) -> Result<GuestComponent, EmbedError> {
         version::check(&version::imported(&component, &self.inner.engine))
             .map_err(EmbedError::Invalid)?;
         let pre = self
@@ -278,8 +278,17 @@ impl Embedding {
         Ok(GuestComponent {
             embedding: self.clone(),
             pre,
+            hash,
         })
     }
+}
+
+/// A guest file's identity: the SHA-256 of its bytes, in hex.
+pub fn content_hash(wasm: &[u8]) -> String {
+    Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where a compiled guest came from.
@@ -309,6 +318,15 @@ fn store_artifact(component: &Component, dir: &Path, path: &Path) -> std::io::Re
 pub struct GuestComponent {
     embedding: Embedding,
     pre: BotPre<Ctx>,
+    /// [`content_hash`] of the wasm it was compiled from.
+    hash: String,
+}
+
+impl GuestComponent {
+    /// The SHA-256 of the wasm it was compiled from, in hex.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
 }
 
 impl fmt::Debug for GuestComponent {
@@ -420,6 +438,11 @@ impl Guest {
         let (next, out) = Guest::start(component, info, kv, now_ms)?;
         *self = next;
         Ok(out)
+    }
+
+    /// The component this generation runs.
+    pub fn component(&self) -> &GuestComponent {
+        &self.component
     }
 
     /// Name and version the guest reported from `init`.

@@ -12,7 +12,8 @@
 //! - [`config`]: the TOML file and its environment overrides.
 //! - [`metrics`]: Prometheus metrics and the health endpoint.
 //! - [`watch`]: swap triggers (guest file changes, SIGHUP);
-//!   [`swapcheck`]: a candidate's behaviour check before a swap.
+//!   [`swapcheck`]: a candidate's behaviour check before a swap;
+//!   [`probation`]: when a swapped-in guest is sent back.
 //! - [`guestkit`]: `surfaces guest new | build` (a project from the
 //!   template, and its build).
 
@@ -25,6 +26,7 @@ pub mod front;
 pub mod guestkit;
 pub mod matrix;
 pub mod metrics;
+pub mod probation;
 pub mod runtime;
 pub mod store;
 pub mod swapcheck;

@@ -34,6 +34,7 @@ use crate::backlog;
 use crate::channels::{Channels, Control, Handle};
 use crate::front::FrontEnd;
 use crate::metrics::{Health, Kind, Metrics};
+use crate::probation::{Probation, Verdict};
 use crate::swapcheck::{self, SwapCheck};
 use crate::time::{now_ms, sleep_until_opt};
 
@@ -97,6 +98,10 @@ pub struct Runtime {
     next_swap_requests: Vec<Option<u64>>,
     metrics: Arc<Metrics>,
     ticker: Ticker,
+    /// The guest swapped in last, while it may still be sent back.
+    probation: Option<Probation<GuestComponent>>,
+    /// The file (SHA-256) of a guest sent back: refused until it changes.
+    rolled_back: Option<String>,
 }
 
 /// Advances the engine's epoch from a thread of its own.
@@ -179,6 +184,8 @@ impl Runtime {
             next_swap_requests: Vec::new(),
             metrics,
             ticker,
+            probation: None,
+            rolled_back: None,
         };
         if scope_is_shared(&runtime.config.host_info) {
             runtime.agents.open(SHARED);
@@ -191,8 +198,12 @@ impl Runtime {
     }
 
     /// The running guest's name and version.
+    /// Name, version and the first 12 hex digits of the file's SHA-256.
     pub fn guest_version(&self) -> String {
-        format!("{} {}", self.guest.info().name, self.guest.info().version)
+        let hash = self.guest.component().hash();
+        let short = hash.get(..12).unwrap_or(hash);
+        let info = self.guest.info();
+        format!("{} {} ({short})", info.name, info.version)
     }
 
     /// Serve until shut down; then finish (or cut) replies in flight, close
@@ -322,6 +333,7 @@ impl Runtime {
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
         let attempts = delivery.failures.len();
+        let failed = delivery.failures.last().map(|f| f.error.to_string());
         for (i, failure) in delivery.failures.into_iter().enumerate() {
             // What the guest logged before it failed (a panic's message).
             log_guest_lines(failure.logs);
@@ -341,6 +353,58 @@ impl Runtime {
         }
         if let Some(out) = delivery.output {
             self.apply(out);
+        }
+        self.watch_probation(failed.as_deref());
+    }
+
+    /// Feed a new guest's probation one event's outcome.
+    fn watch_probation(&mut self, failure: Option<&str>) {
+        let Some(probation) = self.probation.as_mut() else {
+            return;
+        };
+        match probation.observe(failure, std::time::Instant::now()) {
+            Verdict::Watching => {}
+            Verdict::Passed => {
+                tracing::info!(guest = %self.guest_version(), "swap: the new guest passed its probation");
+                self.probation = None;
+            }
+            Verdict::RollBack(why) => {
+                if let Some(probation) = self.probation.take() {
+                    self.roll_back(probation, why);
+                }
+            }
+        }
+    }
+
+    /// Swap back to the guest a failing one replaced, and refuse the
+    /// failing file until it changes.
+    fn roll_back(&mut self, probation: Probation<GuestComponent>, why: String) {
+        let failing = self.guest_version();
+        let back = guest_call(|| self.guest.swap(&probation.previous, &mut self.kv, now_ms()));
+        match back {
+            Ok(out) => {
+                self.apply(out);
+                self.metrics
+                    .swaps
+                    .get_or_create(&Kind {
+                        kind: "rolled_back",
+                    })
+                    .inc();
+                let hash = &probation.hash;
+                let message = format!(
+                    "{failing} {why}: rolled back to {}; that file (sha256 {}) is refused until it changes",
+                    self.guest_version(),
+                    hash.get(..12).unwrap_or(hash)
+                );
+                tracing::error!("swap: {message}");
+                self.rolled_back = Some(probation.hash);
+                self.answer_reload(None, Err(message));
+            }
+            Err(e) => {
+                tracing::error!(
+                    "swap: {failing} {why}, but the guest before it does not start again ({e}): it keeps serving"
+                );
+            }
         }
     }
 
@@ -434,9 +498,17 @@ impl Runtime {
                 .map(|s| Some((s, seeds, self.config.host_info.clone())))
                 .map_err(|e| format!("cannot read the store to check the new guest: {e}")),
         };
+        let rolled_back = self.rolled_back.clone();
         tokio::task::spawn_blocking(move || {
             let result = check.and_then(|check| {
                 let wasm = read_source(&source).map_err(|e| e.to_string())?;
+                let hash = surfaces_embed::content_hash(&wasm);
+                if rolled_back.as_deref() == Some(hash.as_str()) {
+                    return Err(format!(
+                        "this file (sha256 {}) was rolled back after it failed; change it to swap again",
+                        hash.get(..12).unwrap_or(&hash)
+                    ));
+                }
                 let (component, cache) = embedding
                     .compile_cached(&wasm, &cache_dir)
                     .map_err(|e| e.to_string())?;
@@ -465,6 +537,8 @@ impl Runtime {
     fn finish_swap(&mut self, result: Result<GuestComponent, String>) {
         let requests = std::mem::take(&mut self.swap_requests);
         let switch = std::time::Instant::now();
+        let previous = self.guest.component().clone();
+        let hash = result.as_ref().ok().map(|c| c.hash().to_string());
         let outcome = result.and_then(|component| {
             guest_call(|| self.guest.swap(&component, &mut self.kv, now_ms()))
                 .map_err(|e| e.to_string())
@@ -475,6 +549,10 @@ impl Runtime {
             Ok(out) => {
                 let version = self.guest_version();
                 tracing::info!(guest = %version, stall_us, "swap: the new guest is serving");
+                if let Some(hash) = hash {
+                    self.probation =
+                        Some(Probation::new(previous, hash, std::time::Instant::now()));
+                }
                 self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
                 self.apply(out);
                 Ok(version)

@@ -622,6 +622,64 @@ async fn a_behaviour_check_refuses_a_guest_that_starts_but_does_not_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut bot = Setup::new(dir.path(), GuestSource::File(path.clone())).start();
+    bot.say(1, "hello");
+    assert_eq!(bot.final_reply("$m1").await, "hello");
+
+    // The chaos guest passes the contract check and starts, then traps on
+    // what it is sent: on its third failed event it is sent back.
+    write_guest(&path, surfaces_artifacts::CHAOS_WASM);
+    bot.control(Control::Reload { request: None });
+    bot.until("the test guest to be swapped in", |_, e| {
+        sent_body(e).starts_with("swapped in: Ok")
+    })
+    .await;
+    for n in 2..=4 {
+        bot.say(n, "trap");
+    }
+    bot.until("admins told of the rollback", |r, _| {
+        r.notices.iter().any(|n| {
+            n.contains("chaos 0.0.1")
+                && n.contains("failed on 3 of its first")
+                && n.contains("rolled back to surfaces-guest 0.1.0")
+        })
+    })
+    .await;
+    bot.say(5, "back again?");
+    assert_eq!(bot.final_reply("$m5").await, "back again?");
+    assert_eq!(
+        bot.metric("surfaces_guest_swaps_total{kind=\"rolled_back\"}"),
+        1
+    );
+
+    // The same file is refused until it changes.
+    bot.say(6, "!reload");
+    bot.until("the refusal of the same file", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("Reload refused") && n.contains("was rolled back after it failed"))
+    })
+    .await;
+    // A changed file swaps again: the bot's own guest with a custom
+    // section appended (other bytes, the same logic).
+    let mut changed = surfaces_artifacts::GUEST_WASM.to_vec();
+    changed.extend_from_slice(&[0x00, 0x05, 0x04, b't', b'e', b's', b't']);
+    write_guest(&path, &changed);
+    bot.say(7, "!reload");
+    bot.until("the changed file to be swapped in", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("Reloaded: now running guest surfaces-guest"))
+    })
+    .await;
+    assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 2);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_reload_swaps_and_answers_in_the_room() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
