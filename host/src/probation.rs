@@ -79,9 +79,7 @@ mod tests {
         assert_eq!(p.observe(Some("timeout"), t0), Verdict::Watching);
         assert_eq!(
             p.observe(Some("trap: unreachable"), t0),
-            Verdict::RollBack(
-                "failed on 3 of its first 4 events (last: trap: unreachable)".into()
-            )
+            Verdict::RollBack("failed on 3 of its first 4 events (last: trap: unreachable)".into())
         );
     }
 

@@ -495,7 +495,10 @@ impl Runtime {
             SwapCheck::Behaviour { seeds } => self
                 .kv
                 .snapshotter()
-                .map(|s| Some((s, seeds, self.config.host_info.clone())))
+                .map(|s| {
+                    let running = self.guest.component().clone();
+                    Some((s, seeds, self.config.host_info.clone(), running))
+                })
                 .map_err(|e| format!("cannot read the store to check the new guest: {e}")),
         };
         let rolled_back = self.rolled_back.clone();
@@ -513,20 +516,34 @@ impl Runtime {
                     .compile_cached(&wasm, &cache_dir)
                     .map_err(|e| e.to_string())?;
                 tracing::debug!(?cache, "guest compiled");
-                if let (Some((snapshot, seeds, info)), GuestSource::File(path)) = (check, &source) {
+                if let (Some((snapshot, seeds, info, running)), GuestSource::File(path)) =
+                    (check, &source)
+                {
                     let shadow = snapshot().map_err(|e| {
                         format!("cannot read the store to check the new guest: {e}")
                     })?;
-                    let passed = swapcheck::check(&wasm, path, shadow, &info, seeds, &cache_dir)
-                        .map_err(|why| {
-                            format!("the new guest failed its behaviour check: {why}")
-                        })?;
+                    let passed = swapcheck::check(
+                        &wasm,
+                        path,
+                        shadow,
+                        &info,
+                        seeds,
+                        &cache_dir,
+                        Some(&running),
+                    )
+                    .map_err(|why| format!("the new guest failed its behaviour check: {why}"))?;
                     tracing::info!(
                         runs = passed.runs,
                         records = passed.records,
                         took_ms = passed.took.as_millis() as u64,
                         "swap: the new guest passed its behaviour check"
                     );
+                    if let Some(why) = passed.no_way_back {
+                        // Not a refusal: a format old guests cannot read is
+                        // the new guest's to choose, but no rollback will
+                        // start.
+                        tracing::warn!("swap: no way back once the new guest is in: {why}");
+                    }
                 }
                 Ok(component)
             });

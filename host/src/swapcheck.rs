@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use surfaces_embed::{BoxedKv, Guest, HostInfo, KvStore, MemoryKv};
+use surfaces_embed::{BoxedKv, Guest, GuestComponent, HostInfo, KvStore, MemoryKv};
 use surfaces_sim::trial::{Trial, corpus};
 
 /// How a swap is checked (`guest.swap_check`).
@@ -28,10 +28,15 @@ pub struct Passed {
     pub runs: u64,
     pub records: usize,
     pub took: Duration,
+    /// Why the running guest could not take over again from the store as
+    /// the candidate leaves it (a migration it cannot read): a rollback
+    /// would not start. `None`: it can.
+    pub no_way_back: Option<String>,
 }
 
 /// Check the candidate `wasm` (from `file`, named in replay commands)
-/// against `shadow`, a copy of the live store, started as `info` says.
+/// against `shadow`, a copy of the live store, started as `info` says;
+/// then whether `running`, the guest serving now, could take over again.
 /// `Err` is the refusal in words.
 pub fn check(
     wasm: &[u8],
@@ -40,6 +45,7 @@ pub fn check(
     info: &HostInfo,
     seeds: u64,
     cache_dir: &Path,
+    running: Option<&GuestComponent>,
 ) -> Result<Passed, String> {
     let started = Instant::now();
     let embedding = surfaces_sim::embedding().map_err(|e| e.to_string())?;
@@ -56,19 +62,25 @@ pub fn check(
     Guest::start(&component, fresh, &mut kv, crate::time::now_ms()).map_err(|e| {
         format!("it fails to start on a copy of the live store ({records} records): {e}")
     })?;
-    let set_aside: Vec<String> = kv
-        .keys("bad/")
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| !set_aside_before.contains(k))
-        .collect();
-    if let Some(first) = set_aside.first() {
-        let record = first.strip_prefix("bad/").unwrap_or(first);
+    if let Some((record, n)) = newly_set_aside(&kv, &set_aside_before) {
         return Err(format!(
-            "it cannot read the record {record} the running guest wrote ({} record(s) set aside on a copy of the live store)",
-            set_aside.len()
+            "it cannot read the record {record} the running guest wrote ({n} record(s) set aside on a copy of the live store)"
         ));
     }
+    // And back: the running guest on the store as the candidate left it.
+    let no_way_back = running.and_then(|running| {
+        let mut fresh = info.clone();
+        fresh.resumed = false;
+        let before = kv.keys("bad/").unwrap_or_default();
+        match Guest::start(running, fresh, &mut kv, crate::time::now_ms()) {
+            Err(e) => Some(format!(
+                "the running guest does not start on the store as it leaves it: {e}"
+            )),
+            Ok(_) => newly_set_aside(&kv, &before).map(|(record, _)| {
+                format!("the running guest cannot read the record {record} as it leaves it")
+            }),
+        }
+    });
 
     let scenarios = corpus::scenarios()?;
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -96,5 +108,21 @@ pub fn check(
         runs: report.runs,
         records,
         took: started.elapsed(),
+        no_way_back,
     })
+}
+
+/// The first record set aside (`bad/`) since `before`, and how many were.
+fn newly_set_aside(kv: &BoxedKv, before: &[String]) -> Option<(String, usize)> {
+    let new: Vec<String> = kv
+        .keys("bad/")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| !before.contains(k))
+        .collect();
+    let first = new.first()?;
+    Some((
+        first.strip_prefix("bad/").unwrap_or(first).to_string(),
+        new.len(),
+    ))
 }

@@ -133,3 +133,122 @@ proptest! {
         prop_assert_eq!(paged, scanned);
     }
 }
+
+mod schema {
+    use surfaces_guest_sdk::Host;
+    use surfaces_guest_sdk::schema::{self, Opened, Schema};
+    use surfaces_guest_sdk::store::{Key, Records};
+    use surfaces_guest_sdk::testing::MemoryHost;
+
+    const V1: Schema = Schema {
+        version: 1,
+        readable_from: 1,
+    };
+    const V2: Schema = Schema {
+        version: 2,
+        readable_from: 2,
+    };
+
+    fn note() -> Key<serde_json::Value> {
+        Key::new("note/alice".into())
+    }
+
+    /// v1 kept a note as a string; v2 keeps its lines.
+    fn v1_to_v2(host: &mut dyn Host) -> Result<(), String> {
+        if let Some(serde_json::Value::String(text)) = host.load(&note())? {
+            let lines: Vec<&str> = text.lines().collect();
+            host.save(&note(), &serde_json::json!({ "lines": lines }))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_fresh_store_takes_the_guests_schema() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        assert_eq!(schema::open(host, V1, &[]), Ok(Opened::Current));
+        assert_eq!(schema::stored(host), Ok(V1));
+        assert_eq!(schema::open(host, V1, &[]), Ok(Opened::Current));
+    }
+
+    #[test]
+    fn a_store_from_before_schemas_is_at_the_oldest_version_migrated_from() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        host.save(&note(), &serde_json::json!("milk")).unwrap();
+        assert_eq!(
+            schema::open(host, V2, &[(1, v1_to_v2)]),
+            Ok(Opened::Migrated { from: 1 })
+        );
+        assert_eq!(
+            host.load(&note()),
+            Ok(Some(serde_json::json!({ "lines": ["milk"] })))
+        );
+    }
+
+    #[test]
+    fn an_older_store_is_migrated_forward_once() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        schema::open(host, V1, &[]).unwrap();
+        host.save(&note(), &serde_json::json!("milk\neggs"))
+            .unwrap();
+        assert_eq!(
+            schema::open(host, V2, &[(1, v1_to_v2)]),
+            Ok(Opened::Migrated { from: 1 })
+        );
+        assert_eq!(
+            host.load(&note()),
+            Ok(Some(serde_json::json!({ "lines": ["milk", "eggs"] })))
+        );
+        assert_eq!(
+            schema::open(host, V2, &[(1, v1_to_v2)]),
+            Ok(Opened::Current)
+        );
+    }
+
+    #[test]
+    fn a_store_only_newer_guests_read_is_refused_and_one_they_said_is_readable_is_not() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        schema::open(host, V2, &[]).unwrap();
+        let refused = schema::open(host, V1, &[]).unwrap_err();
+        assert!(
+            refused.contains("guests before schema 2 cannot read"),
+            "{refused}"
+        );
+
+        let additive = Schema {
+            version: 3,
+            readable_from: 1,
+        };
+        schema::open(host, additive, &[(2, |_| Ok(()))]).unwrap();
+        assert_eq!(
+            schema::open(host, V1, &[]),
+            Ok(Opened::Newer { version: 3 })
+        );
+        assert_eq!(
+            schema::stored(host),
+            Ok(additive),
+            "a reader does not rewrite it"
+        );
+    }
+
+    #[test]
+    fn a_missing_or_failing_migration_refuses_the_start() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        schema::open(host, V1, &[]).unwrap();
+        let missing = schema::open(host, V2, &[]).unwrap_err();
+        assert!(
+            missing.contains("no migration from it to schema 2"),
+            "{missing}"
+        );
+        let failing = schema::open(host, V2, &[(1, |_| Err("disk full".into()))]).unwrap_err();
+        assert!(
+            failing.contains("migrating the store from schema 1: disk full"),
+            "{failing}"
+        );
+        assert_eq!(schema::stored(host), Ok(V1));
+    }
+}

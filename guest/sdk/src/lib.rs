@@ -6,6 +6,8 @@
 //! - [`Host`]: every import as one trait, so the same logic runs in the
 //!   component ([`WitHost`]) and natively in tests ([`testing::MemoryHost`]).
 //! - [`store`]: records as JSON under keys typed by the record they hold.
+//! - [`schema`]: the format of the records, versioned in the store, and
+//!   migrations forward in `init`.
 //! - [`timers`]: timers whose purpose is a record, so they survive a swap,
 //!   a trap or a host restart.
 //! - [`address`]: whether a message is for the bot.
@@ -23,6 +25,7 @@
 extern crate self as surfaces_guest_sdk;
 
 mod host;
+pub mod schema;
 pub mod store;
 pub mod testing;
 pub mod timers;

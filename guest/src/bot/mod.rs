@@ -38,6 +38,13 @@ use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
 use crate::types::{Event, GuestInfo, HostInfo, LogLevel, MatrixResult, RoomMessage};
 
 pub use replies::Fate;
+use surfaces_guest_sdk::schema::{self, Schema};
+
+/// The format of the records this guest writes.
+pub const SCHEMA: Schema = Schema {
+    version: 1,
+    readable_from: 1,
+};
 
 /// How long a typing notice lasts; renewed before it runs out.
 const TYPING_TIMEOUT_MS: u32 = 30_000;
@@ -80,6 +87,9 @@ impl Bot {
                 cfg.scope
             ),
         );
+        // The records' format (guest/src/state.rs); a change old guests
+        // cannot read raises `readable_from` and adds a migration here.
+        schema::open(host, SCHEMA, &[])?;
         let resumed = info.resumed;
         let mut bot = Bot {
             cfg,

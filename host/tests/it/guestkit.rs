@@ -196,14 +196,41 @@ fn a_behaviour_check_refuses_a_guest_that_cannot_read_the_live_store() {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
     let echo_path = Path::new(surfaces_artifacts::ECHO_WASM_PATH);
     let echo = std::fs::read(echo_path).expect("the echo example");
-    let refused = swapcheck::check(&echo, echo_path, store.clone(), &info, 2, &cache)
+    let refused = swapcheck::check(&echo, echo_path, store.clone(), &info, 2, &cache, None)
         .expect_err("the echo guest cannot read the bot's notices");
     assert!(
         refused.contains("cannot read the record out/00000000000000000007"),
         "{refused}"
     );
 
+    // The bot's own guest reads its records and passes. Had the echo
+    // guest been the one running, it could not come back on this store:
+    // the check says so (a warning, not a refusal).
     let bot_path = Path::new(surfaces_artifacts::GUEST_WASM_PATH);
+    let running_echo = surfaces_sim::embedding()
+        .expect("engine")
+        .compile(&echo)
+        .expect("the echo compiles");
+    let passed = swapcheck::check(
+        surfaces_artifacts::GUEST_WASM,
+        bot_path,
+        store.clone(),
+        &info,
+        2,
+        &cache,
+        Some(&running_echo),
+    )
+    .expect("the bot's own guest reads its records");
+    assert!(passed.runs > 40 && passed.records == 1, "{passed:?}");
+    let no_way_back = passed.no_way_back.expect("the echo cannot come back");
+    assert!(
+        no_way_back.contains("cannot read the record out/00000000000000000007"),
+        "{no_way_back}"
+    );
+    let running_bot = surfaces_sim::embedding()
+        .expect("engine")
+        .compile(surfaces_artifacts::GUEST_WASM)
+        .expect("the bot compiles");
     let passed = swapcheck::check(
         surfaces_artifacts::GUEST_WASM,
         bot_path,
@@ -211,7 +238,8 @@ fn a_behaviour_check_refuses_a_guest_that_cannot_read_the_live_store() {
         &info,
         2,
         &cache,
+        Some(&running_bot),
     )
-    .expect("the bot's own guest reads its records");
-    assert!(passed.runs > 40 && passed.records == 1, "{passed:?}");
+    .expect("passes");
+    assert_eq!(passed.no_way_back, None);
 }

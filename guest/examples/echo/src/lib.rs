@@ -15,7 +15,16 @@ use surfaces_guest_sdk::store::{Key, Prefix, Records};
 use surfaces_guest_sdk::types::{
     Event, GuestInfo, HostInfo, MatrixErrorKind, MatrixResult, MessageContent, RoomMessage,
 };
+use surfaces_guest_sdk::schema::{self, Schema};
 use surfaces_guest_sdk::{Addressed, Guest, Host, address, timers};
+
+/// The format of the records below. Change one in a way this version
+/// cannot read, and the next version raises `readable_from` and brings a
+/// migration (see `surfaces_guest_sdk::schema`).
+const SCHEMA: Schema = Schema {
+    version: 1,
+    readable_from: 1,
+};
 
 /// Messages echoed per person: `tally/{user-id}`.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -68,6 +77,7 @@ pub struct Echo {
 
 impl Guest for Echo {
     fn init(info: HostInfo, host: &mut dyn Host) -> Result<Self, String> {
+        schema::open(host, SCHEMA, &[])?;
         if !info.resumed {
             // The host has just started: the last run's requests and timers
             // are gone, so forget those timers and send again what was
