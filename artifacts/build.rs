@@ -28,6 +28,8 @@ fn main() {
         "broken/Cargo.toml",
         "examples/echo/src",
         "examples/echo/Cargo.toml",
+        "examples/notes/src",
+        "examples/notes/Cargo.toml",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(p).display());
     }
@@ -53,16 +55,40 @@ fn main() {
             "surfaces-broken-guest",
             "-p",
             "surfaces-echo-guest",
+            "-p",
+            "surfaces-notes-guest",
         ],
     );
     // The guest with its planted bugs (the simulator's planted-bug test),
     // in a target dir of its own: built beside the shipped one, the
-    // feature would be unified into it.
+    // feature would be unified into it. The notes example's second
+    // version, too (its first is built above).
     let planted_dir = out_dir.join("guest-target-planted");
     build(
         &guest,
         &planted_dir,
-        &["-p", "surfaces-guest", "--features", "planted"],
+        &[
+            "-p",
+            "surfaces-guest",
+            "-p",
+            "surfaces-notes-guest",
+            "--features",
+            "surfaces-guest/planted,surfaces-notes-guest/v2",
+        ],
+    );
+    let notes_v2 = planted_dir
+        .join(TARGET)
+        .join("release")
+        .join("surfaces_notes_guest.wasm");
+    if !notes_v2.is_file() {
+        fail(&format!(
+            "the guest build produced no {}",
+            notes_v2.display()
+        ));
+    }
+    println!(
+        "cargo:rustc-env=SURFACES_NOTES_V2_WASM={}",
+        notes_v2.display()
     );
     let planted = planted_dir
         .join(TARGET)
@@ -83,6 +109,7 @@ fn main() {
         ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),
         ("surfaces_broken_guest.wasm", "SURFACES_BROKEN_WASM"),
         ("surfaces_echo_guest.wasm", "SURFACES_ECHO_WASM"),
+        ("surfaces_notes_guest.wasm", "SURFACES_NOTES_V1_WASM"),
     ] {
         let wasm = target_dir.join(TARGET).join("release").join(file);
         if !wasm.is_file() {

@@ -28,3 +28,11 @@ pub static ECHO_WASM: &[u8] = include_bytes!(env!("SURFACES_ECHO_WASM"));
 
 /// Path of the chaos guest (it answers nothing unless told to misbehave).
 pub const CHAOS_WASM_PATH: &str = env!("SURFACES_CHAOS_WASM");
+
+/// The notes example (`guest/examples/notes`), first version: notes as
+/// one text, schema 1.
+pub static NOTES_V1_WASM: &[u8] = include_bytes!(env!("SURFACES_NOTES_V1_WASM"));
+
+/// The notes example's second version: notes as lines, schema 2, with
+/// the migration from 1.
+pub static NOTES_V2_WASM: &[u8] = include_bytes!(env!("SURFACES_NOTES_V2_WASM"));

@@ -30,7 +30,6 @@ use serde::{Deserialize, Serialize};
 pub use surfaces_guest_sdk::store::{BAD, Key, Prefix, Records};
 
 use crate::host::Host;
-use crate::types::MessageContent;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -242,45 +241,9 @@ pub struct Outgoing {
     pub hold_ms: u64,
 }
 
-/// [`MessageContent`] in a serializable form.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredContent {
-    pub body: String,
-    pub formatted_body: Option<String>,
-    pub notice: bool,
-    pub live: bool,
-    pub thread_root: Option<String>,
-    pub reply_to: Option<String>,
-    pub mentions: Vec<String>,
-}
-
-impl From<&MessageContent> for StoredContent {
-    fn from(c: &MessageContent) -> Self {
-        StoredContent {
-            body: c.body.clone(),
-            formatted_body: c.formatted_body.clone(),
-            notice: c.notice,
-            live: c.live,
-            thread_root: c.thread_root.clone(),
-            reply_to: c.reply_to.clone(),
-            mentions: c.mentions.clone(),
-        }
-    }
-}
-
-impl From<&StoredContent> for MessageContent {
-    fn from(c: &StoredContent) -> Self {
-        MessageContent {
-            body: c.body.clone(),
-            formatted_body: c.formatted_body.clone(),
-            notice: c.notice,
-            live: c.live,
-            thread_root: c.thread_root.clone(),
-            reply_to: c.reply_to.clone(),
-            mentions: c.mentions.clone(),
-        }
-    }
-}
+/// [`MessageContent`](crate::types::MessageContent) in a serializable form (the SDK's, as its outbox
+/// keeps it: the same record).
+pub use surfaces_guest_sdk::outbox::StoredContent;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum TimerPurpose {

@@ -6,6 +6,7 @@
 //! - [`Host`]: every import as one trait, so the same logic runs in the
 //!   component ([`WitHost`]) and natively in tests ([`testing::MemoryHost`]).
 //! - [`store`]: records as JSON under keys typed by the record they hold.
+//! - [`outbox`]: sends and joins kept until the homeserver confirms them.
 //! - [`schema`]: the format of the records, versioned in the store, and
 //!   migrations forward in `init`.
 //! - [`timers`]: timers whose purpose is a record, so they survive a swap,
@@ -25,6 +26,7 @@
 extern crate self as surfaces_guest_sdk;
 
 mod host;
+pub mod outbox;
 pub mod schema;
 pub mod store;
 pub mod testing;

@@ -159,16 +159,60 @@ fn guest_test_runs_scenarios_from_a_directory() {
 }
 
 /// A swap's behaviour check starts the candidate on a copy of the live
-/// store: a guest that cannot read what the running one wrote is refused,
-/// with the record named; the bot's own guest reads it and passes.
+/// store: a guest that cannot read what was written before is refused,
+/// with the record named; one that can passes; and a candidate that
+/// migrates the store where the running guest cannot follow passes with
+/// a warning that there is no way back.
 #[test]
-fn a_behaviour_check_refuses_a_guest_that_cannot_read_the_live_store() {
+fn a_behaviour_check_reads_the_live_store_both_ways() {
     use surfaces_embed::{HostInfo, MemoryKv};
     use surfaces_host::swapcheck;
 
-    let mut store = MemoryKv::default();
-    // A notice the running guest had not delivered yet, in its format.
-    let notice = serde_json::json!({
+    let info = HostInfo {
+        bot_user_id: "@bot:test".into(),
+        bot_display_name: "bot".into(),
+        host_version: "test".into(),
+        settings: vec![],
+        max_event_bytes: 65_536,
+        resumed: true,
+    };
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
+    let compile = |wasm: &[u8]| {
+        surfaces_sim::embedding()
+            .expect("engine")
+            .compile(wasm)
+            .expect("compiles")
+    };
+    let bot_path = Path::new(surfaces_artifacts::GUEST_WASM_PATH);
+    let notice = |record: serde_json::Value| {
+        let mut store = MemoryKv::default();
+        store.map.insert(
+            "out/00000000000000000007".into(),
+            serde_json::to_vec(&record).expect("json"),
+        );
+        store
+    };
+
+    // A notice not yet delivered, in a format the bot never wrote.
+    let foreign = notice(serde_json::json!({ "room": "!room:test", "text": "hi" }));
+    let refused = swapcheck::check(
+        surfaces_artifacts::GUEST_WASM,
+        bot_path,
+        foreign,
+        &info,
+        2,
+        &cache,
+        None,
+    )
+    .expect_err("the bot cannot read it");
+    assert!(
+        refused.contains("cannot read the record out/00000000000000000007"),
+        "{refused}"
+    );
+
+    // The same notice as the bot writes it: read, and passed; the running
+    // bot could take over again.
+    let own = notice(serde_json::json!({
         "room_id": "!room:test",
         "content": {
             "body": "⏳ You are number 2 in the queue.",
@@ -180,66 +224,46 @@ fn a_behaviour_check_refuses_a_guest_that_cannot_read_the_live_store() {
             "mentions": [],
         },
         "attempts": 1,
-    });
-    store.map.insert(
-        "out/00000000000000000007".into(),
-        serde_json::to_vec(&notice).expect("json"),
-    );
-    let info = HostInfo {
-        bot_user_id: "@bot:test".into(),
-        bot_display_name: "bot".into(),
-        host_version: "test".into(),
-        settings: vec![],
-        max_event_bytes: 65_536,
-        resumed: true,
-    };
-    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
-    let echo_path = Path::new(surfaces_artifacts::ECHO_WASM_PATH);
-    let echo = std::fs::read(echo_path).expect("the echo example");
-    let refused = swapcheck::check(&echo, echo_path, store.clone(), &info, 2, &cache, None)
-        .expect_err("the echo guest cannot read the bot's notices");
-    assert!(
-        refused.contains("cannot read the record out/00000000000000000007"),
-        "{refused}"
-    );
-
-    // The bot's own guest reads its records and passes. Had the echo
-    // guest been the one running, it could not come back on this store:
-    // the check says so (a warning, not a refusal).
-    let bot_path = Path::new(surfaces_artifacts::GUEST_WASM_PATH);
-    let running_echo = surfaces_sim::embedding()
-        .expect("engine")
-        .compile(&echo)
-        .expect("the echo compiles");
+    }));
+    let running_bot = compile(surfaces_artifacts::GUEST_WASM);
     let passed = swapcheck::check(
         surfaces_artifacts::GUEST_WASM,
         bot_path,
-        store.clone(),
-        &info,
-        2,
-        &cache,
-        Some(&running_echo),
-    )
-    .expect("the bot's own guest reads its records");
-    assert!(passed.runs > 40 && passed.records == 1, "{passed:?}");
-    let no_way_back = passed.no_way_back.expect("the echo cannot come back");
-    assert!(
-        no_way_back.contains("cannot read the record out/00000000000000000007"),
-        "{no_way_back}"
-    );
-    let running_bot = surfaces_sim::embedding()
-        .expect("engine")
-        .compile(surfaces_artifacts::GUEST_WASM)
-        .expect("the bot compiles");
-    let passed = swapcheck::check(
-        surfaces_artifacts::GUEST_WASM,
-        bot_path,
-        store,
+        own,
         &info,
         2,
         &cache,
         Some(&running_bot),
     )
-    .expect("passes");
+    .expect("the bot reads its own notice");
+    assert!(passed.runs > 40 && passed.records == 1, "{passed:?}");
     assert_eq!(passed.no_way_back, None);
+
+    // Notes version 2 migrates version 1's notes: it passes, but version 1
+    // cannot read schema 2, so there is no way back.
+    let mut notes = MemoryKv::default();
+    notes.map.insert(
+        "meta/schema".into(),
+        br#"{"version":1,"readable_from":1}"#.to_vec(),
+    );
+    notes.map.insert(
+        "notes/@alice:test".into(),
+        br#"{"text":"milk\neggs"}"#.to_vec(),
+    );
+    let running_v1 = compile(surfaces_artifacts::NOTES_V1_WASM);
+    let passed = swapcheck::check(
+        surfaces_artifacts::NOTES_V2_WASM,
+        Path::new("notes-v2.wasm"),
+        notes,
+        &info,
+        2,
+        &cache,
+        Some(&running_v1),
+    )
+    .expect("version 2 reads version 1's notes");
+    let no_way_back = passed.no_way_back.expect("version 1 cannot come back");
+    assert!(
+        no_way_back.contains("guests before schema 2 cannot read"),
+        "{no_way_back}"
+    );
 }

@@ -463,14 +463,22 @@ async fn guests_that_break_are_contained_and_the_last_good_one_serves() {
         sent_body(e).starts_with("swapped in: Ok")
     })
     .await;
-    for (n, body) in [(3, "loop"), (4, "trap"), (5, "oom")] {
+    for (n, body) in [(3, "loop"), (4, "trap")] {
         bot.say(n, body);
     }
     // Each was delivered twice (a second chance on a fresh instance in
     // case the failure was transient), then dropped.
-    bot.say(6, "send still serving");
+    bot.say(5, "send still serving");
     bot.until("a fresh instance to answer", |_, e| {
         sent_body(e) == "still serving"
+    })
+    .await;
+    // A third failure among its first events: the guest is sent back.
+    bot.say(6, "oom");
+    bot.until("the rollback", |r, _| {
+        r.notices
+            .iter()
+            .any(|n| n.contains("rolled back to surfaces-guest"))
     })
     .await;
     // At least twice: a loaded machine may time out an ordinary call too
@@ -676,6 +684,56 @@ async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_chan
     })
     .await;
     assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 2);
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_to_a_new_record_format_migrates_what_the_old_guest_kept() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::NOTES_V1_WASM);
+    let mut setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
+    setup.swap_check = SwapCheck::Behaviour { seeds: 3 };
+    let mut bot = setup.start();
+    let answered = |text: &'static str| {
+        move |r: &Replies, _: &MatrixEffect| r.notices.iter().any(|n| n.contains(text))
+    };
+    bot.say(1, "!note milk");
+    bot.until("the first note", answered("Noted (1 in all)."))
+        .await;
+    bot.say(2, "!note eggs");
+    bot.until("the second note", answered("Noted (2 in all)."))
+        .await;
+
+    // Version 2 keeps notes as lines (schema 2): it passes its behaviour
+    // check on a copy of this store, is swapped in, migrates the store in
+    // its init, and answers the reload that version 1 was asked for.
+    write_guest(&path, surfaces_artifacts::NOTES_V2_WASM);
+    bot.say(3, "!reload");
+    bot.until(
+        "the reload answer",
+        answered("Reloaded: now running notes 2.0.0"),
+    )
+    .await;
+    bot.say(4, "!notes");
+    bot.until("the notes, migrated", answered("1. milk\n2. eggs"))
+        .await;
+    bot.say(5, "!note bread");
+    bot.until("a note in the new format", answered("Noted (3 in all)."))
+        .await;
+
+    // Version 1 cannot read schema 2: going back is refused, and version 2
+    // keeps serving with every note.
+    write_guest(&path, surfaces_artifacts::NOTES_V1_WASM);
+    bot.say(6, "!reload");
+    bot.until("the refusal", |r, _| {
+        r.notices.iter().any(|n| {
+            n.contains("Reload refused") && n.contains("guests before schema 2 cannot read")
+        })
+    })
+    .await;
+    bot.say(7, "!notes");
+    bot.until("every note", answered("1. milk\n2. eggs\n3. bread"))
+        .await;
     bot.stop().await;
 }
 

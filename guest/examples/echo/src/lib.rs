@@ -1,22 +1,22 @@
 //! An echo bot on the surfaces guest SDK: it answers every message meant
 //! for it with the same text, and `!count` with how many it has echoed
 //! for you. Small, but it keeps the promise every surfaces guest keeps:
-//! each message meant for the bot ends in an answer. So a send the
-//! homeserver refuses for now (rate limit, outage) is sent again, after a
-//! host restart too, and only a refusal for good (forbidden, too large)
-//! gives up, in the log.
+//! each message meant for the bot ends in an answer. Its answers and joins
+//! go through the SDK's outbox, which keeps each until the homeserver
+//! confirms it: a rate limit or an outage is waited out, after a host
+//! restart too, and only a refusal for good (forbidden, too large) gives
+//! up, in the log.
 //!
 //! The host calls `handle` with one event at a time; everything durable is
 //! in the store, so any instance (after a swap, a trap or a restart)
 //! carries on where the last one stopped.
 
 use serde::{Deserialize, Serialize};
-use surfaces_guest_sdk::store::{Key, Prefix, Records};
-use surfaces_guest_sdk::types::{
-    Event, GuestInfo, HostInfo, MatrixErrorKind, MatrixResult, MessageContent, RoomMessage,
-};
+use surfaces_guest_sdk::outbox;
 use surfaces_guest_sdk::schema::{self, Schema};
-use surfaces_guest_sdk::{Addressed, Guest, Host, address, timers};
+use surfaces_guest_sdk::store::{Prefix, Records};
+use surfaces_guest_sdk::types::{Event, GuestInfo, HostInfo, MessageContent, RoomMessage};
+use surfaces_guest_sdk::{Addressed, Guest, Host, address};
 
 /// The format of the records below. Change one in a way this version
 /// cannot read, and the next version raises `readable_from` and brings a
@@ -33,44 +33,6 @@ struct Tally {
 }
 const TALLIES: Prefix<Tally> = Prefix::new("tally/");
 
-/// A request not yet confirmed: `out/{request:020}`.
-#[derive(Debug, Serialize, Deserialize)]
-struct Pending {
-    what: Request,
-    /// Failures of no known kind so far; past [`MAX_FAILURES`] it gives up.
-    failures: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Request {
-    /// An answer to the message `reply_to`.
-    Send {
-        room_id: String,
-        body: String,
-        notice: bool,
-        reply_to: String,
-        thread_root: Option<String>,
-    },
-    /// A join on invite: until it is in, nothing said there reaches it.
-    Join { room_id: String },
-}
-const PENDING: Prefix<Pending> = Prefix::new("out/");
-
-fn pending_key(request: u64) -> Key<Pending> {
-    PENDING.key(&format!("{request:020}"))
-}
-
-/// What a timer is for.
-#[derive(Debug, Serialize, Deserialize)]
-enum Timer {
-    /// Make request `request` again.
-    Resend { request: u64 },
-}
-
-const TIMERS: Prefix<Timer> = Prefix::new(timers::PREFIX);
-
-const MAX_FAILURES: u32 = 5;
-
 pub struct Echo {
     info: HostInfo,
 }
@@ -78,19 +40,8 @@ pub struct Echo {
 impl Guest for Echo {
     fn init(info: HostInfo, host: &mut dyn Host) -> Result<Self, String> {
         schema::open(host, SCHEMA, &[])?;
-        if !info.resumed {
-            // The host has just started: the last run's requests and timers
-            // are gone, so forget those timers and send again what was
-            // never confirmed.
-            for key in host.scan(&TIMERS) {
-                host.remove(&key);
-            }
-            for key in host.scan(&PENDING) {
-                if let Ok(request) = PENDING.id(&key).parse() {
-                    issue(host, request)?;
-                }
-            }
-        }
+        // After a host start: make again what was never confirmed.
+        outbox::resume(host, info.resumed)?;
         host.info("echo guest ready");
         Ok(Echo { info })
     }
@@ -105,12 +56,10 @@ impl Guest for Echo {
     fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
         match event {
             Event::Message(m) => self.on_message(host, m),
-            Event::Invite(i) => start(host, Request::Join { room_id: i.room_id }),
-            Event::MatrixResult(r) => on_result(host, r),
-            Event::Timer(id) => match timers::take::<Timer>(host, id)? {
-                Some(Timer::Resend { request }) => issue(host, request),
-                None => Ok(()),
-            },
+            Event::Invite(i) => outbox::join(host, &i.room_id).map(drop),
+            // This bot makes no request and sets no timer of its own.
+            Event::MatrixResult(r) => outbox::on_result(host, &r).map(drop),
+            Event::Timer(id) => outbox::on_timer(host, id).map(drop),
             // Events this bot has no use for.
             Event::MembersChanged(_)
             | Event::AgentChunk(_)
@@ -159,86 +108,16 @@ impl Echo {
 
 /// Answer `m` with `body`, in its thread, as a reply to it.
 fn say(host: &mut dyn Host, m: &RoomMessage, body: String, notice: bool) -> Result<(), String> {
-    let send = Request::Send {
-        room_id: m.room_id.clone(),
+    let content = MessageContent {
         body,
+        formatted_body: None,
         notice,
-        reply_to: m.event_id.clone(),
+        live: false,
         thread_root: m.thread_root.clone(),
+        reply_to: Some(m.event_id.clone()),
+        mentions: vec![],
     };
-    start(host, send)
-}
-
-/// Keep a request until it is confirmed, and make it.
-fn start(host: &mut dyn Host, what: Request) -> Result<(), String> {
-    let request = host.next_id()?;
-    host.save(&pending_key(request), &Pending { what, failures: 0 })?;
-    issue(host, request)
-}
-
-/// Make request `request` (again: the same id, so the homeserver keeps
-/// one copy if an earlier try landed after all).
-fn issue(host: &mut dyn Host, request: u64) -> Result<(), String> {
-    match host.load(&pending_key(request))?.map(|p| p.what) {
-        Some(Request::Send {
-            room_id,
-            body,
-            notice,
-            reply_to,
-            thread_root,
-        }) => {
-            let content = MessageContent {
-                body,
-                formatted_body: None,
-                notice,
-                live: false,
-                thread_root,
-                reply_to: Some(reply_to),
-                mentions: vec![],
-            };
-            host.send(request, &room_id, &content);
-        }
-        Some(Request::Join { room_id }) => host.join(request, &room_id),
-        None => {}
-    }
-    Ok(())
-}
-
-/// A request's outcome: done, again later, or given up.
-fn on_result(host: &mut dyn Host, r: MatrixResult) -> Result<(), String> {
-    let key = pending_key(r.request);
-    let Some(mut out) = host.load(&key)? else {
-        return Ok(()); // a duplicate answer
-    };
-    let wait = match &r.outcome {
-        Ok(_) => None,
-        Err(e) => match e.kind {
-            MatrixErrorKind::RateLimited => Some(e.retry_after_ms.unwrap_or(1_000)),
-            MatrixErrorKind::Unavailable => Some(5_000),
-            MatrixErrorKind::Other if out.failures < MAX_FAILURES => {
-                out.failures += 1;
-                Some(1_000 << out.failures)
-            }
-            MatrixErrorKind::Other
-            | MatrixErrorKind::Forbidden
-            | MatrixErrorKind::NotFound
-            | MatrixErrorKind::TooLarge => {
-                host.warn(&format!(
-                    "gave up on {}: {:?} {}",
-                    r.request, e.kind, e.message
-                ));
-                None
-            }
-        },
-    };
-    match wait {
-        Some(delay_ms) => {
-            host.save(&key, &out)?;
-            timers::start(host, &Timer::Resend { request: r.request }, delay_ms)?;
-        }
-        None => host.remove(&key),
-    }
-    Ok(())
+    outbox::send(host, &m.room_id, &content).map(drop)
 }
 
 surfaces_guest_sdk::export_guest!(Echo);
@@ -247,7 +126,7 @@ surfaces_guest_sdk::export_guest!(Echo);
 mod tests {
     use super::*;
     use surfaces_guest_sdk::testing::{self, Effect, MemoryHost};
-    use surfaces_guest_sdk::types::MatrixError;
+    use surfaces_guest_sdk::types::{MatrixError, MatrixErrorKind, MatrixResult};
 
     fn started(host: &mut MemoryHost) -> Echo {
         Echo::init(testing::host_info(&[]), host).expect("starts")
