@@ -2,7 +2,8 @@
 //!
 //! Key layout (all under the guest's own namespace in the host's store):
 //! - `meta/next-id`            the id counter for requests and timers
-//! - `meta/last-reload`        [`LastReload`], the host's last swap
+//! - `meta/swaps`              the last swaps, latest first ([`LastReload`]s;
+//!   `meta/last-reload`, one, in older stores)
 //! - `user/{user-id}`          [`User`]
 //! - `ctx/{context-id}`        [`Context`], read and written only through
 //!   [`Contexts::context`] and [`Contexts::save_context`], which keep its two
@@ -44,8 +45,8 @@ pub struct User {
     pub dm_room: Option<String>,
 }
 
-/// The outcome of the last swap the host started on its own (guest file
-/// change, SIGHUP), for `status`.
+/// A swap's outcome (an admin's `reload`, or one the host started on its
+/// own: a guest file change, SIGHUP, a rollback), for `status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LastReload {
     pub at_ms: u64,
@@ -339,6 +340,11 @@ pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
 }
 pub fn last_reload_key() -> Key<LastReload> {
     Key::new("meta/last-reload".into())
+}
+/// Swaps remembered for `status`.
+pub const SWAPS_KEPT: usize = 5;
+pub fn swaps_key() -> Key<Vec<LastReload>> {
+    Key::new("meta/swaps".into())
 }
 
 /// A reply's text is kept one piece per agent chunk, raw UTF-8 (not JSON),

@@ -3,9 +3,7 @@
 use super::{Bot, ECHO_MAX, Fate, count, cut};
 use crate::commands::{self, Command};
 use crate::host::Host;
-use crate::state::{
-    Conn, Contexts, LastReload, Records, Route, User, last_reload_key, route_key, user_key,
-};
+use crate::state::{Conn, Contexts, Records, Route, User, route_key, user_key};
 use crate::types::RoomMessage;
 
 impl Bot {
@@ -117,12 +115,19 @@ impl Bot {
                     .as_deref()
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
-                let swap = match host.load(&last_reload_key())? {
-                    Some(LastReload {
-                        outcome: Err(why), ..
-                    }) => format!("\n- last swap: refused ({why})"),
-                    _ => String::new(),
-                };
+                let now = host.now();
+                let swap: String = super::reload::swaps(host)?
+                    .iter()
+                    .take(3)
+                    .map(|s| {
+                        let (what, detail) = match &s.outcome {
+                            Ok(guest) => ("swapped in", guest),
+                            Err(why) => ("refused", why),
+                        };
+                        let ago = ago(now.saturating_sub(s.at_ms));
+                        format!("\n- swap {ago}: {what} ({detail})")
+                    })
+                    .collect();
                 format!(
                     "**Status**\n\n\
                      - agent: {conn}{detail}, context `{ctx_id}`\n\
@@ -211,5 +216,16 @@ fn list_or_none(items: &[String]) -> String {
             .map(|s| format!("`{s}`"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// How long ago, roughly: `just now`, `5 min ago`, `3 h ago`, `2 d ago`.
+fn ago(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => "just now".to_string(),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86_400 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86_400),
     }
 }

@@ -5,11 +5,14 @@ use surfaces_contract::HOST_RELOAD;
 
 use super::Bot;
 use crate::host::Host;
-use crate::state::{LastReload, Records, Route, User, last_reload_key, route_key, user_key};
+use crate::state::{
+    LastReload, Records, Route, SWAPS_KEPT, User, last_reload_key, route_key, swaps_key, user_key,
+};
 use crate::types::ReloadResult;
 
 impl Bot {
     pub(super) fn on_reload(&mut self, host: &mut dyn Host, r: ReloadResult) -> Result<(), String> {
+        remember(host, &r.outcome)?;
         if r.request == HOST_RELOAD {
             return self.on_host_reload(host, r.outcome);
         }
@@ -41,14 +44,6 @@ impl Bot {
         host: &mut dyn Host,
         outcome: Result<String, String>,
     ) -> Result<(), String> {
-        let now = host.now();
-        host.save(
-            &last_reload_key(),
-            &LastReload {
-                at_ms: now,
-                outcome: outcome.clone(),
-            },
-        )?;
         let Err(why) = outcome else {
             return Ok(());
         };
@@ -61,4 +56,29 @@ impl Bot {
         }
         Ok(())
     }
+}
+
+/// Keep a swap's outcome for `status`, latest first.
+fn remember(host: &mut dyn Host, outcome: &Result<String, String>) -> Result<(), String> {
+    let mut swaps = swaps(host)?;
+    swaps.insert(
+        0,
+        LastReload {
+            at_ms: host.now(),
+            outcome: outcome.clone(),
+        },
+    );
+    swaps.truncate(SWAPS_KEPT);
+    host.save(&swaps_key(), &swaps)?;
+    host.remove(&last_reload_key());
+    Ok(())
+}
+
+/// The swaps remembered, latest first (an older store kept only the last
+/// one the host started).
+pub(super) fn swaps(host: &mut dyn Host) -> Result<Vec<LastReload>, String> {
+    Ok(match host.load(&swaps_key())? {
+        Some(swaps) => swaps,
+        None => host.load(&last_reload_key())?.into_iter().collect(),
+    })
 }

@@ -750,6 +750,17 @@ async fn an_admin_reload_swaps_and_answers_in_the_room() {
     })
     .await;
     assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 1);
+    // `status` names the guest swapped in, by the hash of its file.
+    let hash = surfaces_embed::content_hash(surfaces_artifacts::GUEST_WASM);
+    let swapped = format!(
+        "swap just now: swapped in (surfaces-guest 0.1.0 ({})",
+        &hash[..12]
+    );
+    bot.say(2, "!status");
+    bot.until("the status", |r, _| {
+        r.notices.iter().any(|n| n.contains(&swapped))
+    })
+    .await;
     bot.stop().await;
 
     // A bot on its built-in guest has no file to swap to, and says so.
