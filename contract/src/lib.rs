@@ -5,7 +5,8 @@
 //! - [`address`]: whether a message is addressed to the bot, and the text
 //!   left once the address is dropped.
 //! - [`COMMANDS`]: the words the guest answers as commands.
-//! - [`HOST_RELOAD`]: the request id of swaps the host starts itself.
+//! - [`HOST_RELOAD`], [`HOST_ROLLBACK`]: the request ids of swaps the host
+//!   starts itself, and of its rollbacks.
 //! - [`TRANSIENT`]: the store prefixes of work in progress.
 
 pub mod address;
@@ -15,6 +16,11 @@ pub use address::{Addressed, address, mentions_bot};
 /// The `reload-result` request id of a swap the host started on its own
 /// (the guest file changed, SIGHUP); the guest's own requests start at 1.
 pub const HOST_RELOAD: u64 = 0;
+
+/// The `reload-result` request id that tells the guest swapped back in
+/// why the host rolled back the guest that replaced it (its outcome is
+/// `Err(why)`); a guest's own ids never reach it.
+pub const HOST_ROLLBACK: u64 = u64::MAX;
 
 /// Store key prefixes that hold work in progress (a reply being streamed,
 /// its text, a message not yet confirmed, a timer, a request's route) or a

@@ -51,6 +51,9 @@ pub struct User {
 pub struct LastReload {
     pub at_ms: u64,
     pub outcome: Result<String, String>,
+    /// The host swapped back the guest that had replaced this one.
+    #[serde(default)]
+    pub rolled_back: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! results of the loop's own requests: one per effect) and control
 //! messages (swaps, timers, checkpoints, shutdown) on unbounded ones.
 
-use surfaces_embed::{Event, GuestComponent};
+use surfaces_embed::Event;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where the results of the loop's own requests go (never waits: the loop
@@ -36,7 +36,7 @@ pub enum Control {
         id: u64,
         token: u64,
     },
-    Compiled(Result<GuestComponent, String>),
+    Compiled(Result<crate::runtime::Compiled, String>),
     /// Answer once every event sent before this message has been handled
     /// (and its store writes committed): a front end's checkpoint.
     Flush(oneshot::Sender<()>),

@@ -15,6 +15,24 @@ const TEMPLATE_LOCK: &str = include_str!("../../guest/Cargo.lock");
 /// Where the SDK was when this binary was built (a surfaces checkout).
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/sdk");
 pub const TARGET: &str = "wasm32-wasip2";
+/// Names cargo refuses for a package, or that its dependencies hold.
+const TAKEN: &[&str] = &[
+    "test",
+    "self",
+    "super",
+    "crate",
+    "std",
+    "core",
+    "alloc",
+    "proc_macro",
+    "serde",
+    "surfaces_guest_sdk",
+    "wit_bindgen",
+    "build",
+    "deps",
+    "examples",
+    "incremental",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum KitError {
@@ -64,14 +82,20 @@ pub fn new_project(dir: &Path, sdk: Option<&Path>) -> Result<Project, KitError> 
     if dir.exists() && dir.read_dir().map_err(io(dir))?.next().is_some() {
         return Err(KitError::NotEmpty(dir.to_path_buf()));
     }
-    let name = dir
+    // `.` or `..` name the directory they stand for.
+    let named = match dir.canonicalize() {
+        Ok(full) => full,
+        Err(_) => dir.to_path_buf(),
+    };
+    let name = named
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !TAKEN.contains(&name.replace('-', "_").as_str());
     if !valid {
         return Err(KitError::BadName(name));
     }

@@ -1,7 +1,8 @@
-//! A swapped-in guest's probation: it fails (a trap, a timeout, running
-//! out of memory, an error) on [`FAILURES`] of its first [`EVENTS`]
-//! events, or within its first [`PERIOD`], and it is swapped back to the
-//! guest it replaced. Without I/O: the runtime feeds it each event's
+//! A swapped-in guest's probation: if it loses (fails on both attempts:
+//! a trap, a timeout, running out of memory, an error) [`FAILURES`]
+//! events while it is watched (its first [`EVENTS`] events, and at least
+//! its first [`PERIOD`], whichever lasts longer), it is swapped back to
+//! the guest it replaced. Without I/O: the runtime feeds it each event's
 //! outcome and carries out its verdict.
 
 use std::time::{Duration, Instant};

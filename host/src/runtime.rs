@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use surfaces_contract::HOST_RELOAD;
+use surfaces_contract::{HOST_RELOAD, HOST_ROLLBACK};
 use surfaces_embed::{
     AgentEffect, BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError,
     HostEffect, HostInfo, LogLevel, LogLine, Output, ReloadResult, Sandbox, TimerEffect,
@@ -333,7 +333,15 @@ impl Runtime {
             .guest_call_seconds
             .observe(started.elapsed().as_secs_f64());
         let attempts = delivery.failures.len();
-        let failed = delivery.failures.last().map(|f| f.error.to_string());
+        // For a new guest's probation: an event it lost (failed on both
+        // attempts), not one a second attempt saved (a timeout on a loaded
+        // machine) nor one the host's own store failed.
+        let failed = match (&delivery.output, delivery.failures.last()) {
+            (None, Some(f)) if !matches!(f.error, GuestError::Store(_)) => {
+                Some(f.error.to_string())
+            }
+            _ => None,
+        };
         for (i, failure) in delivery.failures.into_iter().enumerate() {
             // What the guest logged before it failed (a panic's message).
             log_guest_lines(failure.logs);
@@ -398,7 +406,10 @@ impl Runtime {
                 );
                 tracing::error!("swap: {message}");
                 self.rolled_back = Some(probation.hash);
-                self.answer_reload(None, Err(message));
+                let _ = self.handle.events.send(Event::ReloadResult(ReloadResult {
+                    request: HOST_ROLLBACK,
+                    outcome: Err(message),
+                }));
             }
             Err(e) => {
                 tracing::error!(
@@ -507,15 +518,13 @@ impl Runtime {
                 let wasm = read_source(&source).map_err(|e| e.to_string())?;
                 let hash = surfaces_embed::content_hash(&wasm);
                 if rolled_back.as_deref() == Some(hash.as_str()) {
-                    return Err(format!(
-                        "this file (sha256 {}) was rolled back after it failed; change it to swap again",
-                        hash.get(..12).unwrap_or(&hash)
-                    ));
+                    return Err(refused_file(&hash));
                 }
                 let (component, cache) = embedding
                     .compile_cached(&wasm, &cache_dir)
                     .map_err(|e| e.to_string())?;
                 tracing::debug!(?cache, "guest compiled");
+                let mut no_way_back = None;
                 if let (Some((snapshot, seeds, info, running)), GuestSource::File(path)) =
                     (check, &source)
                 {
@@ -538,41 +547,82 @@ impl Runtime {
                         took_ms = passed.took.as_millis() as u64,
                         "swap: the new guest passed its behaviour check"
                     );
-                    if let Some(why) = passed.no_way_back {
-                        // Not a refusal: a format old guests cannot read is
-                        // the new guest's to choose, but no rollback will
-                        // start.
-                        tracing::warn!("swap: no way back once the new guest is in: {why}");
-                    }
+                    // Not a refusal: a format old guests cannot read is the
+                    // new guest's to choose, but no rollback would start.
+                    no_way_back = passed.no_way_back;
                 }
-                Ok(component)
+                Ok(Compiled {
+                    component,
+                    no_way_back,
+                })
             });
             let _ = control.send(Control::Compiled(result));
         });
     }
 
-    fn finish_swap(&mut self, result: Result<GuestComponent, String>) {
+    fn finish_swap(&mut self, result: Result<Compiled, String>) {
         let requests = std::mem::take(&mut self.swap_requests);
         let switch = std::time::Instant::now();
-        let previous = self.guest.component().clone();
-        let hash = result.as_ref().ok().map(|c| c.hash().to_string());
-        let outcome = result.and_then(|component| {
-            guest_call(|| self.guest.swap(&component, &mut self.kv, now_ms()))
-                .map_err(|e| e.to_string())
-        });
+        // The guest to go back to: the last one past its probation.
+        let previous = match &self.probation {
+            Some(p) => p.previous.clone(),
+            None => self.guest.component().clone(),
+        };
+        let running = self.guest.component().hash().to_string();
+        let rolled_back = self.rolled_back.clone();
+        let bad_before = self.kv.keys("bad/").unwrap_or_default();
+        let outcome = result
+            .and_then(|c| match rolled_back {
+                // Compiled before the rollback, from the same file.
+                Some(h) if h == c.component.hash() => Err(refused_file(&h)),
+                _ => Ok(c),
+            })
+            .and_then(|c| {
+                guest_call(|| self.guest.swap(&c.component, &mut self.kv, now_ms()))
+                    .map(|out| (out, c))
+                    .map_err(|e| e.to_string())
+            });
         // The one part of a swap the loop waits for: the new instance's init.
         let stall_us = switch.elapsed().as_micros() as u64;
         let outcome = match outcome {
-            Ok(out) => {
+            Ok((out, compiled)) => {
                 let version = self.guest_version();
                 tracing::info!(guest = %version, stall_us, "swap: the new guest is serving");
-                if let Some(hash) = hash {
-                    self.probation =
-                        Some(Probation::new(previous, hash, std::time::Instant::now()));
-                }
                 self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
                 self.apply(out);
-                Ok(version)
+                let hash = compiled.component.hash().to_string();
+                let now = std::time::Instant::now();
+                let set_aside: Vec<String> = self
+                    .kv
+                    .keys("bad/")
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|k| !bad_before.contains(k))
+                    .collect();
+                if let Some(record) = set_aside.first() {
+                    // Written after the check's copy was read: the live
+                    // store has a record the new guest cannot read.
+                    self.probation = None;
+                    let why = format!(
+                        "could not read the record {} on the live store",
+                        record.strip_prefix("bad/").unwrap_or(record)
+                    );
+                    self.roll_back(Probation::new(previous, hash, now), why.clone());
+                    Err(format!("{version} {why}: rolled back"))
+                } else if let Some(why) = compiled.no_way_back {
+                    // Nothing to roll back to: no probation.
+                    self.probation = None;
+                    tracing::warn!("swap: no way back to the guest before: {why}");
+                    Ok(format!(
+                        "{version}; there is no way back to the guest before it ({why})"
+                    ))
+                } else if hash == running {
+                    // The same file again: nothing new to watch.
+                    Ok(version)
+                } else {
+                    self.probation = Some(Probation::new(previous, hash, now));
+                    Ok(version)
+                }
             }
             Err(why) => {
                 tracing::error!("swap refused, the previous guest keeps serving: {why}");
@@ -602,6 +652,21 @@ impl Runtime {
             outcome,
         }));
     }
+}
+
+/// A candidate compiled (and checked) off the loop.
+#[derive(Debug)]
+pub struct Compiled {
+    pub component: GuestComponent,
+    /// Why the running guest could not take over again after it.
+    pub no_way_back: Option<String>,
+}
+
+fn refused_file(hash: &str) -> String {
+    format!(
+        "this file (sha256 {}) was rolled back after it failed; change it to swap again",
+        hash.get(..12).unwrap_or(hash)
+    )
 }
 
 /// Note a swap request; the host's own triggers (`None`) count once.

@@ -83,7 +83,8 @@ pub fn check(
     });
 
     let scenarios = corpus::scenarios()?;
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A core left for the bot, which goes on serving meanwhile.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
     let report = Trial {
         scenarios: &scenarios,
         scenario_seeds: 1,
@@ -102,6 +103,12 @@ pub fn check(
             failure.run,
             failure.replay,
             file.display(),
+        ));
+    }
+    if !report.passed() {
+        return Err(format!(
+            "the simulator did not finish its runs ({} of them; {} worker(s) panicked)",
+            report.runs, report.panicked
         ));
     }
     Ok(Passed {

@@ -83,11 +83,15 @@ pub struct Report {
     pub events: u64,
     pub fuel: Spread,
     pub memory_bytes: Spread,
+    /// Worker threads that panicked (the simulator's own bug): their runs
+    /// are missing.
+    pub panicked: u64,
 }
 
 impl Report {
+    /// Every run kept every rule, and there were runs.
     pub fn passed(&self) -> bool {
-        self.failures.is_empty()
+        self.failures.is_empty() && self.panicked == 0 && self.runs > 0
     }
 }
 
@@ -113,6 +117,7 @@ impl Trial<'_> {
             work.push(Job::Swarm(seed));
         }
         let jobs = self.jobs.max(1);
+        let mut panicked = 0;
         let outcomes: Vec<Outcome> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..jobs)
                 .map(|w| {
@@ -126,12 +131,19 @@ impl Trial<'_> {
                     })
                 })
                 .collect();
-            workers
-                .into_iter()
-                .flat_map(|w| w.join().unwrap_or_default())
-                .collect()
+            let mut all = Vec::new();
+            for w in workers {
+                match w.join() {
+                    Ok(outcomes) => all.extend(outcomes),
+                    // Its runs are lost: the trial cannot pass.
+                    Err(_) => panicked += 1,
+                }
+            }
+            all
         });
-        self.add_up(outcomes)
+        let mut report = self.add_up(outcomes);
+        report.panicked = panicked;
+        report
     }
 
     fn one(&self, job: &Job, component: &GuestComponent) -> Outcome {
@@ -247,6 +259,13 @@ impl fmt::Display for Report {
             mib(self.memory_bytes.median),
             mib(self.memory_bytes.max),
         )?;
+        if self.panicked > 0 {
+            writeln!(
+                f,
+                "{} simulator worker(s) panicked: their runs are missing",
+                self.panicked
+            )?;
+        }
         let failed = self.failures.len();
         write!(f, "{} runs, {failed} failed", self.runs)
     }

@@ -166,9 +166,9 @@ mod schema {
     fn a_fresh_store_takes_the_guests_schema() {
         let mut mem = MemoryHost::default();
         let host: &mut dyn Host = &mut mem;
-        assert_eq!(schema::open(host, V1, &[]), Ok(Opened::Current));
-        assert_eq!(schema::stored(host), Ok(V1));
-        assert_eq!(schema::open(host, V1, &[]), Ok(Opened::Current));
+        assert_eq!(schema::open(host, "notes", V1, &[]), Ok(Opened::Current));
+        assert_eq!(schema::stored(host, "notes"), Ok(V1));
+        assert_eq!(schema::open(host, "notes", V1, &[]), Ok(Opened::Current));
     }
 
     #[test]
@@ -177,7 +177,7 @@ mod schema {
         let host: &mut dyn Host = &mut mem;
         host.save(&note(), &serde_json::json!("milk")).unwrap();
         assert_eq!(
-            schema::open(host, V2, &[(1, v1_to_v2)]),
+            schema::open(host, "notes", V2, &[(1, v1_to_v2)]),
             Ok(Opened::Migrated { from: 1 })
         );
         assert_eq!(
@@ -190,11 +190,11 @@ mod schema {
     fn an_older_store_is_migrated_forward_once() {
         let mut mem = MemoryHost::default();
         let host: &mut dyn Host = &mut mem;
-        schema::open(host, V1, &[]).unwrap();
+        schema::open(host, "notes", V1, &[]).unwrap();
         host.save(&note(), &serde_json::json!("milk\neggs"))
             .unwrap();
         assert_eq!(
-            schema::open(host, V2, &[(1, v1_to_v2)]),
+            schema::open(host, "notes", V2, &[(1, v1_to_v2)]),
             Ok(Opened::Migrated { from: 1 })
         );
         assert_eq!(
@@ -202,7 +202,7 @@ mod schema {
             Ok(Some(serde_json::json!({ "lines": ["milk", "eggs"] })))
         );
         assert_eq!(
-            schema::open(host, V2, &[(1, v1_to_v2)]),
+            schema::open(host, "notes", V2, &[(1, v1_to_v2)]),
             Ok(Opened::Current)
         );
     }
@@ -211,8 +211,8 @@ mod schema {
     fn a_store_only_newer_guests_read_is_refused_and_one_they_said_is_readable_is_not() {
         let mut mem = MemoryHost::default();
         let host: &mut dyn Host = &mut mem;
-        schema::open(host, V2, &[]).unwrap();
-        let refused = schema::open(host, V1, &[]).unwrap_err();
+        schema::open(host, "notes", V2, &[]).unwrap();
+        let refused = schema::open(host, "notes", V1, &[]).unwrap_err();
         assert!(
             refused.contains("guests before schema 2 cannot read"),
             "{refused}"
@@ -222,15 +222,40 @@ mod schema {
             version: 3,
             readable_from: 1,
         };
-        schema::open(host, additive, &[(2, |_| Ok(()))]).unwrap();
+        schema::open(host, "notes", additive, &[(2, |_| Ok(()))]).unwrap();
         assert_eq!(
-            schema::open(host, V1, &[]),
+            schema::open(host, "notes", V1, &[]),
             Ok(Opened::Newer { version: 3 })
         );
         assert_eq!(
-            schema::stored(host),
+            schema::stored(host, "notes"),
             Ok(additive),
             "a reader does not rewrite it"
+        );
+    }
+
+    #[test]
+    fn each_family_has_its_own_schema_and_a_broken_one_stops_the_start() {
+        let mut mem = MemoryHost::default();
+        let host: &mut dyn Host = &mut mem;
+        schema::open(host, "notes", V2, &[]).unwrap();
+        // Another kind of guest on the same store is not bound by it.
+        assert_eq!(schema::open(host, "echo", V1, &[]), Ok(Opened::Current));
+        // A schema record that does not decode: no migration runs again.
+        host.store_put("meta/schema/notes", b"two");
+        let broken = schema::open(host, "notes", V2, &[(1, |_| Err("ran".into()))]).unwrap_err();
+        assert!(
+            broken.contains("meta/schema/notes does not decode"),
+            "{broken}"
+        );
+        let backwards = Schema {
+            version: 1,
+            readable_from: 2,
+        };
+        let refused = schema::open(host, "echo", backwards, &[]).unwrap_err();
+        assert!(
+            refused.contains("cannot be readable only from"),
+            "{refused}"
         );
     }
 
@@ -238,17 +263,118 @@ mod schema {
     fn a_missing_or_failing_migration_refuses_the_start() {
         let mut mem = MemoryHost::default();
         let host: &mut dyn Host = &mut mem;
-        schema::open(host, V1, &[]).unwrap();
-        let missing = schema::open(host, V2, &[]).unwrap_err();
+        schema::open(host, "notes", V1, &[]).unwrap();
+        let missing = schema::open(host, "notes", V2, &[]).unwrap_err();
         assert!(
             missing.contains("no migration from it to schema 2"),
             "{missing}"
         );
-        let failing = schema::open(host, V2, &[(1, |_| Err("disk full".into()))]).unwrap_err();
+        let failing =
+            schema::open(host, "notes", V2, &[(1, |_| Err("disk full".into()))]).unwrap_err();
         assert!(
             failing.contains("migrating the store from schema 1: disk full"),
             "{failing}"
         );
-        assert_eq!(schema::stored(host), Ok(V1));
+        assert_eq!(schema::stored(host, "notes"), Ok(V1));
+    }
+}
+
+mod outbox {
+    use surfaces_guest_sdk::outbox;
+    use surfaces_guest_sdk::testing::{Effect, MemoryHost};
+    use surfaces_guest_sdk::types::{MatrixError, MatrixErrorKind, MatrixResult, MessageContent};
+
+    fn content() -> MessageContent {
+        MessageContent {
+            body: "hi".into(),
+            formatted_body: None,
+            notice: false,
+            live: false,
+            thread_root: None,
+            reply_to: Some("$q".into()),
+            mentions: vec![],
+        }
+    }
+
+    fn limited(request: u64, ms: u64) -> MatrixResult {
+        MatrixResult {
+            request,
+            outcome: Err(MatrixError {
+                kind: MatrixErrorKind::RateLimited,
+                message: "slow down".into(),
+                retry_after_ms: Some(ms),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_send_waits_out_a_rate_limit_across_a_host_restart() {
+        let mut host = MemoryHost::default();
+        let request = outbox::send(&mut host, "!r", &content()).unwrap();
+        assert!(outbox::on_result(&mut host, &limited(request, 7_000)).unwrap());
+        host.take_effects();
+        // The host restarts: its timers are gone.
+        outbox::resume(&mut host, false).unwrap();
+        let effects = host.take_effects();
+        assert!(
+            matches!(
+                effects.as_slice(),
+                [Effect::SetTimer {
+                    delay_ms: 7_000,
+                    ..
+                }]
+            ),
+            "it must wait again, not send at once: {effects:?}"
+        );
+        let Effect::SetTimer { id, .. } = effects[0] else {
+            unreachable!()
+        };
+        assert!(outbox::on_timer(&mut host, id).unwrap());
+        assert!(matches!(
+            host.take_effects().as_slice(),
+            [Effect::Send { request: again, .. }] if *again == request
+        ));
+        let done = MatrixResult {
+            request,
+            outcome: Ok("$a".into()),
+        };
+        assert!(outbox::on_result(&mut host, &done).unwrap());
+        assert!(
+            host.store.keys().all(|k| !k.starts_with("out/")),
+            "{:?}",
+            host.store.keys()
+        );
+        // Not the outbox's: the guest's own.
+        assert!(!outbox::on_timer(&mut host, 999).unwrap());
+        assert!(!outbox::on_result(&mut host, &limited(999, 1)).unwrap());
+    }
+
+    #[test]
+    fn a_send_never_confirmed_goes_again_after_a_restart_and_a_refusal_gives_up() {
+        let mut host = MemoryHost::default();
+        let request = outbox::send(&mut host, "!r", &content()).unwrap();
+        host.take_effects();
+        outbox::resume(&mut host, true).unwrap();
+        assert!(host.take_effects().is_empty(), "a swap keeps requests live");
+        outbox::resume(&mut host, false).unwrap();
+        assert!(matches!(
+            host.take_effects().as_slice(),
+            [Effect::Send { request: again, .. }] if *again == request
+        ));
+        let forbidden = MatrixResult {
+            request,
+            outcome: Err(MatrixError {
+                kind: MatrixErrorKind::Forbidden,
+                message: "not in room".into(),
+                retry_after_ms: None,
+            }),
+        };
+        assert!(outbox::on_result(&mut host, &forbidden).unwrap());
+        assert!(host.store.keys().all(|k| !k.starts_with("out/")));
+        assert!(
+            host.logs
+                .iter()
+                .any(|(_, m)| m.contains("gave up on request"))
+        );
     }
 }

@@ -8,7 +8,11 @@
 //! refusal for good (forbidden, too large, not found) gives up, in the
 //! log. Each try reuses the request id, so the homeserver keeps one copy
 //! of a send that landed after all. After a host restart (`resumed`
-//! false) [`resume`] makes again what was never confirmed.
+//! false) [`resume`] makes again what was never confirmed, after the
+//! wait its last failure asked for.
+//!
+//! Its ids come from [`Records::next_id`], as every id a guest uses must:
+//! then no id of the guest's own is ever the outbox's.
 //!
 //! ```ignore
 //! // in init:      outbox::resume(host, info.resumed)?;
@@ -32,6 +36,11 @@ pub const MAX_FAILURES: u32 = 5;
 struct Pending {
     what: Request,
     failures: u32,
+    /// How long the last failure asked to wait (0: none): after a host
+    /// restart, it waits that long again before it goes out, so a 429's
+    /// `retry_after` holds across restarts too.
+    #[serde(default)]
+    hold_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -120,7 +129,12 @@ pub fn join(host: &mut dyn Host, room_id: &str) -> Result<u64, String> {
 
 fn start(host: &mut dyn Host, what: Request) -> Result<u64, String> {
     let request = host.next_id()?;
-    host.save(&pending_key(request), &Pending { what, failures: 0 })?;
+    let pending = Pending {
+        what,
+        failures: 0,
+        hold_ms: 0,
+    };
+    host.save(&pending_key(request), &pending)?;
     issue(host, request)?;
     Ok(request)
 }
@@ -147,10 +161,23 @@ pub fn resume(host: &mut dyn Host, resumed: bool) -> Result<(), String> {
         host.remove(&key);
     }
     for key in host.scan(&PENDING) {
-        if let Ok(request) = PENDING.id(&key).parse() {
-            issue(host, request)?;
+        let Ok(request) = PENDING.id(&key).parse() else {
+            continue;
+        };
+        match host.load(&key)? {
+            Some(p) if p.hold_ms > 0 => retry_after(host, request, p.hold_ms)?,
+            Some(_) => issue(host, request)?,
+            None => {}
         }
     }
+    Ok(())
+}
+
+/// Make request `request` again after `delay_ms`.
+fn retry_after(host: &mut dyn Host, request: u64, delay_ms: u64) -> Result<(), String> {
+    let id = host.next_id()?;
+    host.save(&timer_key(id), &request)?;
+    host.set_timer(id, delay_ms);
     Ok(())
 }
 
@@ -184,10 +211,9 @@ pub fn on_result(host: &mut dyn Host, r: &MatrixResult) -> Result<bool, String> 
     };
     match wait {
         Some(delay_ms) => {
+            pending.hold_ms = delay_ms;
             host.save(&key, &pending)?;
-            let id = host.next_id()?;
-            host.save(&timer_key(id), &r.request)?;
-            host.set_timer(id, delay_ms);
+            retry_after(host, r.request, delay_ms)?;
         }
         None => host.remove(&key),
     }

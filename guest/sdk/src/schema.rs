@@ -4,12 +4,14 @@
 //! may read only if the guest that wrote it said so.
 //!
 //! A guest declares the [`Schema`] it writes and its [`Migration`]s, and
-//! calls [`open`] at the start of `init`:
+//! calls [`open`] at the start of `init` with the name of its family of
+//! records (each family has its own version, `meta/schema/{family}`: a
+//! store another kind of guest wrote does not constrain this one):
 //!
 //! ```ignore
 //! const SCHEMA: Schema = Schema { version: 2, readable_from: 2 };
 //! fn v1_to_v2(host: &mut dyn Host) -> Result<(), String> { ... }
-//! schema::open(host, SCHEMA, &[(1, v1_to_v2)])?;
+//! schema::open(host, "notes", SCHEMA, &[(1, v1_to_v2)])?;
 //! ```
 //!
 //! `readable_from` is the oldest schema whose guests can still read what
@@ -47,28 +49,46 @@ pub enum Opened {
     Newer { version: u32 },
 }
 
-fn key() -> Key<Schema> {
-    Key::new("meta/schema".into())
+fn key(family: &str) -> Key<Schema> {
+    Key::new(format!("meta/schema/{family}"))
 }
 
-/// The schema the store is at (version 0: empty, or written before
-/// schemas).
-pub fn stored(host: &mut dyn Host) -> Result<Schema, String> {
-    Ok(host.load(&key())?.unwrap_or(Schema {
-        version: 0,
-        readable_from: 0,
-    }))
+/// The schema `family`'s records are at (version 0: none yet, or written
+/// before schemas). A schema record that does not decode is an error, not
+/// a version 0: migrating current records again would ruin them.
+pub fn stored(host: &mut dyn Host, family: &str) -> Result<Schema, String> {
+    let key = key(family);
+    match host.store_get(key.as_str()) {
+        None => Ok(Schema {
+            version: 0,
+            readable_from: 0,
+        }),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} does not decode ({e})", key.as_str())),
+    }
 }
 
-/// Bring the store to `schema`, or say why this guest cannot use it. A
-/// store without a schema (empty, or from before schemas) is taken to be
-/// at the oldest schema this guest migrates from, or at its own.
+/// Bring `family`'s records to `schema`, or say why this guest cannot use
+/// the store. An empty store takes the guest's schema as it is; records
+/// without a schema (from before schemas) are taken to be at the oldest
+/// schema this guest migrates from, or at its own.
 pub fn open(
     host: &mut dyn Host,
+    family: &str,
     schema: Schema,
     migrations: &[Migration],
 ) -> Result<Opened, String> {
-    let mut at = stored(host)?;
+    if schema.readable_from > schema.version {
+        return Err(format!(
+            "schema {} cannot be readable only from the later schema {}",
+            schema.version, schema.readable_from
+        ));
+    }
+    let mut at = stored(host, family)?;
+    if at.version == 0 && host.store_keys_page("", None, 1).is_empty() {
+        host.save(&key(family), &schema)?;
+        return Ok(Opened::Current);
+    }
     if at.version == 0 {
         at.version = migrations
             .iter()
@@ -89,8 +109,8 @@ pub fn open(
         ));
     }
     if at.version == schema.version {
-        if stored(host)?.version == 0 {
-            host.save(&key(), &schema)?;
+        if stored(host, family)?.version == 0 {
+            host.save(&key(family), &schema)?;
         }
         return Ok(Opened::Current);
     }
@@ -107,9 +127,9 @@ pub fn open(
             }
         }
     }
-    host.save(&key(), &schema)?;
+    host.save(&key(family), &schema)?;
     host.info(&format!(
-        "store migrated from schema {} to {}",
+        "{family} records migrated from schema {} to {}",
         at.version, schema.version
     ));
     Ok(Opened::Migrated { from: at.version })

@@ -120,9 +120,10 @@ impl Bot {
                     .iter()
                     .take(3)
                     .map(|s| {
-                        let (what, detail) = match &s.outcome {
-                            Ok(guest) => ("swapped in", guest),
-                            Err(why) => ("refused", why),
+                        let (what, detail) = match (&s.outcome, s.rolled_back) {
+                            (Ok(guest), _) => ("swapped in", guest),
+                            (Err(why), true) => ("rolled back", why),
+                            (Err(why), false) => ("refused", why),
                         };
                         let ago = ago(now.saturating_sub(s.at_ms));
                         format!("\n- swap {ago}: {what} ({detail})")

@@ -89,7 +89,7 @@ impl Bot {
         );
         // The records' format (guest/src/state.rs); a change old guests
         // cannot read raises `readable_from` and adds a migration here.
-        schema::open(host, SCHEMA, &[])?;
+        schema::open(host, "surfaces-bot", SCHEMA, &[])?;
         let resumed = info.resumed;
         let mut bot = Bot {
             cfg,

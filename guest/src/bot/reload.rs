@@ -1,7 +1,7 @@
 //! Swaps: the answer to an admin's `reload`, and swaps the host started on
 //! its own (kept for `status`; admins are told when one is refused).
 
-use surfaces_contract::HOST_RELOAD;
+use surfaces_contract::{HOST_RELOAD, HOST_ROLLBACK};
 
 use super::Bot;
 use crate::host::Host;
@@ -12,9 +12,10 @@ use crate::types::ReloadResult;
 
 impl Bot {
     pub(super) fn on_reload(&mut self, host: &mut dyn Host, r: ReloadResult) -> Result<(), String> {
-        remember(host, &r.outcome)?;
-        if r.request == HOST_RELOAD {
-            return self.on_host_reload(host, r.outcome);
+        let rolled_back = r.request == HOST_ROLLBACK;
+        remember(host, &r.outcome, rolled_back)?;
+        if r.request == HOST_RELOAD || rolled_back {
+            return self.on_host_reload(host, r.outcome, rolled_back);
         }
         let Some(Route::Reload {
             room_id,
@@ -39,15 +40,22 @@ impl Bot {
         )
     }
 
+    /// A swap the host made on its own: admins hear of a refusal or a
+    /// rollback.
     fn on_host_reload(
         &mut self,
         host: &mut dyn Host,
         outcome: Result<String, String>,
+        rolled_back: bool,
     ) -> Result<(), String> {
         let Err(why) = outcome else {
             return Ok(());
         };
-        let text = format!("⚠️ A new guest was refused; the running one keeps serving: {why}");
+        let text = if rolled_back {
+            format!("⚠️ The new guest was rolled back, this one serves again: {why}")
+        } else {
+            format!("⚠️ A new guest was refused; the running one keeps serving: {why}")
+        };
         for admin in self.cfg.admins.clone() {
             let user: Option<User> = host.load(&user_key(&admin))?;
             if let Some(room) = user.and_then(|u| u.dm_room) {
@@ -59,13 +67,18 @@ impl Bot {
 }
 
 /// Keep a swap's outcome for `status`, latest first.
-fn remember(host: &mut dyn Host, outcome: &Result<String, String>) -> Result<(), String> {
+fn remember(
+    host: &mut dyn Host,
+    outcome: &Result<String, String>,
+    rolled_back: bool,
+) -> Result<(), String> {
     let mut swaps = swaps(host)?;
     swaps.insert(
         0,
         LastReload {
             at_ms: host.now(),
             outcome: outcome.clone(),
+            rolled_back,
         },
     );
     swaps.truncate(SWAPS_KEPT);

@@ -116,8 +116,10 @@ fn guest_new_refuses_what_it_cannot_make() {
     std::fs::write(tmp.path().join("taken"), "").expect("write");
     let (ok, out) = surfaces(&["guest", "new", path(tmp.path())]);
     assert!(!ok && out.contains("is not empty"), "{out}");
-    let (ok, out) = surfaces(&["guest", "new", path(&tmp.path().join("9lives"))]);
-    assert!(!ok && out.contains("cannot name a guest"), "{out}");
+    for name in ["9lives", "test", "serde"] {
+        let (ok, out) = surfaces(&["guest", "new", path(&tmp.path().join(name))]);
+        assert!(!ok && out.contains("cannot name a guest"), "{name}: {out}");
+    }
     let (ok, out) = surfaces(&[
         "guest",
         "new",
@@ -243,7 +245,7 @@ fn a_behaviour_check_reads_the_live_store_both_ways() {
     // cannot read schema 2, so there is no way back.
     let mut notes = MemoryKv::default();
     notes.map.insert(
-        "meta/schema".into(),
+        "meta/schema/notes".into(),
         br#"{"version":1,"readable_from":1}"#.to_vec(),
     );
     notes.map.insert(

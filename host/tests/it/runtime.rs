@@ -650,7 +650,8 @@ async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_chan
     }
     bot.until("admins told of the rollback", |r, _| {
         r.notices.iter().any(|n| {
-            n.contains("chaos 0.0.1")
+            n.contains("The new guest was rolled back")
+                && n.contains("chaos 0.0.1")
                 && n.contains("failed on 3 of its first")
                 && n.contains("rolled back to surfaces-guest 0.1.0")
         })

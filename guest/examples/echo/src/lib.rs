@@ -39,7 +39,7 @@ pub struct Echo {
 
 impl Guest for Echo {
     fn init(info: HostInfo, host: &mut dyn Host) -> Result<Self, String> {
-        schema::open(host, SCHEMA, &[])?;
+        schema::open(host, "echo", SCHEMA, &[])?;
         // After a host start: make again what was never confirmed.
         outbox::resume(host, info.resumed)?;
         host.info("echo guest ready");

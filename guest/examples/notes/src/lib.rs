@@ -115,7 +115,7 @@ pub struct NotesBot {
 
 impl Guest for NotesBot {
     fn init(info: HostInfo, host: &mut dyn Host) -> Result<Self, String> {
-        schema::open(host, version::SCHEMA, version::MIGRATIONS)?;
+        schema::open(host, "notes", version::SCHEMA, version::MIGRATIONS)?;
         outbox::resume(host, info.resumed)?;
         Ok(NotesBot { info })
     }
@@ -277,7 +277,7 @@ mod tests {
     fn the_second_version_migrates_the_first_ones_notes() {
         let mut host = MemoryHost::default();
         host.store.insert(
-            "meta/schema".into(),
+            "meta/schema/notes".into(),
             br#"{"version":1,"readable_from":1}"#.to_vec(),
         );
         host.store.insert(
