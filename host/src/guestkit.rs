@@ -12,6 +12,9 @@ const TEMPLATE_README: &str = include_str!("../../guest/examples/echo/README.md"
 /// The versions the SDK is built and tested with: a new project starts
 /// from them, not from whatever is newest that day.
 const TEMPLATE_LOCK: &str = include_str!("../../guest/Cargo.lock");
+/// The toolchain (and its wasm target) the SDK is built and tested with:
+/// a project pins it, so rustup builds it with that one wherever it is.
+const TOOLCHAIN: &str = include_str!("../../rust-toolchain.toml");
 /// Where the SDK was when this binary was built (a surfaces checkout).
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/sdk");
 pub const TARGET: &str = "wasm32-wasip2";
@@ -109,6 +112,7 @@ pub fn new_project(dir: &Path, sdk: Option<&Path>) -> Result<Project, KitError> 
     let files = [
         ("Cargo.toml", manifest(&name, &sdk)),
         ("Cargo.lock", TEMPLATE_LOCK.to_string()),
+        ("rust-toolchain.toml", TOOLCHAIN.to_string()),
         ("src/lib.rs", TEMPLATE_LIB.to_string()),
         (
             "README.md",

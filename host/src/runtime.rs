@@ -384,6 +384,23 @@ impl Runtime {
         }
     }
 
+    /// Put records set aside (`bad/KEY`) back under their keys.
+    fn restore(&mut self, set_aside: &[String]) {
+        let mut writes = Vec::new();
+        for bad in set_aside {
+            let Some(key) = bad.strip_prefix("bad/") else {
+                continue;
+            };
+            if let Ok(Some(value)) = self.kv.get(bad) {
+                writes.push((key.to_string(), Some(value)));
+                writes.push((bad.clone(), None));
+            }
+        }
+        if let Err(e) = self.kv.commit(writes) {
+            tracing::error!("cannot put back the records the new guest set aside: {e}");
+        }
+    }
+
     /// Swap back to the guest a failing one replaced, and refuse the
     /// failing file until it changes.
     fn roll_back(&mut self, probation: Probation<GuestComponent>, why: String) {
@@ -601,7 +618,9 @@ impl Runtime {
                     .collect();
                 if let Some(record) = set_aside.first() {
                     // Written after the check's copy was read: the live
-                    // store has a record the new guest cannot read.
+                    // store has a record the new guest cannot read. Put
+                    // them back where they were for the guest going back.
+                    self.restore(&set_aside);
                     self.probation = None;
                     let why = format!(
                         "could not read the record {} on the live store",

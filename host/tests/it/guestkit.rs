@@ -51,6 +51,8 @@ fn a_new_guest_builds_passes_its_tests_and_the_simulator_and_a_planted_bug_is_ca
         readme.contains("# hello-bot") && readme.contains("release/hello_bot.wasm"),
         "{readme}"
     );
+    let toolchain = std::fs::read_to_string(dir.join("rust-toolchain.toml")).expect("pinned");
+    assert!(toolchain.contains("wasm32-wasip2"), "{toolchain}");
 
     // Its own tests, natively.
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
