@@ -36,3 +36,14 @@ pub static NOTES_V1_WASM: &[u8] = include_bytes!(env!("SURFACES_NOTES_V1_WASM"))
 /// The notes example's second version: notes as lines, schema 2, with
 /// the migration from 1.
 pub static NOTES_V2_WASM: &[u8] = include_bytes!(env!("SURFACES_NOTES_V2_WASM"));
+
+/// Path of the echo example as it was built for contract 0.1.0 (at commit
+/// e7af78e), kept frozen: a guest built for an older contract must keep
+/// loading and keep the promises.
+pub const ECHO_0_1_0_WASM_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/guests/echo-0.1.0.wasm"
+);
+
+/// The frozen 0.1.0 echo's `.wasm`.
+pub static ECHO_0_1_0_WASM: &[u8] = include_bytes!("../../tests/guests/echo-0.1.0.wasm");

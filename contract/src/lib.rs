@@ -34,7 +34,7 @@ pub const TRANSIENT: &[&str] = &["reply/", "chunk/", "out/", "timer/", "route/",
 /// these (another bot may answer the rest).
 pub const COMMANDS: &[&str] = &[
     "help", "h", "?", "new", "reset", "context", "usage", "stop", "cancel", "status", "skills",
-    "skill", "reload",
+    "skill", "reload", "rollback",
 ];
 
 /// Whether `word` (any case, lowercased as the guest's parser does) is

@@ -36,6 +36,7 @@ fn info() -> HostInfo {
         settings: vec![],
         max_event_bytes: 65_536,
         resumed: false,
+        guest_hash: String::new(),
     }
 }
 
@@ -124,6 +125,7 @@ impl Host for NativeHost {
     fn cancel_timer(&mut self, _: u64) {}
     fn log(&mut self, _: g::LogLevel, _: &str) {}
     fn reload(&mut self, _: u64) {}
+    fn rollback(&mut self, _: u64) {}
 }
 
 fn native_info() -> g::HostInfo {
@@ -134,6 +136,7 @@ fn native_info() -> g::HostInfo {
         settings: vec![],
         max_event_bytes: 65_536,
         resumed: false,
+        guest_hash: String::new(),
     }
 }
 

@@ -408,4 +408,8 @@ impl host::Host for Ctx {
     fn reload(&mut self, request: u64) {
         self.effect(Effect::Host(HostEffect::Reload { request }));
     }
+
+    fn rollback(&mut self, request: u64) {
+        self.effect(Effect::Host(HostEffect::Rollback { request }));
+    }
 }

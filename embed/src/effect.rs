@@ -85,6 +85,9 @@ pub enum TimerEffect {
 pub enum HostEffect {
     /// Swap in the guest file again; answered with `reload-result`.
     Reload { request: u64 },
+    /// Go back to the guest that ran before this one; answered with
+    /// `reload-result` (`rolled-back` or `refused`).
+    Rollback { request: u64 },
 }
 
 impl Effect {
@@ -111,6 +114,7 @@ impl Effect {
             },
             Effect::Host(h) => match h {
                 HostEffect::Reload { .. } => "reload",
+                HostEffect::Rollback { .. } => "rollback",
             },
         }
     }

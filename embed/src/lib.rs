@@ -37,16 +37,17 @@ pub use agent::{Action, AgentSession, Link};
 pub use bindings::surfaces::bot::types::{
     AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, Attachment,
     ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel, MatrixError,
-    MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadResult, RoomMessage,
-    Sender, Undecryptable,
+    MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadOutcome, ReloadResult,
+    RoomMessage, Sender, Undecryptable,
 };
 pub use content::matrix_content;
 pub use ctx::LogLine;
 pub use effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Snapshotter, Write};
 
-use bindings::{Bot, BotPre};
 use ctx::Ctx;
+pub use version::Contract;
+use version::{Instance, Pre};
 
 /// How a guest call is bounded in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,8 +180,7 @@ impl Embedding {
         // random, environment). It gets a context with nothing in it.
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EmbedError::Engine(e.to_string()))?;
-        Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |c: &mut Ctx| c)
-            .map_err(|e| EmbedError::Engine(e.to_string()))?;
+        version::add_to_linker(&mut linker).map_err(|e| EmbedError::Engine(e.to_string()))?;
         Ok(Embedding {
             inner: Arc::new(EmbeddingInner {
                 engine,
@@ -267,21 +267,23 @@ impl Embedding {
     }
 
     fn prepare(&self, component: Component, hash: String) -> Result<GuestComponent, EmbedError> {
-        version::check(&version::imported(&component, &self.inner.engine))
+        let contract = version::check(&version::imported(&component, &self.inner.engine))
             .map_err(EmbedError::Invalid)?;
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&component)
+        let pre = Pre::new(&self.inner.linker, &component, contract)
             .map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
-        let pre = BotPre::new(pre).map_err(|e| EmbedError::Invalid(format!("{e:#}")))?;
         Ok(GuestComponent {
             embedding: self.clone(),
             pre,
+            contract,
             hash,
         })
     }
 }
+
+/// A `rollback`'s refusal when no guest of another file ran before this
+/// one in this run of the host (both hosts say it in the same words).
+pub const NO_EARLIER_GUEST: &str =
+    "no guest of another file ran before this one since the bot started: nothing to go back to";
 
 /// A guest file's identity: the SHA-256 of its bytes, in hex.
 pub fn content_hash(wasm: &[u8]) -> String {
@@ -317,12 +319,19 @@ fn store_artifact(component: &Component, dir: &Path, path: &Path) -> std::io::Re
 #[derive(Clone)]
 pub struct GuestComponent {
     embedding: Embedding,
-    pre: BotPre<Ctx>,
+    pre: Pre,
+    /// The contract version it was built for.
+    contract: Contract,
     /// [`content_hash`] of the wasm it was compiled from.
     hash: String,
 }
 
 impl GuestComponent {
+    /// The contract version it was built for.
+    pub fn contract(&self) -> Contract {
+        self.contract
+    }
+
     /// The SHA-256 of the wasm it was compiled from, in hex.
     pub fn hash(&self) -> &str {
         &self.hash
@@ -387,7 +396,7 @@ pub struct Guest {
 
 struct Live {
     store: Store<Ctx>,
-    bot: Bot,
+    bot: Instance,
 }
 
 impl fmt::Debug for Guest {
@@ -491,7 +500,9 @@ impl Guest {
             kv,
             now_ms,
             sandbox,
-            |store, bot| bot.call_handle(store, event),
+            // An event the guest's contract has no shape for is not its
+            // business: it handled it by doing nothing.
+            |store, bot| bot.call_handle(store, event).unwrap_or(Ok(Ok(()))),
             &live.bot,
             GuestError::Failed,
         );
@@ -572,6 +583,7 @@ impl Guest {
             .map_err(|e| classify(e, &mut store))?;
         let mut info = self.info.clone();
         info.resumed = info.resumed || self.instances > 0;
+        info.guest_hash = self.component.hash.clone();
         self.instances += 1;
         let result = run_call(
             &mut store,
@@ -615,8 +627,8 @@ fn run_call<R>(
     kv: &mut BoxedKv,
     now_ms: u64,
     sandbox: Sandbox,
-    call: impl FnOnce(&mut Store<Ctx>, &Bot) -> wasmtime::Result<Result<R, String>>,
-    bot: &Bot,
+    call: impl FnOnce(&mut Store<Ctx>, &Instance) -> wasmtime::Result<Result<R, String>>,
+    bot: &Instance,
     refused: fn(String) -> GuestError,
 ) -> Result<(R, Output), CallFailure> {
     if let Err(e) = arm_budget(store, sandbox) {

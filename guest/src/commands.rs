@@ -16,6 +16,7 @@ pub enum Command {
         on: bool,
     },
     Reload,
+    Rollback,
     /// A known command used wrongly: what to tell the user.
     Misused(String),
     Unknown(String),
@@ -23,6 +24,7 @@ pub enum Command {
 
 pub const NAMES: &[&str] = &[
     "help", "new", "reset", "context", "usage", "stop", "status", "skills", "skill", "reload",
+    "rollback",
 ];
 
 /// Parse the text after the prefix.
@@ -57,6 +59,7 @@ pub fn parse(rest: &str, prefix: &str) -> Command {
             )),
         },
         "reload" => Command::Reload,
+        "rollback" => Command::Rollback,
         _ => Command::Unknown(name),
     }
 }
@@ -103,7 +106,8 @@ pub fn help(p: &str, admin: bool) -> String {
     );
     if admin {
         s.push_str(&format!(
-            "- `{p}reload`: swap in the guest file again (admin)\n"
+            "- `{p}reload`: swap in the guest file again (admin)\n\
+             - `{p}rollback`: go back to the guest that ran before this one (admin)\n"
         ));
     }
     s.push_str("\nAnything else you write goes to the agent.");

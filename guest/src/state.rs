@@ -272,10 +272,13 @@ pub enum Route {
         reply: u64,
     },
     Notice,
+    /// An admin's `reload`, or (`back`) `rollback`.
     Reload {
         room_id: String,
         reply_to: String,
         thread_root: Option<String>,
+        #[serde(default)]
+        back: bool,
     },
     /// A leave (a join that failed long ago, from an older guest, too).
     Membership,

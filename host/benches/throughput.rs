@@ -110,6 +110,7 @@ fn host() -> Host {
             ],
             max_event_bytes: 65_536,
             resumed: false,
+            guest_hash: String::new(),
         },
         shutdown_grace: Duration::from_secs(5),
         swap_check: surfaces_host::swapcheck::SwapCheck::Contract,

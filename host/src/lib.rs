@@ -24,6 +24,7 @@ pub mod channels;
 pub mod config;
 pub mod front;
 pub mod guestkit;
+pub mod history;
 pub mod matrix;
 pub mod metrics;
 pub mod probation;

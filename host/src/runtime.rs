@@ -20,10 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use surfaces_contract::{HOST_RELOAD, HOST_ROLLBACK};
+use surfaces_contract::HOST_RELOAD;
 use surfaces_embed::{
     AgentEffect, BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError,
-    HostEffect, HostInfo, LogLevel, LogLine, Output, ReloadResult, Sandbox, TimerEffect,
+    HostEffect, HostInfo, LogLevel, LogLine, NO_EARLIER_GUEST, Output, ReloadOutcome, ReloadResult,
+    Sandbox, TimerEffect,
 };
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -33,6 +34,7 @@ use crate::agent::pool::{AgentPool, SHARED};
 use crate::backlog;
 use crate::channels::{Channels, Control, Handle};
 use crate::front::FrontEnd;
+use crate::history::History;
 use crate::metrics::{Health, Kind, Metrics};
 use crate::probation::{Probation, Verdict};
 use crate::swapcheck::{self, SwapCheck};
@@ -102,6 +104,8 @@ pub struct Runtime {
     probation: Option<Probation<GuestComponent>>,
     /// The file (SHA-256) of a guest sent back: refused until it changes.
     rolled_back: Option<String>,
+    /// Guests of other files that ran before, for `rollback`.
+    history: History,
 }
 
 /// Advances the engine's epoch from a thread of its own.
@@ -186,6 +190,7 @@ impl Runtime {
             ticker,
             probation: None,
             rolled_back: None,
+            history: History::default(),
         };
         if scope_is_shared(&runtime.config.host_info) {
             runtime.agents.open(SHARED);
@@ -409,6 +414,7 @@ impl Runtime {
         match back {
             Ok(out) => {
                 self.apply(out);
+                self.history.serving(&probation.previous);
                 self.metrics
                     .swaps
                     .get_or_create(&Kind {
@@ -423,10 +429,7 @@ impl Runtime {
                 );
                 tracing::error!("swap: {message}");
                 self.rolled_back = Some(probation.hash);
-                let _ = self.handle.events.send(Event::ReloadResult(ReloadResult {
-                    request: HOST_ROLLBACK,
-                    outcome: Err(message),
-                }));
+                self.answer_reload(None, ReloadOutcome::RolledBack(message));
             }
             Err(e) => {
                 tracing::error!(
@@ -472,6 +475,7 @@ impl Runtime {
                     }
                 }
                 Effect::Host(HostEffect::Reload { request }) => self.begin_swap(Some(request)),
+                Effect::Host(HostEffect::Rollback { request }) => self.roll_back_asked(request),
             }
         }
     }
@@ -493,7 +497,9 @@ impl Runtime {
         if matches!(self.config.source, GuestSource::Builtin(_)) {
             self.answer_reload(
                 request,
-                Err("this bot runs its built-in guest: set guest.path to swap it".into()),
+                ReloadOutcome::Refused(
+                    "this bot runs its built-in guest: set guest.path to swap it".into(),
+                ),
             );
             return;
         }
@@ -585,7 +591,8 @@ impl Runtime {
             Some(p) => p.previous.clone(),
             None => self.guest.component().clone(),
         };
-        let running = self.guest.component().hash().to_string();
+        let replaced = self.guest.component().clone();
+        let running = replaced.hash().to_string();
         let rolled_back = self.rolled_back.clone();
         let bad_before = self.kv.keys("bad/").unwrap_or_default();
         let outcome = result
@@ -608,6 +615,10 @@ impl Runtime {
                 self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
                 self.apply(out);
                 let hash = compiled.component.hash().to_string();
+                if hash != running {
+                    self.history.left(replaced);
+                }
+                self.history.serving(&compiled.component);
                 let now = std::time::Instant::now();
                 let set_aside: Vec<String> = self
                     .kv
@@ -652,6 +663,10 @@ impl Runtime {
                 Err(why)
             }
         };
+        let outcome = match outcome {
+            Ok(version) => ReloadOutcome::Swapped(version),
+            Err(why) => ReloadOutcome::Refused(why),
+        };
         for request in requests {
             self.answer_reload(request, outcome.clone());
         }
@@ -662,10 +677,54 @@ impl Runtime {
         }
     }
 
+    /// An admin's `rollback`: back to the latest guest of another file
+    /// that ran before this one, if it starts on the store as it is now.
+    /// Not while a swap is being checked (it would land right after).
+    fn roll_back_asked(&mut self, request: u64) {
+        let outcome = if !self.swap_requests.is_empty() {
+            ReloadOutcome::Refused(
+                "a new guest is being checked for a swap: ask again once it is done".into(),
+            )
+        } else if let Some(target) = self.history.take_latest() {
+            let leaving = self.guest_version();
+            match guest_call(|| self.guest.swap(&target, &mut self.kv, now_ms())) {
+                Ok(out) => {
+                    self.apply(out);
+                    self.probation = None;
+                    self.metrics
+                        .swaps
+                        .get_or_create(&Kind {
+                            kind: "rolled_back",
+                        })
+                        .inc();
+                    let message = format!(
+                        "{leaving} was asked to step back: {} serves again",
+                        self.guest_version()
+                    );
+                    tracing::warn!("swap: {message}");
+                    ReloadOutcome::RolledBack(message)
+                }
+                Err(e) => {
+                    let hash = target.hash();
+                    let why = format!(
+                        "the guest before (sha256 {}) does not start on the store as it is now: {e}",
+                        hash.get(..12).unwrap_or(hash)
+                    );
+                    tracing::warn!("rollback refused: {why}");
+                    self.history.left(target);
+                    ReloadOutcome::Refused(why)
+                }
+            }
+        } else {
+            ReloadOutcome::Refused(NO_EARLIER_GUEST.into())
+        };
+        self.answer_reload(Some(request), outcome);
+    }
+
     /// Tell the guest how a swap went (to the new guest if it succeeded).
     /// Through the channel, never nested in the delivery of another event:
     /// the rest of that event's effects come first.
-    fn answer_reload(&mut self, request: Option<u64>, outcome: Result<String, String>) {
+    fn answer_reload(&mut self, request: Option<u64>, outcome: ReloadOutcome) {
         let _ = self.handle.events.send(Event::ReloadResult(ReloadResult {
             request: request.unwrap_or(HOST_RELOAD),
             outcome,

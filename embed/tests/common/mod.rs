@@ -13,6 +13,7 @@ pub fn info(settings: &[(&str, &str)]) -> HostInfo {
             .collect(),
         max_event_bytes: 65_536,
         resumed: false,
+        guest_hash: String::new(),
     }
 }
 

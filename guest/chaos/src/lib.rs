@@ -14,6 +14,7 @@ wit_bindgen::generate!({
 
 use surfaces::bot::types::LogLevel;
 use surfaces::bot::types::MessageContent;
+use surfaces::bot::types::ReloadOutcome;
 use surfaces::bot::{host, matrix, store};
 
 struct Chaos;
@@ -44,7 +45,12 @@ impl Guest for Chaos {
             Event::Message(m) => m,
             // Say when it has been swapped in, so tests can wait for it.
             Event::ReloadResult(r) => {
-                send(&format!("swapped in: {:?}", r.outcome));
+                let outcome = match r.outcome {
+                    ReloadOutcome::Swapped(v) => format!("Ok({v:?})"),
+                    ReloadOutcome::Refused(why) => format!("Err({why:?})"),
+                    ReloadOutcome::RolledBack(why) => format!("RolledBack({why:?})"),
+                };
+                send(&format!("swapped in: {outcome}"));
                 return Ok(());
             }
             _ => return Ok(()),

@@ -39,6 +39,10 @@ pub trait Host {
     /// Ask the host to swap in the guest file again; the outcome comes
     /// back as a `reload-result` with `request`.
     fn reload(&mut self, request: u64);
+    /// Ask the host to go back to the guest that ran before this one; the
+    /// outcome comes back as a `reload-result` with `request`, to whichever
+    /// guest runs after.
+    fn rollback(&mut self, request: u64);
 
     fn debug(&mut self, message: &str) {
         self.log(LogLevel::Debug, message);
@@ -117,5 +121,8 @@ impl Host for WitHost {
     }
     fn reload(&mut self, request: u64) {
         wit::host::reload(request);
+    }
+    fn rollback(&mut self, request: u64) {
+        wit::host::rollback(request);
     }
 }

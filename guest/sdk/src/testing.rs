@@ -72,6 +72,9 @@ pub enum Effect {
     Reload {
         request: u64,
     },
+    Rollback {
+        request: u64,
+    },
 }
 
 /// A host in memory. Unlike the real hosts it commits every write at
@@ -211,6 +214,9 @@ impl Host for MemoryHost {
     fn reload(&mut self, request: u64) {
         self.effects.push(Effect::Reload { request });
     }
+    fn rollback(&mut self, request: u64) {
+        self.effects.push(Effect::Rollback { request });
+    }
 }
 
 /// What a host tells a fresh instance, with these settings.
@@ -225,6 +231,7 @@ pub fn host_info(settings: &[(&str, &str)]) -> HostInfo {
             .collect(),
         max_event_bytes: 65_536,
         resumed: false,
+        guest_hash: "0".repeat(64),
     }
 }
 

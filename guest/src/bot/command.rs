@@ -134,12 +134,16 @@ impl Bot {
                      - agent: {conn}{detail}, context `{ctx_id}`\n\
                      - reply in progress: {}\n\
                      - queue: {} waiting\n\
-                     - guest: {} {}\n\
+                     - guest: {} {} (sha256 {})\n\
                      - host: {}{swap}",
                     if ctx.in_flight.is_some() { "yes" } else { "no" },
                     ctx.queue.len(),
                     env!("CARGO_PKG_NAME"),
                     env!("CARGO_PKG_VERSION"),
+                    self.info
+                        .guest_hash
+                        .get(..12)
+                        .unwrap_or(&self.info.guest_hash),
                     self.info.host_version
                 )
             }
@@ -173,23 +177,8 @@ impl Bot {
                     )
                 }
             }
-            Command::Reload => {
-                if self.is_admin(&m.sender) {
-                    let req = host.next_id()?;
-                    host.save(
-                        &route_key(req),
-                        &Route::Reload {
-                            room_id: m.room_id.clone(),
-                            reply_to: m.event_id.clone(),
-                            thread_root: m.thread_root.clone(),
-                        },
-                    )?;
-                    host.reload(req);
-                    "🔄 Reloading the guest…".to_string()
-                } else {
-                    "`reload` is for admins only.".to_string()
-                }
-            }
+            Command::Reload => self.swap_command(host, m, false)?,
+            Command::Rollback => self.swap_command(host, m, true)?,
             Command::Misused(text) => cut(&text, 4 * ECHO_MAX).to_string(),
             Command::Unknown(name) => {
                 let mut s = if name.is_empty() {
@@ -205,6 +194,37 @@ impl Bot {
             }
         };
         self.notice(host, m, &text)
+    }
+
+    /// `reload` or (`back`) `rollback`: admins only; the host's answer
+    /// comes as a `reload-result` naming the request, routed back here.
+    fn swap_command(
+        &mut self,
+        host: &mut dyn Host,
+        m: &RoomMessage,
+        back: bool,
+    ) -> Result<String, String> {
+        if !self.is_admin(&m.sender) {
+            let word = if back { "rollback" } else { "reload" };
+            return Ok(format!("`{word}` is for admins only."));
+        }
+        let req = host.next_id()?;
+        host.save(
+            &route_key(req),
+            &Route::Reload {
+                room_id: m.room_id.clone(),
+                reply_to: m.event_id.clone(),
+                thread_root: m.thread_root.clone(),
+                back,
+            },
+        )?;
+        Ok(if back {
+            host.rollback(req);
+            "↩️ Going back to the previous guest…".to_string()
+        } else {
+            host.reload(req);
+            "🔄 Reloading the guest…".to_string()
+        })
     }
 }
 

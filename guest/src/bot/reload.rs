@@ -1,34 +1,42 @@
 //! Swaps: the answer to an admin's `reload`, and swaps the host started on
 //! its own (kept for `status`; admins are told when one is refused).
 
-use surfaces_contract::{HOST_RELOAD, HOST_ROLLBACK};
+use surfaces_contract::HOST_RELOAD;
 
 use super::Bot;
 use crate::host::Host;
 use crate::state::{
     LastReload, Records, Route, SWAPS_KEPT, User, last_reload_key, route_key, swaps_key, user_key,
 };
-use crate::types::ReloadResult;
+use crate::types::{ReloadOutcome, ReloadResult};
 
 impl Bot {
     pub(super) fn on_reload(&mut self, host: &mut dyn Host, r: ReloadResult) -> Result<(), String> {
-        let rolled_back = r.request == HOST_ROLLBACK;
-        remember(host, &r.outcome, rolled_back)?;
-        if r.request == HOST_RELOAD || rolled_back {
-            return self.on_host_reload(host, r.outcome, rolled_back);
+        remember(host, &r.outcome)?;
+        if r.request == HOST_RELOAD {
+            return self.on_host_reload(host, r.outcome);
         }
         let Some(Route::Reload {
             room_id,
             reply_to,
             thread_root,
+            back,
         }) = host.load(&route_key(r.request))?
         else {
-            return Ok(());
+            // Not ours (a rollback a newer guest asked for, with its route
+            // in a format this one does not read): tell the admins.
+            return self.on_host_reload(host, r.outcome);
         };
         host.remove(&route_key(r.request));
         let text = match r.outcome {
-            Ok(version) => format!("✅ Reloaded: now running guest {version}."),
-            Err(why) => format!("⚠️ Reload refused, the previous guest keeps running: {why}"),
+            ReloadOutcome::Swapped(version) => format!("✅ Reloaded: now running guest {version}."),
+            ReloadOutcome::Refused(why) if back => {
+                format!("⚠️ Rollback refused, this guest keeps running: {why}")
+            }
+            ReloadOutcome::Refused(why) => {
+                format!("⚠️ Reload refused, the previous guest keeps running: {why}")
+            }
+            ReloadOutcome::RolledBack(what) => format!("↩️ Rolled back: {what}."),
         };
         self.send_notice(
             host,
@@ -40,21 +48,21 @@ impl Bot {
         )
     }
 
-    /// A swap the host made on its own: admins hear of a refusal or a
-    /// rollback.
+    /// A swap or rollback the host made on its own: admins hear of a
+    /// refusal or a rollback.
     fn on_host_reload(
         &mut self,
         host: &mut dyn Host,
-        outcome: Result<String, String>,
-        rolled_back: bool,
+        outcome: ReloadOutcome,
     ) -> Result<(), String> {
-        let Err(why) = outcome else {
-            return Ok(());
-        };
-        let text = if rolled_back {
-            format!("⚠️ The new guest was rolled back, this one serves again: {why}")
-        } else {
-            format!("⚠️ A new guest was refused; the running one keeps serving: {why}")
+        let text = match outcome {
+            ReloadOutcome::Swapped(_) => return Ok(()),
+            ReloadOutcome::Refused(why) => {
+                format!("⚠️ A new guest was refused; the running one keeps serving: {why}")
+            }
+            ReloadOutcome::RolledBack(what) => {
+                format!("⚠️ The new guest was rolled back, this one serves again: {what}")
+            }
         };
         for admin in self.cfg.admins.clone() {
             let user: Option<User> = host.load(&user_key(&admin))?;
@@ -67,17 +75,18 @@ impl Bot {
 }
 
 /// Keep a swap's outcome for `status`, latest first.
-fn remember(
-    host: &mut dyn Host,
-    outcome: &Result<String, String>,
-    rolled_back: bool,
-) -> Result<(), String> {
+fn remember(host: &mut dyn Host, outcome: &ReloadOutcome) -> Result<(), String> {
+    let (outcome, rolled_back) = match outcome {
+        ReloadOutcome::Swapped(version) => (Ok(version.clone()), false),
+        ReloadOutcome::Refused(why) => (Err(why.clone()), false),
+        ReloadOutcome::RolledBack(what) => (Err(what.clone()), true),
+    };
     let mut swaps = swaps(host)?;
     swaps.insert(
         0,
         LastReload {
             at_ms: host.now(),
-            outcome: outcome.clone(),
+            outcome,
             rolled_back,
         },
     );

@@ -253,6 +253,7 @@ fn check(file: &Path, settings: &[String]) -> Result<()> {
         settings: pairs,
         max_event_bytes: 65_536,
         resumed: false,
+        guest_hash: String::new(),
     };
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (guest, _) = Guest::start(&component, info, &mut kv, 0)
@@ -418,6 +419,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                 Front::Matrix { .. } => matrix::MAX_CONTENT_BYTES,
             },
             resumed: false,
+            guest_hash: String::new(),
         },
         shutdown_grace: config.bot.shutdown_grace,
         swap_check: config.guest.swap_check(),

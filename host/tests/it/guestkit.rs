@@ -179,6 +179,7 @@ fn a_behaviour_check_reads_the_live_store_both_ways() {
         settings: vec![],
         max_event_bytes: 65_536,
         resumed: true,
+        guest_hash: String::new(),
     };
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
     let compile = |wasm: &[u8]| {

@@ -240,6 +240,7 @@ impl Setup {
                 .collect(),
                 max_event_bytes: 65_536,
                 resumed: false,
+                guest_hash: String::new(),
             },
             shutdown_grace: self.grace,
             swap_check: self.swap_check,
@@ -779,6 +780,87 @@ async fn an_admin_reload_swaps_and_answers_in_the_room() {
     })
     .await;
     bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let mut setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
+    // The second file is the planted build (its bugs off): another hash,
+    // the same behaviour; the contract check keeps the test about rollback.
+    setup.swap_check = SwapCheck::Contract;
+    let mut bot = setup.start();
+    let noticed = |text: &'static str| {
+        move |r: &Replies, _: &MatrixEffect| r.notices.iter().any(|n| n.contains(text))
+    };
+
+    // Nothing ran before the first guest: nothing to go back to.
+    bot.say(1, "!rollback");
+    bot.until("the refusal", noticed("nothing to go back to"))
+        .await;
+    assert!(
+        bot.replies
+            .notices
+            .iter()
+            .any(|n| n.contains("Rollback refused, this guest keeps running")),
+        "{:?}",
+        bot.replies.notices
+    );
+
+    // A reply streams while the other file is swapped in...
+    bot.say(2, "the first question, answered across two swaps");
+    bot.until("the first reply to stream", |r, _| {
+        r.text.contains_key("$m2")
+    })
+    .await;
+    write_guest(&path, surfaces_artifacts::PLANTED_WASM);
+    bot.say(3, "!reload");
+    bot.until("the reload", noticed("Reloaded: now running guest"))
+        .await;
+    bot.say(4, "the second question, asked of the new guest");
+    // ...and back, while both replies are still being written.
+    bot.say(5, "!rollback");
+    bot.until("the rollback", noticed("↩️ Rolled back:")).await;
+    let old = surfaces_embed::content_hash(surfaces_artifacts::GUEST_WASM);
+    assert!(
+        bot.replies
+            .notices
+            .iter()
+            .any(|n| n.contains("Rolled back:")
+                && n.contains("serves again")
+                && n.contains(&old[..12])),
+        "names the guest that serves again: {:?}",
+        bot.replies.notices
+    );
+    for (event, text) in [
+        ("$m2", "the first question, answered across two swaps"),
+        ("$m4", "the second question, asked of the new guest"),
+    ] {
+        assert_eq!(bot.final_reply(event).await, text, "reply to {event}");
+    }
+    // Once back, the guest it left is the one to go back to no more: the
+    // host goes back in time, not forth.
+    bot.say(6, "!rollback");
+    bot.until("the second refusal", |r, _| {
+        r.notices
+            .iter()
+            .filter(|n| n.contains("nothing to go back to"))
+            .count()
+            == 2
+    })
+    .await;
+    bot.say(7, "!status");
+    bot.until("the status", noticed("rolled back (")).await;
+    assert_eq!(
+        bot.metric("surfaces_guest_swaps_total{kind=\"rolled_back\"}"),
+        1
+    );
+    let replies = bot.stop().await;
+    for event in ["$m2", "$m4"] {
+        assert_eq!(replies.sends.get(event), Some(&1), "one reply to {event}");
+    }
+    assert_eq!(replies.late_edits, 0, "no edit after a reply's final text");
 }
 
 /// A store with `contexts` idle thread contexts (a month old) and one

@@ -2,7 +2,9 @@
 //! host (what it had in flight dies with it), feeding it events, and
 //! carrying out the effects it returns.
 
-use surfaces_embed::{Effect, Event, Guest, HostEffect, LogLevel, ReloadResult, TimerEffect};
+use surfaces_embed::{
+    Effect, Event, Guest, HostEffect, LogLevel, ReloadOutcome, ReloadResult, TimerEffect,
+};
 
 use super::transcript::{event_name, level_name};
 use super::{Outcome, Pending, RESTART_MS, World};
@@ -60,12 +62,12 @@ impl World<'_> {
                     .unwrap_or_default();
                 self.log(format!("guest started: {name} {version}"));
                 self.apply(out);
-                Ok(version)
+                ReloadOutcome::Swapped(version)
             }
             Err(e) => {
                 self.log(format!("guest refused to start: {e}"));
                 self.facts.guest_failures.push(e.to_string());
-                Err(e.to_string())
+                ReloadOutcome::Refused(e.to_string())
             }
         };
         if let Some(request) = reload_request {
@@ -200,6 +202,13 @@ impl World<'_> {
             Effect::Host(HostEffect::Reload { request }) => {
                 self.log(format!("host: reload requested (#{request})"));
                 self.start_guest(Some(request));
+            }
+            Effect::Host(HostEffect::Rollback { request }) => {
+                // The host goes back only to a guest of another file that
+                // ran in this host run; the simulated host has one file.
+                self.log(format!("host: rollback requested (#{request})"));
+                let outcome = ReloadOutcome::Refused(surfaces_embed::NO_EARLIER_GUEST.into());
+                self.deliver_after(1, Event::ReloadResult(ReloadResult { request, outcome }));
             }
         }
     }

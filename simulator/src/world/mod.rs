@@ -183,6 +183,8 @@ pub fn run_planted(
         settings,
         max_event_bytes: scenario.bot.max_event_bytes,
         resumed: false,
+        // Set by the embedding from the component.
+        guest_hash: String::new(),
     };
     let mut w = World {
         scenario,

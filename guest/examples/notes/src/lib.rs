@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use surfaces_guest_sdk::schema::{self, Migration, Schema};
 use surfaces_guest_sdk::store::{Key, Prefix, Records};
 use surfaces_guest_sdk::types::{
-    Event, GuestInfo, HostInfo, MessageContent, ReloadResult, RoomMessage,
+    Event, GuestInfo, HostInfo, MessageContent, ReloadOutcome, ReloadResult, RoomMessage,
 };
 use surfaces_guest_sdk::{Addressed, Guest, Host, address, outbox};
 
@@ -226,8 +226,9 @@ fn on_reload(host: &mut dyn Host, r: ReloadResult) -> Result<(), String> {
     };
     host.remove(&key);
     let text = match r.outcome {
-        Ok(guest) => format!("Reloaded: now running {guest}."),
-        Err(why) => format!("Reload refused: {why}"),
+        ReloadOutcome::Swapped(guest) => format!("Reloaded: now running {guest}."),
+        ReloadOutcome::Refused(why) => format!("Reload refused: {why}"),
+        ReloadOutcome::RolledBack(what) => format!("Rolled back: {what}"),
     };
     say(host, &asked, text)
 }

@@ -3,6 +3,12 @@
 //! message that says so ("built for X; this host supports A to B"), before
 //! the linker's own ("missing import ...") would.
 
+mod bots;
+mod v0_1_0;
+
+pub use bots::Contract;
+pub(crate) use bots::{Instance, Pre, add_to_linker};
+
 use std::collections::BTreeSet;
 
 use semver::{Version, VersionReq};
@@ -12,10 +18,11 @@ use wasmtime::component::Component;
 /// The contract's WIT package.
 pub const PACKAGE: &str = "surfaces:bot";
 
-/// The contract versions this host links, oldest first. A guest built for
-/// a later patch release of one (0.1.3 for 0.1.0) links too, as long as it
-/// imports nothing the host lacks.
-pub const SUPPORTED: &[&str] = &["0.1.0"];
+/// The contract versions this host links, oldest first (see
+/// [`Contract::ALL`]). A guest built for a later patch release of one
+/// (0.1.3 for 0.1.0) links too, as long as it imports nothing the host
+/// lacks.
+pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0"];
 
 /// The contract versions a compiled guest imports (`surfaces:bot/…@X`).
 pub fn imported(component: &Component, engine: &Engine) -> BTreeSet<String> {
@@ -30,9 +37,10 @@ pub fn imported(component: &Component, engine: &Engine) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether this host runs a guest that imports contract `versions`: `Err`
-/// says why not, in words an operator can act on.
-pub fn check(versions: &BTreeSet<String>) -> Result<(), String> {
+/// Which contract a guest that imports `versions` runs as (a guest that
+/// imports none of it runs as the newest), or why this host cannot run it,
+/// in words an operator can act on.
+pub fn check(versions: &BTreeSet<String>) -> Result<Contract, String> {
     let built_for = || {
         versions
             .iter()
@@ -47,17 +55,17 @@ pub fn check(versions: &BTreeSet<String>) -> Result<(), String> {
             supported()
         ));
     }
-    for v in versions {
-        let runs = Version::parse(v).is_ok_and(|v| {
-            SUPPORTED
-                .iter()
-                .any(|s| VersionReq::parse(&format!("^{s}")).is_ok_and(|req| req.matches(&v)))
-        });
-        if !runs {
-            return Err(format!("built for {}; {}", built_for(), supported()));
-        }
-    }
-    Ok(())
+    let Some(v) = versions.first() else {
+        return Ok(Contract::newest());
+    };
+    let Ok(v) = Version::parse(v) else {
+        return Err(format!("built for {}; {}", built_for(), supported()));
+    };
+    Contract::ALL
+        .iter()
+        .copied()
+        .find(|c| VersionReq::parse(&format!("^{}", c.version())).is_ok_and(|req| req.matches(&v)))
+        .ok_or_else(|| format!("built for {}; {}", built_for(), supported()))
 }
 
 /// "this host supports surfaces:bot 0.1.0 to 0.3.0" (or the one version).
@@ -80,17 +88,31 @@ mod tests {
     }
 
     #[test]
-    fn the_supported_version_and_its_patch_releases_run() {
-        assert_eq!(check(&set(&["0.1.0"])), Ok(()));
-        assert_eq!(check(&set(&["0.1.4"])), Ok(()));
+    fn the_supported_versions_and_their_patch_releases_run() {
+        assert_eq!(check(&set(&["0.1.0"])), Ok(Contract::V0_1_0));
+        assert_eq!(check(&set(&["0.1.4"])), Ok(Contract::V0_1_0));
+        assert_eq!(check(&set(&["0.2.0"])), Ok(Contract::V0_2_0));
+        assert_eq!(check(&set(&["0.2.7"])), Ok(Contract::V0_2_0));
+        assert_eq!(check(&set(&[])), Ok(Contract::newest()));
+    }
+
+    #[test]
+    fn supported_names_every_contract_in_order() {
+        let all: Vec<_> = Contract::ALL.iter().map(|c| c.version()).collect();
+        assert_eq!(all, SUPPORTED);
+        assert_eq!(Contract::ALL.last(), Some(&Contract::newest()));
     }
 
     #[test]
     fn another_minor_or_major_is_refused_in_words() {
         assert_eq!(
-            check(&set(&["0.2.0"])),
-            Err("built for surfaces:bot@0.2.0; this host supports surfaces:bot 0.1.0".into())
+            check(&set(&["0.3.0"])),
+            Err(
+                "built for surfaces:bot@0.3.0; this host supports surfaces:bot 0.1.0 to 0.2.0"
+                    .into()
+            )
         );
+        assert!(check(&set(&["0.0.9"])).is_err());
         assert!(check(&set(&["1.0.0"])).is_err());
         assert!(check(&set(&["not-a-version"])).is_err());
         assert!(check(&set(&["0.1.0", "0.2.0"])).is_err());

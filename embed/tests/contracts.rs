@@ -1,0 +1,159 @@
+//! Contract versions: a guest built for an older `surfaces:bot` keeps
+//! loading and working through its adapters, and the newest contract's
+//! additions reach a guest built for it.
+
+mod common;
+use common::{dm, info};
+
+use sha2::{Digest, Sha256};
+use surfaces_embed::{
+    BoxedKv, Budget, Contract, Effect, Embedding, Entropy, Event, Guest, MatrixEffect,
+    MatrixResult, MemoryKv, ReloadOutcome, ReloadResult, Sandbox, content_hash,
+};
+
+fn embedding() -> Embedding {
+    Embedding::new(Sandbox {
+        budget: Budget::Fuel { units: 500_000_000 },
+        memory_bytes: 64 << 20,
+        entropy: Entropy::Os,
+    })
+    .expect("engine")
+}
+
+/// The sends of one call: (request, body).
+fn sends(out: &surfaces_embed::Output) -> Vec<(u64, String)> {
+    out.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Matrix(MatrixEffect::Send {
+                request, content, ..
+            }) => Some((*request, content.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_released_contract_is_never_changed() {
+    // A guest built for 0.1.0 links against this file's names and types:
+    // change it and such guests stop loading. A new contract is a new
+    // version next to it (see `embed/src/version`).
+    let frozen = include_bytes!("../../wit/0.1.0/surfaces.wit");
+    let hash: String = Sha256::digest(frozen)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        hash, "82190382bca138dad27bd0e80dd95eac72f393587c437d8ebe61199aeafe4801",
+        "wit/0.1.0/surfaces.wit changed"
+    );
+}
+
+#[test]
+fn a_frozen_0_1_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters() {
+    let e = embedding();
+    let old = e
+        .compile(surfaces_artifacts::ECHO_0_1_0_WASM)
+        .expect("a 0.1.0 guest compiles on this host");
+    assert_eq!(old.contract(), Contract::V0_1_0);
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&old, info(&[]), &mut kv, 0).expect("starts");
+    assert_eq!(g.info().name, "surfaces-echo-guest");
+
+    // A message in, the echo out: the event and the send both cross the
+    // adapters.
+    let out = g.handle(&dm("hello there"), &mut kv, 1).expect("handled");
+    let sent = sends(&out);
+    assert_eq!(sent.len(), 1, "{:?}", out.effects);
+    let (request, body) = sent[0].clone();
+    assert_eq!(body, "hello there");
+
+    // Rate limited: the outbox keeps it and sends again after the timer.
+    let limited = Event::MatrixResult(MatrixResult {
+        request,
+        outcome: Err(surfaces_embed::MatrixError {
+            kind: surfaces_embed::MatrixErrorKind::RateLimited,
+            message: "slow down".into(),
+            retry_after_ms: Some(500),
+        }),
+    });
+    let out = g.handle(&limited, &mut kv, 2).expect("handled");
+    let timer = out
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Timer(surfaces_embed::TimerEffect::Set { id, delay_ms }) => {
+                Some((*id, *delay_ms))
+            }
+            _ => None,
+        })
+        .expect("a timer to send again");
+    assert!(timer.1 >= 500, "waits out retry_after: {timer:?}");
+    let out = g
+        .handle(&Event::Timer(timer.0), &mut kv, 600)
+        .expect("handled");
+    assert_eq!(
+        sends(&out).into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        ["hello there"]
+    );
+
+    // Every kind of swap outcome of the newest contract reaches it in
+    // 0.1.0's shape without failing it.
+    for outcome in [
+        ReloadOutcome::Swapped("v".into()),
+        ReloadOutcome::Refused("no".into()),
+        ReloadOutcome::RolledBack("back".into()),
+    ] {
+        let r = Event::ReloadResult(ReloadResult {
+            request: 0,
+            outcome,
+        });
+        g.handle(&r, &mut kv, 700).expect("handled");
+    }
+    let out = g.handle(&dm("!count"), &mut kv, 800).expect("handled");
+    assert_eq!(
+        sends(&out).into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        ["I have echoed 1 of your messages."]
+    );
+}
+
+#[test]
+fn a_swap_crosses_contract_versions_both_ways_on_one_store() {
+    let e = embedding();
+    let old = e
+        .compile(surfaces_artifacts::ECHO_0_1_0_WASM)
+        .expect("compiles");
+    let new = e.compile(surfaces_artifacts::ECHO_WASM).expect("compiles");
+    assert_eq!(new.contract(), Contract::newest());
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&old, info(&[]), &mut kv, 0).expect("starts");
+    g.handle(&dm("one"), &mut kv, 1).expect("handled");
+    g.swap(&new, &mut kv, 2).expect("0.1.0 to the newest");
+    g.handle(&dm("two"), &mut kv, 3).expect("handled");
+    g.swap(&old, &mut kv, 4).expect("and back");
+    let out = g.handle(&dm("!count"), &mut kv, 5).expect("handled");
+    assert_eq!(
+        sends(&out).into_iter().map(|(_, b)| b).collect::<Vec<_>>(),
+        ["I have echoed 2 of your messages."]
+    );
+}
+
+#[test]
+fn the_guest_is_told_its_own_file_hash() {
+    let e = embedding();
+    let shipped = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    assert_eq!(shipped.contract(), Contract::newest());
+    let hash = content_hash(surfaces_artifacts::GUEST_WASM);
+    let mut kv: BoxedKv = Box::<MemoryKv>::default();
+    let (mut g, _) = Guest::start(&shipped, info(&[]), &mut kv, 0).expect("starts");
+    let out = g.handle(&dm("!status"), &mut kv, 1).expect("handled");
+    let status = sends(&out)
+        .into_iter()
+        .map(|(_, b)| b)
+        .find(|b| b.contains("**Status**"))
+        .expect("a status");
+    assert!(
+        status.contains(&format!("(sha256 {})", &hash[..12])),
+        "{status}"
+    );
+}
