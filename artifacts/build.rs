@@ -90,20 +90,37 @@ fn main() {
         "cargo:rustc-env=SURFACES_NOTES_V2_WASM={}",
         notes_v2.display()
     );
-    let planted = planted_dir
-        .join(TARGET)
-        .join("release")
-        .join("surfaces_guest.wasm");
-    if !planted.is_file() {
-        fail(&format!(
-            "the guest build produced no {}",
-            planted.display()
-        ));
+    // The shipped guest's crate in the same dir twice more (cargo keeps
+    // each feature set's build apart; only the file it names is shared):
+    // with its planted bugs, then as the next release's record format.
+    for (features, name, var) in [
+        ("surfaces-guest/planted", "planted", "SURFACES_PLANTED_WASM"),
+        (
+            "surfaces-guest/next-schema",
+            "next-schema",
+            "SURFACES_GUEST_NEXT_WASM",
+        ),
+    ] {
+        if name != "planted" {
+            build(
+                &guest,
+                &planted_dir,
+                &["-p", "surfaces-guest", "--features", features],
+            );
+        }
+        let built = planted_dir
+            .join(TARGET)
+            .join("release")
+            .join("surfaces_guest.wasm");
+        let kept = out_dir.join(format!("surfaces_guest_{name}.wasm"));
+        if let Err(e) = std::fs::copy(&built, &kept) {
+            fail(&format!(
+                "the guest build produced no {} ({e})",
+                built.display()
+            ));
+        }
+        println!("cargo:rustc-env={var}={}", kept.display());
     }
-    println!(
-        "cargo:rustc-env=SURFACES_PLANTED_WASM={}",
-        planted.display()
-    );
     for (file, var) in [
         ("surfaces_guest.wasm", "SURFACES_GUEST_WASM"),
         ("surfaces_chaos_guest.wasm", "SURFACES_CHAOS_WASM"),

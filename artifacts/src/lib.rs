@@ -19,6 +19,11 @@ pub static BROKEN_WASM: &[u8] = include_bytes!(env!("SURFACES_BROKEN_WASM"));
 /// simulator's test that the swarm catches each. It never ships.
 pub static PLANTED_WASM: &[u8] = include_bytes!(env!("SURFACES_PLANTED_WASM"));
 
+/// The shipped guest as its next release might be (feature `next-schema`):
+/// queued messages carry a field more, schema 2, still readable by the
+/// shipped guest's schema 1. It never ships.
+pub static GUEST_NEXT_WASM: &[u8] = include_bytes!(env!("SURFACES_GUEST_NEXT_WASM"));
+
 /// Path of the echo example (`guest/examples/echo`, the template of
 /// `surfaces guest new`): a guest on the SDK that is not the bot.
 pub const ECHO_WASM_PATH: &str = env!("SURFACES_ECHO_WASM");

@@ -126,6 +126,10 @@ pub struct Queued {
     /// Times it was sent and lost with the connection before an answer.
     #[serde(default)]
     pub attempts: u32,
+    /// When it was queued: written only by the `next-schema` test build
+    /// (schema 2, see `bot::SCHEMA`); every build reads it or its absence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
 }
 
 /// How a streamed reply ended.

@@ -327,6 +327,7 @@ mod pump {
             thread_root: None,
             is_direct: true,
             attempts: 0,
+            queued_ms: None,
         };
         Reply::new("shared".into(), origin, budget, None)
     }

@@ -38,13 +38,27 @@ use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
 use crate::types::{Event, GuestInfo, HostInfo, LogLevel, MatrixResult, RoomMessage};
 
 pub use replies::Fate;
-use surfaces_guest_sdk::schema::{self, Schema};
+use surfaces_guest_sdk::schema::{self, Migration, Schema};
 
 /// The format of the records this guest writes.
+#[cfg(not(feature = "next-schema"))]
 pub const SCHEMA: Schema = Schema {
     version: 1,
     readable_from: 1,
 };
+#[cfg(not(feature = "next-schema"))]
+const MIGRATIONS: &[Migration] = &[];
+
+/// The test build of a next release (`next-schema`): queued messages
+/// carry when they were queued, a field schema 1 guests skip, so they
+/// can still read what this one writes.
+#[cfg(feature = "next-schema")]
+pub const SCHEMA: Schema = Schema {
+    version: 2,
+    readable_from: 1,
+};
+#[cfg(feature = "next-schema")]
+const MIGRATIONS: &[Migration] = &[(1, |_| Ok(()))]; // an added field with a default: nothing to rewrite
 
 /// How long a typing notice lasts; renewed before it runs out.
 const TYPING_TIMEOUT_MS: u32 = 30_000;
@@ -89,7 +103,7 @@ impl Bot {
         );
         // The records' format (guest/src/state.rs); a change old guests
         // cannot read raises `readable_from` and adds a migration here.
-        schema::open(host, "surfaces-bot", SCHEMA, &[])?;
+        schema::open(host, "surfaces-bot", SCHEMA, MIGRATIONS)?;
         let resumed = info.resumed;
         let mut bot = Bot {
             cfg,

@@ -2,6 +2,7 @@
 //! WebSocket, with modes that misbehave on purpose. The quick start and the
 //! tests use it; the in-process echo backend runs it over an in-memory pipe.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -70,6 +71,9 @@ pub struct ServerConfig {
     /// If set, the upgrade must carry `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     pub agent_id: String,
+    /// If set, every reply waits for a permit before it ends (its text is
+    /// all sent): a test holds replies open this way, without timing.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +85,7 @@ impl Default for ServerConfig {
             status_delay: Duration::ZERO,
             token: None,
             agent_id: "surfaces-reference-agent".into(),
+            gate: None,
         }
     }
 }
@@ -103,6 +108,8 @@ struct Stream {
     sent: usize,
     tokens: u64,
     next_at: Instant,
+    /// Its text is all sent; it ends when the gate lets it.
+    at_gate: bool,
 }
 
 /// Serve one connection: handshake (checking the token), `status`, then
@@ -146,8 +153,18 @@ where
     }
     let mut stream: Option<Stream> = None;
     loop {
-        let next_at = stream.as_ref().map(|s| s.next_at);
+        let next_at = stream.as_ref().filter(|s| !s.at_gate).map(|s| s.next_at);
+        let at_gate = stream.as_ref().is_some_and(|s| s.at_gate);
+        let gate = config.gate.clone();
         tokio::select! {
+            permit = async { gate.as_ref()?.acquire().await.ok() }, if at_gate => {
+                if let Some(permit) = permit {
+                    permit.forget();
+                }
+                if let Some(s) = stream.take() {
+                    send(&mut ws, &ServerFrame::AgentEventEnd { tokens_used: s.tokens }).await?;
+                }
+            }
             frame = ws.next() => {
                 let Some(frame) = frame else { return Ok(()) };
                 let text = match frame.map_err(|e| e.to_string())? {
@@ -178,6 +195,7 @@ where
                             sent: 0,
                             tokens,
                             next_at: Instant::now() + config.chunk_delay,
+                            at_gate: false,
                         });
                     }
                     Ok(ClientFrame::Cancel) => {
@@ -220,6 +238,8 @@ where
                     s.sent += 1;
                     s.next_at = Instant::now() + config.chunk_delay;
                     send(&mut ws, &ServerFrame::AgentEventTextChunk { text }).await?;
+                } else if config.gate.is_some() {
+                    s.at_gate = true;
                 } else {
                     let tokens = s.tokens;
                     stream = None;

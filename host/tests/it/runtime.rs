@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surfaces_embed::{
-    BoxedKv, EditTarget, Entropy, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox,
+    BoxedKv, EditTarget, Entropy, Event, HostInfo, KvStore, MatrixEffect, MatrixResult,
+    RoomMessage, Sandbox,
 };
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
@@ -787,9 +788,13 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
     let dir = tempfile::tempdir().expect("temp dir");
     let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
     let mut setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
-    // The second file is the planted build (its bugs off): another hash,
-    // the same behaviour; the contract check keeps the test about rollback.
-    setup.swap_check = SwapCheck::Contract;
+    // Replies hold before their end until the test lets them go: the
+    // swaps land while they are being written, whatever the machine.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    setup.server.gate = Some(gate.clone());
+    // The next release's record format (schema 2, readable by schema 1),
+    // checked by behaviour like any candidate.
+    setup.swap_check = SwapCheck::Behaviour { seeds: 3 };
     let mut bot = setup.start();
     let noticed = |text: &'static str| {
         move |r: &Replies, _: &MatrixEffect| r.notices.iter().any(|n| n.contains(text))
@@ -808,20 +813,27 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
         bot.replies.notices
     );
 
-    // A reply streams while the other file is swapped in...
+    // A reply streams and a question waits behind it (in the shipped
+    // guest's format) while the next release is swapped in...
     bot.say(2, "the first question, answered across two swaps");
     bot.until("the first reply to stream", |r, _| {
         r.text.contains_key("$m2")
     })
     .await;
-    write_guest(&path, surfaces_artifacts::PLANTED_WASM);
-    bot.say(3, "!reload");
+    bot.say(3, "a question queued in one format, answered in another");
+    bot.until("the queue notice", noticed("queued")).await;
+    write_guest(&path, surfaces_artifacts::GUEST_NEXT_WASM);
+    bot.say(4, "!reload");
     bot.until("the reload", noticed("Reloaded: now running guest"))
         .await;
-    bot.say(4, "the second question, asked of the new guest");
-    // ...and back, while both replies are still being written.
-    bot.say(5, "!rollback");
+    bot.say(5, "a question asked of the new guest, queued in its format");
+    // ...and back, while the first reply is still being written.
+    bot.say(6, "!rollback");
     bot.until("the rollback", noticed("↩️ Rolled back:")).await;
+    assert!(
+        bot.replies.final_text("$m2").is_none(),
+        "the first reply was still streaming"
+    );
     let old = surfaces_embed::content_hash(surfaces_artifacts::GUEST_WASM);
     assert!(
         bot.replies
@@ -833,15 +845,23 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
         "names the guest that serves again: {:?}",
         bot.replies.notices
     );
+    gate.add_permits(3);
     for (event, text) in [
         ("$m2", "the first question, answered across two swaps"),
-        ("$m4", "the second question, asked of the new guest"),
+        (
+            "$m3",
+            "a question queued in one format, answered in another",
+        ),
+        (
+            "$m5",
+            "a question asked of the new guest, queued in its format",
+        ),
     ] {
         assert_eq!(bot.final_reply(event).await, text, "reply to {event}");
     }
     // Once back, the guest it left is the one to go back to no more: the
     // host goes back in time, not forth.
-    bot.say(6, "!rollback");
+    bot.say(7, "!rollback");
     bot.until("the second refusal", |r, _| {
         r.notices
             .iter()
@@ -850,17 +870,43 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
             == 2
     })
     .await;
-    bot.say(7, "!status");
+    bot.say(8, "!status");
     bot.until("the status", noticed("rolled back (")).await;
     assert_eq!(
         bot.metric("surfaces_guest_swaps_total{kind=\"rolled_back\"}"),
         1
     );
     let replies = bot.stop().await;
-    for event in ["$m2", "$m4"] {
+    for event in ["$m2", "$m3", "$m5"] {
         assert_eq!(replies.sends.get(event), Some(&1), "one reply to {event}");
     }
     assert_eq!(replies.late_edits, 0, "no edit after a reply's final text");
+    // The store: at the schema the newer guest wrote (the older reads it),
+    // and nothing left queued, in flight or pending.
+    let store = SqliteStore::open(&setup.db).expect("open");
+    let schema = KvStore::get(&store, "meta/schema/surfaces-bot")
+        .expect("read")
+        .expect("a schema record");
+    assert_eq!(
+        String::from_utf8_lossy(&schema),
+        r#"{"version":2,"readable_from":1}"#
+    );
+    assert_nothing_pending(&store);
+}
+
+/// Liveness in the store: no reply, part, send, timer or route left, and
+/// no context with a queue or a request in flight.
+fn assert_nothing_pending(store: &SqliteStore) {
+    for prefix in ["reply/", "chunk/", "out/", "timer/", "route/", "wait/"] {
+        let left = store.keys(prefix).expect("keys");
+        assert!(left.is_empty(), "the store still holds {left:?}");
+    }
+    for key in store.keys("ctx/").expect("keys") {
+        let bytes = KvStore::get(store, &key).expect("read").expect("listed");
+        let ctx: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(ctx["in_flight"], serde_json::Value::Null, "{key}: {ctx}");
+        assert_eq!(ctx["queue"], serde_json::json!([]), "{key}: {ctx}");
+    }
 }
 
 /// A store with `contexts` idle thread contexts (a month old) and one
