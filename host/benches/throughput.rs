@@ -114,6 +114,7 @@ fn host() -> Host {
         },
         shutdown_grace: Duration::from_secs(5),
         swap_check: surfaces_host::swapcheck::SwapCheck::Contract,
+        kept_dir: dir.path().join("guests"),
     };
     let runtime = rt.block_on(async {
         let agents = AgentPool::new(

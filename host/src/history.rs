@@ -1,5 +1,6 @@
-//! The guests that ran before the running one in this run of the host,
-//! compiled and kept by their file's hash, for an admin's `rollback`.
+//! The guests that ran before the running one, compiled and kept by their
+//! file's hash, for an admin's `rollback` (their files are kept on disk
+//! too, `kept.rs`, so a restart has them again).
 
 use std::collections::VecDeque;
 
@@ -33,6 +34,11 @@ impl History {
     /// The latest earlier guest, taken out.
     pub fn take_latest(&mut self) -> Option<GuestComponent> {
         self.guests.pop_back()
+    }
+
+    /// Their hashes, the latest last.
+    pub fn hashes(&self) -> Vec<String> {
+        self.guests.iter().map(|g| g.hash().to_string()).collect()
     }
 
     pub fn len(&self) -> usize {

@@ -25,6 +25,7 @@ pub mod config;
 pub mod front;
 pub mod guestkit;
 pub mod history;
+pub mod kept;
 pub mod matrix;
 pub mod metrics;
 pub mod probation;

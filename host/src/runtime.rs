@@ -15,7 +15,7 @@
 //!   handled twice.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +35,7 @@ use crate::backlog;
 use crate::channels::{Channels, Control, Handle};
 use crate::front::FrontEnd;
 use crate::history::History;
+use crate::kept::{Kept, Serving};
 use crate::metrics::{Health, Kind, Metrics};
 use crate::probation::{Probation, Verdict};
 use crate::swapcheck::{self, SwapCheck};
@@ -62,6 +63,9 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
     /// What a candidate must pass before it is swapped in.
     pub swap_check: SwapCheck,
+    /// Where the guests that served are kept, with which one serves
+    /// (`kept.rs`): the data directory's `guests/`.
+    pub kept_dir: PathBuf,
 }
 
 /// Why the bot could not start.
@@ -104,8 +108,12 @@ pub struct Runtime {
     probation: Option<Probation<GuestComponent>>,
     /// The file (SHA-256) of a guest sent back: refused until it changes.
     rolled_back: Option<String>,
+    /// The file of the guest an admin's `rollback` left (a restart does not
+    /// serve it again; a `reload` does).
+    stepped_back: Option<String>,
     /// Guests of other files that ran before, for `rollback`.
     history: History,
+    kept: Kept,
 }
 
 /// Advances the engine's epoch from a thread of its own.
@@ -158,11 +166,12 @@ impl Runtime {
     ) -> Result<Runtime, StartError> {
         let embedding = Embedding::new(config.sandbox)?;
         let ticker = Ticker::start(&embedding);
-        let component =
-            load(&embedding, &config.source, &config.cache_dir).map_err(|e| match e {
-                LoadError::Read { path, source } => StartError::ReadGuest { path, source },
-                LoadError::Embed(e) => StartError::Embed(e),
-            })?;
+        let kept = Kept::new(&config.kept_dir);
+        let first = first_guest(&embedding, &config, &kept).map_err(|e| match e {
+            LoadError::Read { path, source } => StartError::ReadGuest { path, source },
+            LoadError::Embed(e) => StartError::Embed(e),
+        })?;
+        let component = first.component;
         let mut info = config.host_info.clone();
         info.resumed = false;
         let (guest, out) = guest_call(|| Guest::start(&component, info, &mut kv, now_ms()))?;
@@ -189,9 +198,12 @@ impl Runtime {
             metrics,
             ticker,
             probation: None,
-            rolled_back: None,
-            history: History::default(),
+            rolled_back: first.last.refused,
+            stepped_back: first.last.stepped_back,
+            history: first.history,
+            kept,
         };
+        runtime.record_serving();
         if scope_is_shared(&runtime.config.host_info) {
             runtime.agents.open(SHARED);
         }
@@ -429,6 +441,7 @@ impl Runtime {
                 );
                 tracing::error!("swap: {message}");
                 self.rolled_back = Some(probation.hash);
+                self.record_serving();
                 self.answer_reload(None, ReloadOutcome::RolledBack(message));
             }
             Err(e) => {
@@ -536,6 +549,7 @@ impl Runtime {
                 .map_err(|e| format!("cannot read the store to check the new guest: {e}")),
         };
         let rolled_back = self.rolled_back.clone();
+        let kept = self.kept.clone();
         tokio::task::spawn_blocking(move || {
             let result = check.and_then(|check| {
                 let wasm = read_source(&source).map_err(|e| e.to_string())?;
@@ -547,6 +561,10 @@ impl Runtime {
                     .compile_cached(&wasm, &cache_dir)
                     .map_err(|e| e.to_string())?;
                 tracing::debug!(?cache, "guest compiled");
+                // Kept before it may serve, so a restart can serve it again.
+                if let Err(e) = kept.keep(&wasm) {
+                    tracing::warn!("cannot keep the new guest's file: {e}");
+                }
                 let mut no_way_back = None;
                 if let (Some((snapshot, seeds, info, running)), GuestSource::File(path)) =
                     (check, &source)
@@ -619,6 +637,8 @@ impl Runtime {
                     self.history.left(replaced);
                 }
                 self.history.serving(&compiled.component);
+                self.stepped_back = None;
+                self.record_serving();
                 let now = std::time::Instant::now();
                 let set_aside: Vec<String> = self
                     .kv
@@ -687,6 +707,7 @@ impl Runtime {
             )
         } else if let Some(target) = self.history.take_latest() {
             let leaving = self.guest_version();
+            let leaving_hash = self.guest.component().hash().to_string();
             match guest_call(|| self.guest.swap(&target, &mut self.kv, now_ms())) {
                 Ok(out) => {
                     self.apply(out);
@@ -702,6 +723,8 @@ impl Runtime {
                         self.guest_version()
                     );
                     tracing::warn!("swap: {message}");
+                    self.stepped_back = Some(leaving_hash);
+                    self.record_serving();
                     ReloadOutcome::RolledBack(message)
                 }
                 Err(e) => {
@@ -719,6 +742,19 @@ impl Runtime {
             ReloadOutcome::Refused(NO_EARLIER_GUEST.into())
         };
         self.answer_reload(Some(request), outcome);
+    }
+
+    /// Write down which guest serves, for the next start (`kept.rs`).
+    fn record_serving(&self) {
+        let serving = Serving {
+            serving: self.guest.component().hash().to_string(),
+            refused: self.rolled_back.clone(),
+            stepped_back: self.stepped_back.clone(),
+            earlier: self.history.hashes(),
+        };
+        if let Err(e) = self.kept.record(&serving) {
+            tracing::warn!("cannot record which guest serves: {e}");
+        }
     }
 
     /// Tell the guest how a swap went (to the new guest if it succeeded).
@@ -798,15 +834,77 @@ fn read_source(source: &GuestSource) -> Result<std::borrow::Cow<'static, [u8]>, 
     })
 }
 
-fn load(
+/// The guest a start serves, and what the last run recorded.
+struct FirstGuest {
+    component: GuestComponent,
+    history: History,
+    last: Serving,
+}
+
+/// The guest file, unless the last run rolled back from the file as it is
+/// (then the guest it went back to, kept by hash); and the earlier guests
+/// for `rollback`, the one the last run served among them if it is not
+/// this one (the file was changed while the bot was down).
+fn first_guest(
     embedding: &Embedding,
-    source: &GuestSource,
-    cache_dir: &Path,
-) -> Result<GuestComponent, LoadError> {
-    let wasm = read_source(source)?;
-    let (component, cache) = embedding.compile_cached(&wasm, cache_dir)?;
+    config: &RuntimeConfig,
+    kept: &Kept,
+) -> Result<FirstGuest, LoadError> {
+    let file = read_source(&config.source)?;
+    let file_hash = surfaces_embed::content_hash(&file);
+    let last = kept.serving().unwrap_or_default();
+    let mut wasm = file;
+    if last.left(&file_hash) && last.serving != file_hash {
+        match kept.read(&last.serving) {
+            Some(bytes) => {
+                tracing::warn!(
+                    "the guest file (sha256 {}) was rolled back from: serving the guest the last run went back to (sha256 {}) until the file changes or an admin reloads",
+                    short(&file_hash),
+                    short(&last.serving)
+                );
+                wasm = bytes.into();
+            }
+            None => tracing::warn!(
+                "the guest the last run went back to (sha256 {}) is no longer kept: serving the guest file",
+                short(&last.serving)
+            ),
+        }
+    }
+    let (component, cache) = embedding.compile_cached(&wasm, &config.cache_dir)?;
     tracing::debug!(?cache, "guest compiled");
-    Ok(component)
+    if let Err(e) = kept.keep(&wasm) {
+        tracing::warn!("cannot keep the guest's file: {e}");
+    }
+    let mut history = History::default();
+    let before = last.earlier.iter().chain(
+        (!last.serving.is_empty() && last.serving != component.hash()).then_some(&last.serving),
+    );
+    for hash in before {
+        let earlier = kept
+            .read(hash)
+            .map(|bytes| embedding.compile_cached(&bytes, &config.cache_dir));
+        match earlier {
+            Some(Ok((earlier, _))) => history.left(earlier),
+            Some(Err(e)) => tracing::warn!(
+                "an earlier guest (sha256 {}) no longer compiles: {e}",
+                short(hash)
+            ),
+            None => tracing::debug!(
+                "an earlier guest (sha256 {}) is no longer kept",
+                short(hash)
+            ),
+        }
+    }
+    history.serving(&component);
+    Ok(FirstGuest {
+        component,
+        history,
+        last,
+    })
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 fn scope_is_shared(info: &HostInfo) -> bool {

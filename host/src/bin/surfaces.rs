@@ -423,6 +423,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         },
         shutdown_grace: config.bot.shutdown_grace,
         swap_check: config.guest.swap_check(),
+        kept_dir: config.data_dir.join("guests"),
     };
     let runtime = Runtime::start(runtime_config, channels, kv, agents, port, metrics)?;
     match front {

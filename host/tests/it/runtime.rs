@@ -245,6 +245,7 @@ impl Setup {
             },
             shutdown_grace: self.grace,
             swap_check: self.swap_check,
+            kept_dir: self.db.with_file_name("guests"),
         };
         let runtime = Runtime::start(
             config,
@@ -635,7 +636,8 @@ async fn a_behaviour_check_refuses_a_guest_that_starts_but_does_not_answer() {
 async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
-    let mut bot = Setup::new(dir.path(), GuestSource::File(path.clone())).start();
+    let setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
+    let mut bot = setup.start();
     bot.say(1, "hello");
     assert_eq!(bot.final_reply("$m1").await, "hello");
 
@@ -666,14 +668,26 @@ async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_chan
         1
     );
 
-    // The same file is refused until it changes.
+    // The same file is refused until it changes, across a restart too:
+    // the restarted bot serves the guest it went back to, not the file.
     bot.say(6, "!reload");
-    bot.until("the refusal of the same file", |r, _| {
+    let refused = |r: &Replies, _: &MatrixEffect| {
         r.notices
             .iter()
-            .any(|n| n.contains("Reload refused") && n.contains("was rolled back after it failed"))
-    })
-    .await;
+            .filter(|n| {
+                n.contains("Reload refused") && n.contains("was rolled back after it failed")
+            })
+            .count()
+    };
+    bot.until("the refusal of the same file", |r, e| refused(r, e) == 1)
+        .await;
+    bot.stop().await;
+    let mut bot = setup.start();
+    bot.say(8, "after a restart?");
+    assert_eq!(bot.final_reply("$m8").await, "after a restart?");
+    bot.say(9, "!reload");
+    bot.until("the refusal after the restart", |r, e| refused(r, e) == 1)
+        .await;
     // A changed file swaps again: the bot's own guest with a custom
     // section appended (other bytes, the same logic).
     let mut changed = surfaces_artifacts::GUEST_WASM.to_vec();
@@ -686,7 +700,7 @@ async fn a_new_guest_that_keeps_failing_is_rolled_back_and_refused_until_it_chan
             .any(|n| n.contains("Reloaded: now running guest surfaces-guest"))
     })
     .await;
-    assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 2);
+    assert_eq!(bot.metric("surfaces_guest_swaps_total{kind=\"ok\"}"), 1);
     bot.stop().await;
 }
 
@@ -892,6 +906,32 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
         r#"{"version":2,"readable_from":1}"#
     );
     assert_nothing_pending(&store);
+    drop(store);
+
+    // A restart serves the guest the admin went back to, not the file it
+    // stepped back from; an admin's reload takes the file again.
+    let mut bot = setup.start();
+    let status_names = |hash: String| {
+        move |r: &Replies, _: &MatrixEffect| {
+            r.notices.iter().any(|n| {
+                n.contains(&format!(
+                    "- guest: surfaces-guest 0.1.0 (sha256 {})",
+                    &hash[..12]
+                ))
+            })
+        }
+    };
+    bot.say(9, "!status");
+    bot.until("the status after a restart", status_names(old))
+        .await;
+    bot.say(10, "!reload");
+    bot.until("the reload", noticed("Reloaded: now running guest"))
+        .await;
+    let next = surfaces_embed::content_hash(surfaces_artifacts::GUEST_NEXT_WASM);
+    bot.say(11, "!status");
+    bot.until("the status after the reload", status_names(next))
+        .await;
+    bot.stop().await;
 }
 
 /// Liveness in the store: no reply, part, send, timer or route left, and
