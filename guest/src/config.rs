@@ -16,6 +16,8 @@ pub struct Config {
     pub command_prefix: String,
     /// Minimum time between two updates (send or edit) of one message.
     pub edit_interval_ms: u64,
+    /// Most edits of one message (the last kept for its final text).
+    pub max_edits_per_message: u32,
     pub scope: Scope,
     /// Messages that may wait per context before new ones are refused.
     pub queue_limit: usize,
@@ -29,6 +31,10 @@ pub struct Config {
     /// Days without activity after which a thread context is forgotten
     /// (0: never).
     pub thread_expiry_days: u64,
+    /// Settings this guest does not know: logged, not refused, so a guest
+    /// older than the operator's configuration still starts (a rollback
+    /// must not fail on a setting added since).
+    pub unknown: Vec<String>,
 }
 
 impl Default for Config {
@@ -36,6 +42,7 @@ impl Default for Config {
         Config {
             command_prefix: "!".into(),
             edit_interval_ms: 1000,
+            max_edits_per_message: 60,
             scope: Scope::Shared,
             queue_limit: 10,
             admins: Vec::new(),
@@ -43,6 +50,7 @@ impl Default for Config {
             auto_join: true,
             busy_retries: 5,
             thread_expiry_days: 7,
+            unknown: Vec::new(),
         }
     }
 }
@@ -62,6 +70,9 @@ impl Config {
                     c.command_prefix = v.to_string();
                 }
                 "edit_interval_ms" => c.edit_interval_ms = number(key, v, 0, 600_000)?,
+                "max_edits_per_message" => {
+                    c.max_edits_per_message = number(key, v, 1, 10_000)? as u32;
+                }
                 "context_scope" => {
                     c.scope = match v {
                         "shared" => Scope::Shared,
@@ -80,17 +91,15 @@ impl Config {
                 "auto_join" => c.auto_join = boolean(key, v)?,
                 "busy_retries" => c.busy_retries = number(key, v, 0, 100)? as u32,
                 "thread_expiry_days" => c.thread_expiry_days = number(key, v, 0, 3650)?,
-                _ => {
-                    return Err(format!(
-                        "unknown setting {key:?} (known: command_prefix, edit_interval_ms, \
-                         context_scope, queue_limit, admins, skills, auto_join, busy_retries, \
-                         thread_expiry_days)"
-                    ));
-                }
+                _ => c.unknown.push(key.clone()),
             }
         }
         Ok(c)
     }
+
+    /// The settings this guest knows, for the log line about unknown ones.
+    pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
+        context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days";
 }
 
 fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {

@@ -36,10 +36,12 @@ pub enum Bug {
     RetryAfterIgnored,
     /// Links in an agent's text keep any scheme (`javascript:` too).
     UnsafeLinks,
+    /// Edits are not counted against the message's edit budget.
+    EditBudgetIgnored,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -53,6 +55,7 @@ impl Bug {
         Bug::EditOfEdit,
         Bug::RetryAfterIgnored,
         Bug::UnsafeLinks,
+        Bug::EditBudgetIgnored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +73,7 @@ impl Bug {
             Bug::EditOfEdit => "edit-of-edit",
             Bug::RetryAfterIgnored => "retry-after-ignored",
             Bug::UnsafeLinks => "unsafe-links",
+            Bug::EditBudgetIgnored => "edit-budget-ignored",
         }
     }
 }
@@ -113,8 +117,8 @@ pub fn on(bug: Bug) -> bool {
 }
 
 /// Takes the `planted` setting out of the settings and switches its bug
-/// on. Without the feature the setting stays, and the config refuses it
-/// as unknown.
+/// on. Without the feature the setting stays, and the guest logs it as
+/// unknown and ignores it.
 pub fn take_setting(settings: &mut Vec<(String, String)>) -> Result<(), String> {
     #[cfg(feature = "planted")]
     if let Some(i) = settings.iter().position(|(k, _)| k == "planted") {

@@ -163,6 +163,9 @@ pub struct Part {
     /// the content it shows may be older.
     #[serde(default)]
     pub retried: bool,
+    /// Edits issued that may have landed (the edit budget, `pump::Pace`).
+    #[serde(default)]
+    pub edits: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -195,6 +198,10 @@ pub struct Reply {
     /// after a restart it holds that long again (see `pump::restarted`).
     #[serde(default)]
     pub hold_ms: u64,
+    /// The longest `retry_after_ms` the homeserver gave this reply: no
+    /// two updates closer than that (`pump::Pace`).
+    #[serde(default)]
+    pub retry_after_ms: u64,
     pub failures: u32,
     /// Of those, errors of no known kind: only they count toward giving up
     /// (an outage is waited out however long it lasts).
@@ -225,6 +232,7 @@ impl Reply {
             budget,
             hold_until: 0,
             hold_ms: 0,
+            retry_after_ms: 0,
             failures: 0,
             unknown_failures: 0,
             flush_timer: None,

@@ -104,8 +104,10 @@ mod config {
     fn bad_values_are_named() {
         let e = Config::parse(&kv(&[("edit_interval_ms", "soon")])).unwrap_err();
         assert!(e.contains("edit_interval_ms"), "{e}");
-        let e = Config::parse(&kv(&[("colour", "blue")])).unwrap_err();
-        assert!(e.contains("unknown setting \"colour\""), "{e}");
+        // An unknown setting is kept aside to be logged, not refused: a
+        // guest older than the configuration must still start.
+        let c = Config::parse(&kv(&[("colour", "blue")])).unwrap();
+        assert_eq!(c.unknown, vec!["colour"]);
     }
 }
 
@@ -309,12 +311,16 @@ mod sanitizing {
 
 mod pump {
     use proptest::prelude::*;
-    use surfaces_guest::bot::pump::{Answer, Next, Target, Update, answered, issued, next};
+    use surfaces_guest::bot::pump::{Answer, Next, Pace, Target, Update, answered, issued, next};
     use surfaces_guest::render;
     use surfaces_guest::state::{Ending, Queued, Reply};
     use surfaces_guest::types::{MatrixError, MatrixErrorKind};
 
     const INTERVAL: u64 = 1000;
+    const PACE: Pace = Pace {
+        interval_ms: INTERVAL,
+        max_edits: 60,
+    };
     const BUDGET: usize = 46 * 1024 - render::EDIT_OVERHEAD;
 
     fn reply(budget: usize) -> Reply {
@@ -332,6 +338,28 @@ mod pump {
         Reply::new("shared".into(), origin, budget, None)
     }
 
+    #[test]
+    fn the_interval_grows_as_the_edit_budget_is_spent_and_with_retry_after() {
+        let mut r = reply(BUDGET);
+        let pace = Pace {
+            interval_ms: 1000,
+            max_edits: 60,
+        };
+        assert_eq!(pace.interval(&r, 0, 100, false), 1000);
+        assert_eq!(pace.interval(&r, 15, 100, false), 2000);
+        assert_eq!(pace.interval(&r, 45, 100, false), 8000);
+        // Longer text, longer wait: 8 s, three times over for 40 KiB.
+        assert_eq!(pace.interval(&r, 59, 40 * 1024, false), 24_000);
+        // A final text waits for the configured interval only.
+        assert_eq!(pace.interval(&r, 59, 40 * 1024, true), 1000);
+        // Never closer than the homeserver asked.
+        r.retry_after_ms = 5000;
+        assert_eq!(pace.interval(&r, 0, 100, false), 5000);
+        assert_eq!(pace.interval(&r, 59, 100, true), 5000);
+        // One edit is kept for the final text.
+        assert!(pace.may_edit(58) && !pace.may_edit(59));
+    }
+
     fn update(n: Next) -> Update {
         match n {
             Next::Update(u) => u,
@@ -341,7 +369,7 @@ mod pump {
 
     /// The pump's next update at `now`, issued as `request`.
     fn send(r: &mut Reply, text: &str, request: u64, now: u64) -> Update {
-        let u = update(next(r, text, now, INTERVAL).unwrap());
+        let u = update(next(r, text, now, &PACE).unwrap());
         issued(r, &u, request, now);
         u
     }
@@ -370,25 +398,25 @@ mod pump {
     #[test]
     fn sends_once_then_edits_the_original_at_most_once_per_interval() {
         let mut r = reply(BUDGET);
-        let u = update(next(&mut r, "Hel", 0, INTERVAL).unwrap());
+        let u = update(next(&mut r, "Hel", 0, &PACE).unwrap());
         assert_eq!(u.target, Target::First);
         assert!(u.content.live);
         issued(&mut r, &u, 7, 0);
         assert_eq!(r.parts[0].send_request, Some(7));
         // One request in flight per reply.
-        assert_eq!(next(&mut r, "Hello", 10, INTERVAL).unwrap(), Next::Idle);
+        assert_eq!(next(&mut r, "Hello", 10, &PACE).unwrap(), Next::Idle);
         assert_eq!(answered(&mut r, 7, &Ok("$a".into()), 50), Answer::Pump);
         assert_eq!(
-            next(&mut r, "Hello", 50, INTERVAL).unwrap(),
+            next(&mut r, "Hello", 50, &PACE).unwrap(),
             Next::FlushIn(950)
         );
-        let u = update(next(&mut r, "Hello", 1000, INTERVAL).unwrap());
+        let u = update(next(&mut r, "Hello", 1000, &PACE).unwrap());
         assert_eq!(u.target, Target::Edit("$a".into()));
         issued(&mut r, &u, 8, 1000);
         assert_eq!(answered(&mut r, 8, &Ok("$edit".into()), 1050), Answer::Pump);
         // The edit's own id never becomes the target.
         r.ending = Some(Ending::Complete);
-        let u = update(next(&mut r, "Hello", 2000, INTERVAL).unwrap());
+        let u = update(next(&mut r, "Hello", 2000, &PACE).unwrap());
         assert_eq!(u.target, Target::Edit("$a".into()));
         assert!(!u.content.live, "the final edit drops the live marker");
         issued(&mut r, &u, 9, 2000);
@@ -396,7 +424,7 @@ mod pump {
             answered(&mut r, 9, &Ok("$edit2".into()), 2050),
             Answer::Pump
         );
-        assert_eq!(next(&mut r, "Hello", 2050, INTERVAL).unwrap(), Next::Done);
+        assert_eq!(next(&mut r, "Hello", 2050, &PACE).unwrap(), Next::Done);
     }
 
     #[test]
@@ -413,11 +441,11 @@ mod pump {
         let (mut r, answer) = first_send_fails("Hi", MatrixErrorKind::RateLimited, Some(5000));
         assert_eq!(answer, Answer::Pump);
         assert_eq!(
-            next(&mut r, "Hi there", 100, INTERVAL).unwrap(),
+            next(&mut r, "Hi there", 100, &PACE).unwrap(),
             Next::FlushIn(5000)
         );
         // Held edits fold into one: the retry carries the latest text.
-        let u = update(next(&mut r, "Hi there", 5100, INTERVAL).unwrap());
+        let u = update(next(&mut r, "Hi there", 5100, &PACE).unwrap());
         assert_eq!(
             u.target,
             Target::Again(3),
@@ -431,7 +459,7 @@ mod pump {
         // The homeserver stored it, but the answer was lost.
         let (mut r, answer) = first_send_fails("old", MatrixErrorKind::Unavailable, None);
         assert_eq!(answer, Answer::Pump);
-        let retry = update(next(&mut r, "old and new", 2000, INTERVAL).unwrap());
+        let retry = update(next(&mut r, "old and new", 2000, &PACE).unwrap());
         assert_eq!(retry.target, Target::Again(3));
         issued(&mut r, &retry, 3, 2000);
         // The transaction id returns the first event, which shows "old".
@@ -439,7 +467,7 @@ mod pump {
             answered(&mut r, 3, &Ok("$first".into()), 2100),
             Answer::Pump
         );
-        let edit = update(next(&mut r, "old and new", 3000, INTERVAL).unwrap());
+        let edit = update(next(&mut r, "old and new", 3000, &PACE).unwrap());
         assert_eq!(edit.target, Target::Edit("$first".into()));
         assert_eq!(edit.content.body, "old and new");
     }
@@ -485,9 +513,9 @@ mod pump {
     #[test]
     fn an_empty_reply_says_so() {
         let mut r = reply(BUDGET);
-        assert_eq!(next(&mut r, "", 0, INTERVAL).unwrap(), Next::Idle);
+        assert_eq!(next(&mut r, "", 0, &PACE).unwrap(), Next::Idle);
         r.ending = Some(Ending::Complete);
-        let u = update(next(&mut r, "", 0, INTERVAL).unwrap());
+        let u = update(next(&mut r, "", 0, &PACE).unwrap());
         assert_eq!(u.content.body, "*(The agent returned an empty reply.)*");
     }
 
@@ -501,7 +529,10 @@ mod pump {
         fn the_parts_end_up_showing_the_whole_text(
             pieces in prop::collection::vec(("[a-z \n`]{1,40}|[a-z \n]{1500,3000}", 0u64..700), 1..30),
             latency in 1u64..300,
+            max_edits in 1u32..12,
         ) {
+            let pace = Pace { interval_ms: INTERVAL, max_edits };
+            let mut edits: Vec<u32> = Vec::new();
             let budget = 8 * 1024;
             let mut r = reply(budget);
             let mut text = String::new();
@@ -531,11 +562,16 @@ mod pump {
                     }
                 }
                 if in_flight.is_none() {
-                    match next(&mut r, &text, now, INTERVAL).unwrap() {
+                    match next(&mut r, &text, now, &pace).unwrap() {
                         Next::Done => break,
                         Next::Update(u) => {
                             if let Some(last) = r.parts[u.part].last_update {
                                 prop_assert!(now >= last + INTERVAL, "updated within the interval");
+                            }
+                            if matches!(u.target, Target::Edit(_)) {
+                                edits.resize(edits.len().max(u.part + 1), 0);
+                                edits[u.part] += 1;
+                                prop_assert!(edits[u.part] <= max_edits, "part {} edited past its budget of {max_edits}", u.part);
                             }
                             prop_assert!(render::fits(&u.content.body, r.parts[u.part].fence.as_deref(), budget));
                             request += 1;

@@ -101,6 +101,16 @@ impl Bot {
                 cfg.scope
             ),
         );
+        if !cfg.unknown.is_empty() {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "settings this guest does not know, ignored: {} (known: {})",
+                    cfg.unknown.join(", "),
+                    Config::KNOWN
+                ),
+            );
+        }
         // The records' format (guest/src/state.rs); a change old guests
         // cannot read raises `readable_from` and adds a migration here.
         schema::open(host, "surfaces-bot", SCHEMA, MIGRATIONS)?;

@@ -7,9 +7,9 @@
 //! done. The caller carries that out and tells the pump ([`issued`]), and
 //! hands it the homeserver's answer ([`answered`]). Every rule of the
 //! stream lives here: one request in flight per reply, at most one update
-//! per interval, the split at a clean point, a smaller budget after a 413,
-//! the hold after a 429, and the edit that follows a retried send which
-//! may have landed the first time with older text.
+//! per interval, the edit budget, the split at a clean point, a smaller
+//! budget after a 413, the hold after a 429, and the edit that follows a
+//! retried send which may have landed the first time with older text.
 
 use crate::planted::{self, Bug};
 use crate::render;
@@ -22,6 +22,52 @@ pub const MAX_FAILURES: u32 = 8;
 pub const MAX_RETRY_AFTER_MS: u64 = 10 * 60 * 1000;
 /// Smallest event budget the pump shrinks to after a 413.
 pub const MIN_BUDGET: usize = 8 * 1024;
+/// The longest the interval between two updates of a message grows to.
+pub const MAX_INTERVAL_MS: u64 = 30_000;
+
+/// How often a message may be updated.
+///
+/// Every edit is an event in the room's history that clients load and
+/// some notify on, and it spends the homeserver's rate budget: a message
+/// gets at most `max_edits` edits, the last of them kept for its final
+/// text. The interval between two updates starts at `interval_ms` and
+/// doubles each time a quarter of the budget is spent (60 edits at 1 s
+/// last about four minutes of streaming), grows with the text an edit
+/// carries (one more interval per 16 KiB), and is never below the longest
+/// `retry_after_ms` the homeserver gave the reply. A final text waits
+/// only for `interval_ms` (and the hold after a 429), so it is not held
+/// back by the growth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    pub interval_ms: u64,
+    pub max_edits: u32,
+}
+
+impl Pace {
+    /// The least time between two updates of a part that has had `edits`
+    /// edits and shows `len` bytes, in reply `r`.
+    pub fn interval(&self, r: &Reply, edits: u32, len: usize, is_final: bool) -> u64 {
+        let grown = if is_final {
+            self.interval_ms
+        } else {
+            let quarter = (self.max_edits / 4).max(1);
+            let doublings = (edits / quarter).min(5);
+            let by_length = 1 + (len / (16 * 1024)) as u64;
+            self.interval_ms
+                .saturating_mul(1 << doublings)
+                .saturating_mul(by_length)
+                .min(MAX_INTERVAL_MS)
+                .max(self.interval_ms)
+        };
+        grown.max(r.retry_after_ms.min(MAX_INTERVAL_MS))
+    }
+
+    /// Whether one more edit that is not a final text fits the budget
+    /// (one is always kept for the final text).
+    pub fn may_edit(&self, edits: u32) -> bool {
+        edits.saturating_add(1) < self.max_edits || planted::on(Bug::EditBudgetIgnored)
+    }
+}
 
 /// What the reply needs now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,7 +117,7 @@ pub enum Answer {
 }
 
 /// The next step for reply `r` with text `full` at `now`.
-pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Next, String> {
+pub fn next(r: &mut Reply, full: &str, now: u64, pace: &Pace) -> Result<Next, String> {
     if r.abandoned {
         return Ok(if r.ending.is_some() {
             Next::Done
@@ -123,14 +169,9 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
             });
             continue;
         }
-        if let Some(last) = part.last_update
-            && now < last + interval_ms
-            && !planted::on(Bug::ThrottleOff)
-        {
-            return Ok(Next::FlushIn(last + interval_ms - now));
-        }
-        // About to send: freeze the part where it must end if the text no
-        // longer fits in one event.
+        // Freeze the part where it must end once the text no longer fits in
+        // one event (what fits is all there: the cut is the same later):
+        // its next update is then its final text.
         if part.end.is_none() && !render::fits(&body, part.fence.as_deref(), r.budget) {
             let tail = full.get(part.start..).unwrap_or_default();
             let cut = render::split_point(tail, part.fence.as_deref(), r.budget);
@@ -140,6 +181,19 @@ pub fn next(r: &mut Reply, full: &str, now: u64, interval_ms: u64) -> Result<Nex
                 r.parts[idx].end = Some(r.parts[idx].start + cut);
                 continue;
             }
+        }
+        let interval_ms = pace.interval(r, part.edits, body.len(), is_final);
+        if let Some(last) = part.last_update
+            && now < last + interval_ms
+            && !planted::on(Bug::ThrottleOff)
+        {
+            return Ok(Next::FlushIn(last + interval_ms - now));
+        }
+        // An edit that is not the final text waits for the budget to allow
+        // it (for more text to end the part, or the reply's end); the
+        // final text always may go.
+        if part.event_id.is_some() && !is_final && !pace.may_edit(part.edits) {
+            return Ok(Next::Idle);
         }
         let html = render::to_html(&render::with_fence(part.fence.as_deref(), &body));
         let content = MessageContent {
@@ -179,8 +233,10 @@ pub fn issued(r: &mut Reply, update: &Update, request: u64, now: u64) {
     let Some(part) = r.parts.get_mut(update.part) else {
         return;
     };
-    if update.target == Target::First {
-        part.send_request = Some(request);
+    match update.target {
+        Target::First => part.send_request = Some(request),
+        Target::Edit(_) => part.edits = part.edits.saturating_add(1),
+        Target::Again(_) => {}
     }
     part.in_flight = Some(Flight {
         request,
@@ -204,6 +260,20 @@ pub fn answered(
         return Answer::Stale;
     };
     let flight = r.parts[idx].in_flight.take();
+    // An edit the homeserver refused outright made no event: it does not
+    // count against the budget (one whose answer is unknown may have).
+    if let Err(err) = outcome
+        && r.parts[idx].event_id.is_some()
+        && matches!(
+            err.kind,
+            MatrixErrorKind::RateLimited
+                | MatrixErrorKind::TooLarge
+                | MatrixErrorKind::Forbidden
+                | MatrixErrorKind::NotFound
+        )
+    {
+        r.parts[idx].edits = r.parts[idx].edits.saturating_sub(1);
+    }
     match outcome {
         Ok(event_id) => {
             let part = &mut r.parts[idx];
@@ -239,6 +309,7 @@ pub fn answered(
                     }
                     r.hold_until = now.saturating_add(wait);
                     r.hold_ms = wait;
+                    r.retry_after_ms = r.retry_after_ms.max(wait);
                     false
                 }
                 MatrixErrorKind::TooLarge => {

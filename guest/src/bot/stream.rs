@@ -260,7 +260,11 @@ impl Bot {
         full: &str,
     ) -> Result<bool, String> {
         let now = host.now();
-        match pump::next(r, full, now, self.cfg.edit_interval_ms)? {
+        let pace = pump::Pace {
+            interval_ms: self.cfg.edit_interval_ms,
+            max_edits: self.cfg.max_edits_per_message,
+        };
+        match pump::next(r, full, now, &pace)? {
             Next::Idle => Ok(false),
             Next::Done => Ok(true),
             Next::FlushIn(delay) => {

@@ -454,11 +454,17 @@ struct World {
 impl World {
     /// `agent`: the agent's flags; `matrix`: lines for the bot's `[matrix]`.
     async fn start(options: Options, agent: &[&str], matrix: &str) -> World {
+        World::start_with(options, agent, matrix, "").await
+    }
+
+    /// The same, with lines for the bot's `[guest.settings]` too.
+    async fn start_with(options: Options, agent: &[&str], matrix: &str, guest: &str) -> World {
         let synapse = Synapse::start(options);
         synapse.register("bot", BOT_PASSWORD, false);
         let agent = Agent::start(agent);
         let data = tempfile::tempdir().expect("tempdir");
-        let bot = Bot::start(&synapse, data.path(), &agent, &bot_config(matrix));
+        let config = bot_config_with(matrix, guest);
+        let bot = Bot::start(&synapse, data.path(), &agent, &config);
         let alice = Human::login(&synapse, "alice").await;
         let bot_id = UserId::parse("@bot:localhost").expect("user id");
         bot.wait_first_syncs(1).await;
@@ -484,6 +490,11 @@ fn relaxed() -> Options {
 impl DmWorld {
     /// `relax`: lift Synapse's rate limits; `agent`: the agent's flags.
     async fn start(relax: bool, agent: &[&str]) -> DmWorld {
+        DmWorld::start_with(relax, agent, "").await
+    }
+
+    /// The same, with lines for the bot's `[guest.settings]`.
+    async fn start_with(relax: bool, agent: &[&str], guest: &str) -> DmWorld {
         let options = Options {
             relax_rate_limits: relax,
             ..Options::default()
@@ -495,7 +506,7 @@ impl DmWorld {
             bot,
             alice,
             bot_id,
-        } = World::start(options, agent, "").await;
+        } = World::start_with(options, agent, "", guest).await;
         let room = alice.dm(&bot_id).await;
         DmWorld {
             synapse,
@@ -535,8 +546,12 @@ fn mention(user: &UserId, body: &str) -> RoomMessageEventContent {
 }
 
 fn bot_config(extra: &str) -> String {
+    bot_config_with(extra, "")
+}
+
+fn bot_config_with(matrix: &str, guest: &str) -> String {
     format!(
-        "[matrix]\nadmins = [\"@alice:localhost\"]\n{extra}\n[guest.settings]\nedit_interval_ms = 300\n"
+        "[matrix]\nadmins = [\"@alice:localhost\"]\n{matrix}\n[guest.settings]\nedit_interval_ms = 300\n{guest}\n"
     )
 }
 
@@ -844,8 +859,10 @@ async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
-    // No relaxation: rc_message is Synapse's own (0.2/s, burst 10).
+async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete_within_its_edit_budget() {
+    // No relaxation: rc_message is Synapse's own (0.2/s, burst 10). The
+    // reply streams for 12 s: the rate limit alone would allow it about a
+    // dozen edits; its budget allows four.
     let long: String = (1..=120).map(|n| format!("word{n} ")).collect();
     let long = long.trim_end().to_string();
     let script = format!("script:{long}");
@@ -857,7 +874,7 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
         alice,
         room,
         ..
-    } = DmWorld::start(
+    } = DmWorld::start_with(
         false,
         &[
             "--mode",
@@ -865,8 +882,9 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
             "--chunks",
             "60",
             "--chunk-delay-ms",
-            "100",
+            "200",
         ],
+        "max_edits_per_message = 4",
     )
     .await;
     // Use up the bot's burst first: a few quick commands.
@@ -875,6 +893,15 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete() {
     }
     alice.send(&room, "go").await;
     alice.wait_answer(&room, &long, &bot).await;
+    let view = alice.rendered(&room, "@bot:localhost");
+    let (_, edits) = view
+        .values()
+        .find(|(c, _)| body(c) == long)
+        .expect("the reply");
+    assert!(
+        (1..=4).contains(edits),
+        "edited {edits} times, its budget is 4"
+    );
     let metrics = bot.metrics();
     assert!(
         metrics.contains("outcome=\"rate_limited\""),

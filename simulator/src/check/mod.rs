@@ -30,6 +30,7 @@ pub const RULES: &[Rule] = &[
     ("no edit names an edit", no_edit_of_edit),
     ("no event exceeds the size limit", size_limit),
     ("at most one update per interval per message", throttle),
+    ("no message is edited past its budget", edit_budget),
     ("every addressed message is answered", answered),
     ("no message is left queued or in flight", nothing_waits),
     ("final text is the chunks joined", final_texts),
@@ -113,6 +114,31 @@ pub fn throttle(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// No message gets more than `max_edits_per_message` edits, besides edits
+/// whose answer the guest never saw as a success (lost on the way back, or
+/// with a host that was killed): it cannot know those landed, and its final
+/// text must still arrive.
+pub fn edit_budget(run: &Run) -> Vec<String> {
+    let max = u64::from(run.facts.max_edits);
+    let mut per_message: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for a in run.facts.arrivals.iter().filter(|a| a.landed) {
+        if let Some(original) = a.flow.strip_prefix("edits of ") {
+            let (edits, unknown) = per_message.entry(original).or_default();
+            *edits += 1;
+            if a.lost || !a.received {
+                *unknown += 1;
+            }
+        }
+    }
+    per_message
+        .into_iter()
+        .filter(|(_, (edits, unknown))| edits.saturating_sub(*unknown) > max)
+        .map(|(event, (edits, unknown))| {
+            format!("{event} was edited {edits} times ({unknown} unknown to the bot), over its budget of {max}")
+        })
+        .collect()
 }
 
 /// The longest `retry_after_ms` the bot waits out (a homeserver asking for

@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 13] = [
+const PLANTED: [&str; 14] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -128,6 +128,7 @@ const PLANTED: [&str; 13] = [
     "edit-of-edit",
     "retry-after-ignored",
     "unsafe-links",
+    "edit-budget-ignored",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

@@ -165,6 +165,12 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     let mut guest = BTreeMap::new();
     let interval = [0i64, 250, 1000, 2500][rng.random_range(0..4usize)];
     guest.insert("edit_interval_ms".into(), toml::Value::Integer(interval));
+    // Small edit budgets too, so long replies run out of them.
+    let max_edits = [3i64, 8, 60][rng.random_range(0..3usize)];
+    guest.insert(
+        "max_edits_per_message".into(),
+        toml::Value::Integer(max_edits),
+    );
     let queue_limit = rng.random_range(1..6i64);
     guest.insert("queue_limit".into(), toml::Value::Integer(queue_limit));
     guest.insert("context_scope".into(), toml::Value::String(scope.into()));

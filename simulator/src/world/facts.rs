@@ -25,6 +25,8 @@ pub struct Facts {
     pub sends: BTreeMap<u64, u64>,
     pub guest_failures: Vec<String>,
     pub edit_interval_ms: u64,
+    /// The guest's `max_edits_per_message`.
+    pub max_edits: u32,
     /// The guest's `context_scope`: shared, room or thread.
     pub scope: String,
     /// Queue notices whose position was not the message's place in its
@@ -55,8 +57,14 @@ pub struct Arrival {
     pub at: u64,
     /// The `retry_after_ms` of the 429 it got, if it got one.
     pub retry_after_ms: Option<u64>,
-    /// That 429 reached the guest (not lost with a host that was killed).
+    /// Its answer reached the guest (not lost with a host that was
+    /// killed); for a 429, the guest must honour it.
     pub received: bool,
+    /// The homeserver stored it as an event.
+    pub landed: bool,
+    /// Stored, but the answer was lost on the way back (the guest saw an
+    /// error).
+    pub lost: bool,
 }
 
 #[derive(Clone, Debug)]

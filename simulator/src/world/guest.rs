@@ -152,7 +152,6 @@ impl World<'_> {
             self.facts.costs.push(out.cost);
             // The guest has seen this answer (a 429 it must now honour).
             if let Event::MatrixResult(r) = &ev
-                && r.outcome.is_err()
                 && let Some(a) = self
                     .facts
                     .arrivals

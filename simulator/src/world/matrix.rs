@@ -214,6 +214,8 @@ impl World<'_> {
                     _ => None,
                 }),
                 received: false,
+                landed: result.as_ref().is_ok_and(|id| id.starts_with('$')),
+                lost: false,
             });
         }
         match &result {
@@ -243,6 +245,14 @@ impl World<'_> {
         let result = match result {
             Ok(id) if id.starts_with('$') && self.fault(lost) => {
                 self.log(format!("fault: the response to #{request} is lost"));
+                if let Some(a) = self
+                    .facts
+                    .arrivals
+                    .last_mut()
+                    .filter(|a| a.request == request)
+                {
+                    a.lost = true;
+                }
                 Err(unavailable_error())
             }
             other => other,

@@ -151,6 +151,11 @@ pub fn run_planted(
         .find(|(k, _)| k == "edit_interval_ms")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(1000);
+    let max_edits = settings
+        .iter()
+        .find(|(k, _)| k == "max_edits_per_message")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(60);
     let hs_cfg = &scenario.homeserver;
     let mut hs = Homeserver::new(
         hs_cfg.rate_per_second,
@@ -216,6 +221,7 @@ pub fn run_planted(
         transcript: Vec::new(),
         facts: Facts {
             edit_interval_ms,
+            max_edits,
             ..Facts::default()
         },
         prefix: prefix.clone(),
