@@ -861,8 +861,8 @@ async fn a_bot_killed_mid_reply_restarts_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete_within_its_edit_budget() {
     // No relaxation: rc_message is Synapse's own (0.2/s, burst 10). The
-    // reply streams for 12 s: the rate limit alone would allow it about a
-    // dozen edits; its budget allows four.
+    // reply streams for 30 s: the rate limit alone would allow it about
+    // six edits; its budget allows three.
     let long: String = (1..=120).map(|n| format!("word{n} ")).collect();
     let long = long.trim_end().to_string();
     let script = format!("script:{long}");
@@ -882,13 +882,14 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete_within_it
             "--chunks",
             "60",
             "--chunk-delay-ms",
-            "200",
+            "500",
         ],
-        "max_edits_per_message = 4",
+        "max_edits_per_message = 3",
     )
     .await;
-    // Use up the bot's burst first: a few quick commands.
-    for _ in 0..3 {
+    // Use up most of the bot's burst first (a greeting and eight answers
+    // of ten): the reply's edits then run into the limit.
+    for _ in 0..8 {
         alice.send(&room, "!usage").await;
     }
     alice.send(&room, "go").await;
@@ -899,8 +900,8 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete_within_it
         .find(|(c, _)| body(c) == long)
         .expect("the reply");
     assert!(
-        (1..=4).contains(edits),
-        "edited {edits} times, its budget is 4"
+        (1..=3).contains(edits),
+        "edited {edits} times, its budget is 3"
     );
     let metrics = bot.metrics();
     assert!(
