@@ -282,8 +282,7 @@ impl Embedding {
 
 /// A `rollback`'s refusal when no guest of another file ran before this
 /// one in this run of the host (both hosts say it in the same words).
-pub const NO_EARLIER_GUEST: &str =
-    "no guest of another file ran before this one since the bot started: nothing to go back to";
+pub const NO_EARLIER_GUEST: &str = "no guest of another file served before this one (the host keeps the last three): nothing to go back to";
 
 /// A guest file's identity: the SHA-256 of its bytes, in hex.
 pub fn content_hash(wasm: &[u8]) -> String {

@@ -46,11 +46,12 @@ fn a_guest_that_refuses_to_start_is_not_swapped_in() {
     let chaos = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
     let shipped = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
-    // The shipped guest rejects this setting; the chaos guest ignores it.
-    let (mut g, _) = Guest::start(&chaos, info(&[("colour", "blue")]), &mut kv, 0).expect("starts");
+    // The shipped guest rejects this value; the chaos guest ignores it.
+    let (mut g, _) =
+        Guest::start(&chaos, info(&[("edit_interval_ms", "soon")]), &mut kv, 0).expect("starts");
     let err = g.swap(&shipped, &mut kv, 1).unwrap_err();
     assert!(
-        matches!(err, GuestError::Rejected(ref r) if r.contains("colour")),
+        matches!(err, GuestError::Rejected(ref r) if r.contains("edit_interval_ms")),
         "{err}"
     );
     assert_eq!(g.info().name, "chaos", "the old generation keeps serving");

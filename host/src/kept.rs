@@ -49,15 +49,23 @@ impl Kept {
         self.dir.join(format!("{hash}.wasm"))
     }
 
-    /// Keep a guest's bytes (once per hash); returns its hash.
+    /// Keep a guest's bytes (once per hash: a file of another length,
+    /// damaged, is written again); returns its hash.
     pub fn keep(&self, wasm: &[u8]) -> io::Result<String> {
         let hash = surfaces_embed::content_hash(wasm);
-        let file = self.file(&hash);
-        if !file.is_file() {
+        self.keep_as(&hash, wasm)?;
+        Ok(hash)
+    }
+
+    /// The same, for bytes whose hash is known (no hashing on the loop).
+    pub fn keep_as(&self, hash: &str, wasm: &[u8]) -> io::Result<()> {
+        let file = self.file(hash);
+        let kept = std::fs::metadata(&file).is_ok_and(|m| m.len() == wasm.len() as u64);
+        if !kept {
             std::fs::create_dir_all(&self.dir)?;
             write_atomically(&file, wasm)?;
         }
-        Ok(hash)
+        Ok(())
     }
 
     /// A kept guest's bytes, if they are there and still hash to `hash`.

@@ -167,14 +167,32 @@ impl Runtime {
         let embedding = Embedding::new(config.sandbox)?;
         let ticker = Ticker::start(&embedding);
         let kept = Kept::new(&config.kept_dir);
-        let first = first_guest(&embedding, &config, &kept).map_err(|e| match e {
+        let load_error = |e: LoadError| match e {
             LoadError::Read { path, source } => StartError::ReadGuest { path, source },
             LoadError::Embed(e) => StartError::Embed(e),
-        })?;
-        let component = first.component;
+        };
+        let mut first = first_guest(&embedding, &config, &kept).map_err(load_error)?;
         let mut info = config.host_info.clone();
         info.resumed = false;
-        let (guest, out) = guest_call(|| Guest::start(&component, info, &mut kv, now_ms()))?;
+        let started =
+            guest_call(|| Guest::start(&first.component, info.clone(), &mut kv, now_ms()));
+        let (guest, out) = match (started, first.file.take()) {
+            (Ok(started), _) => started,
+            // The guest the last run went back to does not start on this
+            // host (another setting, another host version): the file does.
+            (Err(e), Some(file)) => {
+                tracing::warn!(
+                    "the guest the last run went back to does not start ({e}): serving the guest file"
+                );
+                let (component, _) = embedding
+                    .compile_cached(&file, &config.cache_dir)
+                    .map_err(|e| load_error(e.into()))?;
+                first.history.serving(&component);
+                first.last.stepped_back = None;
+                guest_call(|| Guest::start(&component, info, &mut kv, now_ms()))?
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         tracing::info!(
             guest = %guest.info().name,
             version = %guest.info().version,
@@ -549,6 +567,12 @@ impl Runtime {
                 .map_err(|e| format!("cannot read the store to check the new guest: {e}")),
         };
         let rolled_back = self.rolled_back.clone();
+        // A file an admin stepped back from comes back by an admin's
+        // reload only, not by a touch of the file or a SIGHUP.
+        let stepped_back = self
+            .stepped_back
+            .clone()
+            .filter(|_| self.swap_requests.iter().all(Option::is_none));
         let kept = self.kept.clone();
         tokio::task::spawn_blocking(move || {
             let result = check.and_then(|check| {
@@ -556,6 +580,12 @@ impl Runtime {
                 let hash = surfaces_embed::content_hash(&wasm);
                 if rolled_back.as_deref() == Some(hash.as_str()) {
                     return Err(refused_file(&hash));
+                }
+                if stepped_back.as_deref() == Some(hash.as_str()) {
+                    return Err(format!(
+                        "an admin stepped back from this file (sha256 {}): an admin's reload takes it again",
+                        short(&hash)
+                    ));
                 }
                 let (component, cache) = embedding
                     .compile_cached(&wasm, &cache_dir)
@@ -594,6 +624,7 @@ impl Runtime {
                 }
                 Ok(Compiled {
                     component,
+                    wasm: wasm.into_owned(),
                     no_way_back,
                 })
             });
@@ -610,6 +641,9 @@ impl Runtime {
             None => self.guest.component().clone(),
         };
         let replaced = self.guest.component().clone();
+        // Only a guest past its probation is one to go back to: one still
+        // on it would take a rollback forth, to a guest not yet proven.
+        let replaced_proven = self.probation.is_none();
         let running = replaced.hash().to_string();
         let rolled_back = self.rolled_back.clone();
         let bad_before = self.kv.keys("bad/").unwrap_or_default();
@@ -633,11 +667,16 @@ impl Runtime {
                 self.metrics.swaps.get_or_create(&Kind { kind: "ok" }).inc();
                 self.apply(out);
                 let hash = compiled.component.hash().to_string();
-                if hash != running {
+                if hash != running && replaced_proven {
                     self.history.left(replaced);
                 }
                 self.history.serving(&compiled.component);
                 self.stepped_back = None;
+                // Kept again: a record written while it was being checked
+                // may have dropped its file.
+                if let Err(e) = self.kept.keep_as(&hash, &compiled.wasm) {
+                    tracing::warn!("cannot keep the new guest's file: {e}");
+                }
                 self.record_serving();
                 let now = std::time::Instant::now();
                 let set_aside: Vec<String> = self
@@ -723,7 +762,9 @@ impl Runtime {
                         self.guest_version()
                     );
                     tracing::warn!("swap: {message}");
-                    self.stepped_back = Some(leaving_hash);
+                    // The guest the file holds, left first; a second step
+                    // back leaves an earlier guest, not the file's.
+                    self.stepped_back.get_or_insert(leaving_hash);
                     self.record_serving();
                     ReloadOutcome::RolledBack(message)
                 }
@@ -772,6 +813,8 @@ impl Runtime {
 #[derive(Debug)]
 pub struct Compiled {
     pub component: GuestComponent,
+    /// Its file's bytes, kept again at the switch (`kept.rs`).
+    pub wasm: Vec<u8>,
     /// Why the running guest could not take over again after it.
     pub no_way_back: Option<String>,
 }
@@ -837,6 +880,9 @@ fn read_source(source: &GuestSource) -> Result<std::borrow::Cow<'static, [u8]>, 
 /// The guest a start serves, and what the last run recorded.
 struct FirstGuest {
     component: GuestComponent,
+    /// The guest file's bytes, when `component` is a kept guest instead:
+    /// what serves if that one does not start.
+    file: Option<std::borrow::Cow<'static, [u8]>>,
     history: History,
     last: Serving,
 }
@@ -852,29 +898,45 @@ fn first_guest(
 ) -> Result<FirstGuest, LoadError> {
     let file = read_source(&config.source)?;
     let file_hash = surfaces_embed::content_hash(&file);
-    let last = kept.serving().unwrap_or_default();
-    let mut wasm = file;
+    let mut last = kept.serving().unwrap_or_default();
+    let mut chosen = None;
     if last.left(&file_hash) && last.serving != file_hash {
-        match kept.read(&last.serving) {
-            Some(bytes) => {
+        let back = kept
+            .read(&last.serving)
+            .ok_or_else(|| "it is no longer kept".to_string())
+            .and_then(|bytes| {
+                let compiled = embedding.compile_cached(&bytes, &config.cache_dir);
+                compiled.map_err(|e| e.to_string()).map(|(c, _)| c)
+            });
+        match back {
+            Ok(component) => {
                 tracing::warn!(
                     "the guest file (sha256 {}) was rolled back from: serving the guest the last run went back to (sha256 {}) until the file changes or an admin reloads",
                     short(&file_hash),
                     short(&last.serving)
                 );
-                wasm = bytes.into();
+                chosen = Some(component);
             }
-            None => tracing::warn!(
-                "the guest the last run went back to (sha256 {}) is no longer kept: serving the guest file",
+            Err(e) => tracing::warn!(
+                "the guest the last run went back to (sha256 {}) cannot serve ({e}): serving the guest file",
                 short(&last.serving)
             ),
         }
     }
-    let (component, cache) = embedding.compile_cached(&wasm, &config.cache_dir)?;
-    tracing::debug!(?cache, "guest compiled");
-    if let Err(e) = kept.keep(&wasm) {
-        tracing::warn!("cannot keep the guest's file: {e}");
-    }
+    let (component, file) = match chosen {
+        Some(component) => (component, Some(file)),
+        None => {
+            // The file serves: what an admin stepped back from no longer
+            // holds it back.
+            last.stepped_back = None;
+            let (component, cache) = embedding.compile_cached(&file, &config.cache_dir)?;
+            tracing::debug!(?cache, "guest compiled");
+            if let Err(e) = kept.keep_as(component.hash(), &file) {
+                tracing::warn!("cannot keep the guest's file: {e}");
+            }
+            (component, None)
+        }
+    };
     let mut history = History::default();
     let before = last.earlier.iter().chain(
         (!last.serving.is_empty() && last.serving != component.hash()).then_some(&last.serving),
@@ -898,6 +960,7 @@ fn first_guest(
     history.serving(&component);
     Ok(FirstGuest {
         component,
+        file,
         history,
         last,
     })

@@ -259,10 +259,11 @@ fn check(file: &Path, settings: &[String]) -> Result<()> {
     let (guest, _) = Guest::start(&component, info, &mut kv, 0)
         .with_context(|| format!("{} does not start", file.display()))?;
     println!(
-        "ok: {} {} ({} bytes) fits surfaces:bot@0.1.0 and starts",
+        "ok: {} {} ({} bytes) fits surfaces:bot@{} and starts",
         guest.info().name,
         guest.info().version,
-        wasm.len()
+        wasm.len(),
+        component.contract().version()
     );
     Ok(())
 }

@@ -949,6 +949,82 @@ fn assert_nothing_pending(store: &SqliteStore) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_skips_a_guest_on_probation_and_holds_across_a_restart_and_a_touch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = guest_file(dir.path(), surfaces_artifacts::GUEST_WASM);
+    let setup = Setup::new(dir.path(), GuestSource::File(path.clone()));
+    let mut bot = setup.start();
+    let noticed = |text: &'static str, n: usize| {
+        move |r: &Replies, _: &MatrixEffect| {
+            r.notices.iter().filter(|m| m.contains(text)).count() == n
+        }
+    };
+    // Two more guests in turn (the shipped guest's next record format,
+    // then its planted build with no bug on), the second swapped in while
+    // the first is still on probation.
+    for (n, wasm) in [
+        (1, surfaces_artifacts::GUEST_NEXT_WASM),
+        (2, surfaces_artifacts::PLANTED_WASM),
+    ] {
+        write_guest(&path, wasm);
+        bot.say(n, "!reload");
+        bot.until(
+            "the reload",
+            noticed("Reloaded: now running guest", n as usize),
+        )
+        .await;
+    }
+    // Back to the last guest past its probation, the first; the one in
+    // between was never proven, so there is no going back to it (nor
+    // forth to the one left).
+    let first = surfaces_embed::content_hash(surfaces_artifacts::GUEST_WASM);
+    bot.say(3, "!rollback");
+    bot.until("the rollback", noticed("Rolled back:", 1)).await;
+    assert!(
+        bot.replies
+            .notices
+            .iter()
+            .any(|n| n.contains("Rolled back:") && n.contains(&first[..12])),
+        "{:?}",
+        bot.replies.notices
+    );
+    bot.say(4, "!rollback");
+    bot.until("no earlier guest", noticed("nothing to go back to", 1))
+        .await;
+    // A touch of the file (a deploy writing the same bytes, a SIGHUP) does
+    // not bring back what an admin stepped back from.
+    bot.control(Control::Reload { request: None });
+    bot.until(
+        "the refusal",
+        noticed("an admin stepped back from this file", 1),
+    )
+    .await;
+    bot.stop().await;
+
+    // Nor does a restart: the first guest serves.
+    let mut bot = setup.start();
+    let guest_line = move |r: &Replies, _: &MatrixEffect| {
+        r.notices.iter().any(|n| {
+            n.contains(&format!(
+                "- guest: surfaces-guest 0.1.0 (sha256 {})",
+                &first[..12]
+            ))
+        })
+    };
+    bot.say(5, "!status");
+    bot.until("the first guest serving after the restart", guest_line)
+        .await;
+    bot.say(6, "!rollback");
+    bot.until("no earlier guest", noticed("nothing to go back to", 1))
+        .await;
+    // An admin's reload takes the file again.
+    bot.say(7, "!reload");
+    bot.until("the reload", noticed("Reloaded: now running guest", 1))
+        .await;
+    bot.stop().await;
+}
+
 /// A store with `contexts` idle thread contexts (a month old) and one
 /// with a question the last run had queued while the agent was away;
 /// `indexed`: with the index of contexts to recover (an older store has
