@@ -52,3 +52,13 @@ pub const ECHO_0_1_0_WASM_PATH: &str = concat!(
 
 /// The frozen 0.1.0 echo's `.wasm`.
 pub static ECHO_0_1_0_WASM: &[u8] = include_bytes!("../../tests/guests/echo-0.1.0.wasm");
+
+/// Path of the echo example as it was built for contract 0.2.0 (at commit
+/// 9efa373), kept frozen like the 0.1.0 one.
+pub const ECHO_0_2_0_WASM_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/guests/echo-0.2.0.wasm"
+);
+
+/// The frozen 0.2.0 echo's `.wasm`.
+pub static ECHO_0_2_0_WASM: &[u8] = include_bytes!("../../tests/guests/echo-0.2.0.wasm");

@@ -96,6 +96,7 @@ impl Host for NativeHost {
     }
     fn agent_cancel(&mut self, _: &str) {}
     fn agent_reset(&mut self, _: &str) {}
+    fn agent_feedback(&mut self, _: &str, _: &surfaces_guest::types::AgentFeedback) {}
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>> {
         self.store.get(key).cloned()
     }

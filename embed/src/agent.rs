@@ -21,8 +21,8 @@ use std::time::Duration;
 use surfaces_protocol::{self as proto, ClientFrame, ServerFrame};
 
 use crate::{
-    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState,
-    Event,
+    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentFeedback, AgentMessage, AgentStatus,
+    ConnectionState, Event,
 };
 
 /// Where the connection is.
@@ -151,6 +151,21 @@ impl AgentSession {
         // While draining, the cancel has already been sent.
         if self.link == Link::Ready && self.in_flight.is_some() && !self.draining {
             out.push(Action::Send(ClientFrame::Cancel));
+        }
+    }
+
+    /// The guest passes on a reaction to an answer: sent only while the
+    /// connection is ready (feedback is best effort, never queued).
+    pub fn feedback(&mut self, f: AgentFeedback, out: &mut Vec<Action>) {
+        if self.link == Link::Ready {
+            out.push(Action::Send(ClientFrame::Feedback {
+                key: f.key,
+                sender: proto::Sender {
+                    id: f.sender.id,
+                    display_name: f.sender.display_name,
+                },
+                question: f.question,
+            }));
         }
     }
 

@@ -16,7 +16,7 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use crate::bindings::surfaces::bot::{agent, clock, host, matrix, store, types};
 use crate::effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 use crate::kv::{BoxedKv, Detached, Write};
-use crate::{AgentMessage, EditTarget, Entropy, LogLevel, MessageContent};
+use crate::{AgentFeedback, AgentMessage, EditTarget, Entropy, LogLevel, MessageContent};
 
 /// What one call may hand the host, beyond the sandbox's memory cap (the
 /// host copies every effect, line and write out of the guest's memory, so
@@ -307,6 +307,13 @@ impl agent::Host for Ctx {
 
     fn reset(&mut self, context_id: String) {
         self.effect(Effect::Agent(AgentEffect::Reset { context_id }));
+    }
+
+    fn feedback(&mut self, context_id: String, feedback: AgentFeedback) {
+        self.effect(Effect::Agent(AgentEffect::Feedback {
+            context_id,
+            feedback,
+        }));
     }
 }
 

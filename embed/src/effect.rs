@@ -2,7 +2,7 @@
 //! a host routes effects by exhaustive matches: a new kind of effect is a
 //! compile error wherever it is not handled.
 
-use crate::{AgentMessage, EditTarget, MessageContent};
+use crate::{AgentFeedback, AgentMessage, EditTarget, MessageContent};
 
 /// Something the guest asked the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,11 @@ pub enum AgentEffect {
     Reset {
         context_id: String,
     },
+    /// A reaction on an answer, for the agent (best effort).
+    Feedback {
+        context_id: String,
+        feedback: AgentFeedback,
+    },
 }
 
 /// Timers: `Set` again moves a timer.
@@ -107,6 +112,7 @@ impl Effect {
                 AgentEffect::Submit { .. } => "agent_submit",
                 AgentEffect::Cancel { .. } => "agent_cancel",
                 AgentEffect::Reset { .. } => "agent_reset",
+                AgentEffect::Feedback { .. } => "agent_feedback",
             },
             Effect::Timer(t) => match t {
                 TimerEffect::Set { .. } => "set_timer",

@@ -35,10 +35,10 @@ use wasmtime::{Config, Engine, Store, Trap};
 
 pub use agent::{Action, AgentSession, Link};
 pub use bindings::surfaces::bot::types::{
-    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentMessage, AgentStatus, Attachment,
-    ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel, MatrixError,
-    MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, ReloadOutcome, ReloadResult,
-    RoomMessage, Sender, Undecryptable,
+    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentFeedback, AgentMessage, AgentStatus,
+    Attachment, ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel,
+    MatrixError, MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, MessageEdited,
+    Reaction, Redacted, ReloadOutcome, ReloadResult, RoomMessage, Sender, Undecryptable,
 };
 pub use content::matrix_content;
 pub use ctx::LogLine;

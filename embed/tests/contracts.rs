@@ -8,7 +8,7 @@ use common::{dm, info};
 use sha2::{Digest, Sha256};
 use surfaces_embed::{
     BoxedKv, Budget, Contract, Effect, Embedding, Entropy, Event, Guest, MatrixEffect,
-    MatrixResult, MemoryKv, ReloadOutcome, ReloadResult, Sandbox, content_hash,
+    MatrixResult, MemoryKv, Reaction, ReloadOutcome, ReloadResult, Sandbox, content_hash,
 };
 
 fn embedding() -> Embedding {
@@ -35,27 +35,48 @@ fn sends(out: &surfaces_embed::Output) -> Vec<(u64, String)> {
 
 #[test]
 fn a_released_contract_is_never_changed() {
-    // A guest built for 0.1.0 links against this file's names and types:
-    // change it and such guests stop loading. A new contract is a new
-    // version next to it (see `embed/src/version`).
-    let frozen = include_bytes!("../../wit/0.1.0/surfaces.wit");
-    let hash: String = Sha256::digest(frozen)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(
-        hash, "82190382bca138dad27bd0e80dd95eac72f393587c437d8ebe61199aeafe4801",
-        "wit/0.1.0/surfaces.wit changed"
-    );
+    // A guest built for a released version links against its file's names
+    // and types: change it and such guests stop loading. A new contract is
+    // a new version next to it (see `embed/src/version`).
+    for (file, frozen, expected) in [
+        (
+            "wit/0.1.0/surfaces.wit",
+            &include_bytes!("../../wit/0.1.0/surfaces.wit")[..],
+            "82190382bca138dad27bd0e80dd95eac72f393587c437d8ebe61199aeafe4801",
+        ),
+        (
+            "wit/0.2.0/surfaces.wit",
+            &include_bytes!("../../wit/0.2.0/surfaces.wit")[..],
+            "fd127f3b12332bb7cfb3ceb24036d27e8d8238045f4426129053216f4f05ea53",
+        ),
+    ] {
+        let hash: String = Sha256::digest(frozen)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hash, expected, "{file} changed");
+    }
 }
 
 #[test]
 fn a_frozen_0_1_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters() {
+    frozen_guest_keeps_its_promises(surfaces_artifacts::ECHO_0_1_0_WASM, Contract::V0_1_0);
+}
+
+#[test]
+fn a_frozen_0_2_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters() {
+    frozen_guest_keeps_its_promises(surfaces_artifacts::ECHO_0_2_0_WASM, Contract::V0_2_0);
+}
+
+/// A frozen echo built for `contract`: loads, answers, keeps its outbox
+/// through a rate limit, takes every swap outcome and is never called
+/// with an event its contract lacks.
+fn frozen_guest_keeps_its_promises(wasm: &[u8], contract: Contract) {
     let e = embedding();
     let old = e
-        .compile(surfaces_artifacts::ECHO_0_1_0_WASM)
-        .expect("a 0.1.0 guest compiles on this host");
-    assert_eq!(old.contract(), Contract::V0_1_0);
+        .compile(wasm)
+        .expect("a guest built for an older contract compiles on this host");
+    assert_eq!(old.contract(), contract);
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&old, info(&[]), &mut kv, 0).expect("starts");
     assert_eq!(g.info().name, "surfaces-echo-guest");
@@ -97,8 +118,23 @@ fn a_frozen_0_1_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters(
         ["hello there"]
     );
 
+    // Events of a later contract are not delivered (the call is skipped,
+    // nothing fails).
+    let reaction = Event::Reaction(Reaction {
+        room_id: "!dm:sim".into(),
+        event_id: "$r".into(),
+        sender: "@alice:sim".into(),
+        sender_display_name: None,
+        target: "$1".into(),
+        key: "🛑".into(),
+        is_direct: true,
+        origin_server_ts: 650,
+    });
+    let out = g.handle(&reaction, &mut kv, 650).expect("skipped");
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+
     // Every kind of swap outcome of the newest contract reaches it in
-    // 0.1.0's shape without failing it.
+    // its own shape without failing it.
     for outcome in [
         ReloadOutcome::Swapped("v".into()),
         ReloadOutcome::Refused("no".into()),

@@ -93,7 +93,15 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-pub fn help(p: &str, admin: bool) -> String {
+/// What reactions and edits do, for the help text.
+pub struct Controls<'a> {
+    pub stop: &'a str,
+    pub withdraw: &'a str,
+    /// An edit of an answered question asks again.
+    pub reask: bool,
+}
+
+pub fn help(p: &str, admin: bool, c: &Controls) -> String {
     let mut s = format!(
         "**Commands**\n\n\
          - `{p}help`: this list\n\
@@ -110,6 +118,20 @@ pub fn help(p: &str, admin: bool) -> String {
              - `{p}rollback`: go back to the guest that ran before this one (admin)\n"
         ));
     }
+    s.push_str(&format!(
+        "\n**Reactions and edits**\n\n\
+         - {stop} on a reply being written (or on your question): stop it\n\
+         - {withdraw} on your question while it waits: withdraw it\n\
+         - any other reaction on an answer goes to the agent as feedback\n\
+         - editing a waiting question changes what is sent{reask}; deleting it withdraws it\n",
+        stop = c.stop,
+        withdraw = c.withdraw,
+        reask = if c.reask {
+            "; editing one already answered asks again"
+        } else {
+            ""
+        },
+    ));
     s.push_str("\nAnything else you write goes to the agent.");
     s
 }

@@ -11,6 +11,15 @@ pub enum Scope {
     Thread,
 }
 
+/// What an edit of a question already answered (or being answered) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnEdit {
+    /// Ask the agent again; the new answer replies to the edited question.
+    Reask,
+    /// Nothing (an edit of a question still queued still replaces it).
+    Ignore,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub command_prefix: String,
@@ -31,6 +40,12 @@ pub struct Config {
     /// Days without activity after which a thread context is forgotten
     /// (0: never).
     pub thread_expiry_days: u64,
+    /// The reaction that stops a reply (or withdraws a queued question),
+    /// without U+FE0F.
+    pub stop_reaction: String,
+    /// The reaction that withdraws a queued question (or stops its reply).
+    pub withdraw_reaction: String,
+    pub on_edit: OnEdit,
     /// Settings this guest does not know: logged, not refused, so a guest
     /// older than the operator's configuration still starts (a rollback
     /// must not fail on a setting added since).
@@ -50,6 +65,9 @@ impl Default for Config {
             auto_join: true,
             busy_retries: 5,
             thread_expiry_days: 7,
+            stop_reaction: "🛑".into(),
+            withdraw_reaction: "❌".into(),
+            on_edit: OnEdit::Reask,
             unknown: Vec::new(),
         }
     }
@@ -91,6 +109,15 @@ impl Config {
                 "auto_join" => c.auto_join = boolean(key, v)?,
                 "busy_retries" => c.busy_retries = number(key, v, 0, 100)? as u32,
                 "thread_expiry_days" => c.thread_expiry_days = number(key, v, 0, 3650)?,
+                "stop_reaction" => c.stop_reaction = reaction(key, v)?,
+                "withdraw_reaction" => c.withdraw_reaction = reaction(key, v)?,
+                "on_edit" => {
+                    c.on_edit = match v {
+                        "reask" => OnEdit::Reask,
+                        "ignore" => OnEdit::Ignore,
+                        _ => return Err(format!("on_edit: {value:?} is not one of reask, ignore")),
+                    }
+                }
                 _ => c.unknown.push(key.clone()),
             }
         }
@@ -99,7 +126,8 @@ impl Config {
 
     /// The settings this guest knows, for the log line about unknown ones.
     pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
-        context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days";
+        context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days, \
+        stop_reaction, withdraw_reaction, on_edit";
 }
 
 fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -110,6 +138,22 @@ fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
         return Err(format!("{key}: {n} is outside {min}..={max}"));
     }
     Ok(n)
+}
+
+/// A reaction key as compared: without the emoji variation selector
+/// U+FE0F, which some clients send and others do not.
+pub fn reaction_key(key: &str) -> String {
+    key.chars().filter(|c| *c != '\u{fe0f}').collect()
+}
+
+fn reaction(key: &str, v: &str) -> Result<String, String> {
+    let k = reaction_key(v);
+    if k.is_empty() || k.chars().count() > 16 || k.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{key}: {v:?} must be one emoji or short word, without spaces"
+        ));
+    }
+    Ok(k)
 }
 
 fn boolean(key: &str, v: &str) -> Result<bool, String> {

@@ -38,10 +38,14 @@ pub enum Bug {
     UnsafeLinks,
     /// Edits are not counted against the message's edit budget.
     EditBudgetIgnored,
+    /// A withdrawn question is told so but stays in its queue.
+    WithdrawnStillSent,
+    /// An edit of a question already answered is not asked again.
+    EditNotReasked,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 16] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -56,6 +60,8 @@ impl Bug {
         Bug::RetryAfterIgnored,
         Bug::UnsafeLinks,
         Bug::EditBudgetIgnored,
+        Bug::WithdrawnStillSent,
+        Bug::EditNotReasked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -74,6 +80,8 @@ impl Bug {
             Bug::RetryAfterIgnored => "retry-after-ignored",
             Bug::UnsafeLinks => "unsafe-links",
             Bug::EditBudgetIgnored => "edit-budget-ignored",
+            Bug::WithdrawnStillSent => "withdrawn-still-sent",
+            Bug::EditNotReasked => "edit-not-reasked",
         }
     }
 }

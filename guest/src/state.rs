@@ -20,6 +20,10 @@
 //! - `out/{req:020}`           [`Outgoing`], a notice not yet delivered
 //! - `timer/{id:020}`          [`TimerPurpose`]
 //! - `route/{req:020}`         [`Route`]: whose Matrix request this is
+//! - `ask/{event-id}`          [`Asked`], a question the bot took (for
+//!   reactions, edits and redactions of it), kept as long as `seen/`
+//! - `ans/{event-id}`          the question a message of the bot's answered
+//!   (its event id), for reactions on answers
 //! - `utd/{room-id}/{user-id}` when that user was last told that a message
 //!   of theirs could not be decrypted (ms)
 //! - `bad/{key}`               a record that no longer decoded, set aside
@@ -132,6 +136,24 @@ pub struct Queued {
     pub queued_ms: Option<u64>,
 }
 
+/// A question the bot took for the agent: where it went, so a reaction,
+/// an edit or a redaction of it (or of its answer) can act on it. Whether
+/// it waits, is being answered or was answered is read from its context
+/// (its queue, its reply in flight), never kept twice.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Asked {
+    pub context_id: String,
+    pub sender: String,
+    pub thread_root: Option<String>,
+    /// Server time of the text it holds now (the message or its newest
+    /// edit): an older edit arriving late changes nothing.
+    pub revised_ms: u64,
+    /// The start of its text, for the agent's feedback.
+    pub excerpt: String,
+    /// The bot's messages that answered it (every part, every answer).
+    pub answers: Vec<String>,
+}
+
 /// How a streamed reply ended.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Ending {
@@ -187,6 +209,9 @@ pub struct Reply {
     pub len: usize,
     pub ending: Option<Ending>,
     pub stop_requested: bool,
+    /// Stopped because its question was edited: it is asked again.
+    #[serde(default)]
+    pub superseded: bool,
     /// The room refused the reply: drop what is left of it.
     pub abandoned: bool,
     pub parts: Vec<Part>,
@@ -227,6 +252,7 @@ impl Reply {
             len: 0,
             ending: None,
             stop_requested: false,
+            superseded: false,
             abandoned: false,
             parts: vec![Part::default()],
             budget,
@@ -352,6 +378,13 @@ pub fn seen_key(event_id: &str) -> Key<u64> {
 /// The same, ordered by when it was seen, for pruning.
 pub fn seen_at_key(ms: u64, event_id: &str) -> Key<()> {
     SEEN_AT.key(&format!("{ms:020}/{event_id}"))
+}
+pub fn asked_key(event_id: &str) -> Key<Asked> {
+    Key::new(format!("ask/{event_id}"))
+}
+/// The question one of the bot's messages answered.
+pub fn answer_key(event_id: &str) -> Key<String> {
+    Key::new(format!("ans/{event_id}"))
 }
 pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
     Key::new(format!("utd/{room_id}/{user_id}"))

@@ -499,6 +499,10 @@ impl Runtime {
                     self.agents.cancel(&context_id)
                 }
                 Effect::Agent(AgentEffect::Reset { context_id }) => self.agents.reset(&context_id),
+                Effect::Agent(AgentEffect::Feedback {
+                    context_id,
+                    feedback,
+                }) => self.agents.feedback(&context_id, feedback),
                 Effect::Timer(TimerEffect::Set { id, delay_ms }) => self.set_timer(id, delay_ms),
                 Effect::Timer(TimerEffect::Cancel { id }) => {
                     if let Some((_, abort)) = self.timers.remove(&id) {
@@ -990,6 +994,9 @@ fn event_kind(event: &Event) -> &'static str {
         Event::Timer(_) => "timer",
         Event::ReloadResult(_) => "reload_result",
         Event::Undecryptable(_) => "undecryptable",
+        Event::Reaction(_) => "reaction",
+        Event::MessageEdited(_) => "message_edited",
+        Event::Redacted(_) => "redacted",
     }
 }
 

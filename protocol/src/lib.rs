@@ -71,6 +71,15 @@ pub enum ClientFrame {
     },
     Cancel,
     Reset,
+    /// Someone reacted to an answer in this context (👍, 👎, ...): the
+    /// agent may use it or ignore it. Never answered.
+    Feedback {
+        key: String,
+        sender: Sender,
+        /// The start of the question the answer was to.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        question: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -201,6 +201,15 @@ pub struct Step {
     /// Sent encrypted; its key never reaches the bot.
     pub key_never: bool,
     pub display_name: Option<String>,
+    /// `from` reacts to the event `on` names with this key.
+    pub react: Option<String>,
+    /// `from` edits the message `on` names into this text.
+    pub edit: Option<String>,
+    /// `from` redacts the event `on` names.
+    pub redact: bool,
+    /// The event a `react`, `edit` or `redact` acts on: a label, or
+    /// `answer:LABEL` for the bot's first answer (not a notice) to it.
+    pub on: Option<String>,
     /// `from` invites the bot to `room`.
     pub invite: bool,
     /// `from` leaves `room`.
@@ -259,6 +268,9 @@ impl Scenario {
             let n = i + 1;
             let kinds = [
                 step.say.is_some(),
+                step.react.is_some(),
+                step.edit.is_some(),
+                step.redact,
                 step.invite,
                 step.leave,
                 step.disconnect_agent,
@@ -271,7 +283,7 @@ impl Scenario {
             .count();
             if kinds != 1 {
                 return Err(format!(
-                    "step {n}: needs exactly one of say, invite, leave, disconnect_agent, reload, restart, clock_jump_ms"
+                    "step {n}: needs exactly one of say, react, edit, redact, invite, leave, disconnect_agent, reload, restart, clock_jump_ms"
                 ));
             }
             if (step.say.is_some() || step.invite || step.leave)
@@ -284,7 +296,17 @@ impl Scenario {
             {
                 return Err(format!("step {n}: unknown room {room:?}"));
             }
-            for l in [&step.thread, &step.reply_to].into_iter().flatten() {
+            let acts_on = step.react.is_some() || step.edit.is_some() || step.redact;
+            if acts_on && (step.on.is_none() || step.from.is_none() || step.room.is_none()) {
+                return Err(format!(
+                    "step {n}: react/edit/redact need `on`, `from` and `room`"
+                ));
+            }
+            let on = step
+                .on
+                .as_ref()
+                .map(|l| l.strip_prefix("answer:").unwrap_or(l).to_string());
+            for l in [&step.thread, &step.reply_to, &on].into_iter().flatten() {
                 if !labels.contains(l) {
                     return Err(format!("step {n}: no earlier step is labelled {l:?}"));
                 }

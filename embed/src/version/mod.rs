@@ -3,8 +3,34 @@
 //! message that says so ("built for X; this host supports A to B"), before
 //! the linker's own ("missing import ...") would.
 
+/// `From` for a record whose fields did not change between the versions
+/// (each field converted with `Into`).
+macro_rules! same_record {
+    ($fm:ident::$ft:ident => $tm:ident::$tt:ident { $($f:ident),* $(,)? }) => {
+        impl From<$fm::$ft> for $tm::$tt {
+            fn from(v: $fm::$ft) -> Self {
+                $tm::$tt { $($f: v.$f.into()),* }
+            }
+        }
+    };
+}
+
+/// `From` for an enum whose cases did not change.
+macro_rules! same_enum {
+    ($fm:ident::$ft:ident => $tm:ident::$tt:ident { $($c:ident),* $(,)? }) => {
+        impl From<$fm::$ft> for $tm::$tt {
+            fn from(v: $fm::$ft) -> Self {
+                match v {
+                    $($fm::$ft::$c => $tm::$tt::$c),*
+                }
+            }
+        }
+    };
+}
+
 mod bots;
 mod v0_1_0;
+mod v0_2_0;
 
 pub use bots::Contract;
 pub(crate) use bots::{Instance, Pre, add_to_linker};
@@ -22,7 +48,7 @@ pub const PACKAGE: &str = "surfaces:bot";
 /// [`Contract::ALL`]). A guest built for a later patch release of one
 /// (0.1.3 for 0.1.0) links too, as long as it imports nothing the host
 /// lacks.
-pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0"];
+pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// The contract versions a compiled guest imports (`surfaces:bot/…@X`).
 pub fn imported(component: &Component, engine: &Engine) -> BTreeSet<String> {
@@ -93,6 +119,7 @@ mod tests {
         assert_eq!(check(&set(&["0.1.4"])), Ok(Contract::V0_1_0));
         assert_eq!(check(&set(&["0.2.0"])), Ok(Contract::V0_2_0));
         assert_eq!(check(&set(&["0.2.7"])), Ok(Contract::V0_2_0));
+        assert_eq!(check(&set(&["0.3.0"])), Ok(Contract::V0_3_0));
         assert_eq!(check(&set(&[])), Ok(Contract::newest()));
     }
 
@@ -106,9 +133,9 @@ mod tests {
     #[test]
     fn another_minor_or_major_is_refused_in_words() {
         assert_eq!(
-            check(&set(&["0.3.0"])),
+            check(&set(&["0.4.0"])),
             Err(
-                "built for surfaces:bot@0.3.0; this host supports surfaces:bot 0.1.0 to 0.2.0"
+                "built for surfaces:bot@0.4.0; this host supports surfaces:bot 0.1.0 to 0.3.0"
                     .into()
             )
         );

@@ -29,31 +29,6 @@ use self::surfaces::bot as old;
 use new::types as n;
 use old::types as o;
 
-/// `From` for a record whose fields did not change between the versions
-/// (each field converted with `Into`).
-macro_rules! same_record {
-    ($fm:ident::$ft:ident => $tm:ident::$tt:ident { $($f:ident),* $(,)? }) => {
-        impl From<$fm::$ft> for $tm::$tt {
-            fn from(v: $fm::$ft) -> Self {
-                $tm::$tt { $($f: v.$f.into()),* }
-            }
-        }
-    };
-}
-
-/// `From` for an enum whose cases did not change.
-macro_rules! same_enum {
-    ($fm:ident::$ft:ident => $tm:ident::$tt:ident { $($c:ident),* $(,)? }) => {
-        impl From<$fm::$ft> for $tm::$tt {
-            fn from(v: $fm::$ft) -> Self {
-                match v {
-                    $($fm::$ft::$c => $tm::$tt::$c),*
-                }
-            }
-        }
-    };
-}
-
 // What the host gives the guest: newest to 0.1.0.
 same_record!(n::HostInfo => o::HostInfo {
     bot_user_id, bot_display_name, host_version, settings, max_event_bytes, resumed,
@@ -106,9 +81,9 @@ impl From<n::ReloadResult> for o::ReloadResult {
     }
 }
 
-/// The event in 0.1.0's shape. Every event of the newest contract has one
-/// today; when an event a 0.1.0 guest cannot represent is added, this
-/// returns `None` for it and the guest is not called.
+/// The event in 0.1.0's shape, or `None` for one a 0.1.0 guest cannot
+/// represent (reactions, edits, redactions: since 0.3.0): the guest is not
+/// called.
 pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
     Some(match e.clone() {
         n::Event::Message(m) => o::Event::Message(m.into()),
@@ -122,6 +97,7 @@ pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
         n::Event::Timer(id) => o::Event::Timer(id),
         n::Event::ReloadResult(r) => o::Event::ReloadResult(r.into()),
         n::Event::Undecryptable(u) => o::Event::Undecryptable(u.into()),
+        n::Event::Reaction(_) | n::Event::MessageEdited(_) | n::Event::Redacted(_) => return None,
     })
 }
 

@@ -3,7 +3,7 @@
 //! comes back later as an event with the id the guest chose.
 
 use crate::bindings::surfaces::bot as wit;
-use crate::types::{AgentMessage, EditTarget, LogLevel, MessageContent};
+use crate::types::{AgentFeedback, AgentMessage, EditTarget, LogLevel, MessageContent};
 
 pub trait Host {
     /// Send a message; its outcome comes back as a `matrix-result` with
@@ -22,6 +22,9 @@ pub trait Host {
     fn agent_submit(&mut self, request: u64, context_id: &str, message: &AgentMessage);
     fn agent_cancel(&mut self, context_id: &str);
     fn agent_reset(&mut self, context_id: &str);
+    /// Pass a reaction on an answer to the agent in `context_id` (best
+    /// effort: dropped when the context has no open connection).
+    fn agent_feedback(&mut self, context_id: &str, feedback: &AgentFeedback);
     /// The guest's own namespace in the host's store. Writes of a call are
     /// committed when it returns `Ok`, and dropped on an error or a trap.
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>>;
@@ -91,6 +94,9 @@ impl Host for WitHost {
     }
     fn agent_reset(&mut self, context_id: &str) {
         wit::agent::reset(context_id);
+    }
+    fn agent_feedback(&mut self, context_id: &str, feedback: &AgentFeedback) {
+        wit::agent::feedback(context_id, feedback);
     }
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>> {
         wit::store::get(key)

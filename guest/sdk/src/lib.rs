@@ -56,7 +56,7 @@ pub mod bindings {
 pub use bindings::surfaces::bot::types;
 
 /// The contract this SDK builds guests for.
-pub const CONTRACT: &str = "surfaces:bot@0.2.0";
+pub const CONTRACT: &str = "surfaces:bot@0.3.0";
 
 /// A guest's logic. One value lives per instance; [`export_guest!`] makes
 /// the component's exports from it.

@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 
 use crate::host::Host;
-use crate::types::{AgentMessage, EditTarget, HostInfo, LogLevel, MessageContent, RoomMessage};
+use crate::types::{
+    AgentFeedback, AgentMessage, EditTarget, HostInfo, LogLevel, MessageContent, RoomMessage,
+};
 
 /// What a guest asked of its host, in the order it asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +63,10 @@ pub enum Effect {
     },
     AgentReset {
         context_id: String,
+    },
+    AgentFeedback {
+        context_id: String,
+        feedback: AgentFeedback,
     },
     SetTimer {
         id: u64,
@@ -170,6 +176,12 @@ impl Host for MemoryHost {
     fn agent_reset(&mut self, context_id: &str) {
         self.effects.push(Effect::AgentReset {
             context_id: context_id.into(),
+        });
+    }
+    fn agent_feedback(&mut self, context_id: &str, feedback: &AgentFeedback) {
+        self.effects.push(Effect::AgentFeedback {
+            context_id: context_id.into(),
+            feedback: feedback.clone(),
         });
     }
     fn store_get(&mut self, key: &str) -> Option<Vec<u8>> {

@@ -17,7 +17,15 @@ impl Bot {
         let p = self.cfg.command_prefix.clone();
         let ctx_id = self.context_id(&m.room_id, m.thread_root.as_deref(), &m.event_id);
         let text = match cmd {
-            Command::Help => commands::help(&p, self.is_admin(&m.sender)),
+            Command::Help => commands::help(
+                &p,
+                self.is_admin(&m.sender),
+                &commands::Controls {
+                    stop: &self.cfg.stop_reaction,
+                    withdraw: &self.cfg.withdraw_reaction,
+                    reask: self.cfg.on_edit == crate::config::OnEdit::Reask,
+                },
+            ),
             Command::New => 'new: {
                 let mut ctx = host.context(&ctx_id)?;
                 let admin = self.is_admin(&m.sender);

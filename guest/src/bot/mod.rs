@@ -12,12 +12,14 @@
 //! and errors are [`notices`], delivered through rate limits. After a host
 //! restart, [`recover`] picks up what the last run left; [`rooms`] joins
 //! and leaves, [`reload`] reports swaps, [`expiry`] forgets idle thread
-//! contexts.
+//! contexts, [`controls`] carries out reactions, edits and redactions of
+//! questions and answers.
 //!
 //! Every handler takes the host as `&mut dyn Host`; records are read and
 //! written through [`Records`], typed by their keys.
 
 mod command;
+mod controls;
 mod expiry;
 mod inbound;
 mod notices;
@@ -149,6 +151,9 @@ impl Bot {
             Event::Timer(id) => self.on_timer(host, id),
             Event::ReloadResult(r) => self.on_reload(host, r),
             Event::Undecryptable(u) => self.on_undecryptable(host, u),
+            Event::Reaction(r) => self.on_reaction(host, r),
+            Event::MessageEdited(e) => self.on_edited(host, e),
+            Event::Redacted(d) => self.on_redacted(host, d),
         }
     }
 

@@ -45,6 +45,7 @@ impl Bot {
             );
             return self.notice(host, m, &text);
         }
+        self.note_asked(host, &ctx_id, m, &q)?;
         ctx.queue.push_back(q);
         ctx.active_ms = host.now();
         host.save_context(&ctx_id, &mut ctx)?;
@@ -62,13 +63,14 @@ impl Bot {
             Conn::Unknown | Conn::Connecting | Conn::Ready | Conn::Busy => "The agent is busy",
         };
         let text = format!(
-            "⏳ {why}: your message is queued (position {}).",
+            "⏳ {why}: your message is queued (position {}). React {} to withdraw it.",
             position
                 + if crate::planted::on(crate::planted::Bug::QueuePositionSkipped) {
                     2
                 } else {
                     1
-                }
+                },
+            self.cfg.withdraw_reaction
         );
         self.notice(host, m, &text)
     }

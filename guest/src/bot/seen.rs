@@ -48,6 +48,7 @@ impl Bot {
                 }
                 host.remove(&seen_key(id));
                 host.remove(&key);
+                super::controls::forget(host, id)?;
             }
             if done {
                 self.seen_pruned_ms = Some(now);

@@ -45,7 +45,11 @@ impl Bot {
             if r.ending.is_some() {
                 return Ok(Fate::Untouched);
             }
-            r.ending = Some(if r.stop_requested {
+            r.ending = Some(if r.superseded {
+                Ending::Cut(
+                    "✏️ *Stopped: the question was edited, so it is answered again.*".into(),
+                )
+            } else if r.stop_requested {
                 Ending::Cut("⏹️ *Stopped.*".into())
             } else {
                 Ending::Complete
@@ -327,9 +331,20 @@ impl Bot {
         host.remove(&route_key(res.request));
         self.with_reply(host, reply, |bot, host, r| {
             let now = host.now();
+            let sent = |r: &Reply| r.parts.iter().filter(|p| p.event_id.is_some()).count();
+            let before = sent(r);
             match pump::answered(r, res.request, &res.outcome, now) {
                 Answer::Stale => Ok(Fate::Untouched),
-                Answer::Pump => bot.pump_fate(host, reply, r),
+                Answer::Pump => {
+                    if sent(r) > before
+                        && let Ok(event_id) = &res.outcome
+                    {
+                        // A new message of the answer: reactions on it reach it.
+                        let question = r.origin.event_id.clone();
+                        bot.note_answer(host, &question, event_id)?;
+                    }
+                    bot.pump_fate(host, reply, r)
+                }
                 Answer::GiveUp => {
                     if let Err(err) = &res.outcome {
                         host.log(

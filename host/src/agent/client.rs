@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use surfaces_embed::{Action, AgentMessage, AgentSession, Event, Link};
+use surfaces_embed::{Action, AgentFeedback, AgentMessage, AgentSession, Event, Link};
 use surfaces_protocol as proto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -79,6 +79,7 @@ pub enum Command {
     },
     Cancel,
     Reset,
+    Feedback(AgentFeedback),
     /// Close the connection and end the task (idle: the guest is not told).
     Close,
     /// Close the connection for good: the guest hears the agent is gone,
@@ -295,6 +296,7 @@ impl Connection {
             }
             Some(Command::Cancel) => self.session.cancel(&mut self.out),
             Some(Command::Reset) => self.session.reset(&mut self.out),
+            Some(Command::Feedback(f)) => self.session.feedback(f, &mut self.out),
         }
         true
     }

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use surfaces_embed::{
-    AgentError, AgentErrorKind, AgentMessage, AgentStatus, ConnectionState, Event,
+    AgentError, AgentErrorKind, AgentFeedback, AgentMessage, AgentStatus, ConnectionState, Event,
 };
 use tokio::time::Instant;
 
@@ -131,6 +131,13 @@ impl AgentPool {
         }
     }
 
+    /// Feedback goes only to a connection that is open: it never opens one.
+    pub fn feedback(&mut self, context_id: &str, feedback: AgentFeedback) {
+        if let Some(entry) = self.conns.get(context_id) {
+            entry.handle.send(Command::Feedback(feedback));
+        }
+    }
+
     pub fn reset(&mut self, context_id: &str) {
         if let Some(entry) = self.entry(context_id) {
             entry.last_used = Instant::now();
@@ -158,7 +165,10 @@ impl AgentPool {
             | Event::AgentChunk(_)
             | Event::Timer(_)
             | Event::ReloadResult(_)
-            | Event::Undecryptable(_) => return,
+            | Event::Undecryptable(_)
+            | Event::Reaction(_)
+            | Event::MessageEdited(_)
+            | Event::Redacted(_) => return,
         };
         self.cut.remove(&request);
         if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {

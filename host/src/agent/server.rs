@@ -208,6 +208,10 @@ where
                         stream = None;
                         send(&mut ws, &status(&config, 0)).await?;
                     }
+                    Ok(ClientFrame::Feedback { key, sender, .. }) => {
+                        // Never answered; shown so an operator sees it arrive.
+                        eprintln!("surfaces-agent: feedback {key} from {}", sender.id);
+                    }
                     Err(e) => {
                         send(&mut ws, &ServerFrame::Error {
                             code: proto::ErrorCode::BadRequest,

@@ -1,15 +1,19 @@
 //! Matrix timeline events as the guest sees them.
 //!
-//! Only what a person wrote reaches the guest: text, emotes and notices
-//! (notices flagged, so bots never answer each other). Edits, redacted
-//! events, other message types and the bot's own messages are left out.
+//! Only what a person did reaches the guest: text, emotes and notices
+//! (notices flagged, so bots never answer each other), their edits (the
+//! new content, never the "* " fallback), reactions and redactions. Events
+//! already redacted, other message types and the bot's own events are
+//! left out.
 
+use matrix_sdk::ruma::events::reaction::SyncReactionEvent;
 use matrix_sdk::ruma::events::room::message::{
     MessageType, Relation, RoomMessageEventContent, SyncRoomMessageEvent,
 };
+use matrix_sdk::ruma::events::room::redaction::SyncRoomRedactionEvent;
 use matrix_sdk::ruma::events::{AnySyncMessageLikeEvent, AnySyncTimelineEvent};
 use matrix_sdk::ruma::serde::Raw;
-use surfaces_embed::RoomMessage;
+use surfaces_embed::{Event, MessageEdited, Reaction, Redacted, RoomMessage};
 
 /// What the front end knows about the room and the bot when it converts.
 pub struct Context<'a> {
@@ -27,31 +31,62 @@ pub enum Skip {
     NotAMessage,
     Redacted,
     Own,
-    Edit,
     Unsupported(String),
     Malformed(String),
 }
 
-/// The message in `raw`, or why there is none.
-pub fn message(
+/// The guest's event for `raw` (a message, an edit, a reaction or a
+/// redaction), or why there is none.
+pub fn event(
     raw: &Raw<AnySyncTimelineEvent>,
     sender_display_name: impl FnOnce(&str) -> Option<String>,
     cx: &Context<'_>,
-) -> Result<RoomMessage, Skip> {
+) -> Result<Event, Skip> {
     let event = raw
         .deserialize()
         .map_err(|e| Skip::Malformed(e.to_string()))?;
-    let AnySyncTimelineEvent::MessageLike(AnySyncMessageLikeEvent::RoomMessage(event)) = event
-    else {
+    let AnySyncTimelineEvent::MessageLike(event) = event else {
         return Err(Skip::NotAMessage);
     };
-    let SyncRoomMessageEvent::Original(event) = event else {
-        return Err(Skip::Redacted);
-    };
-    let sender = event.sender.to_string();
-    if sender == cx.bot_user_id {
+    if event.sender().as_str() == cx.bot_user_id {
         return Err(Skip::Own);
     }
+    let event = match event {
+        AnySyncMessageLikeEvent::RoomMessage(SyncRoomMessageEvent::Original(e)) => e,
+        AnySyncMessageLikeEvent::Reaction(SyncReactionEvent::Original(e)) => {
+            let sender = e.sender.to_string();
+            return Ok(Event::Reaction(Reaction {
+                room_id: cx.room_id.to_string(),
+                event_id: e.event_id.to_string(),
+                sender_display_name: sender_display_name(&sender),
+                sender,
+                target: e.content.relates_to.event_id.to_string(),
+                key: e.content.relates_to.key,
+                is_direct: cx.is_direct,
+                origin_server_ts: u64::from(e.origin_server_ts.0),
+            }));
+        }
+        AnySyncMessageLikeEvent::RoomRedaction(SyncRoomRedactionEvent::Original(e)) => {
+            // `redacts` moved into the content in room version 11; Synapse
+            // serves both, older servers one.
+            let Some(target) = e.content.redacts.or(e.redacts) else {
+                return Err(Skip::Malformed("a redaction that names no event".into()));
+            };
+            return Ok(Event::Redacted(Redacted {
+                room_id: cx.room_id.to_string(),
+                event_id: e.event_id.to_string(),
+                target: target.to_string(),
+                sender: e.sender.to_string(),
+                reason: e.content.reason,
+                origin_server_ts: u64::from(e.origin_server_ts.0),
+            }));
+        }
+        AnySyncMessageLikeEvent::RoomMessage(_)
+        | AnySyncMessageLikeEvent::Reaction(_)
+        | AnySyncMessageLikeEvent::RoomRedaction(_) => return Err(Skip::Redacted),
+        _ => return Err(Skip::NotAMessage),
+    };
+    let sender = event.sender.to_string();
     let RoomMessageEventContent {
         msgtype,
         relates_to,
@@ -65,7 +100,40 @@ pub fn message(
         other => return Err(Skip::Unsupported(other.msgtype().to_string())),
     };
     let (thread_root, reply_to) = match relates_to {
-        Some(Relation::Replacement(_)) => return Err(Skip::Edit),
+        Some(Relation::Replacement(r)) => {
+            // The new content, never the fallback body; an edit carries no
+            // thread or reply of its own (the original's stand).
+            let (body, is_notice) = match r.new_content.msgtype {
+                MessageType::Text(t) => (t.body, false),
+                MessageType::Emote(e) => (e.body, false),
+                MessageType::Notice(n) => (n.body, true),
+                other => return Err(Skip::Unsupported(other.msgtype().to_string())),
+            };
+            let pill = r
+                .new_content
+                .mentions
+                .as_ref()
+                .is_some_and(|m| m.user_ids.iter().any(|u| u.as_str() == cx.bot_user_id));
+            let mentions_bot = surfaces_contract::mentions_bot(
+                &body,
+                pill,
+                false,
+                cx.bot_user_id,
+                cx.bot_display_name,
+            );
+            return Ok(Event::MessageEdited(MessageEdited {
+                room_id: cx.room_id.to_string(),
+                event_id: event.event_id.to_string(),
+                original: r.event_id.to_string(),
+                sender_display_name: sender_display_name(&sender),
+                sender,
+                body,
+                mentions_bot,
+                is_notice,
+                is_direct: cx.is_direct,
+                origin_server_ts: u64::from(event.origin_server_ts.0),
+            }));
+        }
         Some(Relation::Thread(t)) => (
             Some(t.event_id.to_string()),
             // A fallback reply only points at the thread's latest event.
@@ -84,7 +152,7 @@ pub fn message(
     // simulator.
     let mentions_bot =
         surfaces_contract::mentions_bot(&body, pill, replied, cx.bot_user_id, cx.bot_display_name);
-    Ok(RoomMessage {
+    Ok(Event::Message(RoomMessage {
         room_id: cx.room_id.to_string(),
         event_id: event.event_id.to_string(),
         sender_display_name: sender_display_name(&sender),
@@ -96,7 +164,7 @@ pub fn message(
         mentions_bot,
         is_notice,
         origin_server_ts: u64::from(event.origin_server_ts.0),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -106,9 +174,9 @@ mod tests {
 
     const BOT: &str = "@surfaces:home.org";
 
-    fn raw(content: serde_json::Value, sender: &str) -> Raw<AnySyncTimelineEvent> {
+    fn raw(kind: &str, content: serde_json::Value, sender: &str) -> Raw<AnySyncTimelineEvent> {
         let event = json!({
-            "type": "m.room.message",
+            "type": kind,
             "event_id": "$e1",
             "sender": sender,
             "origin_server_ts": 1_700_000_000_000u64,
@@ -122,6 +190,13 @@ mod tests {
     }
 
     fn convert_from(content: serde_json::Value, sender: &str) -> Result<RoomMessage, Skip> {
+        match convert_event("m.room.message", content, sender)? {
+            Event::Message(m) => Ok(m),
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    fn convert_event(kind: &str, content: serde_json::Value, sender: &str) -> Result<Event, Skip> {
         let sent = |id: &str| id == "$bot";
         let cx = Context {
             room_id: "!r:home.org",
@@ -130,7 +205,53 @@ mod tests {
             is_direct: false,
             sent_by_bot: &sent,
         };
-        message(&raw(content, sender), |_| Some("Alice".into()), &cx)
+        event(&raw(kind, content, sender), |_| Some("Alice".into()), &cx)
+    }
+
+    #[test]
+    fn an_edit_gives_the_new_content_and_the_original() {
+        let edit = json!({"msgtype": "m.text", "body": "* surfaces: fixed",
+            "m.new_content": {"msgtype": "m.text", "body": "surfaces: fixed",
+                "m.mentions": {"user_ids": [BOT]}},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}});
+        let Ok(Event::MessageEdited(e)) = convert_event("m.room.message", edit, "@alice:home.org")
+        else {
+            panic!("an edit");
+        };
+        assert_eq!(
+            (e.original.as_str(), e.body.as_str()),
+            ("$e0", "surfaces: fixed")
+        );
+        assert_eq!(e.event_id, "$e1");
+        assert!(e.mentions_bot && !e.is_notice);
+        // An edit without new content is no edit (the spec: ignore it).
+        let broken = json!({"msgtype": "m.text", "body": "* x",
+            "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}});
+        assert!(convert_event("m.room.message", broken, "@alice:home.org").is_err());
+    }
+
+    #[test]
+    fn reactions_and_redactions_name_their_target() {
+        let react = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$q",
+            "key": "\u{1f6d1}\u{fe0f}"}});
+        let Ok(Event::Reaction(r)) = convert_event("m.reaction", react, "@alice:home.org") else {
+            panic!("a reaction");
+        };
+        assert_eq!((r.target.as_str(), r.key.as_str()), ("$q", "🛑\u{fe0f}"));
+        assert_eq!(r.sender_display_name.as_deref(), Some("Alice"));
+        // Room version 11 puts `redacts` in the content.
+        let redact = json!({"redacts": "$q", "reason": "oops"});
+        let Ok(Event::Redacted(d)) = convert_event("m.room.redaction", redact, "@alice:home.org")
+        else {
+            panic!("a redaction");
+        };
+        assert_eq!(
+            (d.target.as_str(), d.reason.as_deref()),
+            ("$q", Some("oops"))
+        );
+        let own =
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$q", "key": "👀"}});
+        assert_eq!(convert_event("m.reaction", own, BOT).err(), Some(Skip::Own));
     }
 
     #[test]
@@ -188,7 +309,10 @@ mod tests {
         let edit = json!({"msgtype": "m.text", "body": "* fixed",
             "m.new_content": {"msgtype": "m.text", "body": "fixed"},
             "m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}});
-        assert_eq!(convert(edit).err(), Some(Skip::Edit));
+        assert!(matches!(
+            convert_event("m.room.message", edit, "@alice:home.org"),
+            Ok(Event::MessageEdited(_))
+        ));
         let own = json!({"msgtype": "m.text", "body": "hello"});
         assert_eq!(convert_from(own, BOT).err(), Some(Skip::Own));
         let image = json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y"});

@@ -376,10 +376,11 @@ impl Loop {
                 is_direct,
                 sent_by_bot: &sent_by_bot,
             };
-            convert::message(raw, |_| display, &cx)
+            convert::event(raw, |_| display, &cx)
         };
         let mut message = match converted {
-            Ok(m) => m,
+            Ok(Event::Message(m)) => m,
+            Ok(other) => return self.send(other).await,
             Err(Skip::Malformed(why)) => {
                 tracing::warn!(room = %room.room_id(), %event_id, "ignoring a malformed message: {why}");
                 self.ignored("malformed");
@@ -571,6 +572,10 @@ async fn is_direct(room: &Room) -> bool {
 fn item(event: TimelineEvent, bot: &str) -> Item<Raw<AnySyncTimelineEvent>> {
     let undecryptable = matches!(event.kind, TimelineEventKind::UnableToDecrypt { .. });
     let raw = event.into_raw();
+    // A reaction's relation stays in the clear: one that cannot be
+    // decrypted is dropped quietly (as an event for no one), its sender
+    // never told of a message that was not one.
+    let undecryptable = undecryptable && !is_annotation(&raw);
     let kind = if undecryptable {
         inbox::Kind::Undecryptable
     } else {
@@ -582,6 +587,28 @@ fn item(event: TimelineEvent, bot: &str) -> Item<Raw<AnySyncTimelineEvent>> {
         kind,
         event: raw,
     }
+}
+
+/// An (encrypted) event whose clear relation is an `m.annotation`.
+fn is_annotation(raw: &Raw<AnySyncTimelineEvent>) -> bool {
+    #[derive(Deserialize)]
+    struct Encrypted {
+        content: Content,
+    }
+    #[derive(Deserialize)]
+    struct Content {
+        #[serde(rename = "m.relates_to")]
+        relates_to: Option<Rel>,
+    }
+    #[derive(Deserialize)]
+    struct Rel {
+        rel_type: Option<String>,
+    }
+    raw.deserialize_as_unchecked::<Encrypted>()
+        .ok()
+        .and_then(|e| e.content.relates_to?.rel_type)
+        .as_deref()
+        == Some("m.annotation")
 }
 
 /// A string field of an event, empty when absent.

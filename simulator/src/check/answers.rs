@@ -8,7 +8,9 @@ use crate::world::{Outcome, Run};
 
 /// Bot messages replying to each user event: (notice bodies, texts), in
 /// order.
-fn replies_by_target(run: &Run) -> BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> {
+pub(super) fn replies_by_target(
+    run: &Run,
+) -> BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> {
     let mut out: BTreeMap<String, (Vec<String>, Vec<serde_json::Value>)> = BTreeMap::new();
     for (id, content) in run.homeserver.rendered(&run.bot_user_id) {
         let Some(target) = reply_target(run, &id) else {
@@ -44,7 +46,8 @@ pub fn answered(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if !m.addressed || run.facts.excused.contains(&m.event_id) {
+        // A message its sender deleted asks for nothing more.
+        if !m.addressed || m.redacted || run.facts.excused.contains(&m.event_id) {
             continue;
         }
         match replies.get(&m.event_id) {
@@ -80,7 +83,8 @@ pub fn final_texts(run: &Run) -> Vec<String> {
     let replies = replies_by_target(run);
     let mut v = Vec::new();
     for m in &run.facts.user_messages {
-        if run.facts.excused.contains(&m.event_id) {
+        // An edited question has more than one answer (`controls::reasked`).
+        if run.facts.excused.contains(&m.event_id) || !m.edits.is_empty() {
             continue;
         }
         // Only messages whose text identifies one submit unambiguously.

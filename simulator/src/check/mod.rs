@@ -6,14 +6,17 @@
 //! - this file: the registry, and the rules about Matrix itself (sizes,
 //!   edits, throttle, retry_after, leaving, safe links);
 //! - [`answers`]: every message answered, once, in place and in order;
+//! - [`controls`]: edits ask again, withdrawals hold;
 //! - [`store`]: what the guest's store holds once the world is quiet;
 //! - [`witness`]: the transcript steps behind a broken rule.
 
 mod answers;
+mod controls;
 mod store;
 mod witness;
 
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
+pub use controls::{reasked, withdrawn_stays_out};
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 pub use witness::witness;
 
@@ -46,6 +49,14 @@ pub const RULES: &[Rule] = &[
     ),
     ("no send before the homeserver's retry_after", retry_after),
     ("every link the bot renders is safe", safe_links),
+    (
+        "an edited question is answered for its newest text",
+        reasked,
+    ),
+    (
+        "a withdrawn question never goes to the agent",
+        withdrawn_stays_out,
+    ),
 ];
 
 /// Every rule a run broke, in words (empty when all hold).

@@ -18,6 +18,11 @@ pub struct HsEvent {
     pub room_id: String,
     pub sender: String,
     pub ts: u64,
+    /// `m.room.message`, `m.reaction`, `m.room.redaction` or
+    /// `m.room.member`.
+    pub kind: &'static str,
+    /// Pruned to `{}` once the event is redacted, as Synapse serves it
+    /// from then on.
     pub content: Value,
     /// For an edit: the event it replaces.
     pub replaces: Option<String>,
@@ -152,12 +157,72 @@ impl Homeserver {
             room_id: room_id.to_string(),
             sender: sender.to_string(),
             ts,
+            kind: "m.room.message",
             content,
             replaces,
             member: None,
             key_at: None,
         });
         event_id
+    }
+
+    /// A person edits their message: `new_content` replaces it (the body
+    /// outside it is the "* " fallback clients send).
+    pub fn post_edit(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        ts: u64,
+        original: &str,
+        new_content: Value,
+    ) -> String {
+        let fallback = format!(
+            "* {}",
+            new_content
+                .get("body")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        );
+        let content = json!({
+            "msgtype": "m.text",
+            "body": fallback,
+            "m.new_content": new_content,
+            "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+        });
+        self.append(room_id, sender, ts, content, Some(original.to_string()))
+    }
+
+    /// A person reacts to an event with `key`.
+    pub fn post_reaction(
+        &mut self,
+        room_id: &str,
+        sender: &str,
+        ts: u64,
+        target: &str,
+        key: &str,
+    ) -> String {
+        let content = json!({
+            "m.relates_to": { "rel_type": "m.annotation", "event_id": target, "key": key },
+        });
+        let id = self.append(room_id, sender, ts, content, None);
+        if let Some(e) = self.events.last_mut() {
+            e.kind = "m.reaction";
+        }
+        id
+    }
+
+    /// A person redacts an event: a redaction in the timeline, and the
+    /// event's content pruned for every later read (a redacted message has
+    /// no body; a redacted reaction or edit, no relation).
+    pub fn redact(&mut self, room_id: &str, sender: &str, ts: u64, target: &str) -> String {
+        let id = self.append(room_id, sender, ts, json!({ "redacts": target }), None);
+        if let Some(e) = self.events.last_mut() {
+            e.kind = "m.room.redaction";
+        }
+        if let Some(i) = self.by_id.get(target).copied() {
+            self.events[i].content = json!({});
+        }
+        id
     }
 
     /// A membership event (`sender` changes `user`'s membership).
@@ -177,6 +242,7 @@ impl Homeserver {
         }
         self.append(room_id, sender, ts, content, None);
         if let Some(e) = self.events.last_mut() {
+            e.kind = "m.room.member";
             e.member = Some(Member {
                 user: user.to_string(),
                 membership,
@@ -331,7 +397,7 @@ impl Homeserver {
         let mut order = Vec::new();
         let mut latest: BTreeMap<String, Value> = BTreeMap::new();
         for e in &self.events {
-            if e.sender != sender || e.member.is_some() {
+            if e.sender != sender || e.kind != "m.room.message" {
                 continue;
             }
             match &e.replaces {

@@ -32,10 +32,12 @@ pub enum Fault {
     GuestSwap,
     GuestTrap,
     ClockJump,
+    /// Not a fault: people react to, edit and delete what they asked.
+    SecondThoughts,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 21] = [
+    pub const ALL: [Fault; 22] = [
         Fault::AgentDisconnectBefore,
         Fault::AgentDisconnectDuring,
         Fault::AgentDrop,
@@ -57,6 +59,7 @@ impl Fault {
         Fault::GuestSwap,
         Fault::GuestTrap,
         Fault::ClockJump,
+        Fault::SecondThoughts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Fault {
             Fault::GuestSwap => "guest-swap",
             Fault::GuestTrap => "guest-trap",
             Fault::ClockJump => "clock-jump",
+            Fault::SecondThoughts => "second-thoughts",
         }
     }
 }

@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 14] = [
+const PLANTED: [&str; 16] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -129,6 +129,8 @@ const PLANTED: [&str; 14] = [
     "retry-after-ignored",
     "unsafe-links",
     "edit-budget-ignored",
+    "withdrawn-still-sent",
+    "edit-not-reasked",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

@@ -141,11 +141,16 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
     out
 }
 
-/// Every thread or reply still names a labelled step before it.
+/// Every thread, reply, reaction, edit or deletion still names a labelled
+/// step before it.
 fn labels_hold(s: &Scenario) -> bool {
     let mut seen = Vec::new();
     for st in &s.steps {
-        for l in [&st.thread, &st.reply_to].into_iter().flatten() {
+        let on = st
+            .on
+            .as_ref()
+            .map(|l| l.strip_prefix("answer:").unwrap_or(l).to_string());
+        for l in [&st.thread, &st.reply_to, &on].into_iter().flatten() {
             if !seen.contains(&l) {
                 return false;
             }

@@ -142,6 +142,7 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
             ..Step::default()
         });
     }
+    second_thoughts(rng, mix, people, &mut steps);
     for (f, make) in [
         (Fault::HostRestart, restart as fn(&mut ChaCha8Rng) -> Step),
         (Fault::GuestSwap, swap),
@@ -216,6 +217,71 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
         },
         rooms,
         steps,
+    }
+}
+
+/// People have second thoughts about what they asked: a reaction (🛑 or
+/// ❌ on the question, 🛑 or 👍 on its answer, sometimes by someone
+/// else), an edit (its text and a mark, so it names one request) or a
+/// deletion, a little after they asked.
+fn second_thoughts(rng: &mut ChaCha8Rng, mix: &Mix, people: &[&str], steps: &mut Vec<Step>) {
+    let rate = mix.rate(Fault::SecondThoughts);
+    if rate == 0.0 {
+        return;
+    }
+    let asked: Vec<Step> = steps
+        .iter()
+        .filter(|s| s.label.is_some() && s.say.as_deref().is_some_and(|t| !t.starts_with('!')))
+        .cloned()
+        .collect();
+    for (n, q) in asked.iter().enumerate() {
+        if !rng.random_bool((rate * 2.0).min(0.9)) {
+            continue;
+        }
+        let (Some(label), Some(from), Some(text)) = (&q.label, &q.from, &q.say) else {
+            continue;
+        };
+        let by = if q.room.as_deref() == Some(GROUP) && rng.random_bool(0.2) {
+            people[rng.random_range(0..people.len())].to_string()
+        } else {
+            from.clone()
+        };
+        let mut step = Step {
+            at_ms: q.at_ms + rng.random_range(50..8_000),
+            from: Some(by),
+            room: q.room.clone(),
+            mention: q.mention,
+            ..Step::default()
+        };
+        match rng.random_range(0..6u32) {
+            0 => {
+                step.react = Some("🛑".into());
+                step.on = Some(format!("answer:{label}"));
+            }
+            1 => {
+                step.react = Some("🛑\u{fe0f}".into());
+                step.on = Some(label.clone());
+            }
+            2 => {
+                step.react = Some("❌".into());
+                step.on = Some(label.clone());
+            }
+            3 => {
+                step.react = Some("👍".into());
+                step.on = Some(format!("answer:{label}"));
+            }
+            4 => {
+                step.from = Some(from.clone());
+                step.edit = Some(format!("{text} e{n}"));
+                step.on = Some(label.clone());
+            }
+            _ => {
+                step.from = Some(from.clone());
+                step.redact = true;
+                step.on = Some(label.clone());
+            }
+        }
+        steps.push(step);
     }
 }
 

@@ -73,6 +73,7 @@ impl World<'_> {
                     context_id: context_id.clone(),
                     sender: message.sender.id.clone(),
                     text: message.text.clone(),
+                    at_ms: self.now,
                 });
                 self.submit(&context_id, request, message);
             }
@@ -83,6 +84,19 @@ impl World<'_> {
             AgentEffect::Reset { context_id } => {
                 self.log(format!("agent <- reset [{context_id}]"));
                 self.client(&context_id, |session, out| session.reset(out));
+            }
+            AgentEffect::Feedback {
+                context_id,
+                feedback,
+            } => {
+                self.log(format!(
+                    "agent <- feedback {} from {} [{context_id}]",
+                    feedback.key, feedback.sender.id
+                ));
+                self.facts
+                    .feedback
+                    .push((context_id.clone(), feedback.key.clone()));
+                self.client(&context_id, |session, out| session.feedback(feedback, out));
             }
         }
     }
@@ -205,6 +219,7 @@ impl World<'_> {
                     s.cancelled = true;
                 }
             }
+            ClientFrame::Feedback { .. } => {} // the fake agent ignores it, as agents may
             ClientFrame::Reset => {
                 let Some(c) = self.conns.get_mut(ctx) else {
                     return;

@@ -12,6 +12,8 @@ pub struct Facts {
     /// What each event the guest handled cost it (fuel, memory).
     pub costs: Vec<surfaces_embed::Cost>,
     pub submits: Vec<Submit>,
+    /// Feedback the guest passed to the agent: (context, key).
+    pub feedback: Vec<(String, String)>,
     /// Chunks the guest received, per agent request.
     pub chunks: BTreeMap<u64, Vec<String>>,
     /// How each agent request ended for the guest.
@@ -29,6 +31,8 @@ pub struct Facts {
     pub max_edits: u32,
     /// The guest's `context_scope`: shared, room or thread.
     pub scope: String,
+    /// The guest's `on_edit` is `reask` (the default).
+    pub reask: bool,
     /// Queue notices whose position was not the message's place in its
     /// queue, read from the store when the notice was sent.
     pub false_positions: Vec<String>,
@@ -79,6 +83,10 @@ pub struct UserMessage {
     pub addressed: bool,
     /// A command (answered at once, outside the queue).
     pub command: bool,
+    /// Its edits' texts, in the order sent.
+    pub edits: Vec<String>,
+    /// Redacted by its sender: it need not be answered.
+    pub redacted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -88,6 +96,8 @@ pub struct Submit {
     /// Whose message it carries.
     pub sender: String,
     pub text: String,
+    /// When the guest asked for it.
+    pub at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -103,7 +103,10 @@ impl World<'_> {
             | Event::AgentStatus(_)
             | Event::Timer(_)
             | Event::ReloadResult(_)
-            | Event::Undecryptable(_) => {}
+            | Event::Undecryptable(_)
+            | Event::Reaction(_)
+            | Event::MessageEdited(_)
+            | Event::Redacted(_) => {}
         }
         if self.guest.is_none() {
             self.log("event dropped: no guest is running".into());

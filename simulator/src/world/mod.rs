@@ -233,6 +233,7 @@ pub fn run_planted(
         .unwrap_or("shared");
     w.shared_scope = scope == "shared";
     w.facts.scope = scope.to_string();
+    w.facts.reask = scenario.guest.get("on_edit").and_then(|v| v.as_str()) != Some("ignore");
     w.start_host();
     for (i, step) in scenario.steps.iter().enumerate() {
         w.at(EPOCH_MS + step.at_ms, Pending::Step(i));

@@ -60,6 +60,10 @@ impl World<'_> {
             }
             return;
         }
+        if step.react.is_some() || step.edit.is_some() || step.redact {
+            self.act_on(&step, &from, &room);
+            return;
+        }
         let Some(body) = step.say.clone() else { return };
         let thread = step
             .thread
@@ -127,7 +131,85 @@ impl World<'_> {
             body: body.clone(),
             thread,
             addressed,
+            edits: Vec::new(),
+            redacted: false,
         });
+    }
+
+    /// A person reacts to, edits or redacts an event (`step.on`).
+    fn act_on(&mut self, step: &Step, from: &str, room: &str) {
+        if !self
+            .hs
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(from))
+        {
+            self.log(format!("{from} is not in {room}: cannot act there"));
+            return;
+        }
+        let Some(target) = step.on.as_deref().and_then(|on| self.target(on)) else {
+            self.log(format!("{from}: nothing to act on for {:?}", step.on));
+            return;
+        };
+        if let Some(key) = &step.react {
+            let id = self.hs.post_reaction(room, from, self.now, &target, key);
+            self.log(format!("{from} in {room} {id}: reacts {key} to {target}"));
+        } else if let Some(text) = &step.edit {
+            let bot = self.scenario.bot.user_id.clone();
+            let new = json!({
+                "msgtype": "m.text",
+                "body": text,
+                "m.mentions": { "user_ids": if step.mention { vec![bot] } else { vec![] } },
+            });
+            let id = self.hs.post_edit(room, from, self.now, &target, new);
+            self.log(format!(
+                "{from} in {room} {id}: edits {target} into {}",
+                quote(text)
+            ));
+            if let Some(m) = self
+                .facts
+                .user_messages
+                .iter_mut()
+                .find(|m| m.event_id == target)
+            {
+                m.edits.push(text.clone());
+            }
+        } else if step.redact {
+            let id = self.hs.redact(room, from, self.now, &target);
+            self.log(format!("{from} in {room} {id}: redacts {target}"));
+            if let Some(m) = self
+                .facts
+                .user_messages
+                .iter_mut()
+                .find(|m| m.event_id == target)
+            {
+                m.redacted = true;
+            }
+        }
+    }
+
+    /// The event a label names, or (`answer:LABEL`) the bot's first answer
+    /// to it that is not a notice.
+    fn target(&self, on: &str) -> Option<String> {
+        let Some(label) = on.strip_prefix("answer:") else {
+            return self.labels.get(on).cloned();
+        };
+        let question = self.labels.get(label)?;
+        let bot = &self.scenario.bot.user_id;
+        self.hs
+            .events
+            .iter()
+            .find(|e| {
+                &e.sender == bot
+                    && e.kind == "m.room.message"
+                    && e.replaces.is_none()
+                    && e.content.get("msgtype").and_then(|m| m.as_str()) != Some("m.notice")
+                    && e.content
+                        .pointer("/m.relates_to/m.in_reply_to/event_id")
+                        .and_then(|t| t.as_str())
+                        == Some(question.as_str())
+            })
+            .map(|e| e.event_id.clone())
     }
 }
 

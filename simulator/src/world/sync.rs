@@ -9,7 +9,9 @@ use serde_json::Value;
 use surfaces_contract::mentions_bot;
 use surfaces_embed::access::Access;
 use surfaces_embed::inbox::{Admit, Dropped, Inbox, Item, Kind, Out, Retry, Step, Why, Window};
-use surfaces_embed::{Event, Invite, MembersChanged, RoomMessage, Undecryptable};
+use surfaces_embed::{
+    Event, Invite, MembersChanged, MessageEdited, Reaction, Redacted, RoomMessage, Undecryptable,
+};
 
 use super::{Pending, World};
 use crate::homeserver::sync::{self as hs_sync, Batch};
@@ -272,8 +274,8 @@ impl World<'_> {
     fn carry_out(&mut self, out: Out<HsEvent>) {
         match out {
             Out::Deliver(e) => {
-                if let Some(m) = self.message(&e) {
-                    self.deliver(Event::Message(m));
+                if let Some(ev) = self.convert(&e) {
+                    self.deliver(ev);
                 }
             }
             Out::CountMembers(room_id) => {
@@ -303,8 +305,8 @@ impl World<'_> {
             match self.inbox.retried(w, decrypted, now) {
                 Retry::Deliver(e) => {
                     self.log(format!("sync: {} decrypted once its key came", e.event_id));
-                    if let Some(m) = self.message(&e) {
-                        self.deliver(Event::Message(m));
+                    if let Some(ev) = self.convert(&e) {
+                        self.deliver(ev);
                     }
                 }
                 Retry::Duplicate | Retry::Wait => {}
@@ -331,12 +333,70 @@ impl World<'_> {
         }
     }
 
-    /// A person's message as the guest gets it (the native host's
-    /// `convert::message`): who is addressed is the contract's rule.
-    fn message(&self, e: &HsEvent) -> Option<RoomMessage> {
+    /// A person's event as the guest gets it (the native host's
+    /// `convert::event`): a message, an edit (its new content), a reaction
+    /// or a redaction; a redacted one (pruned) is none.
+    fn convert(&self, e: &HsEvent) -> Option<Event> {
+        let c = &e.content;
+        let room = self.hs.rooms.get(&e.room_id)?;
+        let str_at = |path: &str| c.pointer(path).and_then(Value::as_str).map(str::to_string);
+        if e.sender == self.scenario.bot.user_id {
+            return None;
+        }
+        match e.kind {
+            "m.reaction" => {
+                return Some(Event::Reaction(Reaction {
+                    room_id: e.room_id.clone(),
+                    event_id: e.event_id.clone(),
+                    sender: e.sender.clone(),
+                    sender_display_name: room.display_names.get(&e.sender).cloned(),
+                    target: str_at("/m.relates_to/event_id")?,
+                    key: str_at("/m.relates_to/key")?,
+                    is_direct: room.direct,
+                    origin_server_ts: e.ts,
+                }));
+            }
+            "m.room.redaction" => {
+                return Some(Event::Redacted(Redacted {
+                    room_id: e.room_id.clone(),
+                    event_id: e.event_id.clone(),
+                    target: str_at("/redacts")?,
+                    sender: e.sender.clone(),
+                    reason: None,
+                    origin_server_ts: e.ts,
+                }));
+            }
+            _ => {}
+        }
+        if str_at("/m.relates_to/rel_type").as_deref() == Some("m.replace") {
+            let new = c.get("m.new_content")?;
+            let body = new.get("body")?.as_str()?.to_string();
+            let bot = &self.scenario.bot.user_id;
+            let mention = new
+                .pointer("/m.mentions/user_ids")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| ids.iter().any(|i| i.as_str() == Some(bot)));
+            let display = &self.scenario.bot.display_name;
+            return Some(Event::MessageEdited(MessageEdited {
+                room_id: e.room_id.clone(),
+                event_id: e.event_id.clone(),
+                original: str_at("/m.relates_to/event_id")?,
+                sender: e.sender.clone(),
+                sender_display_name: room.display_names.get(&e.sender).cloned(),
+                mentions_bot: mentions_bot(&body, mention, false, bot, display),
+                body,
+                is_notice: new.get("msgtype").and_then(Value::as_str) == Some("m.notice"),
+                is_direct: room.direct,
+                origin_server_ts: e.ts,
+            }));
+        }
+        self.message(e, room).map(Event::Message)
+    }
+
+    /// A person's message: who is addressed is the contract's rule.
+    fn message(&self, e: &HsEvent, room: &crate::homeserver::HsRoom) -> Option<RoomMessage> {
         let c = &e.content;
         let body = c.get("body")?.as_str()?.to_string();
-        let room = self.hs.rooms.get(&e.room_id)?;
         let bot = &self.scenario.bot.user_id;
         let str_at = |path: &str| c.pointer(path).and_then(Value::as_str).map(str::to_string);
         let thread_root = (str_at("/m.relates_to/rel_type").as_deref() == Some("m.thread"))

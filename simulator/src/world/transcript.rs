@@ -17,6 +17,9 @@ pub(super) fn event_name(ev: &Event) -> String {
         Event::Timer(id) => format!("timer {id}"),
         Event::ReloadResult(r) => format!("reload result #{}", r.request),
         Event::Undecryptable(u) => format!("undecryptable {} in {}", u.event_id, u.room_id),
+        Event::Reaction(r) => format!("reaction {} {} on {}", r.event_id, r.key, r.target),
+        Event::MessageEdited(e) => format!("edit {} of {}", e.event_id, e.original),
+        Event::Redacted(d) => format!("redaction {} of {}", d.event_id, d.target),
     }
 }
 

@@ -67,7 +67,10 @@ impl Guest for Echo {
             | Event::AgentError(_)
             | Event::AgentStatus(_)
             | Event::ReloadResult(_)
-            | Event::Undecryptable(_) => Ok(()),
+            | Event::Undecryptable(_)
+            | Event::Reaction(_)
+            | Event::MessageEdited(_)
+            | Event::Redacted(_) => Ok(()),
         }
     }
 }

@@ -139,7 +139,10 @@ impl Guest for NotesBot {
             | Event::AgentEnd(_)
             | Event::AgentError(_)
             | Event::AgentStatus(_)
-            | Event::Undecryptable(_) => Ok(()),
+            | Event::Undecryptable(_)
+            | Event::Reaction(_)
+            | Event::MessageEdited(_)
+            | Event::Redacted(_) => Ok(()),
         }
     }
 }
