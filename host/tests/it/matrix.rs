@@ -1348,3 +1348,121 @@ async fn health_turns_unhealthy_while_syncs_fail_and_back_when_they_succeed() {
     alice.send(&room, "are you well?").await;
     alice.wait_answer(&room, "are you well?", bot).await;
 }
+
+/// A reaction, an edit or a redaction, as Element sends it.
+async fn send_any(room: &Room, content: impl matrix_sdk::ruma::events::MessageLikeEventContent) {
+    room.send(content).await.expect("send");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_encrypted_dm_a_reaction_stops_a_reply_withdraws_a_question_and_an_edit_asks_again() {
+    use matrix_sdk::ruma::events::reaction::ReactionEventContent;
+    use matrix_sdk::ruma::events::relation::Annotation;
+    use matrix_sdk::ruma::events::room::message::ReplacementMetadata;
+
+    // The reference agent echoes, a piece every 250 ms: a long question
+    // streams for about ten seconds.
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start(true, &["--chunks", "40", "--chunk-delay-ms", "250"]).await;
+    let event = |id: &str| OwnedEventId::try_from(id).expect("event id");
+    let react = |id: &str, key: &str| {
+        ReactionEventContent::new(Annotation::new(event(id), key.to_string()))
+    };
+
+    // 🛑 (with the variation selector Element adds) on the reply stops it.
+    let story = "tell me a long story about the sea, its ships and every harbour they ever reached";
+    let asked = alice.send(&room, story).await;
+    // Asked while the story streams: it waits, and ❌ withdraws it.
+    let waiting = alice.send(&room, "a question I will take back").await;
+    alice
+        .wait_for(
+            "the queue notice",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    replies_to(&s.content, &waiting) && body(&s.content).contains("React ❌")
+                })
+            },
+        )
+        .await;
+    alice.wait_reply_started(&asked, &bot).await;
+    let reply = alice
+        .seen
+        .borrow()
+        .iter()
+        .find(|s| is_answer_to(s, &asked))
+        .map(|s| s.event_id.clone())
+        .expect("the reply");
+    send_any(&room, react(&waiting, "❌")).await;
+    alice
+        .wait_for(
+            "the withdrawal",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    replies_to(&s.content, &waiting) && body(&s.content).starts_with("🗑️ Withdrawn")
+                })
+            },
+        )
+        .await;
+    send_any(&room, react(&reply, "🛑\u{fe0f}")).await;
+    alice
+        .wait_for(
+            "the reply to end stopped",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .get(&reply)
+                    .is_some_and(|(c, _)| !is_live(c) && body(c).ends_with("⏹️ *Stopped.*"))
+            },
+        )
+        .await;
+    let shown = alice.rendered(&room, "@bot:localhost")[&reply].0.clone();
+    assert!(
+        body(&shown).len() < story.len(),
+        "stopped before the end: {shown:#?}"
+    );
+
+    // An edit of a question already answered asks again: the new answer
+    // replies to the edited question.
+    let typo = alice.send(&room, "what is a funtcor").await;
+    alice.wait_answer(&room, "what is a funtcor", &bot).await;
+    let fixed = RoomMessageEventContent::text_plain("what is a functor")
+        .make_replacement(ReplacementMetadata::new(event(&typo), None));
+    send_any(&room, fixed).await;
+    alice.wait_answer(&room, "what is a functor", &bot).await;
+    let all = alice.seen.borrow().clone();
+    // (An edit's new content carries no reply: the original message does.)
+    let answers: Vec<String> = rendered(&all, room.room_id(), "@bot:localhost")
+        .into_iter()
+        .filter(|(_, (c, _))| !is_live(c) && body(c).starts_with("what is a fun"))
+        .map(|(id, (c, _))| format!("{id} {}", body(&c)))
+        .collect();
+    let again = all.iter().any(|s| {
+        is_answer_to(s, &typo)
+            && answers
+                .iter()
+                .any(|a| a == &format!("{} what is a functor", s.event_id))
+    });
+    assert_eq!(answers.len(), 2, "two answers: {answers:?}");
+    assert!(
+        again,
+        "the new answer replies to the edited question\n{}",
+        transcript(&all, room.room_id())
+    );
+
+    // The withdrawn question never reached the agent: nothing answers it
+    // (the questions after it were answered, in order).
+    assert!(
+        !all.iter().any(|s| is_answer_to(s, &waiting)),
+        "a withdrawn question was answered\n{}",
+        transcript(&all, room.room_id())
+    );
+}
