@@ -11,6 +11,33 @@ pub enum Scope {
     Thread,
 }
 
+/// What happens to a message that comes while the agent is busy in its
+/// context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueMode {
+    /// It waits its turn (its position is shown).
+    Queue,
+    /// It waits its turn too, but a new message from someone whose answer
+    /// is being written stops that answer first.
+    Interrupt,
+    /// Messages that come while the agent is busy go to it as one, from
+    /// the same room and thread, when it is free.
+    Collect,
+}
+
+impl QueueMode {
+    fn parse(key: &str, v: &str) -> Result<QueueMode, String> {
+        match v.trim() {
+            "queue" => Ok(QueueMode::Queue),
+            "interrupt" => Ok(QueueMode::Interrupt),
+            "collect" => Ok(QueueMode::Collect),
+            other => Err(format!(
+                "{key}: {other:?} is not one of queue, interrupt, collect"
+            )),
+        }
+    }
+}
+
 /// What an edit of a question already answered (or being answered) does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OnEdit {
@@ -46,6 +73,10 @@ pub struct Config {
     /// The reaction that withdraws a queued question (or stops its reply).
     pub withdraw_reaction: String,
     pub on_edit: OnEdit,
+    /// The queue mode of every room but those in `room_queue_modes`.
+    pub queue_mode: QueueMode,
+    /// Rooms with a queue mode of their own.
+    pub room_queue_modes: Vec<(String, QueueMode)>,
     /// Settings this guest does not know: logged, not refused, so a guest
     /// older than the operator's configuration still starts (a rollback
     /// must not fail on a setting added since).
@@ -68,6 +99,8 @@ impl Default for Config {
             stop_reaction: "🛑".into(),
             withdraw_reaction: "❌".into(),
             on_edit: OnEdit::Reask,
+            queue_mode: QueueMode::Queue,
+            room_queue_modes: Vec::new(),
             unknown: Vec::new(),
         }
     }
@@ -109,6 +142,18 @@ impl Config {
                 "auto_join" => c.auto_join = boolean(key, v)?,
                 "busy_retries" => c.busy_retries = number(key, v, 0, 100)? as u32,
                 "thread_expiry_days" => c.thread_expiry_days = number(key, v, 0, 3650)?,
+                "queue_mode" => c.queue_mode = QueueMode::parse(key, v)?,
+                "room_queue_modes" => {
+                    c.room_queue_modes = list(v)
+                        .iter()
+                        .map(|item| {
+                            let (room, mode) = item
+                                .rsplit_once('=')
+                                .ok_or_else(|| format!("{key}: {item:?} is not ROOM_ID=MODE"))?;
+                            Ok((room.trim().to_string(), QueueMode::parse(key, mode)?))
+                        })
+                        .collect::<Result<_, String>>()?;
+                }
                 "stop_reaction" => c.stop_reaction = reaction(key, v)?,
                 "withdraw_reaction" => c.withdraw_reaction = reaction(key, v)?,
                 "on_edit" => {
@@ -127,7 +172,15 @@ impl Config {
     /// The settings this guest knows, for the log line about unknown ones.
     pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
         context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days, \
-        stop_reaction, withdraw_reaction, on_edit";
+        stop_reaction, withdraw_reaction, on_edit, queue_mode, room_queue_modes";
+
+    /// The queue mode of a room.
+    pub fn queue_mode(&self, room_id: &str) -> QueueMode {
+        self.room_queue_modes
+            .iter()
+            .find(|(r, _)| r == room_id)
+            .map_or(self.queue_mode, |(_, m)| *m)
+    }
 }
 
 fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {

@@ -42,10 +42,12 @@ pub enum Bug {
     WithdrawnStillSent,
     /// An edit of a question already answered is not asked again.
     EditNotReasked,
+    /// Collecting messages into one loses the text of the head.
+    CollectDropsOne,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -62,6 +64,7 @@ impl Bug {
         Bug::EditBudgetIgnored,
         Bug::WithdrawnStillSent,
         Bug::EditNotReasked,
+        Bug::CollectDropsOne,
     ];
 
     pub fn name(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Bug {
             Bug::EditBudgetIgnored => "edit-budget-ignored",
             Bug::WithdrawnStillSent => "withdrawn-still-sent",
             Bug::EditNotReasked => "edit-not-reasked",
+            Bug::CollectDropsOne => "collect-drops-one",
         }
     }
 }

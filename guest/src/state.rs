@@ -130,6 +130,10 @@ pub struct Queued {
     /// Times it was sent and lost with the connection before an answer.
     #[serde(default)]
     pub attempts: u32,
+    /// Others whose messages were collected into this one (queue mode
+    /// `collect`): the answer mentions them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with: Vec<String>,
     /// When it was queued: written only by the `next-schema` test build
     /// (schema 2, see `bot::SCHEMA`); every build reads it or its absence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,6 +156,16 @@ pub struct Asked {
     pub excerpt: String,
     /// The bot's messages that answered it (every part, every answer).
     pub answers: Vec<String>,
+}
+
+/// Why a reply was stopped other than by a `stop`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum StopFor {
+    /// Its question was edited: it is asked again.
+    Edit,
+    /// Its asker wrote again (queue mode `interrupt`): the newer message
+    /// is asked instead.
+    Newer,
 }
 
 /// How a streamed reply ended.
@@ -209,9 +223,9 @@ pub struct Reply {
     pub len: usize,
     pub ending: Option<Ending>,
     pub stop_requested: bool,
-    /// Stopped because its question was edited: it is asked again.
-    #[serde(default)]
-    pub superseded: bool,
+    /// Why it was stopped, when not by a `stop` (its ending says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_for: Option<StopFor>,
     /// The room refused the reply: drop what is left of it.
     pub abandoned: bool,
     pub parts: Vec<Part>,
@@ -252,7 +266,7 @@ impl Reply {
             len: 0,
             ending: None,
             stop_requested: false,
-            superseded: false,
+            stopped_for: None,
             abandoned: false,
             parts: vec![Part::default()],
             budget,

@@ -333,6 +333,7 @@ mod pump {
             thread_root: None,
             is_direct: true,
             attempts: 0,
+            with: Vec::new(),
             queued_ms: None,
         };
         Reply::new("shared".into(), origin, budget, None)

@@ -15,7 +15,7 @@ use surfaces_contract::{Addressed, address};
 use super::{Bot, Fate};
 use crate::config::{OnEdit, reaction_key};
 use crate::host::Host;
-use crate::state::{Asked, Contexts, Queued, Records, answer_key, asked_key};
+use crate::state::{Asked, Contexts, Queued, Records, StopFor, answer_key, asked_key};
 use crate::types::{
     AgentFeedback, LogLevel, MessageEdited, Reaction, Redacted, RoomMessage, Sender,
 };
@@ -73,7 +73,7 @@ impl Bot {
                         "🗑️ Withdrawn: this message will not go to the agent.",
                     )
                 }
-                Status::Answering(req) => self.stop_reply(host, req, false),
+                Status::Answering(req) => self.stop_reply(host, req, None),
                 Status::Done => Ok(()),
             };
         }
@@ -150,7 +150,7 @@ impl Bot {
                 let mut ctx = host.context(&asked.context_id)?;
                 ctx.queue.push_front(q);
                 host.save_context(&asked.context_id, &mut ctx)?;
-                self.stop_reply(host, req, true)
+                self.stop_reply(host, req, Some(StopFor::Edit))
             }
             Status::Done => {
                 let q = self.question(&e, &asked, text, host.now());
@@ -199,7 +199,7 @@ impl Bot {
                 );
                 Ok(())
             }
-            Status::Answering(req) => self.stop_reply(host, req, false),
+            Status::Answering(req) => self.stop_reply(host, req, None),
             Status::Done => Ok(()),
         }
     }
@@ -243,20 +243,20 @@ impl Bot {
         Ok(q)
     }
 
-    /// Stop a reply being written (as `stop` does); `superseded` when its
-    /// question was edited and goes again.
-    fn stop_reply(
+    /// Stop a reply being written (as `stop` does); `why`, when it is for
+    /// something newer (its ending says so).
+    pub(super) fn stop_reply(
         &mut self,
         host: &mut dyn Host,
         req: u64,
-        superseded: bool,
+        why: Option<StopFor>,
     ) -> Result<(), String> {
         self.with_reply(host, req, |_, host, r| {
             if r.stop_requested {
                 return Ok(Fate::Untouched);
             }
             r.stop_requested = true;
-            r.superseded = superseded;
+            r.stopped_for = why;
             host.agent_cancel(&r.context_id);
             Ok(Fate::Keep)
         })?;
@@ -274,6 +274,7 @@ impl Bot {
             thread_root: asked.thread_root.clone(),
             is_direct: e.is_direct,
             attempts: 0,
+            with: Vec::new(),
             queued_ms: cfg!(feature = "next-schema").then_some(now),
         }
     }

@@ -73,6 +73,7 @@ impl Bot {
             thread_root: m.thread_root.clone(),
             is_direct: m.is_direct,
             attempts: 0,
+            with: Vec::new(),
             queued_ms: cfg!(feature = "next-schema").then(|| host.now()),
         };
         self.enqueue(host, &m, queued)

@@ -208,7 +208,15 @@ pub fn next(r: &mut Reply, full: &str, now: u64, pace: &Pace) -> Result<Next, St
                 .filter(|_| !planted::on(Bug::WrongThread)),
             reply_to: Some(r.origin.event_id.clone()),
             mentions: if idx == 0 && !r.origin.is_direct {
-                vec![r.origin.sender.clone()]
+                let mut who = vec![r.origin.sender.clone()];
+                who.extend(
+                    r.origin
+                        .with
+                        .iter()
+                        .filter(|w| **w != r.origin.sender)
+                        .cloned(),
+                );
+                who
             } else {
                 Vec::new()
             },

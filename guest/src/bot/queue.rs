@@ -3,11 +3,12 @@
 //! queue is full; the head goes to the agent as soon as it is free.
 
 use super::{Bot, TYPING_RENEW_MS, TYPING_TIMEOUT_MS};
-use crate::config::Scope;
+use crate::config::{QueueMode, Scope};
 use crate::host::Host;
 use crate::render;
 use crate::state::{
-    Conn, Context, Contexts, Queued, Records, Reply, TimerPurpose, User, timer_key, user_key,
+    Conn, Context, Contexts, Queued, Records, Reply, StopFor, TimerPurpose, User, timer_key,
+    user_key,
 };
 use crate::types::{AgentMessage, AgentStatus, ConnectionState, RoomMessage, Sender};
 
@@ -46,9 +47,23 @@ impl Bot {
             return self.notice(host, m, &text);
         }
         self.note_asked(host, &ctx_id, m, &q)?;
+        let mode = self.cfg.queue_mode(&q.room_id);
+        // Interrupt: the asker's answer being written stops; this message
+        // is asked next (it keeps its place behind others' messages).
+        let interrupted = match ctx.in_flight {
+            Some(req) if mode == QueueMode::Interrupt && ctx.queue.is_empty() => self
+                .replies
+                .peek(host, req)?
+                .is_some_and(|r| r.origin.sender == q.sender && !r.stop_requested)
+                .then_some(req),
+            _ => None,
+        };
         ctx.queue.push_back(q);
         ctx.active_ms = host.now();
         host.save_context(&ctx_id, &mut ctx)?;
+        if let Some(req) = interrupted {
+            return self.stop_reply(host, req, Some(StopFor::Newer));
+        }
         self.start_next(host, &ctx_id)?;
         let ctx = host.context(&ctx_id)?;
         let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
@@ -62,6 +77,14 @@ impl Bot {
             }
             Conn::Unknown | Conn::Connecting | Conn::Ready | Conn::Busy => "The agent is busy",
         };
+        if mode == QueueMode::Collect {
+            let text = format!(
+                "⏳ {why}: your message will go to it together with any others sent here \
+                 meanwhile, as one. React {} to withdraw it.",
+                self.cfg.withdraw_reaction
+            );
+            return self.notice(host, m, &text);
+        }
         let text = format!(
             "⏳ {why}: your message is queued (position {}). React {} to withdraw it.",
             position
@@ -81,9 +104,12 @@ impl Bot {
         if ctx.in_flight.is_some() || ctx.retry_timer.is_some() || ctx.conn == Conn::Disconnected {
             return Ok(());
         }
-        let Some(q) = ctx.queue.pop_front() else {
+        let Some(mut q) = ctx.queue.pop_front() else {
             return Ok(());
         };
+        if self.cfg.queue_mode(&q.room_id) == QueueMode::Collect {
+            q = collect(q, &mut ctx.queue);
+        }
         let req = host.next_id()?;
         let user: User = host.load_or_default(&user_key(&q.sender))?;
         let skills = self
@@ -164,4 +190,48 @@ impl Bot {
         }
         self.start_next(host, context_id)
     }
+}
+
+/// The head of a queue and the messages waiting behind it from the same
+/// room and thread, as one message (queue mode `collect`): the texts in
+/// order, each under its sender's name when more than one person wrote.
+/// The answer replies to the last of them.
+fn collect(head: Queued, queue: &mut std::collections::VecDeque<Queued>) -> Queued {
+    let same = |q: &Queued| q.room_id == head.room_id && q.thread_root == head.thread_root;
+    let (mut taken, rest): (Vec<Queued>, Vec<Queued>) = queue.drain(..).partition(same);
+    queue.extend(rest);
+    if taken.is_empty() {
+        return head;
+    }
+    let skip = usize::from(crate::planted::on(crate::planted::Bug::CollectDropsOne));
+    let all: Vec<&Queued> = std::iter::once(&head)
+        .chain(taken.iter())
+        .skip(skip)
+        .collect();
+    let one_sender = all.iter().all(|q| q.sender == head.sender);
+    let text = all
+        .iter()
+        .map(|q| {
+            if one_sender {
+                q.text.clone()
+            } else {
+                let name = q
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| super::localpart(&q.sender).to_string());
+                format!("{name}: {}", q.text)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut with: Vec<String> = Vec::new();
+    for s in std::iter::once(&head.sender).chain(taken.iter().map(|q| &q.sender)) {
+        if !with.contains(s) {
+            with.push(s.clone());
+        }
+    }
+    let mut last = taken.pop().unwrap_or(head); // taken is not empty
+    last.text = text;
+    last.with = with;
+    last
 }

@@ -7,7 +7,8 @@ use super::pump::{self, Answer, Next, Target};
 use super::{Bot, Fate, MAX_LOST, TYPING_RENEW_MS, TYPING_TIMEOUT_MS, cut};
 use crate::host::Host;
 use crate::state::{
-    Contexts, Ending, Queued, Records, Reply, Route, TimerPurpose, route_key, timer_key, user_key,
+    Contexts, Ending, Queued, Records, Reply, Route, StopFor, TimerPurpose, route_key, timer_key,
+    user_key,
 };
 use crate::types::{AgentEnd, AgentError, AgentErrorKind, EditTarget, LogLevel, MatrixResult};
 
@@ -45,14 +46,15 @@ impl Bot {
             if r.ending.is_some() {
                 return Ok(Fate::Untouched);
             }
-            r.ending = Some(if r.superseded {
-                Ending::Cut(
+            r.ending = Some(match r.stopped_for {
+                Some(StopFor::Edit) => Ending::Cut(
                     "✏️ *Stopped: the question was edited, so it is answered again.*".into(),
-                )
-            } else if r.stop_requested {
-                Ending::Cut("⏹️ *Stopped.*".into())
-            } else {
-                Ending::Complete
+                ),
+                Some(StopFor::Newer) => {
+                    Ending::Cut("⏭️ *Stopped: your newer message is answered instead.*".into())
+                }
+                None if r.stop_requested => Ending::Cut("⏹️ *Stopped.*".into()),
+                None => Ending::Complete,
             });
             let ctx_id = r.context_id.clone();
             let mut ctx = host.context(&ctx_id)?;

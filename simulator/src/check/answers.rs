@@ -54,7 +54,7 @@ pub fn answered(run: &Run) -> Vec<String> {
             None => v.push(format!("{} ({:?}) got no answer", m.event_id, m.body)),
             Some((notices, texts)) => {
                 let not_answer = |b: &String| NOT_ANSWERS.iter().any(|p| b.starts_with(p));
-                if texts.is_empty() && notices.iter().all(not_answer) {
+                if texts.is_empty() && notices.iter().all(not_answer) && !collected(run, m) {
                     v.push(format!(
                         "{} ({:?}) was only promised an answer (queued), never given one",
                         m.event_id, m.body
@@ -70,6 +70,32 @@ pub fn answered(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// Whether the message went to the agent as part of one collected with
+/// others (queue mode `collect`), in a request that ended: its answer
+/// replies to the last of them.
+pub(super) fn collected(run: &Run, m: &crate::world::UserMessage) -> bool {
+    std::iter::once(&m.body).chain(&m.edits).any(|text| {
+        run.facts
+            .submits
+            .iter()
+            .any(|s| part_of(&s.text, text.trim()) && run.facts.outcomes.contains_key(&s.request))
+    })
+}
+
+/// `text` (a message's body: the bot's name may lead it) is one of the
+/// messages collected into `submitted` (each there as addressed, under
+/// its sender's name when several wrote).
+pub(super) fn part_of(submitted: &str, text: &str) -> bool {
+    let parts: Vec<&str> = submitted.split("\n\n").collect();
+    parts.len() > 1
+        && parts.iter().any(|p| {
+            let bare = p.split_once(": ").map_or(*p, |(_, t)| t);
+            [*p, bare]
+                .iter()
+                .any(|p| !p.is_empty() && text.ends_with(p))
+        })
 }
 
 /// How the guest starts notices that are not answers: a queue position or

@@ -3,7 +3,7 @@
 
 use crate::world::{Outcome, Run};
 
-use super::answers::replies_by_target;
+use super::answers::{part_of, replies_by_target};
 
 /// A question edited after it was asked is answered for its newest text:
 /// the agent is given that text (in place of the old one while it waited,
@@ -35,8 +35,8 @@ pub fn reasked(run: &Run) -> Vec<String> {
         }
         let Some(submit) = run.facts.submits.iter().rev().find(|s| {
             !s.text.is_empty()
-                && newest.contains(s.text.as_str())
-                && !m.body.contains(s.text.as_str())
+                && ((newest.contains(s.text.as_str()) && !m.body.contains(s.text.as_str()))
+                    || part_of(&s.text, newest.trim()))
         }) else {
             v.push(format!(
                 "{} was edited into {:?}, which never went to the agent",
@@ -51,10 +51,15 @@ pub fn reasked(run: &Run) -> Vec<String> {
                 submit.request, m.event_id
             ));
         }
-        if matches!(
-            run.facts.outcomes.get(&submit.request),
-            Some(Outcome::Ended)
-        ) {
+        // A collected answer replies to the last message collected: the
+        // `answered` rule follows it there.
+        let collected = part_of(&submit.text, newest.trim());
+        if !collected
+            && matches!(
+                run.facts.outcomes.get(&submit.request),
+                Some(Outcome::Ended)
+            )
+        {
             let joined: String = run
                 .facts
                 .chunks
@@ -71,9 +76,13 @@ pub fn reasked(run: &Run) -> Vec<String> {
                 .collect();
             if !joined.is_empty() && !made_of(&joined, &texts) {
                 v.push(format!(
-                    "the answer to the edit of {} ({:?}) is not shown",
+                    "the answer to the edit of {} ({}) is not shown; its replies: {:?}",
                     m.event_id,
-                    crate::world::quote(&joined)
+                    crate::world::quote(&joined),
+                    texts
+                        .iter()
+                        .map(|t| crate::world::quote(t))
+                        .collect::<Vec<_>>()
                 ));
             }
         }
@@ -137,7 +146,7 @@ pub fn withdrawn_stays_out(run: &Run) -> Vec<String> {
 
 /// A reply's text without the note a cut reply ends with.
 fn without_note(body: &str) -> &str {
-    ["\n\n⏹️", "\n\n✏️", "\n\n⚠️"]
+    ["\n\n⏹️", "\n\n⏭️", "\n\n✏️", "\n\n⚠️"]
         .iter()
         .filter_map(|n| body.find(n))
         .min()

@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 16] = [
+const PLANTED: [&str; 17] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -131,6 +131,7 @@ const PLANTED: [&str; 16] = [
     "edit-budget-ignored",
     "withdrawn-still-sent",
     "edit-not-reasked",
+    "collect-drops-one",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

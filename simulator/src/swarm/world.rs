@@ -175,6 +175,8 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     let queue_limit = rng.random_range(1..6i64);
     guest.insert("queue_limit".into(), toml::Value::Integer(queue_limit));
     guest.insert("context_scope".into(), toml::Value::String(scope.into()));
+    let mode = ["queue", "interrupt", "collect"][rng.random_range(0..3usize)];
+    guest.insert("queue_mode".into(), toml::Value::String(mode.into()));
     guest.insert("busy_retries".into(), toml::Value::Integer(2));
     let strict = mix.has(Fault::Hs429);
     let lo = rng.random_range(1..80u64);
