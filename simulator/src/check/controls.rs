@@ -9,9 +9,12 @@ use super::answers::{part_of, replies_by_target};
 /// the agent is given that text (in place of the old one while it waited,
 /// or again once it had been answered), and that request ends. Excused:
 /// questions withdrawn or deleted, and any the bot refused outright (a
-/// full queue) or never took (its edit came before it could be read).
+/// full queue) or never took (its edit came before it could be read), and
+/// every question of a guest that never asks the agent anything.
 pub fn reasked(run: &Run) -> Vec<String> {
-    if !run.facts.reask {
+    // A guest that gives nothing to the agent (an echo, a notes bot) has
+    // no question to ask again.
+    if !run.facts.reask || run.facts.submits.is_empty() {
         return Vec::new();
     }
     let replies = replies_by_target(run);
