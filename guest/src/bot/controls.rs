@@ -37,15 +37,8 @@ impl Bot {
         if r.sender == self.info.bot_user_id {
             return Ok(());
         }
-        let (question, on_answer) = match host.load(&asked_key(&r.target))? {
-            Some(_) => (r.target.clone(), false),
-            None => match host.load(&answer_key(&r.target))? {
-                Some(q) => (q, true),
-                None => return Ok(()), // not about a question of ours
-            },
-        };
-        let Some(asked) = host.load(&asked_key(&question))? else {
-            return Ok(());
+        let Some((question, asked, on_answer)) = question_of(host, &r.target)? else {
+            return Ok(()); // not about a question of ours
         };
         if self.already_seen(host, &r.event_id)? {
             return Ok(());
@@ -176,14 +169,8 @@ impl Bot {
         if d.sender == self.info.bot_user_id {
             return Ok(());
         }
-        let question = match host.load(&asked_key(&d.target))? {
-            Some(_) => d.target.clone(),
-            None => match host.load(&answer_key(&d.target))? {
-                Some(q) => q, // an answer removed: its reply need not go on
-                None => return Ok(()),
-            },
-        };
-        let Some(asked) = host.load(&asked_key(&question))? else {
+        // An answer removed: its reply need not go on either.
+        let Some((question, asked, _)) = question_of(host, &d.target)? else {
             return Ok(());
         };
         if self.already_seen(host, &d.event_id)? {
@@ -321,6 +308,20 @@ impl Bot {
         asked.answers.push(event_id.to_string());
         host.save(&key, &asked)
     }
+}
+
+/// The question `target` is, or is the answer to (then `true`), with
+/// where it went.
+fn question_of(host: &mut dyn Host, target: &str) -> Result<Option<(String, Asked, bool)>, String> {
+    if let Some(asked) = host.load(&asked_key(target))? {
+        return Ok(Some((target.to_string(), asked, false)));
+    }
+    let Some(question) = host.load(&answer_key(target))? else {
+        return Ok(None);
+    };
+    Ok(host
+        .load(&asked_key(&question))?
+        .map(|a| (question, a, true)))
 }
 
 /// Forget a question and the index of its answers (with its `seen/`).

@@ -29,12 +29,14 @@ pub(super) fn replies_by_target(
 
 /// The event a bot message (by its original's id) replies to.
 fn reply_target(run: &Run, id: &str) -> Option<String> {
-    run.homeserver
-        .event(id)?
-        .content
+    replied_to(run.homeserver.event(id)?).map(str::to_string)
+}
+
+/// The event a message replies to (`m.in_reply_to`).
+pub(super) fn replied_to(e: &crate::homeserver::HsEvent) -> Option<&str> {
+    e.content
         .pointer("/m.relates_to/m.in_reply_to/event_id")
         .and_then(|t| t.as_str())
-        .map(str::to_string)
 }
 
 /// Every message addressed to the bot ends in a reply or a clear error:
@@ -228,11 +230,7 @@ pub fn in_place(run: &Run) -> Vec<String> {
         if e.sender != run.bot_user_id || e.member.is_some() || e.replaces.is_some() {
             continue;
         }
-        let Some(target) = e
-            .content
-            .pointer("/m.relates_to/m.in_reply_to/event_id")
-            .and_then(|t| t.as_str())
-        else {
+        let Some(target) = replied_to(e) else {
             continue;
         };
         let Some(asked_in) = threads.get(target) else {

@@ -3,7 +3,7 @@
 
 use crate::world::{Outcome, Run};
 
-use super::answers::{part_of, replies_by_target};
+use super::answers::{part_of, replied_to, replies_by_target};
 
 /// A question edited after it was asked is answered for its newest text:
 /// the agent is given that text (in place of the old one while it waited,
@@ -104,11 +104,7 @@ pub fn withdrawn_stays_out(run: &Run) -> Vec<String> {
         if !body.starts_with("🗑️") {
             continue;
         }
-        let Some(target) = e
-            .content
-            .pointer("/m.relates_to/m.in_reply_to/event_id")
-            .and_then(|t| t.as_str())
-        else {
+        let Some(target) = replied_to(e) else {
             continue;
         };
         let Some(m) = run
