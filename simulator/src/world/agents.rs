@@ -50,6 +50,33 @@ impl World<'_> {
         }
     }
 
+    /// An event the old host run had decided but died before delivering:
+    /// a request it ended or failed counts as failed by the restart, as
+    /// the restarted guest reports it (it never heard the outcome).
+    pub(super) fn undelivered(&mut self, ev: &Event) {
+        let request = match ev {
+            Event::AgentEnd(e) => e.request,
+            Event::AgentError(e) => e.request,
+            // None of these ends a request.
+            Event::Message(_)
+            | Event::Invite(_)
+            | Event::MembersChanged(_)
+            | Event::MatrixResult(_)
+            | Event::AgentChunk(_)
+            | Event::AgentStatus(_)
+            | Event::Timer(_)
+            | Event::ReloadResult(_)
+            | Event::Undecryptable(_)
+            | Event::Reaction(_)
+            | Event::MessageEdited(_)
+            | Event::Redacted(_) => return,
+        };
+        self.facts
+            .outcomes
+            .entry(request)
+            .or_insert(Outcome::Failed("host restarted".into()));
+    }
+
     /// An agent effect: to the client session of its context.
     pub(super) fn agent_effect(&mut self, effect: AgentEffect) {
         match effect {

@@ -343,6 +343,8 @@ impl World<'_> {
             Pending::Deliver(ev) => {
                 if epoch == self.host_epoch {
                     self.deliver(ev);
+                } else {
+                    self.undelivered(&ev);
                 }
             }
             Pending::HostStart => {
