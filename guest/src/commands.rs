@@ -107,7 +107,7 @@ pub fn help(p: &str, admin: bool, c: &Controls) -> String {
          - `{p}help`: this list\n\
          - `{p}new` or `{p}reset`: start a fresh agent context\n\
          - `{p}context`: tokens and messages in the current context\n\
-         - `{p}usage`: tokens you have used\n\
+         - `{p}usage`: tokens you have used (and what your quota leaves)\n\
          - `{p}stop`: stop the reply being written\n\
          - `{p}status`: agent connection, queue and version\n\
          - `{p}skills`: your skills; `{p}skill NAME on|off` to switch one\n"

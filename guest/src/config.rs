@@ -1,5 +1,7 @@
 //! Guest settings, parsed from the operator's key/value strings.
 
+use crate::quota::Quotas;
+
 /// Which conversations share one agent context.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -77,6 +79,8 @@ pub struct Config {
     pub queue_mode: QueueMode,
     /// Rooms with a queue mode of their own.
     pub room_queue_modes: Vec<(String, QueueMode)>,
+    /// Token quotas per user (admins are exempt).
+    pub quotas: Quotas,
     /// Settings this guest does not know: logged, not refused, so a guest
     /// older than the operator's configuration still starts (a rollback
     /// must not fail on a setting added since).
@@ -101,6 +105,7 @@ impl Default for Config {
             on_edit: OnEdit::Reask,
             queue_mode: QueueMode::Queue,
             room_queue_modes: Vec::new(),
+            quotas: Quotas::default(),
             unknown: Vec::new(),
         }
     }
@@ -154,6 +159,9 @@ impl Config {
                         })
                         .collect::<Result<_, String>>()?;
                 }
+                "quota_tokens_per_day" => c.quotas.defaults.day = limit(key, v)?,
+                "quota_tokens_per_month" => c.quotas.defaults.month = limit(key, v)?,
+                "quota_overrides" => c.quotas.overrides = Quotas::parse_overrides(key, v)?,
                 "stop_reaction" => c.stop_reaction = reaction(key, v)?,
                 "withdraw_reaction" => c.withdraw_reaction = reaction(key, v)?,
                 "on_edit" => {
@@ -172,7 +180,8 @@ impl Config {
     /// The settings this guest knows, for the log line about unknown ones.
     pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
         context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days, \
-        stop_reaction, withdraw_reaction, on_edit, queue_mode, room_queue_modes";
+        stop_reaction, withdraw_reaction, on_edit, queue_mode, room_queue_modes, \
+        quota_tokens_per_day, quota_tokens_per_month, quota_overrides";
 
     /// The queue mode of a room.
     pub fn queue_mode(&self, room_id: &str) -> QueueMode {
@@ -191,6 +200,17 @@ fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
         return Err(format!("{key}: {n} is outside {min}..={max}"));
     }
     Ok(n)
+}
+
+/// A token limit: a number, or `none`.
+fn limit(key: &str, v: &str) -> Result<Option<u64>, String> {
+    match v {
+        "none" | "" => Ok(None),
+        _ => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{key}: {v:?} is not a number of tokens or none")),
+    }
 }
 
 /// A reaction key as compared: without the emoji variation selector

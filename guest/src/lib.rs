@@ -11,6 +11,7 @@ pub mod bot;
 pub mod commands;
 pub mod config;
 pub mod planted;
+pub mod quota;
 pub mod render;
 pub mod state;
 

@@ -44,10 +44,13 @@ pub enum Bug {
     EditNotReasked,
     /// Collecting messages into one loses the text of the head.
     CollectDropsOne,
+    /// A user with a quota may have replies written in several contexts
+    /// at once: each started under the limit, together they pass it.
+    QuotaIgnoresInFlight,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -65,6 +68,7 @@ impl Bug {
         Bug::WithdrawnStillSent,
         Bug::EditNotReasked,
         Bug::CollectDropsOne,
+        Bug::QuotaIgnoresInFlight,
     ];
 
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Bug {
             Bug::WithdrawnStillSent => "withdrawn-still-sent",
             Bug::EditNotReasked => "edit-not-reasked",
             Bug::CollectDropsOne => "collect-drops-one",
+            Bug::QuotaIgnoresInFlight => "quota-ignores-in-flight",
         }
     }
 }

@@ -47,6 +47,16 @@ pub struct User {
     /// The direct room this user last wrote from (admin notices go there).
     #[serde(default)]
     pub dm_room: Option<String>,
+    /// Tokens spent today and this month, for their quota.
+    #[serde(default)]
+    pub quota: crate::quota::Spent,
+    /// With a quota: the request being answered for them (their messages
+    /// in other contexts wait for it, see `bot::quota`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<u64>,
+    /// The contexts whose next message is theirs and waits for `busy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 /// A swap's outcome (an admin's `reload`, or one the host started on its

@@ -111,6 +111,145 @@ mod config {
     }
 }
 
+mod quota {
+    use surfaces_guest::config::Config;
+    use surfaces_guest::quota::*;
+    use surfaces_guest::state::User;
+
+    const DAY: u64 = 86_400_000;
+    /// 2026-12-31 22:30 UTC.
+    const NEW_YEARS_EVE: u64 = 1_798_756_200_000;
+
+    fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn limits_come_from_the_first_matching_override_else_the_defaults() {
+        let c = Config::parse(&settings(&[
+            ("quota_tokens_per_day", "1000"),
+            ("quota_tokens_per_month", "none"),
+            (
+                "quota_overrides",
+                "@boss:example.org=none/none, @*:partner.org=50/500, @*=10/none",
+            ),
+        ]))
+        .unwrap();
+        let q = &c.quotas;
+        assert_eq!(
+            q.defaults,
+            Limits {
+                day: Some(1000),
+                month: None
+            }
+        );
+        assert!(!q.limits("@boss:example.org").any());
+        let partner = q.limits("@ann:partner.org");
+        assert_eq!((partner.day, partner.month), (Some(50), Some(500)));
+        assert_eq!(q.limits("@eve:elsewhere").day, Some(10));
+        let bad = Config::parse(&settings(&[("quota_overrides", "@a:x=12")])).unwrap_err();
+        assert!(
+            bad.contains("quota_overrides") && bad.contains("PATTERN=DAY/MONTH"),
+            "{bad}"
+        );
+        let bad = Config::parse(&settings(&[("quota_tokens_per_day", "lots")])).unwrap_err();
+        assert!(bad.contains("quota_tokens_per_day"), "{bad}");
+    }
+
+    #[test]
+    fn patterns_match_whole_ids() {
+        assert!(matches("@*:example.org", "@alice:example.org"));
+        assert!(!matches("@*:example.org", "@alice:example.org.evil"));
+        assert!(matches("@alice:example.org", "@alice:example.org"));
+        assert!(!matches("@alice:example.org", "@alice:example.orgx"));
+        assert!(matches("*", ""));
+        assert!(matches("@a*b*c", "@a-b-b-c"));
+        assert!(!matches("@a*b*c", "@a-c"));
+    }
+
+    #[test]
+    fn spending_resets_with_the_utc_day_and_month() {
+        let mut s = Spent::default();
+        s.add(NEW_YEARS_EVE, 70);
+        s.add(NEW_YEARS_EVE + 60_000, 30);
+        assert_eq!(s.at(NEW_YEARS_EVE), (100, 100));
+        // Two hours later it is 2027: a new day and a new month.
+        assert_eq!(s.at(NEW_YEARS_EVE + 2 * 3_600_000), (0, 0));
+        s.add(NEW_YEARS_EVE + DAY, 5);
+        assert_eq!(s.at(NEW_YEARS_EVE + DAY), (5, 5));
+    }
+
+    #[test]
+    fn a_refusal_says_what_was_used_the_limit_and_when_it_resets() {
+        let mut s = Spent::default();
+        s.add(NEW_YEARS_EVE, 120);
+        let day = Limits {
+            day: Some(100),
+            month: None,
+        };
+        let r = reached(day, &s, NEW_YEARS_EVE).unwrap();
+        let text = refusal(&r, NEW_YEARS_EVE);
+        assert_eq!(
+            text,
+            "🚫 You have used 120 of your 100 tokens today: your quota resets \
+             2027-01-01 00:00 UTC (in 1 h 30 min). This message was not sent to the agent."
+        );
+        // Under the limit, nothing is reached; the month is checked first.
+        assert_eq!(
+            reached(
+                Limits {
+                    day: Some(121),
+                    month: None
+                },
+                &s,
+                NEW_YEARS_EVE
+            ),
+            None
+        );
+        let both = Limits {
+            day: Some(100),
+            month: Some(50),
+        };
+        assert_eq!(
+            reached(both, &s, NEW_YEARS_EVE).unwrap().period,
+            "this month"
+        );
+        assert_eq!(utc(NEW_YEARS_EVE), "2026-12-31 22:30 UTC");
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
+
+    #[test]
+    fn usage_shows_used_and_left_per_period() {
+        let mut s = Spent::default();
+        s.add(NEW_YEARS_EVE, 1234);
+        let text = usage(
+            Limits {
+                day: Some(5000),
+                month: None,
+            },
+            &s,
+            NEW_YEARS_EVE,
+        );
+        assert_eq!(
+            text,
+            "\n\n- Today: 1,234 of 5,000 tokens, 3,766 left (resets 2027-01-01 00:00 UTC)\
+             \n- This month: 1,234 tokens, no limit"
+        );
+    }
+
+    #[test]
+    fn a_user_record_from_before_quotas_still_reads() {
+        let old = r#"{"display_name":null,"first_seen_ms":1,"messages":2,"tokens":3,"skills":{}}"#;
+        let u: User = serde_json::from_str(old).unwrap();
+        assert_eq!(u.quota, Spent::default());
+        assert_eq!((u.busy, u.held.len()), (None, 0));
+    }
+}
+
 mod commands {
     use surfaces_guest::commands::*;
 

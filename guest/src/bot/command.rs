@@ -72,12 +72,23 @@ impl Bot {
                 }
                 s
             }
-            Command::Usage => format!(
-                "**Usage** for {}: {} tokens over {}.",
-                m.sender,
-                commands::thousands(user.tokens),
-                count(user.messages, "message")
-            ),
+            Command::Usage => {
+                let mut s = format!(
+                    "**Usage** for {}: {} tokens over {}.",
+                    m.sender,
+                    commands::thousands(user.tokens),
+                    count(user.messages, "message")
+                );
+                let limits = self.limits(&m.sender);
+                if limits.any() {
+                    s.push_str(&crate::quota::usage(limits, &user.quota, host.now()));
+                } else if self.is_admin(&m.sender)
+                    && (self.cfg.quotas.defaults.any() || !self.cfg.quotas.overrides.is_empty())
+                {
+                    s.push_str(" No quota applies to admins.");
+                }
+                s
+            }
             Command::Stop => {
                 let ctx = host.context(&ctx_id)?;
                 match ctx.in_flight {

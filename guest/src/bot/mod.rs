@@ -13,7 +13,7 @@
 //! restart, [`recover`] picks up what the last run left; [`rooms`] joins
 //! and leaves, [`reload`] reports swaps, [`expiry`] forgets idle thread
 //! contexts, [`controls`] carries out reactions, edits and redactions of
-//! questions and answers.
+//! questions and answers, [`quota`] keeps each user's token quota.
 //!
 //! Every handler takes the host as `&mut dyn Host`; records are read and
 //! written through [`Records`], typed by their keys.
@@ -25,6 +25,7 @@ mod inbound;
 mod notices;
 pub mod pump;
 mod queue;
+mod quota;
 mod recover;
 mod reload;
 mod replies;

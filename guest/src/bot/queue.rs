@@ -2,6 +2,9 @@
 //! busy or reconnecting (its position is shown), or is refused when the
 //! queue is full; the head goes to the agent as soon as it is free.
 
+use std::collections::BTreeSet;
+
+use super::quota::Gate;
 use super::{Bot, TYPING_RENEW_MS, TYPING_TIMEOUT_MS};
 use crate::config::{QueueMode, Scope};
 use crate::host::Host;
@@ -46,6 +49,9 @@ impl Bot {
             );
             return self.notice(host, m, &text);
         }
+        if let Gate::Refuse(text) = self.gate(host, &q.sender)? {
+            return self.notice(host, m, &text);
+        }
         self.note_asked(host, &ctx_id, m, &q)?;
         let mode = self.cfg.queue_mode(&q.room_id);
         // Interrupt: the asker's answer being written stops; this message
@@ -69,6 +75,16 @@ impl Bot {
         let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
             return Ok(()); // on its way to the agent
         };
+        let held = ctx.in_flight.is_none() && ctx.retry_timer.is_none();
+        if held && ctx.conn != Conn::Disconnected {
+            let text = format!(
+                "⏳ Your answer in another conversation is still being written (your token quota \
+                 counts one at a time): this message goes to the agent when it ends. React {} to \
+                 withdraw it.",
+                self.cfg.withdraw_reaction
+            );
+            return self.notice(host, m, &text);
+        }
         let why = match ctx.conn {
             Conn::Disconnected => "The agent is reconnecting",
             // The message ahead waits for the connection, not for an answer.
@@ -104,11 +120,44 @@ impl Bot {
         if ctx.in_flight.is_some() || ctx.retry_timer.is_some() || ctx.conn == Conn::Disconnected {
             return Ok(());
         }
+        // The head goes if its sender has quota left (a refusal answers
+        // it, and the next is tried); it waits while their reply in
+        // another context is being written.
+        loop {
+            let Some(head) = ctx.queue.front() else {
+                return Ok(());
+            };
+            let sender = head.sender.clone();
+            match self.gate(host, &sender)? {
+                Gate::Open => break,
+                Gate::Hold => return self.hold(host, &sender, ctx_id),
+                Gate::Refuse(text) => {
+                    let Some(refused) = ctx.queue.pop_front() else {
+                        return Ok(());
+                    };
+                    host.save_context(ctx_id, &mut ctx)?;
+                    self.notice(host, &refused, &text)?;
+                }
+            }
+        }
         let Some(mut q) = ctx.queue.pop_front() else {
             return Ok(());
         };
         if self.cfg.queue_mode(&q.room_id) == QueueMode::Collect {
-            q = collect(q, &mut ctx.queue);
+            // Only messages whose senders may send now join: the answer
+            // counts for the last of them (the agent sees it as theirs).
+            let mut may = BTreeSet::new();
+            for s in ctx
+                .queue
+                .iter()
+                .map(|x| x.sender.clone())
+                .collect::<BTreeSet<_>>()
+            {
+                if self.gate(host, &s)? == Gate::Open {
+                    may.insert(s);
+                }
+            }
+            q = collect(q, &mut ctx.queue, |s| may.contains(s));
         }
         let req = host.next_id()?;
         let user: User = host.load_or_default(&user_key(&q.sender))?;
@@ -142,11 +191,12 @@ impl Bot {
             Some(next) if crate::planted::on(crate::planted::Bug::WrongMessage) => next.clone(),
             _ => q,
         };
+        let sender = q.sender.clone();
         let reply = Reply::new(ctx_id.to_string(), q, budget, Some(typing_timer));
         self.replies.open(host, req, reply)?;
         ctx.in_flight = Some(req);
         host.save_context(ctx_id, &mut ctx)?;
-        Ok(())
+        self.mark_busy(host, &sender, req)
     }
 
     /// The agent connection changed state: a `ready` ends a retry pause.
@@ -195,9 +245,16 @@ impl Bot {
 /// The head of a queue and the messages waiting behind it from the same
 /// room and thread, as one message (queue mode `collect`): the texts in
 /// order, each under its sender's name when more than one person wrote.
-/// The answer replies to the last of them.
-fn collect(head: Queued, queue: &mut std::collections::VecDeque<Queued>) -> Queued {
-    let same = |q: &Queued| q.room_id == head.room_id && q.thread_root == head.thread_root;
+/// The answer replies to the last of them. Messages of senders who may
+/// not send now (`may_send`: over quota, or waiting) stay queued.
+fn collect(
+    head: Queued,
+    queue: &mut std::collections::VecDeque<Queued>,
+    may_send: impl Fn(&str) -> bool,
+) -> Queued {
+    let same = |q: &Queued| {
+        q.room_id == head.room_id && q.thread_root == head.thread_root && may_send(&q.sender)
+    };
     let (mut taken, rest): (Vec<Queued>, Vec<Queued>) = queue.drain(..).partition(same);
     queue.extend(rest);
     if taken.is_empty() {

@@ -42,10 +42,12 @@ impl Bot {
 
     pub(super) fn on_end(&mut self, host: &mut dyn Host, e: AgentEnd) -> Result<(), String> {
         let mut next = None;
+        let mut asker = None;
         self.with_reply(host, e.request, |bot, host, r| {
             if r.ending.is_some() {
                 return Ok(Fate::Untouched);
             }
+            asker = Some(r.origin.sender.clone());
             r.ending = Some(match r.stopped_for {
                 Some(StopFor::Edit) => Ending::Cut(
                     "✏️ *Stopped: the question was edited, so it is answered again.*".into(),
@@ -70,12 +72,16 @@ impl Bot {
             let mut user = host.load_or_default(&ukey)?;
             if !crate::planted::on(crate::planted::Bug::TokensNotCounted) {
                 user.tokens = user.tokens.saturating_add(e.tokens_used);
+                user.quota.add(host.now(), e.tokens_used);
             }
             user.messages = user.messages.saturating_add(1);
             host.save(&ukey, &user)?;
             next = Some(ctx_id);
             bot.close_reply(host, e.request, r)
         })?;
+        if let Some(asker) = asker {
+            self.release(host, &asker, e.request)?;
+        }
         match next {
             Some(ctx_id) => self.start_next(host, &ctx_id),
             None => Ok(()),
@@ -88,12 +94,17 @@ impl Bot {
         e: AgentError,
     ) -> Result<(), String> {
         let mut after = After::Nothing;
+        let mut asker = None;
         self.with_reply(host, e.request, |bot, host, r| {
             if r.ending.is_some() {
                 return Ok(Fate::Untouched);
             }
+            asker = Some(r.origin.sender.clone());
             bot.settle_failed(host, &e, r, &mut after)
         })?;
+        if let Some(asker) = asker {
+            self.release(host, &asker, e.request)?;
+        }
         match after {
             After::Nothing => Ok(()),
             After::Requeued(origin, text) => self.notice(host, &origin, text),

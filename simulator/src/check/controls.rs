@@ -9,8 +9,9 @@ use super::answers::{part_of, replied_to, replies_by_target};
 /// the agent is given that text (in place of the old one while it waited,
 /// or again once it had been answered), and that request ends. Excused:
 /// questions withdrawn or deleted, and any the bot refused outright (a
-/// full queue) or never took (its edit came before it could be read), and
-/// every question of a guest that never asks the agent anything.
+/// full queue, a spent quota) or never took (its edit came before it
+/// could be read), and every question of a guest that never asks the
+/// agent anything.
 pub fn reasked(run: &Run) -> Vec<String> {
     // A guest that gives nothing to the agent (an echo, a notes bot) has
     // no question to ask again.
@@ -30,10 +31,9 @@ pub fn reasked(run: &Run) -> Vec<String> {
             .get(&m.event_id)
             .map(|(n, _)| n.as_slice())
             .unwrap_or(&[]);
-        if notices
-            .iter()
-            .any(|n| n.starts_with("🗑️") || n.contains("messages are already waiting"))
-        {
+        if notices.iter().any(|n| {
+            n.starts_with("🗑️") || n.starts_with("🚫") || n.contains("messages are already waiting")
+        }) {
             continue;
         }
         let Some(submit) = run.facts.submits.iter().rev().find(|s| {

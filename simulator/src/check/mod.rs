@@ -7,16 +7,19 @@
 //!   edits, throttle, retry_after, leaving, safe links);
 //! - [`answers`]: every message answered, once, in place and in order;
 //! - [`controls`]: edits ask again, withdrawals hold;
+//! - [`quota`]: a token quota is passed by one reply at most;
 //! - [`store`]: what the guest's store holds once the world is quiet;
 //! - [`witness`]: the transcript steps behind a broken rule.
 
 mod answers;
 mod controls;
+mod quota;
 mod store;
 mod witness;
 
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use controls::{reasked, withdrawn_stays_out};
+pub use quota::quota_kept;
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 pub use witness::witness;
 
@@ -56,6 +59,10 @@ pub const RULES: &[Rule] = &[
     (
         "a withdrawn question never goes to the agent",
         withdrawn_stays_out,
+    ),
+    (
+        "a quota is never overrun by more than one reply",
+        quota_kept,
     ),
 ];
 

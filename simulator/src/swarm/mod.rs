@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 17] = [
+const PLANTED: [&str; 18] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -132,6 +132,7 @@ const PLANTED: [&str; 17] = [
     "withdrawn-still-sent",
     "edit-not-reasked",
     "collect-drops-one",
+    "quota-ignores-in-flight",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

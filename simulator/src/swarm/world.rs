@@ -178,6 +178,26 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     let mode = ["queue", "interrupt", "collect"][rng.random_range(0..3usize)];
     guest.insert("queue_mode".into(), toml::Value::String(mode.into()));
     guest.insert("busy_retries".into(), toml::Value::Integer(2));
+    // Token quotas in some worlds, tight enough to be reached (replies
+    // report up to 5,000 tokens each).
+    let quota = rng.random_range(1_000..12_000i64);
+    match rng.random_range(0..5u32) {
+        0 => {
+            guest.insert("quota_tokens_per_day".into(), toml::Value::Integer(quota));
+        }
+        1 => {
+            guest.insert("quota_tokens_per_month".into(), toml::Value::Integer(quota));
+        }
+        2 => {
+            let over = format!("@alice:*={quota}/none, @bob:sim.test=none/none");
+            guest.insert("quota_overrides".into(), toml::Value::String(over));
+            guest.insert(
+                "quota_tokens_per_day".into(),
+                toml::Value::Integer(quota / 2),
+            );
+        }
+        _ => {}
+    }
     let strict = mix.has(Fault::Hs429);
     let lo = rng.random_range(1..80u64);
     Scenario {

@@ -29,6 +29,10 @@ pub struct Facts {
     pub edit_interval_ms: u64,
     /// The guest's `max_edits_per_message`.
     pub max_edits: u32,
+    /// The guest's settings, as the operator gave them.
+    pub settings: Vec<(String, String)>,
+    /// The scenario moves the wall clock (a day or a month may pass).
+    pub clock_jumps: bool,
     /// The guest's `context_scope`: shared, room or thread.
     pub scope: String,
     /// The guest's `on_edit` is `reask` (the default).

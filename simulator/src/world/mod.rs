@@ -222,6 +222,8 @@ pub fn run_planted(
         facts: Facts {
             edit_interval_ms,
             max_edits,
+            settings: scenario.settings(),
+            clock_jumps: scenario.steps.iter().any(|s| s.clock_jump_ms.is_some()),
             ..Facts::default()
         },
         prefix: prefix.clone(),
