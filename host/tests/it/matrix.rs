@@ -281,8 +281,19 @@ impl Human {
         context: impl Fn() -> String,
         done: impl Fn(&[Seen]) -> bool,
     ) {
+        self.wait_at_most(PATIENCE, what, context, done).await;
+    }
+
+    /// The same, for something known to take longer than `PATIENCE`.
+    async fn wait_at_most(
+        &self,
+        patience: Duration,
+        what: &str,
+        context: impl Fn() -> String,
+        done: impl Fn(&[Seen]) -> bool,
+    ) {
         let mut seen = self.seen.clone();
-        let waited = tokio::time::timeout(PATIENCE, seen.wait_for(|all| done(all))).await;
+        let waited = tokio::time::timeout(patience, seen.wait_for(|all| done(all))).await;
         if !matches!(waited, Ok(Ok(_))) {
             let all = self.seen.borrow().clone();
             panic!(
@@ -495,6 +506,12 @@ impl DmWorld {
 
     /// The same, with lines for the bot's `[guest.settings]`.
     async fn start_with(relax: bool, agent: &[&str], guest: &str) -> DmWorld {
+        DmWorld::start_configured(relax, agent, "", guest).await
+    }
+
+    /// The same, with lines for the bot's `[matrix]` too (`admins` there
+    /// replaces Alice as the admin).
+    async fn start_configured(relax: bool, agent: &[&str], matrix: &str, guest: &str) -> DmWorld {
         let options = Options {
             relax_rate_limits: relax,
             ..Options::default()
@@ -506,7 +523,7 @@ impl DmWorld {
             bot,
             alice,
             bot_id,
-        } = World::start_with(options, agent, "", guest).await;
+        } = World::start_with(options, agent, matrix, guest).await;
         let room = alice.dm(&bot_id).await;
         DmWorld {
             synapse,
@@ -550,9 +567,13 @@ fn bot_config(extra: &str) -> String {
 }
 
 fn bot_config_with(matrix: &str, guest: &str) -> String {
-    format!(
-        "[matrix]\nadmins = [\"@alice:localhost\"]\n{matrix}\n[guest.settings]\nedit_interval_ms = 300\n{guest}\n"
-    )
+    // Alice is the admin, unless the test names its own.
+    let admins = if matrix.contains("admins") {
+        ""
+    } else {
+        "admins = [\"@alice:localhost\"]\n"
+    };
+    format!("[matrix]\n{admins}{matrix}\n[guest.settings]\nedit_interval_ms = 300\n{guest}\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1464,5 +1485,247 @@ async fn in_an_encrypted_dm_a_reaction_stops_a_reply_withdraws_a_question_and_an
         !all.iter().any(|s| is_answer_to(s, &waiting)),
         "a withdrawn question was answered\n{}",
         transcript(&all, room.room_id())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_encrypted_dm_a_user_over_quota_is_refused_and_usage_shows_it() {
+    // The reference agent counts the words of the question and of its
+    // reply: an echo of five words costs ten tokens.
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start_configured(
+        true,
+        &[],
+        "admins = [\"@admin:localhost\"]\nallow = [\"@alice:localhost\"]",
+        "quota_tokens_per_day = 15",
+    )
+    .await;
+    alice.send(&room, "how long is the nile").await;
+    alice.wait_answer(&room, "how long is the nile", &bot).await;
+    // 10 tokens spent, under 15: this one goes, and passes the limit.
+    alice.send(&room, "and the amazon river").await;
+    alice.wait_answer(&room, "and the amazon river", &bot).await;
+    let refused = alice.send(&room, "and the danube").await;
+    alice
+        .wait_for(
+            "the refusal",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    replies_to(&s.content, &refused)
+                        && body(&s.content).starts_with(
+                            "🚫 You have used 18 of your 15 tokens today: your quota resets ",
+                        )
+                        && body(&s.content).ends_with("This message was not sent to the agent.")
+                })
+            },
+        )
+        .await;
+    let usage = alice.send(&room, "!usage").await;
+    alice
+        .wait_for(
+            "the usage",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    replies_to(&s.content, &usage)
+                        && body(&s.content).contains("- Today: 18 of 15 tokens, 0 left (resets ")
+                })
+            },
+        )
+        .await;
+    let all = alice.seen.borrow().clone();
+    assert!(
+        !all.iter().any(|s| is_answer_to(s, &refused)),
+        "a refused message was answered\n{}",
+        transcript(&all, room.room_id())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_interrupt_stops_the_askers_reply_for_their_newer_message() {
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start_with(
+        true,
+        &["--chunks", "40", "--chunk-delay-ms", "250"],
+        "queue_mode = \"interrupt\"",
+    )
+    .await;
+    let story = "tell me a long story about the sea, its ships and every harbour they ever reached";
+    let asked = alice.send(&room, story).await;
+    alice.wait_reply_started(&asked, &bot).await;
+    alice.send(&room, "never mind, what is two and two").await;
+    alice
+        .wait_answer(&room, "never mind, what is two and two", &bot)
+        .await;
+    let all = alice.seen.borrow().clone();
+    let stopped = rendered(&all, room.room_id(), "@bot:localhost")
+        .into_iter()
+        .find(|(_, (c, _))| {
+            body(c).ends_with("⏭️ *Stopped: your newer message is answered instead.*")
+        });
+    let Some((_, (shown, _))) = stopped else {
+        panic!(
+            "the story's reply was not stopped\n{}",
+            transcript(&all, room.room_id())
+        );
+    };
+    assert!(!is_live(&shown), "stopped replies are final: {shown:#?}");
+    assert!(
+        !body(&shown).starts_with(story),
+        "stopped before the end: {shown:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_collect_sends_what_came_meanwhile_as_one_message() {
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start_with(
+        true,
+        &["--chunks", "20", "--chunk-delay-ms", "250"],
+        "queue_mode = \"collect\"",
+    )
+    .await;
+    let story = "tell me a long story about the sea, its ships and every harbour they ever reached";
+    let asked = alice.send(&room, story).await;
+    alice.wait_reply_started(&asked, &bot).await;
+    let first = alice.send(&room, "and add some pirates").await;
+    let second = alice.send(&room, "and a happy ending").await;
+    alice
+        .wait_answer(&room, "and add some pirates\n\nand a happy ending", &bot)
+        .await;
+    alice.wait_answer(&room, story, &bot).await;
+    let all = alice.seen.borrow().clone();
+    assert!(
+        all.iter().any(|s| is_answer_to(s, &second)),
+        "the collected answer replies to the last message\n{}",
+        transcript(&all, room.room_id())
+    );
+    assert!(
+        all.iter().any(|s| replies_to(&s.content, &first)
+            && body(&s.content).contains("together with any others sent here")),
+        "the first was told it goes together\n{}",
+        transcript(&all, room.room_id())
+    );
+    assert!(
+        !all.iter().any(|s| is_answer_to(s, &first)),
+        "one answer for both\n{}",
+        transcript(&all, room.room_id())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_synapse_s_default_rate_limit_a_100_kb_reply_arrives_whole_within_its_edit_budget() {
+    // 100 KB of Markdown paragraphs (so every event carries HTML too),
+    // streamed for about 20 s, with Synapse's own rc_message (0.2/s,
+    // burst 10) and the default edit budget (60).
+    let mut long = String::new();
+    let mut n = 0;
+    while long.len() < 100 * 1024 {
+        n += 1;
+        long.push_str(&format!(
+            "Paragraph {n}: the sea, its ships and every harbour they ever reached, \
+             **told** once more.\n\n"
+        ));
+    }
+    let long = long.trim_end().to_string();
+    let script = format!("script:{long}");
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start_with(
+        false,
+        &[
+            "--mode",
+            &script,
+            "--chunks",
+            "200",
+            "--chunk-delay-ms",
+            "100",
+        ],
+        "",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let asked = alice.send(&room, "go").await;
+    // Whole: the parts, in order, hold every word of the text, and none
+    // is still live.
+    let parts = |all: &[Seen]| -> Vec<(String, Value, usize)> {
+        let view = rendered(all, room.room_id(), "@bot:localhost");
+        all.iter()
+            .filter(|s| is_answer_to(s, &asked))
+            .filter_map(|s| {
+                let (c, edits) = view.get(&s.event_id)?;
+                Some((s.event_id.clone(), c.clone(), *edits))
+            })
+            .collect()
+    };
+    let whole = |all: &[Seen]| {
+        let parts = parts(all);
+        let words: Vec<&str> = parts
+            .iter()
+            .flat_map(|(_, c, _)| body(c).split_whitespace())
+            .collect();
+        !parts.is_empty()
+            && parts.iter().all(|(_, c, _)| !is_live(c))
+            && words.iter().copied().eq(long.split_whitespace())
+    };
+    // Synapse lets the bot send one event per 5 s once its burst is
+    // spent: a reply of many messages takes minutes.
+    alice
+        .wait_at_most(
+            Duration::from_secs(400),
+            "the whole reply",
+            || bot.log(),
+            |all| whole(all),
+        )
+        .await;
+    let took = started.elapsed();
+    let all = alice.seen.borrow().clone();
+    let parts = parts(&all);
+    let edits: Vec<usize> = parts.iter().map(|(_, _, e)| *e).collect();
+    println!(
+        "a {} byte reply: {} messages, edits {:?} ({} in all), {} events, complete after {:.1} s",
+        long.len(),
+        parts.len(),
+        edits,
+        edits.iter().sum::<usize>(),
+        parts.len() + edits.iter().sum::<usize>(),
+        took.as_secs_f64()
+    );
+    assert!(
+        edits.iter().all(|e| *e <= 60),
+        "edits per message {edits:?}, the budget is 60"
+    );
+    let metrics = bot.metrics();
+    assert!(
+        metrics.contains("outcome=\"rate_limited\""),
+        "the homeserver limited the bot on the way (else this test proves nothing):\n{metrics}"
     );
 }
