@@ -265,11 +265,25 @@ fn collect(
         .chain(taken.iter())
         .skip(skip)
         .collect();
-    let one_sender = all.iter().all(|q| q.sender == head.sender);
+    // A head collected before (and sent back by a `busy`) keeps its
+    // senders: its text already names them when there were several.
+    let mut with: Vec<String> = if head.with.is_empty() {
+        vec![head.sender.clone()]
+    } else {
+        head.with.clone()
+    };
+    let head_named = with.len() > 1;
+    for s in taken.iter().map(|q| &q.sender) {
+        if !with.contains(s) {
+            with.push(s.clone());
+        }
+    }
+    let one_sender = with.len() == 1;
     let text = all
         .iter()
-        .map(|q| {
-            if one_sender {
+        .enumerate()
+        .map(|(i, q)| {
+            if one_sender || (i == 0 && skip == 0 && head_named) {
                 q.text.clone()
             } else {
                 let name = q
@@ -281,12 +295,6 @@ fn collect(
         })
         .collect::<Vec<_>>()
         .join("\n\n");
-    let mut with: Vec<String> = Vec::new();
-    for s in std::iter::once(&head.sender).chain(taken.iter().map(|q| &q.sender)) {
-        if !with.contains(s) {
-            with.push(s.clone());
-        }
-    }
     let mut last = taken.pop().unwrap_or(head); // taken is not empty
     last.text = text;
     last.with = with;

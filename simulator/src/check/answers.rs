@@ -76,13 +76,19 @@ pub fn answered(run: &Run) -> Vec<String> {
 
 /// Whether the message went to the agent as part of one collected with
 /// others (queue mode `collect`), in a request that ended: its answer
-/// replies to the last of them.
+/// replies to the last of them. The last request that carried it counts
+/// (one refused as busy goes again, maybe with more collected), and must
+/// carry it as it was written.
 pub(super) fn collected(run: &Run, m: &crate::world::UserMessage) -> bool {
     std::iter::once(&m.body).chain(&m.edits).any(|text| {
+        let text = text.trim();
+        let core = text.split_once(": ").map_or(text, |(_, t)| t);
         run.facts
             .submits
             .iter()
-            .any(|s| part_of(&s.text, text.trim()) && run.facts.outcomes.contains_key(&s.request))
+            .rev()
+            .find(|s| s.text.contains("\n\n") && s.text.contains(core))
+            .is_some_and(|s| part_of(&s.text, text) && run.facts.outcomes.contains_key(&s.request))
     })
 }
 
