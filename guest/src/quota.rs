@@ -115,7 +115,7 @@ impl Spent {
     /// Spent today and this month, at `now_ms`: a period that has passed
     /// counts nothing.
     pub fn at(&self, now_ms: u64) -> (u64, u64) {
-        let day = now_ms / DAY_MS;
+        let day = self.today(now_ms);
         (
             if self.day == day { self.day_tokens } else { 0 },
             if self.month == month_of(day) {
@@ -126,10 +126,16 @@ impl Spent {
         )
     }
 
+    /// The day of `now_ms`, never before the one last counted: a clock set
+    /// back does not give a spent quota back.
+    fn today(&self, now_ms: u64) -> u64 {
+        (now_ms / DAY_MS).max(self.day)
+    }
+
     /// Counts `tokens` spent at `now_ms`.
     pub fn add(&mut self, now_ms: u64, tokens: u64) {
         let (day_tokens, month_tokens) = self.at(now_ms);
-        let day = now_ms / DAY_MS;
+        let day = self.today(now_ms);
         *self = Spent {
             day,
             day_tokens: day_tokens.saturating_add(tokens),
@@ -137,6 +143,13 @@ impl Spent {
             month_tokens: month_tokens.saturating_add(tokens),
         };
     }
+}
+
+/// What a reply that ended in an error counts (the agent reports tokens
+/// only at a reply's end): its question and the text it got, at about four
+/// bytes a token, so that a reply cut short is not free.
+pub fn estimate(question_bytes: usize, reply_bytes: usize) -> u64 {
+    (question_bytes.saturating_add(reply_bytes)).div_ceil(4) as u64
 }
 
 /// A limit reached: which period, what was spent, when it resets.

@@ -180,6 +180,19 @@ mod quota {
         assert_eq!(s.at(NEW_YEARS_EVE + 2 * 3_600_000), (0, 0));
         s.add(NEW_YEARS_EVE + DAY, 5);
         assert_eq!(s.at(NEW_YEARS_EVE + DAY), (5, 5));
+        // A clock set back a day gives nothing back: it still counts as
+        // the newest day seen.
+        s.add(NEW_YEARS_EVE, 1);
+        assert_eq!(s.at(NEW_YEARS_EVE), (6, 6));
+        assert_eq!(s.at(NEW_YEARS_EVE + DAY), (6, 6));
+    }
+
+    #[test]
+    fn a_reply_cut_by_an_error_counts_about_four_bytes_a_token() {
+        assert_eq!(estimate(0, 0), 0);
+        assert_eq!(estimate(10, 30), 10);
+        assert_eq!(estimate(1, 0), 1);
+        assert_eq!(estimate(usize::MAX, 1), (usize::MAX / 4 + 1) as u64);
     }
 
     #[test]

@@ -227,6 +227,9 @@ impl Bot {
         }
         let q = ctx.queue.remove(at);
         host.save_context(&asked.context_id, &mut ctx)?;
+        // The head may have been held for its sender's quota: whoever is
+        // next may go now.
+        self.start_next(host, &asked.context_id)?;
         Ok(q)
     }
 

@@ -75,8 +75,9 @@ impl Bot {
         let Some(position) = ctx.queue.iter().position(|x| x.event_id == m.event_id) else {
             return Ok(()); // on its way to the agent
         };
-        let held = ctx.in_flight.is_none() && ctx.retry_timer.is_none();
-        if held && ctx.conn != Conn::Disconnected {
+        let held =
+            ctx.in_flight.is_none() && ctx.retry_timer.is_none() && ctx.conn != Conn::Disconnected;
+        if held && position == 0 {
             let text = format!(
                 "⏳ Your answer in another conversation is still being written (your token quota \
                  counts one at a time): this message goes to the agent when it ends. React {} to \
@@ -86,6 +87,8 @@ impl Bot {
             return self.notice(host, m, &text);
         }
         let why = match ctx.conn {
+            // The head waits for its sender's answer elsewhere (quota).
+            _ if held => "A message ahead of yours waits its turn",
             Conn::Disconnected => "The agent is reconnecting",
             // The message ahead waits for the connection, not for an answer.
             Conn::Unknown | Conn::Connecting if ctx.in_flight.is_some() => {
@@ -136,7 +139,7 @@ impl Bot {
                         return Ok(());
                     };
                     host.save_context(ctx_id, &mut ctx)?;
-                    self.notice(host, &refused, &text)?;
+                    self.refuse(host, &refused, &text)?;
                 }
             }
         }

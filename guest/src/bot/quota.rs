@@ -63,6 +63,57 @@ impl Bot {
             .is_some_and(|r| r.ending.is_none()))
     }
 
+    /// A reply to `sender` ended in an error after `reply_bytes` of text:
+    /// its estimated tokens count toward their quota (not their reported
+    /// total, which holds what the agent reported).
+    pub(super) fn charge_estimate(
+        &mut self,
+        host: &mut dyn Host,
+        sender: &str,
+        question_bytes: usize,
+        reply_bytes: usize,
+    ) -> Result<(), String> {
+        if !self.limits(sender).any() {
+            return Ok(());
+        }
+        let key = user_key(sender);
+        let mut user: User = host.load_or_default(&key)?;
+        let now = host.now();
+        user.quota
+            .add(now, quota::estimate(question_bytes, reply_bytes));
+        host.save(&key, &user)
+    }
+
+    /// Refuse `q` (its sender is over quota): the refusal answers it, and
+    /// names everyone whose message was collected into it.
+    pub(super) fn refuse(
+        &mut self,
+        host: &mut dyn Host,
+        q: &crate::state::Queued,
+        text: &str,
+    ) -> Result<(), String> {
+        if q.with.len() < 2 {
+            return self.notice(host, q, text);
+        }
+        let text = format!(
+            "{text} The messages collected with it were not sent either: please send them \
+             again later."
+        );
+        let mentions = if q.is_direct {
+            Vec::new()
+        } else {
+            q.with.clone()
+        };
+        self.send_notice(
+            host,
+            &q.room_id,
+            &text,
+            Some(&q.event_id),
+            q.thread_root.as_deref(),
+            mentions,
+        )
+    }
+
     /// Context `ctx_id` waits for `sender`'s reply elsewhere: it is woken
     /// when that reply ends ([`Bot::release`]).
     pub(super) fn hold(

@@ -185,6 +185,9 @@ impl Bot {
         }
         ctx.busy_attempts = 0;
         host.save_context(&ctx_id, &mut ctx)?;
+        if r.len > 0 {
+            self.charge_estimate(host, &r.origin.sender, r.origin.text.len(), r.len)?;
+        }
         let p = &self.cfg.command_prefix;
         let note = match e.kind {
             AgentErrorKind::Busy => {
