@@ -44,6 +44,27 @@ pub enum Action {
     Send(ClientFrame),
 }
 
+/// The agent request an event ends for the guest (its end or its error),
+/// if it is one of those.
+pub fn ended_request(event: &Event) -> Option<u64> {
+    match event {
+        Event::AgentEnd(e) => Some(e.request),
+        Event::AgentError(e) => Some(e.request),
+        Event::Message(_)
+        | Event::Invite(_)
+        | Event::MembersChanged(_)
+        | Event::MatrixResult(_)
+        | Event::AgentChunk(_)
+        | Event::AgentStatus(_)
+        | Event::Timer(_)
+        | Event::ReloadResult(_)
+        | Event::Undecryptable(_)
+        | Event::Reaction(_)
+        | Event::MessageEdited(_)
+        | Event::Redacted(_) => None,
+    }
+}
+
 /// Why the connection must be dropped.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-pub use agent::{Action, AgentSession, Link};
+pub use agent::{Action, AgentSession, Link, ended_request};
 pub use bindings::surfaces::bot::types::{
     AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentFeedback, AgentMessage, AgentStatus,
     Attachment, ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel,

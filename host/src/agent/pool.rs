@@ -148,27 +148,14 @@ impl AgentPool {
     /// Note how a request ended and what the guest was told about each
     /// connection (the pool sees every agent event).
     pub fn observe(&mut self, event: &Event) {
-        let request = match event {
-            Event::AgentEnd(e) => e.request,
-            Event::AgentError(e) => e.request,
-            Event::AgentStatus(s) => {
-                if let Some(entry) = self.conns.get_mut(&s.context_id) {
-                    entry.down = s.state == ConnectionState::Disconnected;
-                }
-                return;
-            }
-            // Not about agent requests or connections.
-            Event::Message(_)
-            | Event::Invite(_)
-            | Event::MembersChanged(_)
-            | Event::MatrixResult(_)
-            | Event::AgentChunk(_)
-            | Event::Timer(_)
-            | Event::ReloadResult(_)
-            | Event::Undecryptable(_)
-            | Event::Reaction(_)
-            | Event::MessageEdited(_)
-            | Event::Redacted(_) => return,
+        if let Event::AgentStatus(s) = event
+            && let Some(entry) = self.conns.get_mut(&s.context_id)
+        {
+            entry.down = s.state == ConnectionState::Disconnected;
+        }
+        // Otherwise only the end of a request matters here.
+        let Some(request) = surfaces_embed::ended_request(event) else {
+            return;
         };
         self.cut.remove(&request);
         if let Some(entry) = self.conns.values_mut().find(|e| e.busy == Some(request)) {

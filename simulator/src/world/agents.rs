@@ -54,22 +54,8 @@ impl World<'_> {
     /// a request it ended or failed counts as failed by the restart, as
     /// the restarted guest reports it (it never heard the outcome).
     pub(super) fn undelivered(&mut self, ev: &Event) {
-        let request = match ev {
-            Event::AgentEnd(e) => e.request,
-            Event::AgentError(e) => e.request,
-            // None of these ends a request.
-            Event::Message(_)
-            | Event::Invite(_)
-            | Event::MembersChanged(_)
-            | Event::MatrixResult(_)
-            | Event::AgentChunk(_)
-            | Event::AgentStatus(_)
-            | Event::Timer(_)
-            | Event::ReloadResult(_)
-            | Event::Undecryptable(_)
-            | Event::Reaction(_)
-            | Event::MessageEdited(_)
-            | Event::Redacted(_) => return,
+        let Some(request) = surfaces_embed::ended_request(ev) else {
+            return;
         };
         self.facts
             .outcomes
