@@ -62,3 +62,13 @@ pub const ECHO_0_2_0_WASM_PATH: &str = concat!(
 
 /// The frozen 0.2.0 echo's `.wasm`.
 pub static ECHO_0_2_0_WASM: &[u8] = include_bytes!("../../tests/guests/echo-0.2.0.wasm");
+
+/// Path of the echo example as it was built for contract 0.3.0 (at commit
+/// 2545917), kept frozen like the older ones.
+pub const ECHO_0_3_0_WASM_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/guests/echo-0.3.0.wasm"
+);
+
+/// The frozen 0.3.0 echo's `.wasm`.
+pub static ECHO_0_3_0_WASM: &[u8] = include_bytes!("../../tests/guests/echo-0.3.0.wasm");

@@ -37,6 +37,7 @@ fn info() -> HostInfo {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: String::new(),
+        max_attachment_bytes: 8 << 20,
     }
 }
 
@@ -53,6 +54,7 @@ fn message() -> RoomMessage {
         mentions_bot: false,
         is_notice: false,
         origin_server_ts: 0,
+        attachments: Vec::new(),
     }
 }
 
@@ -81,6 +83,9 @@ struct NativeHost {
 
 impl Host for NativeHost {
     fn send(&mut self, _: u64, _: &str, _: &g::MessageContent) {
+        self.effects += 1;
+    }
+    fn send_attachment(&mut self, _: u64, _: &str, _: &g::AttachmentContent) {
         self.effects += 1;
     }
     fn edit(&mut self, _: u64, _: &str, _: &g::EditTarget, _: &g::MessageContent) {
@@ -138,6 +143,7 @@ fn native_info() -> g::HostInfo {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: String::new(),
+        max_attachment_bytes: 8 << 20,
     }
 }
 
@@ -158,6 +164,7 @@ fn streaming_native() -> (Bot, NativeHost) {
             mentions_bot: false,
             is_notice: false,
             origin_server_ts: 0,
+            attachments: Vec::new(),
         }),
     )
     .expect("message");

@@ -42,6 +42,14 @@ pub enum Action {
     Deliver(Event),
     /// Write this frame on the connection.
     Send(ClientFrame),
+    /// Keep this file the agent sent with the reply to `request`, then
+    /// deliver an `agent-attachment` event naming it (see [`crate::media`]).
+    Keep {
+        request: u64,
+        name: String,
+        mime: String,
+        bytes: Vec<u8>,
+    },
 }
 
 /// The agent request an event ends for the guest (its end or its error),
@@ -61,7 +69,8 @@ pub fn ended_request(event: &Event) -> Option<u64> {
         | Event::Undecryptable(_)
         | Event::Reaction(_)
         | Event::MessageEdited(_)
-        | Event::Redacted(_) => None,
+        | Event::Redacted(_)
+        | Event::AgentAttachment(_) => None,
     }
 }
 
@@ -85,7 +94,12 @@ pub struct AgentSession {
     /// The longest reply delivered, in bytes; the reply in flight so far.
     max_reply_bytes: usize,
     reply_bytes: usize,
+    /// The largest file the agent may send.
+    max_attachment_bytes: u64,
 }
+
+/// The default of [`AgentSession::with_max_attachment_bytes`]: 8 MiB.
+pub const MAX_ATTACHMENT_BYTES: u64 = 8 << 20;
 
 /// The default of [`AgentSession::with_max_reply_bytes`]: 1 MiB, some two
 /// dozen Matrix messages.
@@ -103,7 +117,14 @@ impl AgentSession {
             reset_pending: false,
             max_reply_bytes: MAX_REPLY_BYTES,
             reply_bytes: 0,
+            max_attachment_bytes: MAX_ATTACHMENT_BYTES,
         }
+    }
+
+    /// Refuse files from the agent larger than `max` bytes.
+    pub fn with_max_attachment_bytes(mut self, max: u64) -> Self {
+        self.max_attachment_bytes = max;
+        self
     }
 
     /// Cut replies longer than `max` bytes (a runaway agent must not grow
@@ -270,6 +291,11 @@ impl AgentSession {
                     }
                 }
             }
+            Ok(ServerFrame::AgentEventAttachment { name, mime, url }) => {
+                if let (Some(request), false) = (self.in_flight, self.draining) {
+                    self.attachment(request, name, mime, &url, out);
+                }
+            }
             Ok(ServerFrame::AgentEventEnd { tokens_used }) => {
                 if let Some(request) = self.in_flight.take() {
                     if !self.draining {
@@ -302,6 +328,49 @@ impl AgentSession {
             }
         }
         Ok(())
+    }
+
+    /// A file for the reply in flight: kept, or (not a `data:` URL, too
+    /// large) a protocol error, as a malformed frame is.
+    fn attachment(
+        &mut self,
+        request: u64,
+        name: String,
+        mime: String,
+        url: &str,
+        out: &mut Vec<Action>,
+    ) {
+        let too_large = proto::data_url_size(url).is_some_and(|n| n > self.max_attachment_bytes);
+        let why = match proto::read_data_url(url) {
+            _ if too_large => format!(
+                "the agent sent a file over {}",
+                surfaces_contract::human_bytes(self.max_attachment_bytes)
+            ),
+            Ok((_, bytes)) if bytes.len() as u64 > self.max_attachment_bytes => format!(
+                "the agent sent a file over {}",
+                surfaces_contract::human_bytes(self.max_attachment_bytes)
+            ),
+            Ok((read, bytes)) => {
+                let mime = if mime.is_empty() { read } else { mime };
+                let name = if name.trim().is_empty() {
+                    "attachment".to_string()
+                } else {
+                    name
+                };
+                out.push(Action::Keep {
+                    request,
+                    name,
+                    mime,
+                    bytes,
+                });
+                return;
+            }
+            Err(e) => format!("the agent sent a file whose URL is unusable: {e}"),
+        };
+        tracing::warn!(context = %self.context_id, "{why}");
+        self.draining = true;
+        refuse(request, AgentErrorKind::Protocol, &why, out);
+        out.push(Action::Send(ClientFrame::Cancel));
     }
 
     /// The reply in flight has made no progress for too long: it fails, the
@@ -416,6 +485,7 @@ fn user_message(message: AgentMessage) -> ClientFrame {
             .attachments
             .into_iter()
             .map(|a| proto::Attachment {
+                size: proto::data_url_size(&a.url),
                 name: a.name,
                 mime: a.mime,
                 url: a.url,

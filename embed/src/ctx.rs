@@ -16,7 +16,9 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use crate::bindings::surfaces::bot::{agent, clock, host, matrix, store, types};
 use crate::effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 use crate::kv::{BoxedKv, Detached, Write};
-use crate::{AgentFeedback, AgentMessage, EditTarget, Entropy, LogLevel, MessageContent};
+use crate::{
+    AgentFeedback, AgentMessage, AttachmentContent, EditTarget, Entropy, LogLevel, MessageContent,
+};
 
 /// What one call may hand the host, beyond the sandbox's memory cap (the
 /// host copies every effect, line and write out of the guest's memory, so
@@ -247,6 +249,14 @@ impl types::Host for Ctx {}
 impl matrix::Host for Ctx {
     fn send(&mut self, request: u64, room_id: String, content: MessageContent) {
         self.matrix(MatrixEffect::Send {
+            request,
+            room_id,
+            content,
+        });
+    }
+
+    fn send_attachment(&mut self, request: u64, room_id: String, content: AttachmentContent) {
+        self.matrix(MatrixEffect::SendAttachment {
             request,
             room_id,
             content,

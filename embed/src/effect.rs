@@ -2,7 +2,7 @@
 //! a host routes effects by exhaustive matches: a new kind of effect is a
 //! compile error wherever it is not handled.
 
-use crate::{AgentFeedback, AgentMessage, EditTarget, MessageContent};
+use crate::{AgentFeedback, AgentMessage, AttachmentContent, EditTarget, MessageContent};
 
 /// Something the guest asked the host to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,12 @@ pub enum MatrixEffect {
         request: u64,
         room_id: String,
         content: MessageContent,
+    },
+    /// A file the host keeps, sent as a message of its own.
+    SendAttachment {
+        request: u64,
+        room_id: String,
+        content: AttachmentContent,
     },
     Edit {
         request: u64,
@@ -101,6 +107,7 @@ impl Effect {
         match self {
             Effect::Matrix(m) => match m {
                 MatrixEffect::Send { .. } => "send",
+                MatrixEffect::SendAttachment { .. } => "send_attachment",
                 MatrixEffect::Edit { .. } => "edit",
                 MatrixEffect::React { .. } => "react",
                 MatrixEffect::SetTyping { .. } => "typing",

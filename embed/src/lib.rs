@@ -21,6 +21,7 @@ mod ctx;
 mod effect;
 pub mod inbox;
 mod kv;
+pub mod media;
 pub mod version;
 
 use std::fmt;
@@ -33,12 +34,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-pub use agent::{Action, AgentSession, Link, ended_request};
+pub use agent::{Action, AgentSession, Link, MAX_ATTACHMENT_BYTES, ended_request};
 pub use bindings::surfaces::bot::types::{
-    AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentFeedback, AgentMessage, AgentStatus,
-    Attachment, ConnectionState, EditTarget, Event, GuestInfo, HostInfo, Invite, LogLevel,
-    MatrixError, MatrixErrorKind, MatrixResult, MembersChanged, MessageContent, MessageEdited,
-    Reaction, Redacted, ReloadOutcome, ReloadResult, RoomMessage, Sender, Undecryptable,
+    AgentAttachment, AgentChunk, AgentEnd, AgentError, AgentErrorKind, AgentFeedback, AgentMessage,
+    AgentStatus, Attachment, AttachmentContent, ConnectionState, EditTarget, Event, GuestInfo,
+    HostInfo, Invite, LogLevel, MatrixError, MatrixErrorKind, MatrixResult, Media, MediaKind,
+    MembersChanged, MessageContent, MessageEdited, Reaction, Redacted, ReloadOutcome, ReloadResult,
+    RoomMessage, Sender, Undecryptable,
 };
 pub use content::matrix_content;
 pub use ctx::LogLine;

@@ -31,6 +31,16 @@ fn input() -> impl Strategy<Value = Input> {
             context_tokens: Some(3),
         })),
         3 => "[a-z ]{0,5}".prop_map(|text| Input::Frame(ServerFrame::AgentEventTextChunk { text })),
+        1 => prop_oneof![
+            Just("data:image/png;base64,AQID".to_string()),
+            Just("https://example.org/a.png".to_string()),
+            Just("data:image/png;base64,AAAAAAAAAAAA".to_string()),
+        ]
+        .prop_map(|url| Input::Frame(ServerFrame::AgentEventAttachment {
+            name: "a.png".into(),
+            mime: "image/png".into(),
+            url,
+        })),
         2 => Just(Input::Frame(ServerFrame::AgentEventEnd { tokens_used: 7 })),
         1 => Just(Input::Frame(ServerFrame::Error {
             code: proto::ErrorCode::Internal,
@@ -84,6 +94,13 @@ impl Seen {
                     );
                 }
                 Action::Deliver(_) => {}
+                Action::Keep { request, bytes, .. } => {
+                    prop_assert!(
+                        !self.ended.contains_key(&request),
+                        "a file after the end of #{request}"
+                    );
+                    prop_assert!(bytes.len() <= 8, "a file over the limit was kept");
+                }
                 Action::Send(ClientFrame::UserMessage { text, .. }) => {
                     let id: u64 = text.parse().map_err(|_| TestCaseError::fail("bad text"))?;
                     sent_ids.push(id);
@@ -99,7 +116,7 @@ impl Seen {
 proptest! {
     #[test]
     fn every_request_ends_exactly_once_and_one_is_in_flight(inputs in proptest::collection::vec(input(), 0..60)) {
-        let mut session = AgentSession::new("shared");
+        let mut session = AgentSession::new("shared").with_max_attachment_bytes(8);
         let mut out = Vec::new();
         let mut seen = Seen::default();
         let mut sent = Vec::new();

@@ -8,7 +8,8 @@ use common::{dm, info};
 use sha2::{Digest, Sha256};
 use surfaces_embed::{
     BoxedKv, Budget, Contract, Effect, Embedding, Entropy, Event, Guest, MatrixEffect,
-    MatrixResult, MemoryKv, Reaction, ReloadOutcome, ReloadResult, Sandbox, content_hash,
+    MatrixResult, Media, MediaKind, MemoryKv, Reaction, ReloadOutcome, ReloadResult, Sandbox,
+    content_hash,
 };
 
 fn embedding() -> Embedding {
@@ -49,6 +50,11 @@ fn a_released_contract_is_never_changed() {
             &include_bytes!("../../wit/0.2.0/surfaces.wit")[..],
             "fd127f3b12332bb7cfb3ceb24036d27e8d8238045f4426129053216f4f05ea53",
         ),
+        (
+            "wit/0.3.0/surfaces.wit",
+            &include_bytes!("../../wit/0.3.0/surfaces.wit")[..],
+            "433ee72f38be0a98e45d33510e308899128bb8db2f375704797138aff5e230b7",
+        ),
     ] {
         let hash: String = Sha256::digest(frozen)
             .iter()
@@ -66,6 +72,11 @@ fn a_frozen_0_1_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters(
 #[test]
 fn a_frozen_0_2_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters() {
     frozen_guest_keeps_its_promises(surfaces_artifacts::ECHO_0_2_0_WASM, Contract::V0_2_0);
+}
+
+#[test]
+fn a_frozen_0_3_0_guest_loads_answers_and_keeps_its_outbox_through_the_adapters() {
+    frozen_guest_keeps_its_promises(surfaces_artifacts::ECHO_0_3_0_WASM, Contract::V0_3_0);
 }
 
 /// A frozen echo built for `contract`: loads, answers, keeps its outbox
@@ -131,6 +142,20 @@ fn frozen_guest_keeps_its_promises(wasm: &[u8], contract: Contract) {
         origin_server_ts: 650,
     });
     let out = g.handle(&reaction, &mut kv, 650).expect("skipped");
+    assert!(out.effects.is_empty(), "{:?}", out.effects);
+    // A file (contract 0.4.0) is never shown to an older guest, which
+    // would take its empty body for a message.
+    let Event::Message(mut file) = dm("") else {
+        unreachable!("dm makes a message")
+    };
+    file.attachments.push(Media {
+        id: "surfaces-media:event !dm:sim $f".into(),
+        name: "cat.png".into(),
+        mime: "image/png".into(),
+        size: Some(3),
+        kind: MediaKind::Image,
+    });
+    let out = g.handle(&Event::Message(file), &mut kv, 660).expect("skipped");
     assert!(out.effects.is_empty(), "{:?}", out.effects);
 
     // Every kind of swap outcome of the newest contract reaches it in

@@ -101,24 +101,24 @@ fn compiled_guests_are_cached_by_content_and_engine() {
 }
 
 /// The shipped guest as if built for contract `version`: every
-/// `surfaces:bot/…@0.3.0` name in its bytes (imports and their type
+/// `surfaces:bot/…@0.4.0` name in its bytes (imports and their type
 /// section) rewritten in place, the same length, so the component stays
 /// well formed.
 fn built_for(version: &str) -> Vec<u8> {
-    assert_eq!(version.len(), "0.3.0".len());
+    assert_eq!(version.len(), "0.4.0".len());
     let mut wasm = surfaces_artifacts::GUEST_WASM.to_vec();
     let prefix = b"surfaces:bot/";
     let mut i = 0;
     let mut rewritten = 0;
     while let Some(at) = wasm[i..].windows(prefix.len()).position(|w| w == prefix) {
         let start = i + at + prefix.len();
-        // The interface name, then `@0.3.0`.
+        // The interface name, then `@0.4.0`.
         let name_end = start
             + wasm[start..]
                 .iter()
                 .take_while(|b| b.is_ascii_lowercase())
                 .count();
-        if wasm[name_end..].starts_with(b"@0.3.0") {
+        if wasm[name_end..].starts_with(b"@0.4.0") {
             wasm[name_end + 1..name_end + 6].copy_from_slice(version.as_bytes());
             rewritten += 1;
         }
@@ -131,12 +131,12 @@ fn built_for(version: &str) -> Vec<u8> {
 #[test]
 fn a_guest_built_for_another_contract_version_is_refused_in_words() {
     let e = embedding();
-    let Err(err) = e.compile(&built_for("0.4.0")) else {
-        panic!("a guest built for 0.4.0 was taken");
+    let Err(err) = e.compile(&built_for("0.5.0")) else {
+        panic!("a guest built for 0.5.0 was taken");
     };
     assert_eq!(
         err.to_string(),
-        "not a valid surfaces guest: built for surfaces:bot@0.4.0; this host supports surfaces:bot 0.1.0 to 0.3.0"
+        "not a valid surfaces guest: built for surfaces:bot@0.5.0; this host supports surfaces:bot 0.1.0 to 0.4.0"
     );
 }
 
@@ -144,7 +144,7 @@ fn a_guest_built_for_another_contract_version_is_refused_in_words() {
 fn a_guest_built_for_a_later_patch_release_links_and_runs() {
     let e = embedding();
     let guest = e
-        .compile(&built_for("0.3.9"))
+        .compile(&built_for("0.4.9"))
         .expect("a patch release links");
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&guest, info(&[]), &mut kv, 0).expect("starts");

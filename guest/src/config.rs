@@ -81,6 +81,9 @@ pub struct Config {
     pub room_queue_modes: Vec<(String, QueueMode)>,
     /// Token quotas per user (admins are exempt).
     pub quotas: Quotas,
+    /// How long files sent without text wait for their sender's next text
+    /// (clients send a file and its question as two messages).
+    pub attachment_wait_ms: u64,
     /// Settings this guest does not know: logged, not refused, so a guest
     /// older than the operator's configuration still starts (a rollback
     /// must not fail on a setting added since).
@@ -106,6 +109,7 @@ impl Default for Config {
             queue_mode: QueueMode::Queue,
             room_queue_modes: Vec::new(),
             quotas: Quotas::default(),
+            attachment_wait_ms: 20_000,
             unknown: Vec::new(),
         }
     }
@@ -162,6 +166,7 @@ impl Config {
                 "quota_tokens_per_day" => c.quotas.defaults.day = limit(key, v)?,
                 "quota_tokens_per_month" => c.quotas.defaults.month = limit(key, v)?,
                 "quota_overrides" => c.quotas.overrides = Quotas::parse_overrides(key, v)?,
+                "attachment_wait_ms" => c.attachment_wait_ms = number(key, v, 0, 3_600_000)?,
                 "stop_reaction" => c.stop_reaction = reaction(key, v)?,
                 "withdraw_reaction" => c.withdraw_reaction = reaction(key, v)?,
                 "on_edit" => {
@@ -181,7 +186,7 @@ impl Config {
     pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
         context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days, \
         stop_reaction, withdraw_reaction, on_edit, queue_mode, room_queue_modes, \
-        quota_tokens_per_day, quota_tokens_per_month, quota_overrides";
+        quota_tokens_per_day, quota_tokens_per_month, quota_overrides, attachment_wait_ms";
 
     /// The queue mode of a room.
     pub fn queue_mode(&self, room_id: &str) -> QueueMode {

@@ -26,6 +26,8 @@
 //!   (its event id), for reactions on answers
 //! - `utd/{room-id}/{user-id}` when that user was last told that a message
 //!   of theirs could not be decrypted (ms)
+//! - `file/{room}/{thread}/{user}`  [`Held`]: files a user sent that wait
+//!   for their next text there (`thread` is `-` in the main timeline)
 //! - `bad/{key}`               a record that no longer decoded, set aside
 //!   (its bytes as they were), so the bot goes on without it
 
@@ -144,10 +146,54 @@ pub struct Queued {
     /// `collect`): the answer mentions them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub with: Vec<String>,
+    /// Files that go with it (since contract 0.4.0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Attached>,
     /// When it was queued: written only by the `next-schema` test build
     /// (schema 2, see `bot::SCHEMA`); every build reads it or its absence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_ms: Option<u64>,
+}
+
+/// What kind of file an [`Attached`] is (the contract's `media-kind`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum FileKind {
+    Image,
+    File,
+    Audio,
+    Voice,
+    Video,
+}
+
+/// A file the host keeps (the contract's `media`), as a record: one a
+/// user sent (with the event that carried it) or one the agent sent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attached {
+    /// The message that carried it ("" for the agent's).
+    pub event_id: String,
+    /// The host's `surfaces-media:` id.
+    pub id: String,
+    pub name: String,
+    pub mime: String,
+    pub size: Option<u64>,
+    pub kind: FileKind,
+}
+
+/// Files a user sent without text, waiting (a little) for their next text
+/// in the same place, which takes them to the agent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Held {
+    pub room_id: String,
+    pub sender: String,
+    pub display_name: Option<String>,
+    pub thread_root: Option<String>,
+    pub is_direct: bool,
+    pub files: Vec<Attached>,
+    /// One of them was for the bot (a direct chat, a mention, a reply to
+    /// it): if no text comes, they go to the agent alone.
+    pub addressed: bool,
+    /// The timer that ends the wait.
+    pub timer: u64,
 }
 
 /// A question the bot took for the agent: where it went, so a reaction,
@@ -166,6 +212,9 @@ pub struct Asked {
     pub excerpt: String,
     /// The bot's messages that answered it (every part, every answer).
     pub answers: Vec<String>,
+    /// The files that went with it: asked again, it carries them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Attached>,
 }
 
 /// Why a reply was stopped other than by a `stop`.
@@ -258,6 +307,9 @@ pub struct Reply {
     pub unknown_failures: u32,
     pub flush_timer: Option<u64>,
     pub typing_timer: Option<u64>,
+    /// Files the agent sent with it: they follow its text once shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Attached>,
 }
 
 impl Reply {
@@ -287,6 +339,7 @@ impl Reply {
             unknown_failures: 0,
             flush_timer: None,
             typing_timer,
+            files: Vec::new(),
         }
     }
 }
@@ -305,6 +358,10 @@ pub struct Outgoing {
     /// restart it waits that long again before it is sent.
     #[serde(default)]
     pub hold_ms: u64,
+    /// A file to send (a `media` id) instead of the text: the content
+    /// gives its thread and the message it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 /// [`MessageContent`](crate::types::MessageContent) in a serializable form (the SDK's, as its outbox
@@ -325,6 +382,8 @@ pub enum TimerPurpose {
     Join { room_id: String, attempt: u32 },
     /// Go on recovering contexts after a host start, past this id.
     Recover { after: String },
+    /// The wait for a text to go with held files is over.
+    Files { key: String },
 }
 
 /// Who is waiting for the outcome of a Matrix request.
@@ -409,6 +468,10 @@ pub fn asked_key(event_id: &str) -> Key<Asked> {
 /// The question one of the bot's messages answered.
 pub fn answer_key(event_id: &str) -> Key<String> {
     Key::new(format!("ans/{event_id}"))
+}
+pub const HELD: Prefix<Held> = Prefix::new("file/");
+pub fn held_key(room_id: &str, thread_root: Option<&str>, sender: &str) -> Key<Held> {
+    HELD.key(&format!("{room_id}/{}/{sender}", thread_root.unwrap_or("-")))
 }
 pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
     Key::new(format!("utd/{room_id}/{user_id}"))

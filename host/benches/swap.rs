@@ -25,6 +25,7 @@ fn info() -> HostInfo {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: String::new(),
+        max_attachment_bytes: 8 << 20,
     }
 }
 

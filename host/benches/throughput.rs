@@ -47,6 +47,7 @@ impl FrontEnd for Instant {
                 request, content, ..
             } => (Some(*request), !content.live && !content.notice),
             MatrixEffect::React { request, .. }
+            | MatrixEffect::SendAttachment { request, .. }
             | MatrixEffect::Join { request, .. }
             | MatrixEffect::Leave { request, .. } => (Some(*request), false),
             MatrixEffect::SetTyping { .. } | MatrixEffect::ReadReceipt { .. } => (None, false),
@@ -111,6 +112,7 @@ fn host() -> Host {
             max_event_bytes: 65_536,
             resumed: false,
             guest_hash: String::new(),
+            max_attachment_bytes: 8 << 20,
         },
         shutdown_grace: Duration::from_secs(5),
         swap_check: surfaces_host::swapcheck::SwapCheck::Contract,
@@ -154,6 +156,7 @@ impl Host {
                 mentions_bot: false,
                 is_notice: false,
                 origin_server_ts: 0,
+                attachments: Vec::new(),
             }));
         }
         let finished = &mut self.finished;

@@ -997,6 +997,7 @@ fn event_kind(event: &Event) -> &'static str {
         Event::Reaction(_) => "reaction",
         Event::MessageEdited(_) => "message_edited",
         Event::Redacted(_) => "redacted",
+        Event::AgentAttachment(_) => "agent_attachment",
     }
 }
 

@@ -133,6 +133,15 @@ impl<W: Write + Send> FrontEnd for Terminal<W> {
             MatrixEffect::Join { request, room_id } | MatrixEffect::Leave { request, room_id } => {
                 self.answer(request, Ok(room_id));
             }
+            // The terminal keeps no files: the guest hears so at once.
+            MatrixEffect::SendAttachment { request, .. } => self.answer(
+                request,
+                Err(surfaces_embed::MatrixError {
+                    kind: surfaces_embed::MatrixErrorKind::NotFound,
+                    message: "the terminal shows no files".into(),
+                    retry_after_ms: None,
+                }),
+            ),
             // Typing and receipts have no place in a terminal.
             MatrixEffect::SetTyping { .. } | MatrixEffect::ReadReceipt { .. } => {}
         }
@@ -165,6 +174,7 @@ pub async fn read_stdin(events: EventSender) {
                     mentions_bot: false,
                     is_notice: false,
                     origin_server_ts: now_ms(),
+                    attachments: Vec::new(),
                 };
                 if events.send(Event::Message(message)).is_err() {
                     return;

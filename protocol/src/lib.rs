@@ -21,6 +21,13 @@ pub enum ServerFrame {
     },
     /// The next piece of the reply in flight.
     AgentEventTextChunk { text: String },
+    /// A file that belongs to the reply in flight (a `data:` URL): sent
+    /// after the text that came before it.
+    AgentEventAttachment {
+        name: String,
+        mime: String,
+        url: String,
+    },
     /// The reply is complete.
     AgentEventEnd { tokens_used: u64 },
     /// The request in flight failed (or was refused, with `busy`).
@@ -93,7 +100,45 @@ pub struct Sender {
 pub struct Attachment {
     pub name: String,
     pub mime: String,
+    /// A `data:` URL (base64) for a file a user sent.
     pub url: String,
+    /// In bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+/// `bytes` as a base64 `data:` URL of type `mime`.
+pub fn data_url(mime: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    format!("data:{mime};base64,{encoded}")
+}
+
+/// The size of a base64 `data:` URL's bytes, without decoding them.
+pub fn data_url_size(url: &str) -> Option<u64> {
+    let (head, data) = url.strip_prefix("data:")?.split_once(',')?;
+    if !head.ends_with(";base64") {
+        return None;
+    }
+    let padding = data.bytes().rev().take_while(|&b| b == b'=').count();
+    Some((data.len() / 4 * 3).saturating_sub(padding) as u64)
+}
+
+/// Why a `data:` URL could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DataUrlError {
+    #[error("not a data: URL")]
+    NotData,
+    #[error("its data is not valid base64")]
+    BadData,
+}
+
+/// The mime type and bytes of a `data:` URL (base64 or percent-encoded).
+pub fn read_data_url(url: &str) -> Result<(String, Vec<u8>), DataUrlError> {
+    let parsed = data_url::DataUrl::process(url).map_err(|_| DataUrlError::NotData)?;
+    let (bytes, _) = parsed.decode_to_vec().map_err(|_| DataUrlError::BadData)?;
+    let mime = parsed.mime_type();
+    Ok((format!("{}/{}", mime.type_, mime.subtype), bytes))
 }
 
 /// A frame that breaks the protocol.
@@ -182,6 +227,40 @@ mod tests {
         assert_eq!(
             decode_server(r#"{"type":"typing"}"#),
             Ok(ServerFrame::Unknown)
+        );
+    }
+
+    #[test]
+    fn attachments_travel_as_data_urls() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let url = data_url("image/png", &bytes);
+        assert!(url.starts_with("data:image/png;base64,"));
+        assert_eq!(data_url_size(&url), Some(256));
+        assert_eq!(read_data_url(&url), Ok(("image/png".into(), bytes)));
+        for n in 0..8 {
+            assert_eq!(data_url_size(&data_url("a/b", &vec![0; n])), Some(n as u64));
+        }
+        assert_eq!(
+            read_data_url("data:,hello%20there"),
+            Ok(("text/plain".into(), b"hello there".to_vec()))
+        );
+        assert_eq!(
+            read_data_url("https://example.org/x.png"),
+            Err(DataUrlError::NotData)
+        );
+        assert_eq!(
+            read_data_url("data:image/png;base64,***"),
+            Err(DataUrlError::BadData)
+        );
+        assert_eq!(
+            decode_server(
+                r#"{"type":"agent_event_attachment","name":"a.png","mime":"image/png","url":"data:,x"}"#
+            ),
+            Ok(ServerFrame::AgentEventAttachment {
+                name: "a.png".into(),
+                mime: "image/png".into(),
+                url: "data:,x".into()
+            })
         );
     }
 

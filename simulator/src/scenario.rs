@@ -60,6 +60,9 @@ pub struct Bot {
     pub user_id: String,
     pub display_name: String,
     pub max_event_bytes: u32,
+    /// The largest file the host passes to the agent
+    /// (`agent.max_attachment_bytes`).
+    pub max_attachment_bytes: u64,
     /// Who may talk to the bot and invite it (`access.allow` patterns);
     /// empty: everyone on the bot's own server.
     pub allow: Vec<String>,
@@ -71,6 +74,7 @@ impl Default for Bot {
             user_id: BOT_USER.into(),
             display_name: "surfaces".into(),
             max_event_bytes: 65_536,
+            max_attachment_bytes: 8 << 20,
             allow: Vec::new(),
         }
     }
@@ -154,6 +158,9 @@ pub struct Reply {
     pub then: Option<String>,
     /// The agent's context size it reports in `status` after this reply.
     pub context_tokens: Option<u64>,
+    /// Files the agent sends after the text (names; a few hundred bytes
+    /// each).
+    pub files: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -188,6 +195,10 @@ pub struct Step {
     pub room: Option<String>,
     /// Send this message.
     pub say: Option<String>,
+    /// Send a file of this name (with `say`: its caption).
+    pub file: Option<String>,
+    /// The file's size in bytes (default 1,000).
+    pub file_bytes: Option<u64>,
     /// Name the message so later steps can use it as `thread`/`reply_to`.
     pub label: Option<String>,
     pub thread: Option<String>,
@@ -267,7 +278,7 @@ impl Scenario {
         for (i, step) in self.steps.iter().enumerate() {
             let n = i + 1;
             let kinds = [
-                step.say.is_some(),
+                step.say.is_some() || step.file.is_some(),
                 step.react.is_some(),
                 step.edit.is_some(),
                 step.redact,
@@ -286,7 +297,7 @@ impl Scenario {
                     "step {n}: needs exactly one of say, react, edit, redact, invite, leave, disconnect_agent, reload, restart, clock_jump_ms"
                 ));
             }
-            if (step.say.is_some() || step.invite || step.leave)
+            if (step.say.is_some() || step.file.is_some() || step.invite || step.leave)
                 && (step.from.is_none() || step.room.is_none())
             {
                 return Err(format!("step {n}: say/invite/leave need `from` and `room`"));

@@ -486,6 +486,7 @@ mod pump {
             is_direct: true,
             attempts: 0,
             with: Vec::new(),
+            files: Vec::new(),
             queued_ms: None,
         };
         Reply::new("shared".into(), origin, budget, None)

@@ -5,7 +5,7 @@
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker};
 
-use super::{v0_1_0, v0_2_0};
+use super::{v0_1_0, v0_2_0, v0_3_0};
 use crate::bindings::{Bot, BotPre};
 use crate::ctx::Ctx;
 use crate::{Event, GuestInfo, HostInfo};
@@ -16,11 +16,17 @@ pub enum Contract {
     V0_1_0,
     V0_2_0,
     V0_3_0,
+    V0_4_0,
 }
 
 impl Contract {
     /// Every version this host links, oldest first.
-    pub const ALL: &[Contract] = &[Contract::V0_1_0, Contract::V0_2_0, Contract::V0_3_0];
+    pub const ALL: &[Contract] = &[
+        Contract::V0_1_0,
+        Contract::V0_2_0,
+        Contract::V0_3_0,
+        Contract::V0_4_0,
+    ];
 
     /// The version as the WIT package names it.
     pub fn version(self) -> &'static str {
@@ -28,12 +34,13 @@ impl Contract {
             Contract::V0_1_0 => "0.1.0",
             Contract::V0_2_0 => "0.2.0",
             Contract::V0_3_0 => "0.3.0",
+            Contract::V0_4_0 => "0.4.0",
         }
     }
 
     /// The newest version: what the SDK builds for.
     pub fn newest() -> Contract {
-        Contract::V0_3_0
+        Contract::V0_4_0
     }
 }
 
@@ -41,14 +48,16 @@ impl Contract {
 pub(crate) fn add_to_linker(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
     Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |c: &mut Ctx| c)?;
     v0_1_0::Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |c: &mut Ctx| c)?;
-    v0_2_0::Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |c: &mut Ctx| c)
+    v0_2_0::Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |c: &mut Ctx| c)?;
+    v0_3_0::Bot::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |c: &mut Ctx| c)
 }
 
 #[derive(Clone)]
 pub(crate) enum Pre {
     V0_1_0(v0_1_0::BotPre<Ctx>),
     V0_2_0(v0_2_0::BotPre<Ctx>),
-    V0_3_0(BotPre<Ctx>),
+    V0_3_0(v0_3_0::BotPre<Ctx>),
+    V0_4_0(BotPre<Ctx>),
 }
 
 impl Pre {
@@ -61,7 +70,8 @@ impl Pre {
         Ok(match contract {
             Contract::V0_1_0 => Pre::V0_1_0(v0_1_0::BotPre::new(pre)?),
             Contract::V0_2_0 => Pre::V0_2_0(v0_2_0::BotPre::new(pre)?),
-            Contract::V0_3_0 => Pre::V0_3_0(BotPre::new(pre)?),
+            Contract::V0_3_0 => Pre::V0_3_0(v0_3_0::BotPre::new(pre)?),
+            Contract::V0_4_0 => Pre::V0_4_0(BotPre::new(pre)?),
         })
     }
 
@@ -70,6 +80,7 @@ impl Pre {
             Pre::V0_1_0(pre) => Instance::V0_1_0(pre.instantiate(store)?),
             Pre::V0_2_0(pre) => Instance::V0_2_0(pre.instantiate(store)?),
             Pre::V0_3_0(pre) => Instance::V0_3_0(pre.instantiate(store)?),
+            Pre::V0_4_0(pre) => Instance::V0_4_0(pre.instantiate(store)?),
         })
     }
 }
@@ -77,7 +88,8 @@ impl Pre {
 pub(crate) enum Instance {
     V0_1_0(v0_1_0::Bot),
     V0_2_0(v0_2_0::Bot),
-    V0_3_0(Bot),
+    V0_3_0(v0_3_0::Bot),
+    V0_4_0(Bot),
 }
 
 impl Instance {
@@ -93,7 +105,10 @@ impl Instance {
             Instance::V0_2_0(bot) => {
                 Ok(bot.call_init(store, &info.clone().into())?.map(Into::into))
             }
-            Instance::V0_3_0(bot) => bot.call_init(store, info),
+            Instance::V0_3_0(bot) => {
+                Ok(bot.call_init(store, &info.clone().into())?.map(Into::into))
+            }
+            Instance::V0_4_0(bot) => bot.call_init(store, info),
         }
     }
 
@@ -113,7 +128,11 @@ impl Instance {
                 let event = v0_2_0::event(event)?;
                 Some(bot.call_handle(store, &event))
             }
-            Instance::V0_3_0(bot) => Some(bot.call_handle(store, event)),
+            Instance::V0_3_0(bot) => {
+                let event = v0_3_0::event(event)?;
+                Some(bot.call_handle(store, &event))
+            }
+            Instance::V0_4_0(bot) => Some(bot.call_handle(store, event)),
         }
     }
 }

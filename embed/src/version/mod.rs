@@ -28,9 +28,30 @@ macro_rules! same_enum {
     };
 }
 
+/// `From` for the agent error kinds of a contract before 0.4.0: its
+/// `attachment` error was theirs `bad-request`.
+macro_rules! error_kind_before_0_4 {
+    ($fm:ident::$ft:ident => $tm:ident::$tt:ident) => {
+        impl From<$fm::$ft> for $tm::$tt {
+            fn from(k: $fm::$ft) -> Self {
+                match k {
+                    $fm::$ft::Busy => $tm::$tt::Busy,
+                    $fm::$ft::Disconnected => $tm::$tt::Disconnected,
+                    $fm::$ft::Protocol => $tm::$tt::Protocol,
+                    $fm::$ft::ContextOverflow => $tm::$tt::ContextOverflow,
+                    $fm::$ft::BadRequest | $fm::$ft::Attachment => $tm::$tt::BadRequest,
+                    $fm::$ft::Internal => $tm::$tt::Internal,
+                    $fm::$ft::TooLong => $tm::$tt::TooLong,
+                }
+            }
+        }
+    };
+}
+
 mod bots;
 mod v0_1_0;
 mod v0_2_0;
+mod v0_3_0;
 
 pub use bots::Contract;
 pub(crate) use bots::{Instance, Pre, add_to_linker};
@@ -48,7 +69,7 @@ pub const PACKAGE: &str = "surfaces:bot";
 /// [`Contract::ALL`]). A guest built for a later patch release of one
 /// (0.1.3 for 0.1.0) links too, as long as it imports nothing the host
 /// lacks.
-pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
+pub const SUPPORTED: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.4.0"];
 
 /// The contract versions a compiled guest imports (`surfaces:bot/…@X`).
 pub fn imported(component: &Component, engine: &Engine) -> BTreeSet<String> {
@@ -94,7 +115,7 @@ pub fn check(versions: &BTreeSet<String>) -> Result<Contract, String> {
         .ok_or_else(|| format!("built for {}; {}", built_for(), supported()))
 }
 
-/// "this host supports surfaces:bot 0.1.0 to 0.3.0" (or the one version).
+/// "this host supports surfaces:bot 0.1.0 to 0.4.0" (or the one version).
 fn supported() -> String {
     match (SUPPORTED.first(), SUPPORTED.last()) {
         (Some(first), Some(last)) if first != last => {
@@ -120,6 +141,7 @@ mod tests {
         assert_eq!(check(&set(&["0.2.0"])), Ok(Contract::V0_2_0));
         assert_eq!(check(&set(&["0.2.7"])), Ok(Contract::V0_2_0));
         assert_eq!(check(&set(&["0.3.0"])), Ok(Contract::V0_3_0));
+        assert_eq!(check(&set(&["0.4.0"])), Ok(Contract::V0_4_0));
         assert_eq!(check(&set(&[])), Ok(Contract::newest()));
     }
 
@@ -133,9 +155,9 @@ mod tests {
     #[test]
     fn another_minor_or_major_is_refused_in_words() {
         assert_eq!(
-            check(&set(&["0.4.0"])),
+            check(&set(&["0.5.0"])),
             Err(
-                "built for surfaces:bot@0.4.0; this host supports surfaces:bot 0.1.0 to 0.3.0"
+                "built for surfaces:bot@0.5.0; this host supports surfaces:bot 0.1.0 to 0.4.0"
                     .into()
             )
         );

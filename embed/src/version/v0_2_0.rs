@@ -42,9 +42,7 @@ same_enum!(n::MatrixErrorKind => o::MatrixErrorKind {
 same_record!(n::MatrixError => o::MatrixError { kind, message, retry_after_ms });
 same_record!(n::AgentChunk => o::AgentChunk { request, text });
 same_record!(n::AgentEnd => o::AgentEnd { request, tokens_used });
-same_enum!(n::AgentErrorKind => o::AgentErrorKind {
-    Busy, Disconnected, Protocol, ContextOverflow, BadRequest, Internal, TooLong,
-});
+error_kind_before_0_4!(n::AgentErrorKind => o::AgentErrorKind);
 same_record!(n::AgentError => o::AgentError { request, kind, message });
 same_enum!(n::ConnectionState => o::ConnectionState { Connecting, Ready, Busy, Disconnected });
 same_record!(n::AgentStatus => o::AgentStatus { context_id, state, context_tokens, detail });
@@ -73,6 +71,7 @@ impl From<n::ReloadOutcome> for o::ReloadOutcome {
 /// represent: the guest is not called.
 pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
     Some(match e.clone() {
+        n::Event::Message(m) if !m.attachments.is_empty() => return None,
         n::Event::Message(m) => o::Event::Message(m.into()),
         n::Event::Invite(i) => o::Event::Invite(i.into()),
         n::Event::MembersChanged(m) => o::Event::MembersChanged(m.into()),
@@ -84,7 +83,10 @@ pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
         n::Event::Timer(id) => o::Event::Timer(id),
         n::Event::ReloadResult(r) => o::Event::ReloadResult(r.into()),
         n::Event::Undecryptable(u) => o::Event::Undecryptable(u.into()),
-        n::Event::Reaction(_) | n::Event::MessageEdited(_) | n::Event::Redacted(_) => return None,
+        n::Event::Reaction(_)
+        | n::Event::MessageEdited(_)
+        | n::Event::Redacted(_)
+        | n::Event::AgentAttachment(_) => return None,
     })
 }
 

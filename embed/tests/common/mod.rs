@@ -14,6 +14,7 @@ pub fn info(settings: &[(&str, &str)]) -> HostInfo {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: String::new(),
+        max_attachment_bytes: 8 << 20,
     }
 }
 
@@ -34,5 +35,6 @@ pub fn dm(body: &str) -> Event {
         mentions_bot: false,
         is_notice: false,
         origin_server_ts: 0,
+        attachments: Vec::new(),
     })
 }

@@ -3,12 +3,16 @@
 //! comes back later as an event with the id the guest chose.
 
 use crate::bindings::surfaces::bot as wit;
-use crate::types::{AgentFeedback, AgentMessage, EditTarget, LogLevel, MessageContent};
+use crate::types::{
+    AgentFeedback, AgentMessage, AttachmentContent, EditTarget, LogLevel, MessageContent,
+};
 
 pub trait Host {
     /// Send a message; its outcome comes back as a `matrix-result` with
     /// `request` (reuse the id for a retry: the homeserver de-duplicates).
     fn send(&mut self, request: u64, room_id: &str, content: &MessageContent);
+    /// Send a file the host keeps (a `media` id) as a message of its own.
+    fn send_attachment(&mut self, request: u64, room_id: &str, content: &AttachmentContent);
     /// Replace a message's content (an `m.replace` edit).
     fn edit(&mut self, request: u64, room_id: &str, target: &EditTarget, content: &MessageContent);
     /// React to an event with `key` (an emoji).
@@ -67,6 +71,9 @@ pub struct WitHost;
 impl Host for WitHost {
     fn send(&mut self, request: u64, room_id: &str, content: &MessageContent) {
         wit::matrix::send(request, room_id, content);
+    }
+    fn send_attachment(&mut self, request: u64, room_id: &str, content: &AttachmentContent) {
+        wit::matrix::send_attachment(request, room_id, content);
     }
     fn edit(&mut self, request: u64, room_id: &str, target: &EditTarget, content: &MessageContent) {
         wit::matrix::edit(request, room_id, target, content);

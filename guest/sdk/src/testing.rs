@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use crate::host::Host;
 use crate::types::{
-    AgentFeedback, AgentMessage, EditTarget, HostInfo, LogLevel, MessageContent, RoomMessage,
+    AgentFeedback, AgentMessage, AttachmentContent, EditTarget, HostInfo, LogLevel, MessageContent,
+    RoomMessage,
 };
 
 /// What a guest asked of its host, in the order it asked.
@@ -23,6 +24,11 @@ pub enum Effect {
         request: u64,
         room_id: String,
         content: MessageContent,
+    },
+    SendAttachment {
+        request: u64,
+        room_id: String,
+        content: AttachmentContent,
     },
     Edit {
         request: u64,
@@ -115,6 +121,13 @@ impl MemoryHost {
 impl Host for MemoryHost {
     fn send(&mut self, request: u64, room_id: &str, content: &MessageContent) {
         self.effects.push(Effect::Send {
+            request,
+            room_id: room_id.into(),
+            content: content.clone(),
+        });
+    }
+    fn send_attachment(&mut self, request: u64, room_id: &str, content: &AttachmentContent) {
+        self.effects.push(Effect::SendAttachment {
             request,
             room_id: room_id.into(),
             content: content.clone(),
@@ -244,6 +257,7 @@ pub fn host_info(settings: &[(&str, &str)]) -> HostInfo {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: "0".repeat(64),
+        max_attachment_bytes: 8 << 20,
     }
 }
 
@@ -261,5 +275,6 @@ pub fn message(room_id: &str, sender: &str, body: &str) -> RoomMessage {
         mentions_bot: false,
         is_notice: false,
         origin_server_ts: 0,
+        attachments: Vec::new(),
     }
 }

@@ -159,6 +159,7 @@ impl Bot {
                     mentions_bot: e.mentions_bot,
                     is_notice: e.is_notice,
                     origin_server_ts: e.origin_server_ts,
+                    attachments: Vec::new(),
                 };
                 self.enqueue(host, &m, q)
             }
@@ -265,6 +266,7 @@ impl Bot {
             is_direct: e.is_direct,
             attempts: 0,
             with: Vec::new(),
+            files: asked.files.clone(),
             queued_ms: cfg!(feature = "next-schema").then_some(now),
         }
     }
@@ -291,6 +293,7 @@ impl Bot {
                 revised_ms: m.origin_server_ts,
                 excerpt: excerpt(&q.text),
                 answers: Vec::new(),
+                files: q.files.clone(),
             },
         };
         host.save(&key, &asked)

@@ -33,7 +33,10 @@ impl Bot {
             &self.info.bot_user_id,
             &self.info.bot_display_name,
         );
-        if addressed == Addressed::No {
+        // A file may be for the bot without saying so: its sender's next
+        // text may take it (see `files`).
+        let has_files = !m.attachments.is_empty();
+        if addressed == Addressed::No && !has_files {
             return Ok(());
         }
         if self.already_seen(host, &m.event_id)? {
@@ -44,12 +47,27 @@ impl Bot {
             return Ok(());
         }
         self.expire_idle_contexts(host)?;
+        // Where its sender's waiting files are: before a thread is made.
+        let place_thread = m.thread_root.clone();
+        let for_bot = addressed != Addressed::No || m.is_direct || m.mentions_bot;
+        if has_files && !for_bot {
+            self.on_files(host, &m, false, false)?;
+            return Ok(());
+        }
         if self.cfg.scope == Scope::Thread && m.thread_root.is_none() {
             // Per-thread contexts: a conversation started in the main
             // timeline goes on in a thread rooted at its first message.
             m.thread_root = Some(m.event_id.clone());
         }
         let user = self.greet_and_note(host, &m)?;
+        let caption = matches!(&addressed, Addressed::Text(t) if !t.is_empty());
+        let mut files = if has_files {
+            let mut at = m.clone();
+            at.thread_root = place_thread.clone();
+            self.on_files(host, &at, true, caption)?
+        } else {
+            Vec::new()
+        };
         if let Addressed::Command(rest) = addressed {
             let cmd = commands::parse(rest, &self.cfg.command_prefix);
             return self.on_command(host, &m, cmd, user);
@@ -57,6 +75,9 @@ impl Bot {
         let Addressed::Text(text) = addressed else {
             return Ok(()); // not addressed: returned above
         };
+        if has_files && !caption {
+            return Ok(()); // waiting for a text, or refused
+        }
         if text.is_empty() {
             let hint = format!(
                 "Yes? Write your question, or `{}help` for commands.",
@@ -74,7 +95,14 @@ impl Bot {
             is_direct: m.is_direct,
             attempts: 0,
             with: Vec::new(),
+            files: Vec::new(),
             queued_ms: cfg!(feature = "next-schema").then(|| host.now()),
+        };
+        let mut held = self.take_held(host, &m.room_id, place_thread.as_deref(), &m.sender)?;
+        held.append(&mut files);
+        let queued = Queued {
+            files: held,
+            ..queued
         };
         self.enqueue(host, &m, queued)
     }

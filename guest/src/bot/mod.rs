@@ -13,7 +13,8 @@
 //! restart, [`recover`] picks up what the last run left; [`rooms`] joins
 //! and leaves, [`reload`] reports swaps, [`expiry`] forgets idle thread
 //! contexts, [`controls`] carries out reactions, edits and redactions of
-//! questions and answers, [`quota`] keeps each user's token quota.
+//! questions and answers, [`quota`] keeps each user's token quota,
+//! [`files`] carries files to the agent and back.
 //!
 //! Every handler takes the host as `&mut dyn Host`; records are read and
 //! written through [`Records`], typed by their keys.
@@ -21,6 +22,7 @@
 mod command;
 mod controls;
 mod expiry;
+mod files;
 mod inbound;
 mod notices;
 pub mod pump;
@@ -155,6 +157,7 @@ impl Bot {
             Event::Reaction(r) => self.on_reaction(host, r),
             Event::MessageEdited(e) => self.on_edited(host, e),
             Event::Redacted(d) => self.on_redacted(host, d),
+            Event::AgentAttachment(a) => self.on_agent_attachment(host, a),
         }
     }
 
@@ -193,6 +196,7 @@ impl Bot {
                 self.on_join_timer(host, id, &room_id, attempt)
             }
             TimerPurpose::Recover { after } => self.on_recover_timer(host, id, &after),
+            TimerPurpose::Files { key } => self.on_files_timer(host, id, &key),
         }
     }
 

@@ -63,6 +63,7 @@ impl Bot {
                 attempts: 1,
                 unknown_failures: 0,
                 hold_ms: 0,
+                file: None,
             },
         )?;
         host.save(&route_key(req), &Route::Notice)?;
@@ -138,7 +139,7 @@ impl Bot {
             // Its route is gone if a restart came between (recovery drops
             // the last run's routes).
             host.save(&route_key(request), &Route::Notice)?;
-            host.send(request, &out.room_id, &MessageContent::from(&out.content));
+            super::files::send_outgoing(host, request, &out);
         }
         Ok(())
     }

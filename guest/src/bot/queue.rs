@@ -178,7 +178,7 @@ impl Bot {
                 display_name: q.display_name.clone(),
             },
             skills,
-            attachments: Vec::new(),
+            attachments: q.files.iter().map(super::files::for_agent).collect(),
         };
         host.agent_submit(req, ctx_id, &message);
         host.read_receipt(&q.room_id, &q.event_id);
@@ -298,8 +298,10 @@ fn collect(
         })
         .collect::<Vec<_>>()
         .join("\n\n");
+    let files = all.iter().flat_map(|q| q.files.iter().cloned()).collect();
     let mut last = taken.pop().unwrap_or(head); // taken is not empty
     last.text = text;
+    last.files = files;
     last.with = with;
     last
 }

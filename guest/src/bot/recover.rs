@@ -14,7 +14,7 @@ use crate::state::{
     context_index_key, route_key, run_key, timer_key,
 };
 
-use crate::types::{AgentError, AgentErrorKind, MessageContent};
+use crate::types::{AgentError, AgentErrorKind};
 
 /// Contexts recovered per call.
 const RECOVER_PAGE: u32 = 256;
@@ -40,6 +40,8 @@ impl Bot {
         for (room_id, attempt) in joins {
             self.join(host, &room_id, attempt)?;
         }
+        // Files waiting for a text wait again, in full.
+        self.rearm_held(host)?;
         // The last run's undelivered notices first: those this recovery
         // makes below are sent once, by whoever makes them.
         for key in host.scan(&OUTGOING) {
@@ -58,7 +60,7 @@ impl Bot {
                     continue;
                 }
                 host.save(&route_key(req), &Route::Notice)?;
-                host.send(req, &out.room_id, &MessageContent::from(&out.content));
+                super::files::send_outgoing(host, req, &out);
             }
         }
         let mut lost = Vec::new();

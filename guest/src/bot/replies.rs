@@ -179,7 +179,10 @@ impl Bot {
         };
         match f(self, host, &mut r)? {
             Fate::Keep => self.replies.keep(host, req, r)?,
-            Fate::Discard => self.replies.discard(host, req, &r),
+            Fate::Discard => {
+                self.send_files(host, &r)?;
+                self.replies.discard(host, req, &r);
+            }
             Fate::Untouched => {}
         }
         Ok(true)

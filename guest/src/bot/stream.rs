@@ -214,6 +214,10 @@ impl Bot {
                 "⚠️ The agent rejected this message: {}",
                 cut(&e.message, 4 * super::ECHO_MAX)
             ),
+            AgentErrorKind::Attachment => format!(
+                "⚠️ This message did not reach the agent: {}",
+                cut(&e.message, 4 * super::ECHO_MAX)
+            ),
             AgentErrorKind::TooLong => {
                 "⚠️ *Reply cut: it grew longer than this bot allows.*".to_string()
             }

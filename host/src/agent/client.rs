@@ -352,6 +352,11 @@ impl Connection {
                         .map_err(|e| format!("agent connection: {e}"));
                 }
                 Action::Send(_) => {}
+                // Not yet kept on the native host (issue 14 in progress).
+                Action::Keep { request, name, .. } => tracing::warn!(
+                    request,
+                    "the agent sent a file ({name}): this host does not pass files on yet"
+                ),
             }
         }
         self.out = actions;

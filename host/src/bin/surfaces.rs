@@ -254,6 +254,7 @@ fn check(file: &Path, settings: &[String]) -> Result<()> {
         max_event_bytes: 65_536,
         resumed: false,
         guest_hash: String::new(),
+        max_attachment_bytes: surfaces_embed::MAX_ATTACHMENT_BYTES,
     };
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (guest, _) = Guest::start(&component, info, &mut kv, 0)
@@ -421,6 +422,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             },
             resumed: false,
             guest_hash: String::new(),
+            max_attachment_bytes: surfaces_embed::MAX_ATTACHMENT_BYTES,
         },
         shutdown_grace: config.bot.shutdown_grace,
         swap_check: config.guest.swap_check(),

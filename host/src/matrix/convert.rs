@@ -164,6 +164,7 @@ pub fn event(
         mentions_bot,
         is_notice,
         origin_server_ts: u64::from(event.origin_server_ts.0),
+        attachments: Vec::new(),
     }))
 }
 

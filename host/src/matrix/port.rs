@@ -232,6 +232,18 @@ impl FrontEnd for SdkPort {
                     key,
                 },
             ),
+            // Not yet carried out on Matrix (issue 14 in progress): the
+            // guest hears at once that the file is not there to send.
+            MatrixEffect::SendAttachment { request, .. } => {
+                let _ = self.events.send(Event::MatrixResult(MatrixResult {
+                    request,
+                    outcome: Err(MatrixError {
+                        kind: MatrixErrorKind::NotFound,
+                        message: "this host does not send the agent's files yet".into(),
+                        retry_after_ms: None,
+                    }),
+                }));
+            }
             MatrixEffect::SetTyping {
                 room_id,
                 typing,

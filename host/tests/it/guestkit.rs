@@ -180,6 +180,7 @@ fn a_behaviour_check_reads_the_live_store_both_ways() {
         max_event_bytes: 65_536,
         resumed: true,
         guest_hash: String::new(),
+        max_attachment_bytes: 8 << 20,
     };
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-cache");
     let compile = |wasm: &[u8]| {

@@ -43,6 +43,7 @@ impl FrontEnd for Recorder {
             MatrixEffect::Send { request, .. }
             | MatrixEffect::Edit { request, .. }
             | MatrixEffect::React { request, .. }
+            | MatrixEffect::SendAttachment { request, .. }
             | MatrixEffect::Join { request, .. }
             | MatrixEffect::Leave { request, .. } => Some(*request),
             MatrixEffect::SetTyping { .. } | MatrixEffect::ReadReceipt { .. } => None,
@@ -242,6 +243,7 @@ impl Setup {
                 max_event_bytes: 65_536,
                 resumed: false,
                 guest_hash: String::new(),
+                max_attachment_bytes: 8 << 20,
             },
             shutdown_grace: self.grace,
             swap_check: self.swap_check,
@@ -288,6 +290,7 @@ impl Bot {
                 mentions_bot: false,
                 is_notice: false,
                 origin_server_ts: surfaces_host::time::now_ms(),
+                attachments: Vec::new(),
             }))
             .expect("the loop is running");
     }

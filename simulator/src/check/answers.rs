@@ -16,6 +16,10 @@ pub(super) fn replies_by_target(
         let Some(target) = reply_target(run, &id) else {
             continue;
         };
+        // A file the agent sent is no text of the answer.
+        if content.get("url").is_some() {
+            continue;
+        }
         let entry = out.entry(target).or_default();
         if content.get("msgtype").and_then(|m| m.as_str()) == Some("m.notice") {
             let body = content.get("body").and_then(|b| b.as_str()).unwrap_or("");

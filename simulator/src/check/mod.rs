@@ -13,12 +13,14 @@
 
 mod answers;
 mod controls;
+mod files;
 mod quota;
 mod store;
 mod witness;
 
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use controls::{reasked, withdrawn_stays_out};
+pub use files::{agent_files_delivered, files_reach_the_agent};
 pub use quota::quota_kept;
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 pub use witness::witness;
@@ -63,6 +65,14 @@ pub const RULES: &[Rule] = &[
     (
         "a quota is never overrun by more than one reply",
         quota_kept,
+    ),
+    (
+        "every file for the bot reaches the agent or is refused in words",
+        files_reach_the_agent,
+    ),
+    (
+        "every file the agent sent reaches the room",
+        agent_files_delivered,
     ),
 ];
 

@@ -94,6 +94,8 @@ pub struct Homeserver {
     pub violations: Vec<String>,
     pub rejected_too_large: u32,
     pub rate_limited: u32,
+    /// The media repository: `mxc://` URI -> bytes.
+    pub media: BTreeMap<String, Vec<u8>>,
 }
 
 impl Homeserver {
@@ -112,7 +114,46 @@ impl Homeserver {
             violations: Vec::new(),
             rejected_too_large: 0,
             rate_limited: 0,
+            media: BTreeMap::new(),
         }
+    }
+
+    /// Upload a file: its `mxc://` URI.
+    pub fn upload(&mut self, bytes: Vec<u8>) -> String {
+        let uri = format!("mxc://sim/m{}", self.media.len() + 1);
+        self.media.insert(uri.clone(), bytes);
+        uri
+    }
+
+    /// Send a file message (`m.file`, `m.image`, ...) as `sender`, under
+    /// the same rules as a text: membership, the rate limit, the
+    /// transaction id.
+    pub fn send_file(
+        &mut self,
+        sender: &str,
+        txn: &str,
+        room_id: &str,
+        content: Value,
+        now: u64,
+    ) -> Result<String, MatrixError> {
+        if let Some(id) = self.txns.get(&(sender.to_string(), txn.to_string())) {
+            return Ok(id.clone());
+        }
+        if !self
+            .rooms
+            .get(room_id)
+            .is_some_and(|r| r.members.contains(sender))
+        {
+            return Err(err(
+                MatrixErrorKind::Forbidden,
+                "M_FORBIDDEN: not in the room",
+            ));
+        }
+        self.check_rate(sender, now)?;
+        let id = self.append(room_id, sender, now, content, None);
+        self.txns
+            .insert((sender.to_string(), txn.to_string()), id.clone());
+        Ok(id)
     }
 
     pub fn event(&self, id: &str) -> Option<&HsEvent> {

@@ -30,6 +30,8 @@ pub(super) struct Stream {
     then: String,
     delay: [u64; 2],
     cancelled: bool,
+    /// Files sent after the text, before a clean end.
+    files: Vec<String>,
 }
 
 impl World<'_> {
@@ -72,13 +74,20 @@ impl World<'_> {
                 message,
             } => {
                 self.log(format!(
-                    "agent <- #{request} [{context_id}] {} from {}{}",
+                    "agent <- #{request} [{context_id}] {} from {}{}{}",
                     quote(&message.text),
                     message.sender.id,
                     if message.skills.is_empty() {
                         String::new()
                     } else {
                         format!(" skills={}", message.skills.join(","))
+                    },
+                    if message.attachments.is_empty() {
+                        String::new()
+                    } else {
+                        let names: Vec<&str> =
+                            message.attachments.iter().map(|a| a.name.as_str()).collect();
+                        format!(" files={}", names.join(","))
                     }
                 ));
                 self.facts.submits.push(Submit {
@@ -190,6 +199,15 @@ impl World<'_> {
         if !self.conns.contains_key(ctx) {
             self.connect(ctx);
         }
+        // Files are fetched before the message goes (a failure fails it).
+        let message = match self.fetch_files(request, message) {
+            Ok(m) => m,
+            Err(e) => {
+                self.log(format!("host: request #{request} fails: {}", e.message));
+                self.deliver_after(1, Event::AgentError(e));
+                return;
+            }
+        };
         let mut out = Vec::new();
         if let Some(c) = self.conns.get_mut(ctx) {
             c.session.submit(request, message, &mut out);
@@ -219,6 +237,12 @@ impl World<'_> {
                 Action::Deliver(ev) if now => self.deliver(ev),
                 Action::Deliver(ev) => self.deliver_after(1 + i as u64, ev),
                 Action::Send(frame) => self.server_receives(ctx, frame),
+                Action::Keep {
+                    request,
+                    name,
+                    mime,
+                    bytes,
+                } => self.keep_file(request, name, mime, bytes),
             }
         }
     }
@@ -226,7 +250,17 @@ impl World<'_> {
     /// The fake agent server reads a frame from the client.
     pub(super) fn server_receives(&mut self, ctx: &str, frame: ClientFrame) {
         match frame {
-            ClientFrame::UserMessage { text, .. } => self.serve(ctx, &text),
+            ClientFrame::UserMessage {
+                text, attachments, ..
+            } => {
+                for a in attachments {
+                    match proto::read_data_url(&a.url) {
+                        Ok((_, bytes)) => self.facts.files_to_agent.push((a.name, bytes)),
+                        Err(e) => self.log(format!("agent: an unreadable attachment: {e}")),
+                    }
+                }
+                self.serve(ctx, &text)
+            }
             ClientFrame::Cancel => {
                 if let Some(s) = self.conns.get_mut(ctx).and_then(|c| c.stream.as_mut()) {
                     s.cancelled = true;
@@ -288,6 +322,7 @@ impl World<'_> {
             then: spec.then.clone().unwrap_or_else(|| "end".into()),
             delay: spec.chunk_delay_ms.unwrap_or([80, 250]),
             cancelled: false,
+            files: spec.files.clone().unwrap_or_default(),
         });
         let epoch = c.epoch;
         let [lo, hi] = spec.chunk_delay_ms.unwrap_or([80, 250]);
@@ -351,9 +386,19 @@ impl World<'_> {
                             message: format!("simulated {code:?}").to_lowercase(),
                         }));
                     }
-                    None => frames.push(proto::encode_server(&ServerFrame::AgentEventEnd {
-                        tokens_used: s.tokens,
-                    })),
+                    None => {
+                        for name in std::mem::take(&mut s.files) {
+                            let bytes = super::media::file_bytes(&name, 300);
+                            frames.push(proto::encode_server(&ServerFrame::AgentEventAttachment {
+                                url: proto::data_url("application/octet-stream", &bytes),
+                                mime: String::new(),
+                                name,
+                            }));
+                        }
+                        frames.push(proto::encode_server(&ServerFrame::AgentEventEnd {
+                            tokens_used: s.tokens,
+                        }))
+                    }
                 },
             }
             c.stream = None;

@@ -52,6 +52,34 @@ pub struct Facts {
     /// or being answered) when it learnt it was alone in their room, and it
     /// then left.
     pub excused: BTreeSet<String>,
+    /// Files people sent.
+    pub files_sent: Vec<FileSent>,
+    /// Files the fake agent got with a message: (name, bytes).
+    pub files_to_agent: Vec<(String, Vec<u8>)>,
+    /// Files the fake agent sent, kept by the host for the guest.
+    pub agent_files: Vec<AgentFile>,
+}
+
+/// A file a person sent.
+#[derive(Clone, Debug)]
+pub struct FileSent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub name: String,
+    pub bytes: Vec<u8>,
+    /// Sent in a direct chat with the bot, or mentioning it, by someone
+    /// allowed: it must reach the agent or be refused in words.
+    pub for_bot: bool,
+    pub at: u64,
+}
+
+/// A file the agent sent with a reply.
+#[derive(Clone, Debug)]
+pub struct AgentFile {
+    pub request: u64,
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A send or an edit as it reached the homeserver.

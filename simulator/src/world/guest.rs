@@ -106,7 +106,8 @@ impl World<'_> {
             | Event::Undecryptable(_)
             | Event::Reaction(_)
             | Event::MessageEdited(_)
-            | Event::Redacted(_) => {}
+            | Event::Redacted(_)
+            | Event::AgentAttachment(_) => {}
         }
         if self.guest.is_none() {
             self.log("event dropped: no guest is running".into());

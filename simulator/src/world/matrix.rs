@@ -22,6 +22,7 @@ impl World<'_> {
                 self.facts.leaving.remove(room_id);
             }
             MatrixEffect::Send { room_id, .. }
+            | MatrixEffect::SendAttachment { room_id, .. }
             | MatrixEffect::Edit { room_id, .. }
             | MatrixEffect::React { room_id, .. }
             | MatrixEffect::SetTyping { room_id, .. }
@@ -33,6 +34,7 @@ impl World<'_> {
                     .push(format!("{} into {room_id}", effect_name(&effect)));
             }
             MatrixEffect::Send { .. }
+            | MatrixEffect::SendAttachment { .. }
             | MatrixEffect::Edit { .. }
             | MatrixEffect::React { .. }
             | MatrixEffect::SetTyping { .. }
@@ -50,6 +52,15 @@ impl World<'_> {
                     self.check_position(content);
                 }
                 self.facts.sends.entry(request).or_insert(self.now);
+                let d = self.latency();
+                self.after(d, Pending::HsArrive(effect));
+            }
+            MatrixEffect::SendAttachment {
+                request,
+                ref room_id,
+                ref content,
+            } => {
+                self.log(format!("bot file #{request} {room_id}: {}", content.media));
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
@@ -138,6 +149,19 @@ impl World<'_> {
                         None,
                         self.now,
                     )
+                };
+                (request, r)
+            }
+            MatrixEffect::SendAttachment {
+                request,
+                room_id,
+                content,
+            } => {
+                flow = Some(format!("file #{request} into {room_id}"));
+                let r = if self.fault(unavailable) {
+                    Err(unavailable_error())
+                } else {
+                    self.hs_send_file(request, &room_id, &content)
                 };
                 (request, r)
             }
@@ -322,6 +346,7 @@ impl World<'_> {
 fn effect_name(effect: &MatrixEffect) -> String {
     match effect {
         MatrixEffect::Send { request, .. } => format!("send #{request}"),
+        MatrixEffect::SendAttachment { request, .. } => format!("file #{request}"),
         MatrixEffect::Edit { request, .. } => format!("edit #{request}"),
         MatrixEffect::React { request, .. } => format!("reaction #{request}"),
         MatrixEffect::Join { request, .. } => format!("join #{request}"),

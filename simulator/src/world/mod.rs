@@ -11,6 +11,7 @@
 //! - [`sync`]: the host's sync loop, driving the shared inbox over the
 //!   fake homeserver's batches;
 //! - [`agents`]: the host's agent client sessions and the fake agents;
+//! - [`media`]: files between people, the host and the agent;
 //! - [`facts`]: what a run leaves for the checks;
 //! - [`transcript`]: how things are written in the transcript.
 
@@ -18,6 +19,7 @@ mod agents;
 mod facts;
 mod guest;
 mod matrix;
+mod media;
 mod people;
 mod sync;
 mod transcript;
@@ -38,7 +40,7 @@ use crate::homeserver::sync::Batch;
 use crate::homeserver::{Homeserver, HsEvent};
 use crate::scenario::{self, Scenario};
 
-pub use facts::{Arrival, Facts, Outcome, Run, Submit, UserMessage};
+pub use facts::{AgentFile, Arrival, Facts, FileSent, Outcome, Run, Submit, UserMessage};
 pub use transcript::quote;
 
 /// Virtual time starts here (2026-01-01T00:00:00Z), in ms.
@@ -125,6 +127,10 @@ struct World<'a> {
     transcript: Vec<String>,
     facts: Facts,
     prefix: String,
+    /// Files the agent sent, kept by the host until sent: number -> (name,
+    /// mime, bytes).
+    kept: BTreeMap<u64, (String, String, Vec<u8>)>,
+    next_kept: u64,
 }
 
 /// Run a scenario with a seed on a compiled guest.
@@ -190,6 +196,7 @@ pub fn run_planted(
         resumed: false,
         // Set by the embedding from the component.
         guest_hash: String::new(),
+        max_attachment_bytes: scenario.bot.max_attachment_bytes,
     };
     let mut w = World {
         scenario,
@@ -227,6 +234,8 @@ pub fn run_planted(
             ..Facts::default()
         },
         prefix: prefix.clone(),
+        kept: BTreeMap::new(),
+        next_kept: 0,
     };
     let scope = scenario
         .guest

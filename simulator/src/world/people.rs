@@ -64,7 +64,10 @@ impl World<'_> {
             self.act_on(&step, &from, &room);
             return;
         }
-        let Some(body) = step.say.clone() else { return };
+        if step.say.is_none() && step.file.is_none() {
+            return;
+        }
+        let body = step.say.clone().unwrap_or_default();
         let thread = step
             .thread
             .as_ref()
@@ -99,13 +102,33 @@ impl World<'_> {
         } else {
             step.key_after_ms.map(|d| Some(self.now.saturating_add(d)))
         };
-        let event_id = self
-            .hs
-            .post_user_message(&room, &from, self.now, content, key_at);
+        let (event_id, file) = match &step.file {
+            Some(name) => {
+                let size = step.file_bytes.unwrap_or(1_000);
+                let mut extra = json!({ "m.mentions": content["m.mentions"].clone() });
+                if let Some(r) = content.get("m.relates_to") {
+                    extra["m.relates_to"] = r.clone();
+                }
+                let caption = step.say.as_deref();
+                let (id, sent) = self.post_file(&room, &from, name, size, caption, extra);
+                self.log(format!(
+                    "{from} in {room} {id}: file {} ({size} bytes){}",
+                    quote(name),
+                    caption.map(|c| format!(" captioned {}", quote(c))).unwrap_or_default()
+                ));
+                (id, Some(sent))
+            }
+            None => {
+                let id = self
+                    .hs
+                    .post_user_message(&room, &from, self.now, content, key_at);
+                self.log(format!("{from} in {room} {id}: {}", quote(&body)));
+                (id, None)
+            }
+        };
         if let Some(label) = &step.label {
             self.labels.insert(label.clone(), event_id.clone());
         }
-        self.log(format!("{from} in {room} {event_id}: {}", quote(&body)));
         // For the bot: addressed, from someone allowed, in a room the bot
         // is in or was invited to by someone allowed, and readable.
         let for_bot = self.hs.rooms.get(&room).is_some_and(|r| {
@@ -123,6 +146,15 @@ impl World<'_> {
                 &bot,
                 &self.scenario.bot.display_name,
             ) != Addressed::No;
+        if let Some(mut sent) = file {
+            // For the bot: where a text would be, or in a direct chat, or
+            // mentioning it; its answer may reply to a later text.
+            sent.for_bot = for_bot && self.allowed(&from) && (direct || mentions_bot || addressed);
+            self.facts.files_sent.push(sent);
+        }
+        // A file alone is answered through the text it goes with (the
+        // rule `files_reach_the_agent`), not on its own.
+        let addressed = addressed && !body.trim().is_empty();
         self.facts.user_messages.push(UserMessage {
             event_id: event_id.clone(),
             room_id: room.clone(),

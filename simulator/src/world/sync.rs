@@ -396,7 +396,11 @@ impl World<'_> {
     /// A person's message: who is addressed is the contract's rule.
     fn message(&self, e: &HsEvent, room: &crate::homeserver::HsRoom) -> Option<RoomMessage> {
         let c = &e.content;
-        let body = c.get("body")?.as_str()?.to_string();
+        let file = super::media::attachment(&e.room_id, &e.event_id, c);
+        let body = match &file {
+            Some((_, caption)) => caption.clone(),
+            None => c.get("body")?.as_str()?.to_string(),
+        };
         let bot = &self.scenario.bot.user_id;
         let str_at = |path: &str| c.pointer(path).and_then(Value::as_str).map(str::to_string);
         let thread_root = (str_at("/m.relates_to/rel_type").as_deref() == Some("m.thread"))
@@ -424,6 +428,7 @@ impl World<'_> {
             is_direct: room.direct,
             is_notice: str_at("/msgtype").as_deref() == Some("m.notice"),
             origin_server_ts: e.ts,
+            attachments: file.map(|(m, _)| m).into_iter().collect(),
         })
     }
 }

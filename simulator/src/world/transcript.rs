@@ -20,6 +20,7 @@ pub(super) fn event_name(ev: &Event) -> String {
         Event::Reaction(r) => format!("reaction {} {} on {}", r.event_id, r.key, r.target),
         Event::MessageEdited(e) => format!("edit {} of {}", e.event_id, e.original),
         Event::Redacted(d) => format!("redaction {} of {}", d.event_id, d.target),
+        Event::AgentAttachment(a) => format!("agent file #{} {}", a.request, a.media.name),
     }
 }
 
@@ -38,6 +39,7 @@ pub(super) fn quote_frame(frame: &str) -> String {
     match proto::decode_server(frame) {
         Ok(ServerFrame::AgentEventTextChunk { text }) => format!("chunk {}", quote(&text)),
         Ok(ServerFrame::AgentEventEnd { tokens_used }) => format!("end tokens={tokens_used}"),
+        Ok(ServerFrame::AgentEventAttachment { name, .. }) => format!("file {}", quote(&name)),
         Ok(ServerFrame::Error { code, .. }) => format!("error {code:?}").to_lowercase(),
         Ok(ServerFrame::Status {
             state,

@@ -70,7 +70,8 @@ impl Guest for Echo {
             | Event::Undecryptable(_)
             | Event::Reaction(_)
             | Event::MessageEdited(_)
-            | Event::Redacted(_) => Ok(()),
+            | Event::Redacted(_)
+            | Event::AgentAttachment(_) => Ok(()),
         }
     }
 }
@@ -102,8 +103,14 @@ impl Echo {
                 let mut tally = host.load_or_default(&tally_key)?;
                 tally.echoed += 1;
                 host.save(&tally_key, &tally)?;
-                let text = if text.is_empty() { "…" } else { text };
-                say(host, &m, text.to_string(), false)
+                // A file alone is echoed by name.
+                let files: Vec<&str> = m.attachments.iter().map(|a| a.name.as_str()).collect();
+                let text = match (text.is_empty(), files.is_empty()) {
+                    (true, true) => "…".to_string(),
+                    (true, false) => format!("📎 {}", files.join(", ")),
+                    (false, _) => text.to_string(),
+                };
+                say(host, &m, text, false)
             }
         }
     }

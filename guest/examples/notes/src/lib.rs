@@ -142,7 +142,8 @@ impl Guest for NotesBot {
             | Event::Undecryptable(_)
             | Event::Reaction(_)
             | Event::MessageEdited(_)
-            | Event::Redacted(_) => Ok(()),
+            | Event::Redacted(_)
+            | Event::AgentAttachment(_) => Ok(()),
         }
     }
 }
