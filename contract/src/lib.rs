@@ -50,18 +50,6 @@ pub fn human_bytes(n: u64) -> String {
     format!("{shown} {}", UNITS[unit])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_as_people_write_them() {
-        assert_eq!(human_bytes(512), "512 bytes");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(8 << 20), "8 MiB");
-        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
-    }
-}
 
 /// The guest's command words, aliases included, lowercase. In a group room
 /// an unmentioned `!word` is the bot's business only if `word` is one of
@@ -75,4 +63,17 @@ pub const COMMANDS: &[&str] = &[
 /// one of [`COMMANDS`].
 pub fn is_command(word: &str) -> bool {
     COMMANDS.contains(&word.to_lowercase().as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(512), "512 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(8 << 20), "8 MiB");
+        assert_eq!(human_bytes(12_900_000), "12.3 MiB");
+    }
 }

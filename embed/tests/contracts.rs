@@ -155,7 +155,9 @@ fn frozen_guest_keeps_its_promises(wasm: &[u8], contract: Contract) {
         size: Some(3),
         kind: MediaKind::Image,
     });
-    let out = g.handle(&Event::Message(file), &mut kv, 660).expect("skipped");
+    let out = g
+        .handle(&Event::Message(file), &mut kv, 660)
+        .expect("skipped");
     assert!(out.effects.is_empty(), "{:?}", out.effects);
 
     // Every kind of swap outcome of the newest contract reaches it in

@@ -47,10 +47,13 @@ pub enum Bug {
     /// A user with a quota may have replies written in several contexts
     /// at once: each started under the limit, together they pass it.
     QuotaIgnoresInFlight,
+    /// A file waiting for its sender's text is dropped when the text
+    /// comes: the text goes without it.
+    HeldFileDropped,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 18] = [
+    pub const ALL: [Bug; 19] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -69,6 +72,7 @@ impl Bug {
         Bug::EditNotReasked,
         Bug::CollectDropsOne,
         Bug::QuotaIgnoresInFlight,
+        Bug::HeldFileDropped,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Bug {
             Bug::EditNotReasked => "edit-not-reasked",
             Bug::CollectDropsOne => "collect-drops-one",
             Bug::QuotaIgnoresInFlight => "quota-ignores-in-flight",
+            Bug::HeldFileDropped => "held-file-dropped",
         }
     }
 }

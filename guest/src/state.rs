@@ -471,7 +471,10 @@ pub fn answer_key(event_id: &str) -> Key<String> {
 }
 pub const HELD: Prefix<Held> = Prefix::new("file/");
 pub fn held_key(room_id: &str, thread_root: Option<&str>, sender: &str) -> Key<Held> {
-    HELD.key(&format!("{room_id}/{}/{sender}", thread_root.unwrap_or("-")))
+    HELD.key(&format!(
+        "{room_id}/{}/{sender}",
+        thread_root.unwrap_or("-")
+    ))
 }
 pub fn undecryptable_key(room_id: &str, user_id: &str) -> Key<u64> {
     Key::new(format!("utd/{room_id}/{user_id}"))

@@ -82,11 +82,7 @@ impl Bot {
                 "📎 {names}: too large for the agent, which takes files up to {}. It was not \
                  sent{}.",
                 human_bytes(max),
-                if with_caption {
-                    "; your text was"
-                } else {
-                    ""
-                }
+                if with_caption { "; your text was" } else { "" }
             );
             self.notice(host, m, &text)?;
         }
@@ -98,7 +94,12 @@ impl Bot {
             Some(h) => h,
             None => {
                 let timer = host.next_id()?;
-                host.save(&timer_key(timer), &TimerPurpose::Files { key: key.as_str().to_string() })?;
+                host.save(
+                    &timer_key(timer),
+                    &TimerPurpose::Files {
+                        key: key.as_str().to_string(),
+                    },
+                )?;
                 Held {
                     room_id: m.room_id.clone(),
                     sender: m.sender.clone(),
@@ -135,6 +136,9 @@ impl Bot {
         host.cancel_timer(held.timer);
         host.remove(&timer_key(held.timer));
         host.remove(&key);
+        if crate::planted::on(crate::planted::Bug::HeldFileDropped) {
+            return Ok(Vec::new());
+        }
         Ok(held.files)
     }
 
@@ -157,7 +161,10 @@ impl Bot {
         if !held.addressed {
             host.log(
                 LogLevel::Debug,
-                &format!("files from {} in {} not for the bot: forgotten", held.sender, held.room_id),
+                &format!(
+                    "files from {} in {} not for the bot: forgotten",
+                    held.sender, held.room_id
+                ),
             );
             return Ok(());
         }
@@ -200,7 +207,12 @@ impl Bot {
     pub(super) fn rearm_held(&mut self, host: &mut dyn Host) -> Result<(), String> {
         for key in host.scan(&HELD) {
             if let Some(held) = host.load(&key)? {
-                host.save(&timer_key(held.timer), &TimerPurpose::Files { key: key.as_str().to_string() })?;
+                host.save(
+                    &timer_key(held.timer),
+                    &TimerPurpose::Files {
+                        key: key.as_str().to_string(),
+                    },
+                )?;
                 host.set_timer(held.timer, self.cfg.attachment_wait_ms);
             }
         }

@@ -7,7 +7,7 @@ use super::replies::Replies;
 use super::{Bot, Fate, pump, stream};
 use crate::host::Host;
 use crate::state::{
-    Contexts, OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key,
+    Contexts, HELD, OUTGOING, Records, Route, TimerPurpose, WAITING, route_key, timer_key,
 };
 use crate::types::{Invite, LogLevel, MatrixError, MatrixErrorKind, MembersChanged};
 
@@ -125,8 +125,9 @@ impl Bot {
     /// Nobody is left in `room_id` to read what the bot would still send
     /// there, and the homeserver would refuse it once the bot has left:
     /// messages from there still queued are dropped, replies there are
-    /// stopped (the agent told to cancel) and dropped, and notices waiting
-    /// to go there are not sent.
+    /// stopped (the agent told to cancel) and dropped, notices waiting to
+    /// go there are not sent, and files waiting there for a text are
+    /// forgotten.
     fn forget_room(&mut self, host: &mut dyn Host, room_id: &str) -> Result<(), String> {
         for key in host.scan(&WAITING) {
             let ctx_id = WAITING.id(&key).to_string();
@@ -152,6 +153,15 @@ impl Bot {
                 if let Ok(req) = OUTGOING.id(&key).parse::<u64>() {
                     host.remove(&route_key(req));
                 }
+            }
+        }
+        for key in host.scan(&HELD) {
+            if let Some(held) = host.load(&key)?
+                && held.room_id == room_id
+            {
+                host.cancel_timer(held.timer);
+                host.remove(&timer_key(held.timer));
+                host.remove(&key);
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use crate::types::{AgentEnd, AgentError, AgentErrorKind, EditTarget, LogLevel, M
 enum After {
     Nothing,
     /// The message went back to its queue: tell its sender (once).
-    Requeued(Queued, &'static str),
+    Requeued(Box<Queued>, &'static str),
     /// The reply is closed: the context's next message may go.
     StartNext(String),
 }
@@ -107,7 +107,7 @@ impl Bot {
         }
         match after {
             After::Nothing => Ok(()),
-            After::Requeued(origin, text) => self.notice(host, &origin, text),
+            After::Requeued(origin, text) => self.notice(host, &*origin, text),
             After::StartNext(ctx_id) => self.start_next(host, &ctx_id),
         }
     }
@@ -179,7 +179,7 @@ impl Bot {
                          your message is queued and will be sent when it is back."
                     }
                 };
-                *after = After::Requeued(origin, text);
+                *after = After::Requeued(Box::new(origin), text);
             }
             return Ok(Fate::Discard);
         }

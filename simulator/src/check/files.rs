@@ -6,11 +6,16 @@ use serde_json::Value;
 
 use crate::world::{Outcome, Run};
 
+/// What an answer says when its question did not get to the agent, or
+/// not whole: an error, a refusal, a stop, a withdrawal.
+const NOT_ASKED: &[&str] = &["⚠️", "🚫", "⏹️", "⏭️", "🗑️"];
+
 /// Every file sent for the bot (in a direct chat, mentioning it) reaches
 /// the agent byte for byte, or is refused in words: by name (too large,
-/// not fetched), or with the message it went with (an error notice to a
-/// message of its sender's sent with or after it). Excused: a file whose
-/// message was deleted, or that the bot dropped when it left the room.
+/// not fetched), or with the question it went with (the question's answer
+/// says it failed or was stopped before the agent answered). Excused: a file whose
+/// message, or the text it went with, was deleted, or that the bot
+/// dropped when it left the room.
 pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
     let bot = &run.bot_user_id;
     let mut v = Vec::new();
@@ -18,12 +23,69 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
         if !f.for_bot || run.facts.excused.contains(&f.event_id) {
             continue;
         }
-        let redacted = run
-            .facts
-            .user_messages
-            .iter()
-            .any(|m| m.event_id == f.event_id && m.redacted);
-        if redacted {
+        // The text it went with: its sender's next message for the bot in
+        // the same place. Deleted, it takes the file back with it.
+        let at = |id: &str| run.homeserver.event(id).map_or(0, |e| e.ts);
+        let thread_of = |id: &str| {
+            run.facts
+                .user_messages
+                .iter()
+                .find(|m| m.event_id == id)
+                .and_then(|m| m.thread.clone())
+        };
+        let thread = thread_of(&f.event_id);
+        let carrier = run.facts.user_messages.iter().find(|m| {
+            m.sender == f.sender
+                && m.room_id == f.room_id
+                && m.thread == thread
+                && m.addressed
+                && !m.command
+                && at(&m.event_id) >= f.at
+        });
+        let withdrawn = |id: &str| {
+            run.facts.excused.contains(id)
+                || run
+                    .facts
+                    .user_messages
+                    .iter()
+                    .any(|m| m.event_id == id && m.redacted)
+        };
+        // Collected with others (queue mode `collect`), the text is one
+        // question with them: the answer replies to the last, and deleting
+        // that one withdraws them all.
+        let group: Vec<&str> = match carrier {
+            None => Vec::new(),
+            Some(c) => {
+                let texts: Vec<&str> = std::iter::once(&c.body)
+                    .chain(&c.edits)
+                    .map(|t| t.trim())
+                    .collect();
+                let last = run
+                    .facts
+                    .submits
+                    .iter()
+                    .rev()
+                    .find(|s| texts.iter().any(|t| super::answers::part_of(&s.text, t)));
+                let mut ids: Vec<&str> = match last {
+                    Some(s) => run
+                        .facts
+                        .user_messages
+                        .iter()
+                        .filter(|m| m.room_id == c.room_id && m.addressed)
+                        .filter(|m| {
+                            std::iter::once(&m.body)
+                                .chain(&m.edits)
+                                .any(|t| super::answers::part_of(&s.text, t.trim()))
+                        })
+                        .map(|m| m.event_id.as_str())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                ids.push(c.event_id.as_str());
+                ids
+            }
+        };
+        if withdrawn(&f.event_id) || group.iter().any(|id| withdrawn(id)) {
             continue;
         }
         let reached = run
@@ -31,26 +93,30 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
             .files_to_agent
             .iter()
             .any(|(name, bytes)| *name == f.name && *bytes == f.bytes);
-        let sent_since = |target: &str| {
-            run.homeserver
-                .event(target)
-                .is_some_and(|e| e.sender == f.sender && e.ts >= f.at)
+        // Asked about: the text it went with, or (alone) the files its
+        // sender sent there together (the answer replies to the first).
+        let questions: Vec<&str> = match carrier {
+            Some(_) => group,
+            None => run
+                .facts
+                .files_sent
+                .iter()
+                .filter(|g| g.sender == f.sender && g.room_id == f.room_id)
+                .filter(|g| thread_of(&g.event_id) == thread)
+                .map(|g| g.event_id.as_str())
+                .collect(),
         };
         let refused = run.homeserver.rendered(bot).iter().any(|(id, content)| {
             let body = content.get("body").and_then(Value::as_str).unwrap_or("");
-            let in_room = run
-                .homeserver
-                .event(id)
-                .is_some_and(|e| e.room_id == f.room_id);
-            let named = body.contains(&f.name)
+            let Some(e) = run.homeserver.event(id) else {
+                return false;
+            };
+            let named = e.room_id == f.room_id
+                && body.contains(&f.name)
                 && (body.contains("too large") || body.contains("did not reach the agent"));
-            let error = body.starts_with("⚠️") || body.starts_with("🚫");
-            let target = run
-                .homeserver
-                .event(id)
-                .and_then(super::answers::replied_to)
-                .map(str::to_string);
-            in_room && (named || (error && target.as_deref().is_some_and(sent_since)))
+            let not_asked = NOT_ASKED.iter().any(|m| body.contains(m))
+                && super::answers::replied_to(e).is_some_and(|q| questions.contains(&q));
+            named || not_asked
         });
         if !reached && !refused {
             v.push(format!(
@@ -63,12 +129,19 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
 }
 
 /// Every file the agent sent with a reply that ended is in the reply's
-/// room, sent by the bot, its bytes whole.
+/// room, sent by the bot, its bytes whole (unless the bot left the room:
+/// nothing more goes there).
 pub fn agent_files_delivered(run: &Run) -> Vec<String> {
     let bot = &run.bot_user_id;
     let mut v = Vec::new();
     for f in &run.facts.agent_files {
-        if run.facts.outcomes.get(&f.request) != Some(&Outcome::Ended) {
+        let left = f.room_id.as_ref().is_some_and(|r| {
+            !run.homeserver
+                .rooms
+                .get(r)
+                .is_some_and(|room| room.members.contains(bot))
+        });
+        if run.facts.outcomes.get(&f.request) != Some(&Outcome::Ended) || left {
             continue;
         }
         let found = run.homeserver.events.iter().any(|e| {

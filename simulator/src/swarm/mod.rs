@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 18] = [
+const PLANTED: [&str; 19] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -133,6 +133,7 @@ const PLANTED: [&str; 18] = [
     "edit-not-reasked",
     "collect-drops-one",
     "quota-ignores-in-flight",
+    "held-file-dropped",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

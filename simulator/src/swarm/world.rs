@@ -160,7 +160,7 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     // Steps in time order; a lazy DM's invite stays before its message.
     steps.sort_by_key(|s| s.at_ms);
     // Labels for threads and replies could only name earlier messages.
-    let replies = (0..rng.random_range(0..10usize))
+    let replies: Vec<Reply> = (0..rng.random_range(0..10usize))
         .map(|_| reply(rng, mix))
         .collect();
     let mut guest = BTreeMap::new();
@@ -200,11 +200,15 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     }
     let strict = mix.has(Fault::Hs429);
     let lo = rng.random_range(1..80u64);
+    // Files: drawn last, so the rest of a seed's world stays as it was.
+    let mut replies: Vec<Reply> = replies;
+    files(rng, &mut steps, &mut replies);
     Scenario {
         description: "swarm".into(),
         seed: None,
         bot: Bot {
             max_event_bytes: if mix.has(Fault::Hs413) { 8_192 } else { 65_536 },
+            max_attachment_bytes: FILE_LIMIT,
             ..Bot::default()
         },
         guest,
@@ -239,6 +243,62 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
         },
         rooms,
         steps,
+    }
+}
+
+/// The largest file the swarm's host passes to the agent.
+const FILE_LIMIT: u64 = 50_000;
+
+/// People send files: before some of their messages (as clients send a
+/// file and its question: two events, a moment apart; in a group, without
+/// the mention), now and then alone, now and then one too large; some of
+/// the agent's replies carry a file.
+fn files(rng: &mut ChaCha8Rng, steps: &mut Vec<Step>, replies: &mut [Reply]) {
+    let texts: Vec<Step> = steps
+        .iter()
+        .filter(|s| s.say.as_deref().is_some_and(|t| !t.starts_with('!')))
+        .cloned()
+        .collect();
+    let mut n = 0;
+    for t in texts {
+        if !rng.random_bool(0.2) {
+            continue;
+        }
+        n += 1;
+        let size = if rng.random_bool(0.2) {
+            FILE_LIMIT + 1
+        } else {
+            rng.random_range(1..3_000u64)
+        };
+        let ext = ["png", "pdf", "ogg", "mp4"][rng.random_range(0..4usize)];
+        let alone = rng.random_bool(0.25);
+        let at_ms = if alone {
+            t.at_ms + rng.random_range(0..20_000u64)
+        } else {
+            t.at_ms.saturating_sub(rng.random_range(1..3_000u64))
+        };
+        // Nobody writes in a room they have left.
+        let gone = steps
+            .iter()
+            .any(|s| s.leave && s.from == t.from && s.room == t.room && s.at_ms <= at_ms);
+        if gone {
+            continue;
+        }
+        steps.push(Step {
+            at_ms,
+            from: t.from.clone(),
+            room: t.room.clone(),
+            thread: t.thread.clone(),
+            file: Some(format!("f{n}.{ext}")),
+            file_bytes: Some(size),
+            ..Step::default()
+        });
+    }
+    steps.sort_by_key(|s| s.at_ms);
+    for (i, r) in replies.iter_mut().enumerate() {
+        if rng.random_bool(0.15) {
+            r.files = Some(vec![format!("a{i}.png")]);
+        }
     }
 }
 

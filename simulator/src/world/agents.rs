@@ -85,8 +85,11 @@ impl World<'_> {
                     if message.attachments.is_empty() {
                         String::new()
                     } else {
-                        let names: Vec<&str> =
-                            message.attachments.iter().map(|a| a.name.as_str()).collect();
+                        let names: Vec<&str> = message
+                            .attachments
+                            .iter()
+                            .map(|a| a.name.as_str())
+                            .collect();
                         format!(" files={}", names.join(","))
                     }
                 ));

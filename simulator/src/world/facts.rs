@@ -78,6 +78,8 @@ pub struct FileSent {
 #[derive(Clone, Debug)]
 pub struct AgentFile {
     pub request: u64,
+    /// The room of the reply it came with, as the guest's store holds it.
+    pub room_id: Option<String>,
     pub name: String,
     pub bytes: Vec<u8>,
 }

@@ -364,7 +364,7 @@ impl World<'_> {
     /// drops them, and no answer is owed to them any more.
     pub(super) fn pending_in(&self, room: &str) -> Vec<String> {
         let mut ids = Vec::new();
-        for prefix in ["ctx/", "reply/", "out/"] {
+        for prefix in ["ctx/", "reply/", "out/", "file/"] {
             for key in self.kv.keys(prefix).unwrap_or_default() {
                 let Some(record) = self
                     .kv
@@ -377,6 +377,15 @@ impl World<'_> {
                 };
                 if let Some(serde_json::Value::Array(queue)) = record.get("queue") {
                     ids.extend(queue.iter().filter_map(|m| message_in(m, room)));
+                } else if let Some(serde_json::Value::Array(files)) = record.get("files")
+                    && record.get("room_id").and_then(|r| r.as_str()) == Some(room)
+                {
+                    // Files waiting for their sender's text.
+                    ids.extend(files.iter().filter_map(|f| {
+                        f.get("event_id")
+                            .and_then(|e| e.as_str())
+                            .map(str::to_string)
+                    }));
                 } else if let Some(origin) = record.get("origin") {
                     ids.extend(message_in(origin, room));
                 } else if record.get("room_id").and_then(|r| r.as_str()) == Some(room)

@@ -16,7 +16,9 @@ use super::facts::{AgentFile, FileSent};
 /// The bytes of a file a person sends: its name and size make them, so a
 /// seed replays them and two files never match by chance.
 pub fn file_bytes(name: &str, size: u64) -> Vec<u8> {
-    let seed = name.bytes().fold(17u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    let seed = name
+        .bytes()
+        .fold(17u8, |a, b| a.wrapping_mul(31).wrapping_add(b));
     (0..size).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
@@ -106,7 +108,9 @@ impl World<'_> {
         if let (Some(c), Some(x)) = (content.as_object_mut(), extra.as_object_mut()) {
             c.append(x);
         }
-        let id = self.hs.post_user_message(room, from, self.now, content, None);
+        let id = self
+            .hs
+            .post_user_message(room, from, self.now, content, None);
         let sent = FileSent {
             event_id: id.clone(),
             room_id: room.to_string(),
@@ -148,8 +152,16 @@ impl World<'_> {
     pub(super) fn keep_file(&mut self, request: u64, name: String, mime: String, bytes: Vec<u8>) {
         self.next_kept += 1;
         let n = self.next_kept;
+        let room_id = self
+            .kv
+            .get(&format!("reply/{request:020}"))
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|r| r.pointer("/origin/room_id")?.as_str().map(str::to_string));
         self.facts.agent_files.push(AgentFile {
             request,
+            room_id,
             name: name.clone(),
             bytes: bytes.clone(),
         });

@@ -114,7 +114,9 @@ impl World<'_> {
                 self.log(format!(
                     "{from} in {room} {id}: file {} ({size} bytes){}",
                     quote(name),
-                    caption.map(|c| format!(" captioned {}", quote(c))).unwrap_or_default()
+                    caption
+                        .map(|c| format!(" captioned {}", quote(c)))
+                        .unwrap_or_default()
                 ));
                 (id, Some(sent))
             }
