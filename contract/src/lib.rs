@@ -50,7 +50,6 @@ pub fn human_bytes(n: u64) -> String {
     format!("{shown} {}", UNITS[unit])
 }
 
-
 /// The guest's command words, aliases included, lowercase. In a group room
 /// an unmentioned `!word` is the bot's business only if `word` is one of
 /// these (another bot may answer the rest).

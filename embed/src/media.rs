@@ -76,7 +76,9 @@ pub fn to_fetch(message: &AgentMessage) -> Vec<MediaRef> {
 /// `message` with each `surfaces-media:` attachment replaced by its bytes
 /// as a `data:` URL, or the error that fails the request: a file that could
 /// not be fetched, or one larger than `max_bytes`. `fetched` holds what the
-/// host got for each of [`to_fetch`]'s refs.
+/// host got for each of [`to_fetch`]'s refs. The error's message starts
+/// with the file's name ("NAME is ...", "could not fetch NAME: ..."): the
+/// shipped guest reads it to send the message again without that file.
 pub fn inline(
     request: u64,
     mut message: AgentMessage,

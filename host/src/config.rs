@@ -218,6 +218,10 @@ pub struct AgentConfig {
     /// A reply longer than this (bytes) is cut: the agent is asked to
     /// cancel it, and it ends with a note.
     pub max_reply_bytes: usize,
+    /// The largest file passed to the agent, or taken from it (bytes); a
+    /// user's larger file is refused in words, the agent's breaks its
+    /// reply.
+    pub max_attachment_bytes: u64,
     /// Pause between echo chunks of the mock backend, in milliseconds.
     pub mock_chunk_delay_ms: u64,
 }
@@ -236,6 +240,7 @@ impl Default for AgentConfig {
             ping_interval: Duration::from_secs(20),
             reply_timeout: Duration::from_secs(120),
             max_reply_bytes: surfaces_embed::agent::MAX_REPLY_BYTES,
+            max_attachment_bytes: surfaces_embed::MAX_ATTACHMENT_BYTES,
             mock_chunk_delay_ms: 150,
         }
     }
@@ -459,6 +464,12 @@ impl Config {
         if self.agent.max_reply_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "agent.max_reply_bytes is at least 1024".into(),
+            ));
+        }
+        // A file goes inline in one frame, a third larger as base64.
+        if !(1024..=(256 << 20)).contains(&self.agent.max_attachment_bytes) {
+            return Err(ConfigError::Invalid(
+                "agent.max_attachment_bytes is between 1024 and 268435456 (256 MiB)".into(),
             ));
         }
         if self.agent.ping_interval >= self.agent.idle_timeout {

@@ -3,7 +3,8 @@
 //! - [`runtime`]: the event loop that owns the guest and the database;
 //!   [`channels`]: its channels and handle; [`front`]: what it needs of a
 //!   front end; [`time`]: clock helpers.
-//! - [`store`]: the guest's durable state in SQLite.
+//! - [`store`]: the guest's durable state in SQLite; [`media`]: files
+//!   between Matrix and the agent.
 //! - [`agent`]: the agent client (one WebSocket per context, reconnecting),
 //!   the pool of connections, and the reference agent server.
 //! - [`matrix`]: the Matrix front end (matrix-sdk); [`terminal`]: one
@@ -27,6 +28,7 @@ pub mod guestkit;
 pub mod history;
 pub mod kept;
 pub mod matrix;
+pub mod media;
 pub mod metrics;
 pub mod probation;
 pub mod runtime;

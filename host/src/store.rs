@@ -20,7 +20,14 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE guest_kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;",
     // 2: the host's own records (the database's identity).
     "CREATE TABLE host_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    // 3: files the agent sent, until they are sent on (`crate::media`).
+    KEPT_FILES_TABLE,
 ];
+
+/// Files the agent sent (`crate::media::Kept`).
+pub(crate) const KEPT_FILES_TABLE: &str = "CREATE TABLE kept_files (id INTEGER PRIMARY KEY \
+    AUTOINCREMENT, name TEXT NOT NULL, mime TEXT NOT NULL, data BLOB NOT NULL, \
+    kept_ms INTEGER NOT NULL);";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

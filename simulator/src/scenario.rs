@@ -199,6 +199,9 @@ pub struct Step {
     pub file: Option<String>,
     /// The file's size in bytes (default 1,000).
     pub file_bytes: Option<u64>,
+    /// The client does not declare the file's size (`info.size`): only
+    /// the host, fetching it, learns it.
+    pub file_size_unknown: bool,
     /// Name the message so later steps can use it as `thread`/`reply_to`.
     pub label: Option<String>,
     pub thread: Option<String>,

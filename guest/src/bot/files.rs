@@ -275,6 +275,22 @@ impl Bot {
     }
 }
 
+/// Drop the file a host's `attachment` error names (its message starts
+/// with the file's name, as `surfaces_embed::media` words it), or every
+/// file when it names none of them.
+pub(super) fn drop_failed(files: &mut Vec<Attached>, message: &str) {
+    let named = |f: &Attached| {
+        message.starts_with(&format!("{} is ", f.name))
+            || message.starts_with(&format!("could not fetch {}:", f.name))
+    };
+    match files.iter().position(named) {
+        Some(i) => {
+            files.remove(i);
+        }
+        None => files.clear(),
+    }
+}
+
 /// Send (or send again) a stored notice or file.
 pub(super) fn send_outgoing(host: &mut dyn Host, req: u64, out: &Outgoing) {
     let content = MessageContent::from(&out.content);

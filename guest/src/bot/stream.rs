@@ -17,6 +17,9 @@ enum After {
     Nothing,
     /// The message went back to its queue: tell its sender (once).
     Requeued(Box<Queued>, &'static str),
+    /// Its files could not go: it goes again without them, first in its
+    /// queue, and its sender hears why.
+    WithoutFiles(Box<Queued>, String, String),
     /// The reply is closed: the context's next message may go.
     StartNext(String),
 }
@@ -108,6 +111,10 @@ impl Bot {
         match after {
             After::Nothing => Ok(()),
             After::Requeued(origin, text) => self.notice(host, &*origin, text),
+            After::WithoutFiles(origin, text, ctx_id) => {
+                self.notice(host, &*origin, &text)?;
+                self.start_next(host, &ctx_id)
+            }
             After::StartNext(ctx_id) => self.start_next(host, &ctx_id),
         }
     }
@@ -135,6 +142,27 @@ impl Bot {
             ),
         );
         let nothing_shown = r.chunks == 0 && !r.stop_requested;
+        // A file the host could not pass (too large once fetched, not
+        // fetched): the message goes again without it, if anything is
+        // left of it.
+        let mut origin = r.origin.clone();
+        if e.kind == AgentErrorKind::Attachment && nothing_shown {
+            super::files::drop_failed(&mut origin.files, &e.message);
+        }
+        if e.kind == AgentErrorKind::Attachment
+            && nothing_shown
+            && origin.files.len() < r.origin.files.len()
+            && (!origin.files.is_empty() || !origin.text.trim().is_empty())
+        {
+            ctx.queue.push_front(origin.clone());
+            host.save_context(&ctx_id, &mut ctx)?;
+            let text = format!(
+                "📎 A file did not reach the agent ({}): your message goes without it.",
+                cut(&e.message, 4 * super::ECHO_MAX)
+            );
+            *after = After::WithoutFiles(Box::new(origin), text, ctx_id);
+            return Ok(Fate::Discard);
+        }
         let requeue = nothing_shown
             && match e.kind {
                 AgentErrorKind::Busy => ctx.busy_attempts < self.cfg.busy_retries,

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use surfaces_embed::{Action, AgentFeedback, AgentMessage, AgentSession, Event, Link};
+use surfaces_embed::media::{self, MediaRef};
+use surfaces_embed::{
+    Action, AgentAttachment, AgentFeedback, AgentMessage, AgentSession, Event, Link, Media,
+};
 use surfaces_protocol as proto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -24,6 +27,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use super::server::{self, ServerConfig};
 use crate::channels::InboundSender;
 use crate::config::Secret;
+use crate::media::{Files, KeptFile};
 use crate::time::sleep_until_opt;
 
 /// Where the agent is.
@@ -52,6 +56,9 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Replies longer than this are cut ([`AgentSession::with_max_reply_bytes`]).
     pub max_reply_bytes: usize,
+    /// Users' files to fetch and the agent's to keep (none: every file
+    /// fails its request, every file from the agent is dropped).
+    pub files: Option<Files>,
 }
 
 impl ClientConfig {
@@ -66,6 +73,7 @@ impl ClientConfig {
             max_reply_bytes: surfaces_embed::agent::MAX_REPLY_BYTES,
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            files: None,
         }
     }
 }
@@ -105,7 +113,14 @@ pub fn spawn(context_id: String, config: ClientConfig, events: InboundSender) ->
     let (tx, rx) = mpsc::unbounded_channel();
     let seed = jitter_seed(&context_id);
     let conn = Connection {
-        session: AgentSession::new(context_id).with_max_reply_bytes(config.max_reply_bytes),
+        session: AgentSession::new(context_id)
+            .with_max_reply_bytes(config.max_reply_bytes)
+            .with_max_attachment_bytes(
+                config
+                    .files
+                    .as_ref()
+                    .map_or(surfaces_embed::MAX_ATTACHMENT_BYTES, |f| f.max_bytes),
+            ),
         config,
         events,
         commands: rx,
@@ -200,7 +215,7 @@ impl Connection {
             tokio::select! {
                 ws = &mut opening => return ws.map_err(Ended::Lost),
                 command = self.commands.recv() => {
-                    if !self.command(command) {
+                    if !self.command(command).await {
                         return Err(self.close().await);
                     }
                     self.deliver().await;
@@ -246,7 +261,7 @@ impl Connection {
                     }
                 }
                 command = self.commands.recv() => {
-                    if !self.command(command) {
+                    if !self.command(command).await {
                         let ended = self.close().await;
                         let _ = ws.close(None).await;
                         return ended;
@@ -284,7 +299,7 @@ impl Connection {
     }
 
     /// Hand a command to the session; false if the host asked to close.
-    fn command(&mut self, command: Option<Command>) -> bool {
+    async fn command(&mut self, command: Option<Command>) -> bool {
         match command {
             None | Some(Command::Close) => return false,
             Some(Command::Shutdown) => {
@@ -292,13 +307,81 @@ impl Connection {
                 return false;
             }
             Some(Command::Submit { request, message }) => {
-                self.session.submit(request, message, &mut self.out)
+                match self.with_files(request, message).await {
+                    Ok(message) => self.session.submit(request, message, &mut self.out),
+                    Err(e) => self.out.push(Action::Deliver(Event::AgentError(e))),
+                }
             }
             Some(Command::Cancel) => self.session.cancel(&mut self.out),
             Some(Command::Reset) => self.session.reset(&mut self.out),
             Some(Command::Feedback(f)) => self.session.feedback(f, &mut self.out),
         }
         true
+    }
+
+    /// The message with its users' files fetched and inline, or the error
+    /// that fails it (a file not fetched in time, or too large). Other
+    /// commands wait meanwhile: a cancel comes after the submit it cancels.
+    async fn with_files(
+        &self,
+        request: u64,
+        message: AgentMessage,
+    ) -> Result<AgentMessage, surfaces_embed::AgentError> {
+        let refs = media::to_fetch(&message);
+        if refs.is_empty() {
+            return Ok(message);
+        }
+        let Some(files) = &self.config.files else {
+            let none: Vec<_> = refs
+                .into_iter()
+                .map(|r| (r, Err("this front end has no files".to_string())))
+                .collect();
+            return media::inline(request, message, &none, 0);
+        };
+        let names: Vec<_> = refs.clone();
+        let fetched =
+            match tokio::time::timeout(self.config.reply_timeout, files.fetch_all(refs)).await {
+                Ok(fetched) => fetched,
+                Err(_) => names
+                    .into_iter()
+                    .map(|r| (r, Err("it took too long to download".to_string())))
+                    .collect(),
+            };
+        media::inline(request, message, &fetched, files.max_bytes)
+    }
+
+    /// Keep a file the agent sent and tell the guest; without a store it
+    /// is dropped, in the log.
+    fn keep(&self, request: u64, name: String, mime: String, bytes: Vec<u8>) -> Option<Event> {
+        let Some(files) = &self.config.files else {
+            tracing::warn!(
+                request,
+                "the agent sent a file ({name}): no store for it here"
+            );
+            return None;
+        };
+        let size = bytes.len() as u64;
+        let file = KeptFile {
+            name: name.clone(),
+            mime: mime.clone(),
+            bytes,
+        };
+        match files.kept.keep(&file, crate::time::now_ms()) {
+            Ok(n) => Some(Event::AgentAttachment(AgentAttachment {
+                request,
+                media: Media {
+                    id: MediaRef::Kept(n).id(),
+                    kind: media::kind_of(&mime),
+                    name,
+                    mime,
+                    size: Some(size),
+                },
+            })),
+            Err(e) => {
+                tracing::error!(request, "cannot keep the agent's file {name}: {e}");
+                None
+            }
+        }
     }
 
     async fn close(&mut self) -> Ended {
@@ -329,7 +412,7 @@ impl Connection {
             tokio::select! {
                 _ = sleep_until(until) => return false,
                 command = self.commands.recv() => {
-                    if !self.command(command) {
+                    if !self.command(command).await {
                         return true;
                     }
                     self.deliver().await;
@@ -352,11 +435,16 @@ impl Connection {
                         .map_err(|e| format!("agent connection: {e}"));
                 }
                 Action::Send(_) => {}
-                // Not yet kept on the native host (issue 14 in progress).
-                Action::Keep { request, name, .. } => tracing::warn!(
+                Action::Keep {
                     request,
-                    "the agent sent a file ({name}): this host does not pass files on yet"
-                ),
+                    name,
+                    mime,
+                    bytes,
+                } => {
+                    if let Some(event) = self.keep(request, name, mime, bytes) {
+                        self.emit(event).await;
+                    }
+                }
             }
         }
         self.out = actions;

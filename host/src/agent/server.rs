@@ -110,6 +110,59 @@ struct Stream {
     next_at: Instant,
     /// Its text is all sent; it ends when the gate lets it.
     at_gate: bool,
+    /// The files that came with the message: sent back, after the text,
+    /// as the echo's own.
+    files: Vec<proto::Attachment>,
+}
+
+/// Send what is left of a reply (its files), then its end.
+async fn finish<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, s: Stream) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for f in s.files {
+        send(
+            ws,
+            &ServerFrame::AgentEventAttachment {
+                name: format!("echo-{}", f.name),
+                mime: f.mime,
+                url: f.url,
+            },
+        )
+        .await?;
+    }
+    send(
+        ws,
+        &ServerFrame::AgentEventEnd {
+            tokens_used: s.tokens,
+        },
+    )
+    .await
+}
+
+/// A line about each file that came with a message: name, type, size and
+/// SHA-256 of its bytes (so a test, or an operator, sees exactly what
+/// arrived).
+fn describe(files: &[proto::Attachment]) -> String {
+    use sha2::{Digest, Sha256};
+    files
+        .iter()
+        .map(|f| match proto::read_data_url(&f.url) {
+            Ok((_, bytes)) => {
+                let hash: String = Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                format!(
+                    "\n\n📎 {} ({}, {} bytes, sha256 {hash})",
+                    f.name,
+                    f.mime,
+                    bytes.len()
+                )
+            }
+            Err(e) => format!("\n\n📎 {} could not be read: {e}", f.name),
+        })
+        .collect()
 }
 
 /// Serve one connection: handshake (checking the token), `status`, then
@@ -162,7 +215,7 @@ where
                     permit.forget();
                 }
                 if let Some(s) = stream.take() {
-                    send(&mut ws, &ServerFrame::AgentEventEnd { tokens_used: s.tokens }).await?;
+                    finish(&mut ws, s).await?;
                 }
             }
             frame = ws.next() => {
@@ -176,7 +229,7 @@ where
                     continue; // reads (so pings are answered), answers nothing
                 }
                 match proto::decode_client(&text) {
-                    Ok(ClientFrame::UserMessage { text, .. }) => {
+                    Ok(ClientFrame::UserMessage { text, attachments, .. }) => {
                         if stream.is_some() || config.mode == Mode::Busy {
                             send(&mut ws, &ServerFrame::Error {
                                 code: proto::ErrorCode::Busy,
@@ -184,10 +237,11 @@ where
                             }).await?;
                             continue;
                         }
-                        let reply = match &config.mode {
+                        let mut reply = match &config.mode {
                             Mode::Script(s) => s.clone(),
                             _ => text.clone(),
                         };
+                        reply.push_str(&describe(&attachments));
                         let pieces = split(&reply, config.chunks);
                         let tokens = (text.split_whitespace().count() + reply.split_whitespace().count()) as u64;
                         stream = Some(Stream {
@@ -196,6 +250,7 @@ where
                             tokens,
                             next_at: Instant::now() + config.chunk_delay,
                             at_gate: false,
+                            files: attachments,
                         });
                     }
                     Ok(ClientFrame::Cancel) => {
@@ -244,10 +299,8 @@ where
                     send(&mut ws, &ServerFrame::AgentEventTextChunk { text }).await?;
                 } else if config.gate.is_some() {
                     s.at_gate = true;
-                } else {
-                    let tokens = s.tokens;
-                    stream = None;
-                    send(&mut ws, &ServerFrame::AgentEventEnd { tokens_used: tokens }).await?;
+                } else if let Some(s) = stream.take() {
+                    finish(&mut ws, s).await?;
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -18,7 +19,9 @@ use surfaces_host::channels::{self, Control};
 use surfaces_host::config::{AgentBackend, Config, LogConfig, LogFormat};
 use surfaces_host::front::FrontEnd;
 use surfaces_host::guestkit;
+use surfaces_host::matrix::media::SdkFetch;
 use surfaces_host::matrix::{self, FrontEndConfig, session};
+use surfaces_host::media::{Files, Kept};
 use surfaces_host::metrics::{self, Metrics};
 use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::{HostMeta, SqliteStore};
@@ -344,23 +347,20 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
     } else {
         None
     };
-    let client = ClientConfig {
-        tls,
-        connect_timeout: config.agent.connect_timeout,
-        idle_timeout: config.agent.idle_timeout,
-        ping_interval: config.agent.ping_interval,
-        reply_timeout: config.agent.reply_timeout,
-        max_reply_bytes: config.agent.max_reply_bytes,
-        ..ClientConfig::new(backend)
-    };
-    let agents = AgentPool::new(
-        client,
-        config.agent.max_connections,
-        config.agent.idle_close,
-        handle.events.clone(),
-        handle.inbound.clone(),
-    );
     let mut bot_user_id = config.bot.user_id.clone();
+    // Files: the agent's kept in the database (in memory for the
+    // terminal); users' fetched through the Matrix client.
+    let mut files = Files {
+        fetch: None,
+        kept: Arc::new(
+            match &front {
+                Front::Terminal => Kept::in_memory(),
+                Front::Matrix { db, .. } => Kept::open(db),
+            }
+            .context("cannot open the store of the agent's files")?,
+        ),
+        max_bytes: config.agent.max_attachment_bytes,
+    };
     let port: Box<dyn FrontEnd> = match &front {
         Front::Terminal => Box::new(Terminal::new(handle.events.clone(), std::io::stdout())),
         Front::Matrix { instance, db } => {
@@ -374,6 +374,9 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                 .context("the Matrix session has no user id")?;
             bot_user_id = user.to_string();
             set_display_name(&client, &config.bot.display_name).await;
+            files.fetch = Some(Arc::new(SdkFetch {
+                client: client.clone(),
+            }));
             let access = Access::new(
                 &config.matrix.allow,
                 &config.matrix.admins,
@@ -390,11 +393,29 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
                     timeline_limit: config.matrix.timeline_limit,
                     metrics: metrics.clone(),
                     position,
+                    kept: files.kept.clone(),
                 },
                 &handle,
             ))
         }
     };
+    let client = ClientConfig {
+        tls,
+        connect_timeout: config.agent.connect_timeout,
+        idle_timeout: config.agent.idle_timeout,
+        ping_interval: config.agent.ping_interval,
+        reply_timeout: config.agent.reply_timeout,
+        max_reply_bytes: config.agent.max_reply_bytes,
+        files: Some(files),
+        ..ClientConfig::new(backend)
+    };
+    let agents = AgentPool::new(
+        client,
+        config.agent.max_connections,
+        config.agent.idle_close,
+        handle.events.clone(),
+        handle.inbound.clone(),
+    );
     let source = match &config.guest.path {
         Some(path) => GuestSource::File(path.clone()),
         None => GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
@@ -422,7 +443,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             },
             resumed: false,
             guest_hash: String::new(),
-            max_attachment_bytes: surfaces_embed::MAX_ATTACHMENT_BYTES,
+            max_attachment_bytes: config.agent.max_attachment_bytes,
         },
         shutdown_grace: config.bot.shutdown_grace,
         swap_check: config.guest.swap_check(),

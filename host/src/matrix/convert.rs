@@ -1,10 +1,11 @@
 //! Matrix timeline events as the guest sees them.
 //!
 //! Only what a person did reaches the guest: text, emotes and notices
-//! (notices flagged, so bots never answer each other), their edits (the
-//! new content, never the "* " fallback), reactions and redactions. Events
-//! already redacted, other message types and the bot's own events are
-//! left out.
+//! (notices flagged, so bots never answer each other), images, files,
+//! audio (voice flagged) and video (their file as a ref, their caption as
+//! the text), edits of text (the new content, never the "* " fallback),
+//! reactions and redactions. Events already redacted, other message types
+//! and the bot's own events are left out.
 
 use matrix_sdk::ruma::events::reaction::SyncReactionEvent;
 use matrix_sdk::ruma::events::room::message::{
@@ -93,11 +94,15 @@ pub fn event(
         mentions,
         ..
     } = event.content;
-    let (body, is_notice) = match msgtype {
-        MessageType::Text(t) => (t.body, false),
-        MessageType::Emote(e) => (e.body, false),
-        MessageType::Notice(n) => (n.body, true),
-        other => return Err(Skip::Unsupported(other.msgtype().to_string())),
+    let (body, is_notice, attachments) = match msgtype {
+        MessageType::Text(t) => (t.body, false, Vec::new()),
+        MessageType::Emote(e) => (e.body, false, Vec::new()),
+        MessageType::Notice(n) => (n.body, true, Vec::new()),
+        // A file: its caption is the text ("" when it has none).
+        other => match super::media::file_of(&other, cx.room_id, event.event_id.as_str()) {
+            Some((file, caption)) => (caption, false, vec![file]),
+            None => return Err(Skip::Unsupported(other.msgtype().to_string())),
+        },
     };
     let (thread_root, reply_to) = match relates_to {
         Some(Relation::Replacement(r)) => {
@@ -164,7 +169,7 @@ pub fn event(
         mentions_bot,
         is_notice,
         origin_server_ts: u64::from(event.origin_server_ts.0),
-        attachments: Vec::new(),
+        attachments,
     }))
 }
 
@@ -172,6 +177,7 @@ pub fn event(
 mod tests {
     use super::*;
     use serde_json::json;
+    use surfaces_embed::MediaKind;
 
     const BOT: &str = "@surfaces:home.org";
 
@@ -306,6 +312,36 @@ mod tests {
     }
 
     #[test]
+    fn files_come_as_refs_with_their_caption_as_the_text() {
+        let image = json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y",
+            "info": {"mimetype": "image/png", "size": 3}});
+        let m = convert(image).expect("message");
+        assert_eq!(m.body, "");
+        let f = &m.attachments[0];
+        assert_eq!(
+            (f.name.as_str(), f.mime.as_str(), f.size, f.kind),
+            ("cat.png", "image/png", Some(3), MediaKind::Image)
+        );
+        assert_eq!(
+            surfaces_embed::media::MediaRef::parse(&f.id),
+            Some(surfaces_embed::media::MediaRef::Event {
+                room_id: "!r:home.org".into(),
+                event_id: m.event_id.clone()
+            })
+        );
+        let captioned = json!({"msgtype": "m.file", "body": "what is this?",
+            "filename": "r.pdf", "url": "mxc://x/z"});
+        let m = convert(captioned).expect("message");
+        assert_eq!(m.body, "what is this?");
+        assert_eq!(m.attachments[0].name, "r.pdf");
+        assert_eq!(m.attachments[0].mime, "application/octet-stream");
+        assert_eq!(m.attachments[0].size, None);
+        let voice = json!({"msgtype": "m.audio", "body": "Voice message", "url": "mxc://x/v",
+            "org.matrix.msc1767.audio": {"duration": 1000}, "org.matrix.msc3245.voice": {}});
+        assert_eq!(convert(voice).expect("message").attachments[0].kind, MediaKind::Voice);
+    }
+
+    #[test]
     fn skipped() {
         let edit = json!({"msgtype": "m.text", "body": "* fixed",
             "m.new_content": {"msgtype": "m.text", "body": "fixed"},
@@ -316,10 +352,10 @@ mod tests {
         ));
         let own = json!({"msgtype": "m.text", "body": "hello"});
         assert_eq!(convert_from(own, BOT).err(), Some(Skip::Own));
-        let image = json!({"msgtype": "m.image", "body": "cat.png", "url": "mxc://x/y"});
+        let location = json!({"msgtype": "m.location", "body": "here", "geo_uri": "geo:1,2"});
         assert_eq!(
-            convert(image).err(),
-            Some(Skip::Unsupported("m.image".into()))
+            convert(location).err(),
+            Some(Skip::Unsupported("m.location".into()))
         );
         let broken = json!({"msgtype": "m.text"});
         assert!(matches!(convert(broken), Err(Skip::Malformed(_))));

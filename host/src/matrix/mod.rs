@@ -12,6 +12,7 @@
 //! the bot is `crate::access`'s decision).
 
 pub mod convert;
+pub mod media;
 pub mod port;
 pub mod session;
 mod shared;
@@ -50,6 +51,8 @@ pub struct FrontEndConfig {
     pub position: crate::store::HostMeta,
     /// `/healthz` says unhealthy after this long without a successful sync.
     pub sync_stale_after: Duration,
+    /// The agent's files, until they are sent.
+    pub kept: Arc<crate::media::Kept>,
 }
 
 /// Restarts of the sync task (after a panic) before the bot gives up.
@@ -135,6 +138,7 @@ pub fn start(client: matrix_sdk::Client, config: FrontEndConfig, handle: &Handle
         shared,
         stop_tx,
         config.metrics,
+        config.kept,
     )
 }
 

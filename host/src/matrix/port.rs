@@ -28,14 +28,15 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedRoomId, OwnedTransactionId};
 use matrix_sdk::{Client, Room};
 use serde_json::json;
 use surfaces_embed::{
-    EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult, MessageContent,
-    matrix_content,
+    AttachmentContent, EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult,
+    MessageContent, matrix_content,
 };
 use tokio::sync::{mpsc, watch};
 
 use super::shared::Shared;
 use crate::channels::EventSender;
 use crate::front::FrontEnd;
+use crate::media::Kept;
 use crate::metrics::{Metrics, Outcome};
 
 /// One request of a room's queue.
@@ -54,14 +55,20 @@ enum Job {
         event_id: String,
         key: String,
     },
+    /// A file the agent sent, kept until now.
+    File {
+        request: u64,
+        content: AttachmentContent,
+    },
 }
 
 impl Job {
     fn request(&self) -> u64 {
         match self {
-            Job::Send { request, .. } | Job::Edit { request, .. } | Job::React { request, .. } => {
-                *request
-            }
+            Job::Send { request, .. }
+            | Job::Edit { request, .. }
+            | Job::React { request, .. }
+            | Job::File { request, .. } => *request,
         }
     }
 
@@ -70,6 +77,7 @@ impl Job {
             Job::Send { .. } => "send",
             Job::Edit { .. } => "edit",
             Job::React { .. } => "react",
+            Job::File { .. } => "file",
         }
     }
 }
@@ -86,6 +94,7 @@ pub struct SdkPort {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    kept: Arc<Kept>,
 }
 
 impl SdkPort {
@@ -96,6 +105,7 @@ impl SdkPort {
         shared: Arc<Shared>,
         stop: watch::Sender<bool>,
         metrics: Arc<Metrics>,
+        kept: Arc<Kept>,
     ) -> SdkPort {
         SdkPort {
             client,
@@ -107,6 +117,7 @@ impl SdkPort {
             shared,
             stop,
             metrics,
+            kept,
         }
     }
 
@@ -122,6 +133,7 @@ impl SdkPort {
                 pending: self.pending.clone(),
                 shared: self.shared.clone(),
                 metrics: self.metrics.clone(),
+                kept: self.kept.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -232,18 +244,11 @@ impl FrontEnd for SdkPort {
                     key,
                 },
             ),
-            // Not yet carried out on Matrix (issue 14 in progress): the
-            // guest hears at once that the file is not there to send.
-            MatrixEffect::SendAttachment { request, .. } => {
-                let _ = self.events.send(Event::MatrixResult(MatrixResult {
-                    request,
-                    outcome: Err(MatrixError {
-                        kind: MatrixErrorKind::NotFound,
-                        message: "this host does not send the agent's files yet".into(),
-                        retry_after_ms: None,
-                    }),
-                }));
-            }
+            MatrixEffect::SendAttachment {
+                request,
+                room_id,
+                content,
+            } => self.queue(room_id, Job::File { request, content }),
             MatrixEffect::SetTyping {
                 room_id,
                 typing,
@@ -273,6 +278,7 @@ struct Worker {
     pending: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     metrics: Arc<Metrics>,
+    kept: Arc<Kept>,
 }
 
 /// Send a room's typing state, each latest one in turn, until the port
@@ -375,6 +381,19 @@ impl Worker {
                     "m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}
                 });
                 (request, self.send(room, request, "m.reaction", body).await)
+            }
+            Job::File { request, content } => {
+                if room.is_none() {
+                    return (request, Err(not_in_room(&self.room_id)));
+                }
+                let txn: OwnedTransactionId = format!("{}.{request}", self.txn_prefix).into();
+                let outcome =
+                    super::media::send_kept(&self.client, &self.kept, &self.room_id, txn, &content)
+                        .await;
+                if let Ok(id) = &outcome {
+                    self.shared.remember_sent(id);
+                }
+                (request, outcome)
             }
         }
     }

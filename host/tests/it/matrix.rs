@@ -1729,3 +1729,187 @@ async fn under_synapse_s_default_rate_limit_a_100_kb_reply_arrives_whole_within_
         "the homeserver limited the bot on the way (else this test proves nothing):\n{metrics}"
     );
 }
+
+/// SHA-256 of `bytes`, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `n` bytes that no other test file shares (a seed per file).
+fn file_bytes(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Alice sends a file as Element does (uploaded, encrypted in an encrypted
+/// room), with an optional caption; its event id.
+async fn send_file(
+    room: &Room,
+    name: &str,
+    mime: &mime::Mime,
+    bytes: Vec<u8>,
+    caption: Option<&str>,
+) -> String {
+    use matrix_sdk::attachment::AttachmentConfig;
+    use matrix_sdk::ruma::events::room::message::TextMessageEventContent;
+    let mut config = AttachmentConfig::new();
+    if let Some(c) = caption {
+        config = config.caption(Some(TextMessageEventContent::plain(c)));
+    }
+    room.send_attachment(name, mime, bytes, config)
+        .await
+        .expect("send a file")
+        .event_id
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_encrypted_dm_files_reach_the_agent_whole_and_the_agent_s_file_arrives_decryptable() {
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        room,
+        ..
+    } = DmWorld::start_with(
+        true,
+        &["--chunks", "2", "--chunk-delay-ms", "50"],
+        "attachment_wait_ms = 4000\n[agent]\nmax_attachment_bytes = 100000",
+    )
+    .await;
+    assert!(
+        room.latest_encryption_state()
+            .await
+            .expect("encryption state")
+            .is_encrypted(),
+        "the DM is encrypted"
+    );
+    // An image, then the question about it, as two messages (Element's
+    // way): they reach the agent together, the image byte for byte.
+    let image = file_bytes(1, 3_000);
+    send_file(&room, "cat.png", &mime::IMAGE_PNG, image.clone(), None).await;
+    let question = "what is in this picture?";
+    let asked = alice.send(&room, question).await;
+    let seen_image = format!(
+        "{question}\n\n📎 cat.png (image/png, 3000 bytes, sha256 {})",
+        sha256_hex(&image)
+    );
+    alice.wait_answer(&room, &seen_image, &bot).await;
+
+    // The reference agent sends the file back: it arrives in the room as
+    // the bot's, encrypted, answering the question, and decrypts to the
+    // same bytes.
+    let echoed = |all: &[Seen]| {
+        all.iter()
+            .find(|s| {
+                s.sender == "@bot:localhost"
+                    && s.content["msgtype"] == "m.image"
+                    && s.content["body"] == "echo-cat.png"
+            })
+            .cloned()
+    };
+    alice
+        .wait_for(
+            "the agent's file",
+            || bot.log(),
+            |all| echoed(all).is_some(),
+        )
+        .await;
+    let file = echoed(&alice.seen.borrow()).expect("seen");
+    assert!(
+        file.content.get("file").is_some() && file.content.get("url").is_none(),
+        "an encrypted file in an encrypted room: {}",
+        file.content
+    );
+    assert!(
+        replies_to(&file.content, &asked),
+        "it answers the question: {}",
+        file.content
+    );
+    let event_id = OwnedEventId::try_from(file.event_id.as_str()).expect("event id");
+    let event = room.event(&event_id, None).await.expect("the file's event");
+    let source = match event.raw().deserialize() {
+        Ok(AnySyncTimelineEvent::MessageLike(
+            matrix_sdk::ruma::events::AnySyncMessageLikeEvent::RoomMessage(
+                matrix_sdk::ruma::events::room::message::SyncRoomMessageEvent::Original(m),
+            ),
+        )) => match m.content.msgtype {
+            matrix_sdk::ruma::events::room::message::MessageType::Image(i) => i.source,
+            other => panic!("not an image: {other:?}"),
+        },
+        other => panic!("not a message: {other:?}"),
+    };
+    let request = matrix_sdk::media::MediaRequestParameters {
+        source,
+        format: matrix_sdk::media::MediaFormat::File,
+    };
+    let back = alice
+        .client
+        .media()
+        .get_media_content(&request, false)
+        .await
+        .expect("download and decrypt");
+    assert_eq!(back, image, "the agent's file decrypts to its bytes");
+
+    // A file alone: when no text follows, it goes to the agent by itself.
+    let report = file_bytes(2, 2_000);
+    send_file(
+        &room,
+        "report.pdf",
+        &mime::APPLICATION_PDF,
+        report.clone(),
+        None,
+    )
+    .await;
+    let alone = format!(
+        "\n\n📎 report.pdf (application/pdf, 2000 bytes, sha256 {})",
+        sha256_hex(&report)
+    );
+    alice
+        .wait_for(
+            "the answer to a file alone",
+            || bot.log(),
+            |all| {
+                rendered(all, room.room_id(), "@bot:localhost")
+                    .values()
+                    .any(|(c, _)| body(c) == alone && !is_live(c))
+            },
+        )
+        .await;
+
+    // Too large for the agent (found when the host fetches it: this
+    // client declared no size): refused in words, and its caption still
+    // goes.
+    let big = send_file(
+        &room,
+        "big.bin",
+        &mime::APPLICATION_OCTET_STREAM,
+        file_bytes(3, 150_000),
+        Some("and this one?"),
+    )
+    .await;
+    alice.wait_answer(&room, "and this one?", &bot).await;
+    alice
+        .wait_for(
+            "the refusal",
+            || bot.log(),
+            |all| {
+                all.iter().any(|s| {
+                    s.sender == "@bot:localhost"
+                        && replies_to(&s.content, &big)
+                        && body(&s.content).starts_with(
+                            "📎 A file did not reach the agent (big.bin is 146.5 KiB, over the \
+                             97.7 KiB the agent takes): your message goes without it.",
+                        )
+                })
+            },
+        )
+        .await;
+}

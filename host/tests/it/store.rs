@@ -24,7 +24,7 @@ fn committed_writes_survive_a_reopen() {
     let s = SqliteStore::open(&path).expect("reopen");
     assert_eq!(s.get("user/@a:x").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get("ctx/shared").unwrap(), None);
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
 }
 
 #[test]

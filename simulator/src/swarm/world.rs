@@ -265,11 +265,14 @@ fn files(rng: &mut ChaCha8Rng, steps: &mut Vec<Step>, replies: &mut [Reply]) {
             continue;
         }
         n += 1;
-        let size = if rng.random_bool(0.2) {
+        let too_large = rng.random_bool(0.2);
+        let size = if too_large {
             FILE_LIMIT + 1
         } else {
             rng.random_range(1..3_000u64)
         };
+        // Some clients declare no size: the host finds out, fetching it.
+        let file_size_unknown = too_large && rng.random_bool(0.5);
         let ext = ["png", "pdf", "ogg", "mp4"][rng.random_range(0..4usize)];
         let alone = rng.random_bool(0.25);
         let at_ms = if alone {
@@ -291,6 +294,7 @@ fn files(rng: &mut ChaCha8Rng, steps: &mut Vec<Step>, replies: &mut [Reply]) {
             thread: t.thread.clone(),
             file: Some(format!("f{n}.{ext}")),
             file_bytes: Some(size),
+            file_size_unknown,
             ..Step::default()
         });
     }

@@ -24,7 +24,7 @@ pub fn file_bytes(name: &str, size: u64) -> Vec<u8> {
 
 /// A file message's content, as Element sends it (a caption, MSC2530,
 /// in `body` with the name in `filename`).
-pub fn file_content(uri: &str, name: &str, size: u64, caption: Option<&str>) -> Value {
+pub fn file_content(uri: &str, name: &str, size: Option<u64>, caption: Option<&str>) -> Value {
     let mime = mime_of(name);
     let msgtype = match media::kind_of(&mime) {
         MediaKind::Image => "m.image",
@@ -32,12 +32,16 @@ pub fn file_content(uri: &str, name: &str, size: u64, caption: Option<&str>) -> 
         MediaKind::Video => "m.video",
         MediaKind::File => "m.file",
     };
+    let mut info = json!({ "mimetype": mime });
+    if let Some(size) = size {
+        info["size"] = json!(size);
+    }
     json!({
         "msgtype": msgtype,
         "body": caption.unwrap_or(name),
         "filename": name,
         "url": uri,
-        "info": { "mimetype": mime, "size": size },
+        "info": info,
     })
 }
 
@@ -90,6 +94,15 @@ pub fn attachment(room_id: &str, event_id: &str, c: &Value) -> Option<(Media, St
     Some((media, caption))
 }
 
+/// A file a person sends.
+pub(super) struct FileStep<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    /// Its size is in `info.size` (clients may leave it out).
+    pub declared: bool,
+    pub caption: Option<&'a str>,
+}
+
 impl World<'_> {
     /// A person sends a file (with a caption, perhaps): it is uploaded,
     /// then posted. Returns the event id.
@@ -97,14 +110,13 @@ impl World<'_> {
         &mut self,
         room: &str,
         from: &str,
-        name: &str,
-        size: u64,
-        caption: Option<&str>,
+        file: &FileStep<'_>,
         mut extra: Value,
     ) -> (String, FileSent) {
+        let (name, size) = (file.name, file.size);
         let bytes = file_bytes(name, size);
         let uri = self.hs.upload(bytes.clone());
-        let mut content = file_content(&uri, name, size, caption);
+        let mut content = file_content(&uri, name, file.declared.then_some(size), file.caption);
         if let (Some(c), Some(x)) = (content.as_object_mut(), extra.as_object_mut()) {
             c.append(x);
         }
@@ -200,7 +212,7 @@ impl World<'_> {
         };
         let size = bytes.len() as u64;
         let uri = self.hs.upload(bytes);
-        let mut c = file_content(&uri, &name, size, None);
+        let mut c = file_content(&uri, &name, Some(size), None);
         if let Some(root) = &content.thread_root {
             c["m.relates_to"] = json!({ "rel_type": "m.thread", "event_id": root,
                 "is_falling_back": false,

@@ -110,7 +110,13 @@ impl World<'_> {
                     extra["m.relates_to"] = r.clone();
                 }
                 let caption = step.say.as_deref();
-                let (id, sent) = self.post_file(&room, &from, name, size, caption, extra);
+                let file = super::media::FileStep {
+                    name,
+                    size,
+                    declared: !step.file_size_unknown,
+                    caption,
+                };
+                let (id, sent) = self.post_file(&room, &from, &file, extra);
                 self.log(format!(
                     "{from} in {room} {id}: file {} ({size} bytes){}",
                     quote(name),
