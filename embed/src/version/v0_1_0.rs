@@ -84,7 +84,8 @@ impl From<n::ReloadResult> for o::ReloadResult {
 /// called.
 pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
     Some(match e.clone() {
-        n::Event::Message(m) if !m.attachments.is_empty() => return None,
+        // A file: its caption alone, as a text; without one, nothing.
+        n::Event::Message(m) if !m.attachments.is_empty() && m.body.is_empty() => return None,
         n::Event::Message(m) => o::Event::Message(m.into()),
         n::Event::Invite(i) => o::Event::Invite(i.into()),
         n::Event::MembersChanged(m) => o::Event::MembersChanged(m.into()),

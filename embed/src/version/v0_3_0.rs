@@ -3,8 +3,9 @@
 //! newest host's values are given to it in 0.3.0's shapes.
 //!
 //! What 0.4.0 changed, and how a 0.3.0 guest sees it:
-//! - a message with attachments (an image, a file, audio, video) and the
-//!   `agent-attachment` event are not delivered to it;
+//! - a message with a file (an image, a file, audio, video) reaches it as
+//!   its caption alone, a text, or not at all when it has none; the
+//!   `agent-attachment` event is not delivered to it;
 //! - `host-info` has no `max-attachment-bytes`;
 //! - an `attachment` agent error reaches it as `bad-request`;
 //! - there is no `matrix.send-attachment` import to call.
@@ -84,7 +85,8 @@ same_record!(n::Redacted => o::Redacted {
 /// represent: the guest is not called.
 pub(crate) fn event(e: &n::Event) -> Option<o::Event> {
     Some(match e.clone() {
-        n::Event::Message(m) if !m.attachments.is_empty() => return None,
+        // A file: its caption alone, as a text; without one, nothing.
+        n::Event::Message(m) if !m.attachments.is_empty() && m.body.is_empty() => return None,
         n::Event::Message(m) => o::Event::Message(m.into()),
         n::Event::Invite(i) => o::Event::Invite(i.into()),
         n::Event::MembersChanged(m) => o::Event::MembersChanged(m.into()),

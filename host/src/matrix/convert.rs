@@ -338,7 +338,10 @@ mod tests {
         assert_eq!(m.attachments[0].size, None);
         let voice = json!({"msgtype": "m.audio", "body": "Voice message", "url": "mxc://x/v",
             "org.matrix.msc1767.audio": {"duration": 1000}, "org.matrix.msc3245.voice": {}});
-        assert_eq!(convert(voice).expect("message").attachments[0].kind, MediaKind::Voice);
+        assert_eq!(
+            convert(voice).expect("message").attachments[0].kind,
+            MediaKind::Voice
+        );
     }
 
     #[test]

@@ -15,10 +15,15 @@ const NOT_ASKED: &[&str] = &["⚠️", "🚫", "⏹️", "⏭️", "🗑️"];
 /// not fetched), or with the question it went with (the question's answer
 /// says it failed or was stopped before the agent answered). Excused: a file whose
 /// message, or the text it went with, was deleted, or that the bot
-/// dropped when it left the room.
+/// dropped when it left the room. Vacuous for a guest that never submits
+/// to the agent.
 pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
     let bot = &run.bot_user_id;
     let mut v = Vec::new();
+    // A guest that never talks to the agent (an echo bot) owes it nothing.
+    if run.facts.submits.is_empty() {
+        return v;
+    }
     for f in &run.facts.files_sent {
         if !f.for_bot || run.facts.excused.contains(&f.event_id) {
             continue;
