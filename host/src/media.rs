@@ -51,12 +51,7 @@ impl Kept {
     /// Open the database [`crate::store::SqliteStore::open`] has created
     /// and migrated.
     pub fn open(path: &Path) -> Result<Kept, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = crate::store::connect(path)?;
         Ok(Kept {
             conn: Mutex::new(conn),
         })

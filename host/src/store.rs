@@ -127,16 +127,23 @@ pub struct HostMeta {
     conn: std::sync::Mutex<Connection>,
 }
 
+/// Another connection to the database [`SqliteStore::open`] has created
+/// and migrated (for the host's own records beside the guest's).
+pub(crate) fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 impl HostMeta {
     /// Open the database that [`SqliteStore::open`] has created and
     /// migrated.
     pub fn open(path: &Path) -> Result<HostMeta, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = connect(path)?;
         Ok(HostMeta {
             conn: std::sync::Mutex::new(conn),
         })
