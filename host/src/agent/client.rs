@@ -261,10 +261,21 @@ impl Connection {
                     }
                 }
                 command = self.commands.recv() => {
+                    let began = Instant::now();
                     if !self.command(command).await {
                         let ended = self.close().await;
                         let _ = ws.close(None).await;
                         return ended;
+                    }
+                    // A submit fetches its files before it goes: the time
+                    // the socket was not read is no silence of the agent's.
+                    // Its frames meanwhile wait in the socket; a ping now
+                    // tells whether it is still there.
+                    let away = began.elapsed();
+                    if away >= self.config.ping_interval {
+                        last_frame += away;
+                        next_ping = Instant::now();
+                        progress = progress.map(|(r, at)| (r, at + away));
                     }
                 }
                 _ = sleep_until(next_ping) => {

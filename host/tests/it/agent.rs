@@ -565,3 +565,88 @@ async fn a_context_the_guest_was_told_is_down_is_never_closed_quietly() {
     pool.sweep();
     assert_eq!(pool.len(), 1, "the reconnecting context is kept");
 }
+
+/// A homeserver whose downloads take `delay` (a slow link): the fetch is
+/// the fault injected, not a wait of the test's.
+struct SlowFetch {
+    delay: Duration,
+    bytes: Vec<u8>,
+}
+
+impl surfaces_host::media::Fetch for SlowFetch {
+    fn fetch(&self, _: surfaces_embed::media::MediaRef) -> surfaces_host::media::Fetched {
+        let (delay, bytes) = (self.delay, self.bytes.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(bytes)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_file_slower_to_download_than_the_idle_limit_still_goes_and_comes_back() {
+    use surfaces_embed::Attachment;
+    use surfaces_embed::media::MediaRef;
+    use surfaces_host::media::{Files, Kept};
+    let url = reference_server(fast(Mode::Echo)).await;
+    let kept = Arc::new(Kept::in_memory().expect("a store"));
+    let config = ClientConfig {
+        files: Some(Files {
+            fetch: Some(Arc::new(SlowFetch {
+                // Past the client's idle limit (600 ms): the agent said
+                // nothing meanwhile, and that is no fault of the agent's.
+                delay: Duration::from_millis(1_500),
+                bytes: vec![1, 2, 3],
+            })),
+            kept: kept.clone(),
+            max_bytes: 1 << 20,
+        }),
+        ..quick_client(Backend::Url { url, token: None })
+    };
+    let mut agent = Agent::start(config);
+    agent.ready().await;
+    let file = MediaRef::Event {
+        room_id: "!dm:test".into(),
+        event_id: "$f".into(),
+    };
+    assert!(agent.handle.send(Command::Submit {
+        request: 1,
+        message: AgentMessage {
+            attachments: vec![Attachment {
+                name: "a.png".into(),
+                mime: "image/png".into(),
+                url: file.id(),
+            }],
+            ..message("what is this?")
+        },
+    }));
+    let mut text = String::new();
+    let mut back = None;
+    loop {
+        match agent.next().await {
+            Event::AgentChunk(c) => text.push_str(&c.text),
+            Event::AgentAttachment(a) => back = Some(a),
+            Event::AgentEnd(_) => break,
+            Event::AgentStatus(s) => assert_ne!(
+                s.state,
+                ConnectionState::Disconnected,
+                "the connection dropped while the file downloaded: {s:?}"
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        text,
+        "what is this?\n\n📎 a.png (image/png, 3 bytes, sha256 \
+         039058c6f2c0cb492c533b0a4d14ef77cc0f78abccced5287d84a1a2011cfb81)"
+    );
+    // The reference agent sends the file back; the host keeps it for the
+    // guest, which names it by the id in the event.
+    let back = back.expect("the agent's file");
+    assert_eq!(back.media.name, "echo-a.png");
+    let Some(MediaRef::Kept(n)) = MediaRef::parse(&back.media.id) else {
+        panic!("not a kept file: {}", back.media.id);
+    };
+    let kept_file = kept.get(n).expect("reads").expect("kept");
+    assert_eq!(kept_file.bytes, vec![1, 2, 3]);
+}
