@@ -194,6 +194,10 @@ pub struct Held {
     pub addressed: bool,
     /// The timer that ends the wait.
     pub timer: u64,
+    /// Files too large for the agent, sent where the bot was not yet
+    /// addressed: the text that takes the others says they were refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<Attached>,
 }
 
 /// A question the bot took for the agent: where it went, so a reaction,

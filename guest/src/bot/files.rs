@@ -70,23 +70,12 @@ impl Bot {
             .map(|a| attached(&m.event_id, a))
             .partition(|f| f.size.is_none_or(|n| n <= max));
         if for_bot && !refused.is_empty() {
-            let names = refused
-                .iter()
-                .map(|f| {
-                    let size = f.size.map(human_bytes).unwrap_or_default();
-                    format!("{} ({size})", f.name)
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let text = format!(
-                "📎 {names}: too large for the agent, which takes files up to {}. It was not \
-                 sent{}.",
-                human_bytes(max),
-                if with_caption { "; your text was" } else { "" }
-            );
-            self.notice(host, m, &text)?;
+            self.refuse_files(host, m, &refused, with_caption)?;
         }
-        if with_caption || fits.is_empty() {
+        // Not yet for the bot: files wait for a text that is, the refused
+        // ones too (that text says so).
+        let refused = if for_bot { Vec::new() } else { refused };
+        if with_caption || (fits.is_empty() && refused.is_empty()) {
             return Ok(fits);
         }
         let key = held_key(&m.room_id, m.thread_root.as_deref(), &m.sender);
@@ -109,10 +98,12 @@ impl Bot {
                     files: Vec::new(),
                     addressed: false,
                     timer,
+                    refused: Vec::new(),
                 }
             }
         };
         held.files.extend(fits);
+        held.refused.extend(refused);
         held.addressed |= for_bot;
         // Each file starts the wait again: a few sent in a row wait for
         // the text after the last.
@@ -121,21 +112,50 @@ impl Bot {
         Ok(Vec::new())
     }
 
-    /// The files its sender sent just before this text, in this place.
+    /// A notice naming files too large for the agent.
+    fn refuse_files<'a>(
+        &mut self,
+        host: &mut dyn Host,
+        to: impl Into<Place<'a>>,
+        refused: &[Attached],
+        text_goes: bool,
+    ) -> Result<(), String> {
+        let names = refused
+            .iter()
+            .map(|f| {
+                let size = f.size.map(human_bytes).unwrap_or_default();
+                format!("{} ({size})", f.name)
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = format!(
+            "📎 {names}: too large for the agent, which takes files up to {}. It was not \
+             sent{}.",
+            human_bytes(self.info.max_attachment_bytes),
+            if text_goes { "; your text was" } else { "" }
+        );
+        self.notice(host, to, &text)
+    }
+
+    /// The files its sender sent just before this text `m`, in this place
+    /// (those too large are refused in words now, the text being for the
+    /// bot).
     pub(super) fn take_held(
         &mut self,
         host: &mut dyn Host,
-        room_id: &str,
+        m: &RoomMessage,
         thread_root: Option<&str>,
-        sender: &str,
     ) -> Result<Vec<Attached>, String> {
-        let key = held_key(room_id, thread_root, sender);
+        let key = held_key(&m.room_id, thread_root, &m.sender);
         let Some(held) = host.load(&key)? else {
             return Ok(Vec::new());
         };
         host.cancel_timer(held.timer);
         host.remove(&timer_key(held.timer));
         host.remove(&key);
+        if !held.refused.is_empty() {
+            self.refuse_files(host, m, &held.refused, true)?;
+        }
         if crate::planted::on(crate::planted::Bug::HeldFileDropped) {
             return Ok(Vec::new());
         }

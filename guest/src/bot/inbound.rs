@@ -98,7 +98,7 @@ impl Bot {
             files: Vec::new(),
             queued_ms: cfg!(feature = "next-schema").then(|| host.now()),
         };
-        let mut held = self.take_held(host, &m.room_id, place_thread.as_deref(), &m.sender)?;
+        let mut held = self.take_held(host, &m, place_thread.as_deref())?;
         held.append(&mut files);
         let queued = Queued {
             files: held,

@@ -8,9 +8,11 @@ use crate::world::{Outcome, Run};
 
 /// What an answer says when its question did not get to the agent, or
 /// not whole: an error, a refusal, a stop, a withdrawal.
-const NOT_ASKED: &[&str] = &["⚠️", "🚫", "⏹️", "⏭️", "🗑️"];
+const NOT_ASKED: &[&str] = &["⚠️", "🚫", "⏹️", "⏭️", "✏️", "🗑️"];
 
-/// Every file sent for the bot (in a direct chat, mentioning it) reaches
+/// Every file sent for the bot (in a direct chat, mentioning it), or
+/// taken by its sender's next text for the bot in the same place within
+/// the wait (`attachment_wait_ms`), reaches
 /// the agent byte for byte, or is refused in words: by name (too large,
 /// not fetched), or with the question it went with (the question's answer
 /// says it failed or was stopped before the agent answered). Excused: a file whose
@@ -24,13 +26,23 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
     if run.facts.submits.is_empty() {
         return v;
     }
+    // How long a file waits for its text (the guest's setting).
+    let wait = run
+        .facts
+        .settings
+        .iter()
+        .find(|(k, _)| k == "attachment_wait_ms")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .unwrap_or(20_000);
     for f in &run.facts.files_sent {
-        if !f.for_bot || run.facts.excused.contains(&f.event_id) {
+        if !f.seen || run.facts.excused.contains(&f.event_id) {
             continue;
         }
         // The text it went with: its sender's next message for the bot in
         // the same place. Deleted, it takes the file back with it.
         let at = |id: &str| run.homeserver.event(id).map_or(0, |e| e.ts);
+        // Events of one millisecond are ordered by the timeline.
+        let order = |id: &str| run.homeserver.events.iter().position(|e| e.event_id == id);
         let thread_of = |id: &str| {
             run.facts
                 .user_messages
@@ -45,8 +57,15 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
                 && m.thread == thread
                 && m.addressed
                 && !m.command
-                && at(&m.event_id) >= f.at
+                && order(&m.event_id) > order(&f.event_id)
         });
+        // A file not itself for the bot (in a group, without a mention)
+        // is owed to the agent once a text for the bot takes it: its
+        // sender's next one there, within the wait.
+        let taken = carrier.is_some_and(|c| at(&c.event_id) <= f.at + wait);
+        if !f.for_bot && !taken {
+            continue;
+        }
         let withdrawn = |id: &str| {
             run.facts.excused.contains(id)
                 || run

@@ -71,6 +71,9 @@ pub struct FileSent {
     /// Sent in a direct chat with the bot, or mentioning it, by someone
     /// allowed: it must reach the agent or be refused in words.
     pub for_bot: bool,
+    /// The bot could see it: sent by someone allowed, into a room the bot
+    /// was in or invited to by someone allowed (else it is history).
+    pub seen: bool,
     pub at: u64,
 }
 

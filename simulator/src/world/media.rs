@@ -130,6 +130,7 @@ impl World<'_> {
             name: name.to_string(),
             bytes,
             for_bot: false,
+            seen: false,
             at: self.now,
         };
         (id, sent)

@@ -157,7 +157,8 @@ impl World<'_> {
         if let Some(mut sent) = file {
             // For the bot: where a text would be, or in a direct chat, or
             // mentioning it; its answer may reply to a later text.
-            sent.for_bot = for_bot && self.allowed(&from) && (direct || mentions_bot || addressed);
+            sent.seen = for_bot && self.allowed(&from) && !step.key_never;
+            sent.for_bot = sent.seen && (direct || mentions_bot || addressed);
             self.facts.files_sent.push(sent);
         }
         // A file alone is answered through the text it goes with (the
