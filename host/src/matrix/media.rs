@@ -21,45 +21,22 @@ use crate::media::{Fetch, Fetched, Kept};
 /// The file a message carries, as the guest sees it, and its caption ("":
 /// none), or `None` for a message that carries none.
 pub fn file_of(msgtype: &MessageType, room_id: &str, event_id: &str) -> Option<(Media, String)> {
+    // The four kinds share their fields but not their types.
+    macro_rules! parts {
+        ($c:expr, $kind:expr) => {{
+            let info = $c.info.as_deref();
+            let mime = info.and_then(|i| i.mimetype.clone());
+            let size = info.and_then(|i| i.size);
+            ($kind, $c.filename(), $c.caption(), mime, size)
+        }};
+    }
     let (kind, name, caption, mime, size) = match msgtype {
-        MessageType::Image(c) => {
-            let info = c.info.as_deref();
-            let (mime, size) = (
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
-            (MediaKind::Image, c.filename(), c.caption(), mime, size)
-        }
-        MessageType::File(c) => {
-            let info = c.info.as_deref();
-            let (mime, size) = (
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
-            (MediaKind::File, c.filename(), c.caption(), mime, size)
-        }
-        MessageType::Audio(c) => {
-            let info = c.info.as_deref();
-            let (mime, size) = (
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
-            // MSC3245: a voice message is audio flagged as such.
-            let kind = if c.voice.is_some() {
-                MediaKind::Voice
-            } else {
-                MediaKind::Audio
-            };
-            (kind, c.filename(), c.caption(), mime, size)
-        }
-        MessageType::Video(c) => {
-            let info = c.info.as_deref();
-            let (mime, size) = (
-                info.and_then(|i| i.mimetype.clone()),
-                info.and_then(|i| i.size),
-            );
-            (MediaKind::Video, c.filename(), c.caption(), mime, size)
-        }
+        MessageType::Image(c) => parts!(c, MediaKind::Image),
+        MessageType::File(c) => parts!(c, MediaKind::File),
+        // MSC3245: a voice message is audio flagged as such.
+        MessageType::Audio(c) if c.voice.is_some() => parts!(c, MediaKind::Voice),
+        MessageType::Audio(c) => parts!(c, MediaKind::Audio),
+        MessageType::Video(c) => parts!(c, MediaKind::Video),
         _ => return None,
     };
     let media = Media {
