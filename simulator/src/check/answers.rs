@@ -111,8 +111,9 @@ pub(super) fn part_of(submitted: &str, text: &str) -> bool {
 }
 
 /// How the guest starts notices that are not answers: a queue position or
-/// a retry (a promise of an answer later) and the greeting of a new user.
-const NOT_ANSWERS: [&str; 2] = ["⏳", "👋"];
+/// a retry (a promise of an answer later), the greeting of a new user, and
+/// a file refused while its text goes on (the text's answer follows).
+const NOT_ANSWERS: [&str; 3] = ["⏳", "👋", "📎"];
 
 /// The final text of every reply is the agent's chunks joined (plus a note
 /// when the reply was cut short), but for a message the bot dropped when
