@@ -12,6 +12,13 @@ use crate::{AgentError, AgentErrorKind, AgentMessage, MediaKind};
 
 const PREFIX: &str = "surfaces-media:";
 
+/// The most files one message takes to the agent.
+pub const MAX_FILES_PER_MESSAGE: usize = 20;
+/// The most bytes of files one message takes to the agent, all together.
+/// Inline as base64 they grow by a third: 40 MiB make a frame of about
+/// 54 MiB, under the 64 MiB [`surfaces_protocol::MAX_FRAME_BYTES`].
+pub const MAX_MESSAGE_FILE_BYTES: u64 = 40 << 20;
+
 /// What a `surfaces-media:` id names.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MediaRef {
@@ -75,10 +82,13 @@ pub fn to_fetch(message: &AgentMessage) -> Vec<MediaRef> {
 
 /// `message` with each `surfaces-media:` attachment replaced by its bytes
 /// as a `data:` URL, or the error that fails the request: a file that could
-/// not be fetched, or one larger than `max_bytes`. `fetched` holds what the
-/// host got for each of [`to_fetch`]'s refs. The error's message starts
-/// with the file's name ("NAME is ...", "could not fetch NAME: ..."): the
-/// shipped guest reads it to send the message again without that file.
+/// not be fetched, one larger than `max_bytes`, or one past what a whole
+/// message takes ([`MAX_FILES_PER_MESSAGE`], [`MAX_MESSAGE_FILE_BYTES`]).
+/// `fetched` holds what the host got for each of [`to_fetch`]'s refs. The
+/// error's message starts with the file's name ("NAME is ...", "NAME
+/// would ...", "could not fetch NAME: ..."): the shipped guest reads it to
+/// send the message again without that file (or, past the count, without
+/// it and those after it).
 pub fn inline(
     request: u64,
     mut message: AgentMessage,
@@ -90,7 +100,15 @@ pub fn inline(
         kind: AgentErrorKind::Attachment,
         message,
     };
-    for a in &mut message.attachments {
+    let mut total = 0u64;
+    for (i, a) in message.attachments.iter_mut().enumerate() {
+        if i >= MAX_FILES_PER_MESSAGE {
+            return Err(fail(format!(
+                "{} is file {}, over the {MAX_FILES_PER_MESSAGE} files one message takes",
+                a.name,
+                i + 1
+            )));
+        }
         let Some(r) = MediaRef::parse(&a.url) else {
             continue;
         };
@@ -99,12 +117,22 @@ pub fn inline(
             Some((_, Err(why))) => return Err(fail(format!("could not fetch {}: {why}", a.name))),
             None => return Err(fail(format!("could not fetch {}: not asked for", a.name))),
         };
-        if bytes.len() as u64 > max_bytes {
+        let size = bytes.len() as u64;
+        if size > max_bytes {
             return Err(fail(format!(
                 "{} is {}, over the {} the agent takes",
                 a.name,
-                human_bytes(bytes.len() as u64),
+                human_bytes(size),
                 human_bytes(max_bytes)
+            )));
+        }
+        total += size;
+        if total > MAX_MESSAGE_FILE_BYTES {
+            return Err(fail(format!(
+                "{} would bring this message's files to {}, over the {} one message takes",
+                a.name,
+                human_bytes(total),
+                human_bytes(MAX_MESSAGE_FILE_BYTES)
             )));
         }
         a.url = surfaces_protocol::data_url(&a.mime, bytes);
@@ -172,5 +200,32 @@ mod tests {
         );
         let lost = inline(7, m, &[(r, Err("404".into()))], 3).unwrap_err();
         assert_eq!(lost.message, "could not fetch a.png: 404");
+    }
+
+    #[test]
+    fn a_message_takes_so_many_files_and_bytes_and_no_more() {
+        let refs: Vec<_> = (0..=MAX_FILES_PER_MESSAGE as u64)
+            .map(MediaRef::Kept)
+            .collect();
+        let ids: Vec<_> = refs.iter().map(MediaRef::id).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let small: Vec<_> = refs.iter().map(|r| (r.clone(), Ok(vec![1]))).collect();
+        let many = inline(7, message(&ids), &small, 3).unwrap_err();
+        assert_eq!(
+            many.message,
+            "a.png is file 21, over the 20 files one message takes"
+        );
+        let max = MAX_MESSAGE_FILE_BYTES;
+        let half = (max / 2 + 1) as usize;
+        let big: Vec<_> = refs[..2]
+            .iter()
+            .map(|r| (r.clone(), Ok(vec![0; half])))
+            .collect();
+        let heavy = inline(7, message(&ids[..2]), &big, max).unwrap_err();
+        assert_eq!(
+            heavy.message,
+            "a.png would bring this message's files to 40 MiB, over the 40 MiB one message takes"
+        );
+        assert!(inline(7, message(&ids[..1]), &big, max).is_ok());
     }
 }

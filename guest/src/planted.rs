@@ -50,10 +50,13 @@ pub enum Bug {
     /// A file waiting for its sender's text is dropped when the text
     /// comes: the text goes without it.
     HeldFileDropped,
+    /// A file its sender deleted while it waited still goes with their
+    /// next text.
+    DeletedFileSent,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 19] = [
+    pub const ALL: [Bug; 20] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -73,6 +76,7 @@ impl Bug {
         Bug::CollectDropsOne,
         Bug::QuotaIgnoresInFlight,
         Bug::HeldFileDropped,
+        Bug::DeletedFileSent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -96,6 +100,7 @@ impl Bug {
             Bug::CollectDropsOne => "collect-drops-one",
             Bug::QuotaIgnoresInFlight => "quota-ignores-in-flight",
             Bug::HeldFileDropped => "held-file-dropped",
+            Bug::DeletedFileSent => "deleted-file-sent",
         }
     }
 }

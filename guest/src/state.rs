@@ -150,7 +150,7 @@ pub struct Queued {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<Attached>,
     /// When it was queued: written only by the `next-schema` test build
-    /// (schema 2, see `bot::SCHEMA`); every build reads it or its absence.
+    /// (schema 3, see `bot::SCHEMA`); every build reads it or its absence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_ms: Option<u64>,
 }

@@ -467,10 +467,14 @@ impl Config {
             ));
         }
         // A file goes inline in one frame, a third larger as base64.
-        if !(1024..=(256 << 20)).contains(&self.agent.max_attachment_bytes) {
-            return Err(ConfigError::Invalid(
-                "agent.max_attachment_bytes is between 1024 and 268435456 (256 MiB)".into(),
-            ));
+        if !(1024..=surfaces_embed::media::MAX_MESSAGE_FILE_BYTES)
+            .contains(&self.agent.max_attachment_bytes)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "agent.max_attachment_bytes is between 1024 and {} (40 MiB, what one \
+                     message's files take together)",
+                surfaces_embed::media::MAX_MESSAGE_FILE_BYTES
+            )));
         }
         if self.agent.ping_interval >= self.agent.idle_timeout {
             return Err(ConfigError::Invalid(

@@ -149,14 +149,24 @@ impl fmt::Debug for Files {
 
 impl Files {
     /// Fetch every file `refs` names (a failure is that file's, in words).
+    /// Once what is fetched passes what one message takes, the rest are not
+    /// downloaded (`media::inline` refuses the message at the file that
+    /// passed it): memory stays bounded however many files a message has.
     pub async fn fetch_all(&self, refs: Vec<MediaRef>) -> Vec<(MediaRef, Result<Vec<u8>, String>)> {
         let mut out = Vec::with_capacity(refs.len());
+        let mut total = 0u64;
         for r in refs {
             let got = match (&self.fetch, &r) {
+                _ if total > surfaces_embed::media::MAX_MESSAGE_FILE_BYTES => {
+                    Err("not downloaded: the files before it are already too many bytes".into())
+                }
                 (Some(fetch), MediaRef::Event { .. }) => fetch.fetch(r.clone()).await,
                 (None, _) => Err("this front end has no files".to_string()),
                 (_, MediaRef::Kept(_)) => Err("not a file a user sent".to_string()),
             };
+            if let Ok(bytes) = &got {
+                total += bytes.len() as u64;
+            }
             out.push((r, got));
         }
         out

@@ -7,6 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The largest frame (and message) either side takes: files travel inline
+/// as base64 `data:` URLs, so a frame can be large, but not unbounded.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+
 /// A frame from the agent service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -753,3 +753,62 @@ mod pump {
         }
     }
 }
+
+mod files {
+    use proptest::prelude::*;
+    use surfaces_guest::bot::{agent_names, drop_failed};
+    use surfaces_guest::state::{Attached, FileKind};
+
+    fn file(i: usize, name: &str) -> Attached {
+        Attached {
+            event_id: format!("$e{i}"),
+            id: format!("surfaces-media:kept {i}"),
+            name: name.to_string(),
+            mime: "image/png".into(),
+            size: None,
+            kind: FileKind::Image,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Phones name every photo alike: each file still goes to the agent
+        /// under a name of its own, and a host error naming one (in any of
+        /// `surfaces_embed::media`'s words) drops that one, not another of
+        /// the same name; past the count, that one and those after it.
+        #[test]
+        fn an_error_drops_the_file_it_names_however_alike_the_names(
+            names in prop::collection::vec(
+                prop::sample::select(vec!["image.png", "image (2).png", "a", "a b.png", ".env", "x.tar.gz"]),
+                1..8,
+            ),
+            pick in any::<prop::sample::Index>(),
+            form in 0..4usize,
+        ) {
+            let files: Vec<Attached> = names.iter().enumerate().map(|(i, n)| file(i, n)).collect();
+            let sent = agent_names(&files);
+            let mut unique = sent.clone();
+            unique.sort();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), sent.len(), "{:?}", sent);
+            let i = pick.index(files.len());
+            let n = &sent[i];
+            let message = match form {
+                0 => format!("{n} is 9 MiB, over the 8 MiB the agent takes"),
+                1 => format!("could not fetch {n}: M_NOT_FOUND"),
+                2 => format!("{n} would bring this message's files to 41 MiB, over the 40 MiB one message takes"),
+                _ => format!("{n} is file {}, over the 20 files one message takes", i + 1),
+            };
+            let mut left = files.clone();
+            drop_failed(&mut left, &message);
+            let mut want = files.clone();
+            if form == 3 {
+                want.truncate(i);
+            } else {
+                want.remove(i);
+            }
+            prop_assert_eq!(left, want, "{}", message);
+        }
+    }
+}

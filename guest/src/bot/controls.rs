@@ -170,6 +170,16 @@ impl Bot {
         if d.sender == self.info.bot_user_id {
             return Ok(());
         }
+        if self.unhold(host, &d.room_id, &d.target)? {
+            host.log(
+                LogLevel::Info,
+                &format!(
+                    "{} was redacted by {}: that file goes nowhere",
+                    d.target, d.sender
+                ),
+            );
+            return Ok(());
+        }
         // An answer removed: its reply need not go on either.
         let Some((question, asked, _)) = question_of(host, &d.target)? else {
             return Ok(());

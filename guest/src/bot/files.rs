@@ -44,12 +44,39 @@ pub(super) fn attached(event_id: &str, m: &Media) -> Attached {
 }
 
 /// A file as the agent gets it: the host turns the id into its bytes.
-pub(super) fn for_agent(f: &Attached) -> Attachment {
-    Attachment {
-        name: f.name.clone(),
-        mime: f.mime.clone(),
-        url: f.id.clone(),
+/// `files` as the agent sees them, each under its own name (see
+/// [`agent_names`]).
+pub(super) fn for_agent(files: &[Attached]) -> Vec<Attachment> {
+    files
+        .iter()
+        .zip(agent_names(files))
+        .map(|(f, name)| Attachment {
+            name,
+            mime: f.mime.clone(),
+            url: f.id.clone(),
+        })
+        .collect()
+}
+
+/// The names `files` go to the agent under: a name met before gets " (2)",
+/// " (3)", ... before its extension (phones call every photo image.jpg), so
+/// the agent and the host's errors tell the files apart.
+pub fn agent_names(files: &[Attached]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::with_capacity(files.len());
+    for f in files {
+        let (stem, ext) = match f.name.rsplit_once('.') {
+            Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+            _ => (f.name.as_str(), String::new()),
+        };
+        let mut name = f.name.clone();
+        let mut n = 1;
+        while names.contains(&name) {
+            n += 1;
+            name = format!("{stem} ({n}){ext}");
+        }
+        names.push(name);
     }
+    names
 }
 
 impl Bot {
@@ -160,6 +187,42 @@ impl Bot {
             return Ok(Vec::new());
         }
         Ok(held.files)
+    }
+
+    /// A file deleted while it waited for its text goes nowhere: the
+    /// sender took it back. Whether `target` was such a file.
+    pub(super) fn unhold(
+        &mut self,
+        host: &mut dyn Host,
+        room_id: &str,
+        target: &str,
+    ) -> Result<bool, String> {
+        if crate::planted::on(crate::planted::Bug::DeletedFileSent) {
+            return Ok(false);
+        }
+        for key in host.scan(&HELD) {
+            let Some(mut held) = host.load(&key)? else {
+                continue;
+            };
+            let before = held.files.len() + held.refused.len();
+            if held.room_id != room_id {
+                continue;
+            }
+            held.files.retain(|f| f.event_id != target);
+            held.refused.retain(|f| f.event_id != target);
+            if held.files.len() + held.refused.len() == before {
+                continue;
+            }
+            if held.files.is_empty() && held.refused.is_empty() {
+                host.cancel_timer(held.timer);
+                host.remove(&timer_key(held.timer));
+                host.remove(&key);
+            } else {
+                host.save(&key, &held)?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// No text came: files that were for the bot go to the agent alone.
@@ -298,12 +361,22 @@ impl Bot {
 /// Drop the file a host's `attachment` error names (its message starts
 /// with the file's name, as `surfaces_embed::media` words it), or every
 /// file when it names none of them.
-pub(super) fn drop_failed(files: &mut Vec<Attached>, message: &str) {
-    let named = |f: &Attached| {
-        message.starts_with(&format!("{} is ", f.name))
-            || message.starts_with(&format!("could not fetch {}:", f.name))
-    };
-    match files.iter().position(named) {
+pub fn drop_failed(files: &mut Vec<Attached>, message: &str) {
+    let names = agent_names(files);
+    // The longest name the error starts with: "a b.png is ..." is not
+    // about "a".
+    let failed = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            message.starts_with(&format!("{n} "))
+                || message.starts_with(&format!("could not fetch {n}:"))
+        })
+        .max_by_key(|(_, n)| n.len())
+        .map(|(i, _)| i);
+    match failed {
+        // Past the count a message takes: that file and those after it.
+        Some(i) if message.contains(" files one message takes") => files.truncate(i),
         Some(i) => {
             files.remove(i);
         }

@@ -42,28 +42,33 @@ use crate::state::Queued;
 use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
 use crate::types::{Event, GuestInfo, HostInfo, LogLevel, MatrixResult, RoomMessage};
 
+pub use files::{agent_names, drop_failed};
 pub use replies::Fate;
 use surfaces_guest_sdk::schema::{self, Migration, Schema};
 
-/// The format of the records this guest writes.
+/// The format of the records this guest writes. Schema 2 (contract
+/// 0.4.0) added files: `Outgoing::file`, `TimerPurpose::Files` and
+/// `Queued::files`. A schema 1 guest would fail on the first two and drop
+/// the third in silence, so it cannot read this store: a rollback to it
+/// is refused. Schema 1 records read as they are (nothing to rewrite).
 #[cfg(not(feature = "next-schema"))]
 pub const SCHEMA: Schema = Schema {
-    version: 1,
-    readable_from: 1,
+    version: 2,
+    readable_from: 2,
 };
 #[cfg(not(feature = "next-schema"))]
-const MIGRATIONS: &[Migration] = &[];
+const MIGRATIONS: &[Migration] = &[(1, |_| Ok(()))];
 
 /// The test build of a next release (`next-schema`): queued messages
-/// carry when they were queued, a field schema 1 guests skip, so they
+/// carry when they were queued, a field schema 2 guests skip, so they
 /// can still read what this one writes.
 #[cfg(feature = "next-schema")]
 pub const SCHEMA: Schema = Schema {
-    version: 2,
-    readable_from: 1,
+    version: 3,
+    readable_from: 2,
 };
 #[cfg(feature = "next-schema")]
-const MIGRATIONS: &[Migration] = &[(1, |_| Ok(()))]; // an added field with a default: nothing to rewrite
+const MIGRATIONS: &[Migration] = &[(1, |_| Ok(())), (2, |_| Ok(()))]; // added fields with defaults: nothing to rewrite
 
 /// How long a typing notice lasts; renewed before it runs out.
 const TYPING_TIMEOUT_MS: u32 = 30_000;

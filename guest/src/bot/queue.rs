@@ -178,7 +178,7 @@ impl Bot {
                 display_name: q.display_name.clone(),
             },
             skills,
-            attachments: q.files.iter().map(super::files::for_agent).collect(),
+            attachments: super::files::for_agent(&q.files),
         };
         host.agent_submit(req, ctx_id, &message);
         host.read_receipt(&q.room_id, &q.event_id);

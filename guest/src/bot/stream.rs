@@ -156,8 +156,12 @@ impl Bot {
         {
             ctx.queue.push_front(origin.clone());
             host.save_context(&ctx_id, &mut ctx)?;
+            let (which, it) = match r.origin.files.len() - origin.files.len() {
+                1 => ("A file", "it"),
+                _ => ("Files", "them"),
+            };
             let text = format!(
-                "📎 A file did not reach the agent ({}): your message goes without it.",
+                "📎 {which} did not reach the agent ({}): your message goes without {it}.",
                 cut(&e.message, 4 * super::ECHO_MAX)
             );
             *after = After::WithoutFiles(Box::new(origin), text, ctx_id);

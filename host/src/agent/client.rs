@@ -539,9 +539,10 @@ async fn open_socket(
             } else {
                 Box::new(tcp)
             };
-            let (ws, _) = tokio_tungstenite::client_async(request, io)
-                .await
-                .map_err(|e| format!("agent handshake: {e}"))?;
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config(request, io, Some(super::ws_config()))
+                    .await
+                    .map_err(|e| format!("agent handshake: {e}"))?;
             Ok(ws)
         }
         Backend::Echo(server_config) => {
@@ -550,9 +551,13 @@ async fn open_socket(
                 let _ = server::serve_connection(server_io, server_config).await;
             });
             let boxed: Box<dyn Io> = Box::new(client_io);
-            let (ws, _) = tokio_tungstenite::client_async("ws://echo.invalid/", boxed)
-                .await
-                .map_err(|e| format!("in-process echo agent: {e}"))?;
+            let (ws, _) = tokio_tungstenite::client_async_with_config(
+                "ws://echo.invalid/",
+                boxed,
+                Some(super::ws_config()),
+            )
+            .await
+            .map_err(|e| format!("in-process echo agent: {e}"))?;
             Ok(ws)
         }
     }

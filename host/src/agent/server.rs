@@ -191,9 +191,10 @@ where
             Err(denied)
         }
     };
-    let mut ws = tokio_tungstenite::accept_hdr_async(io, check)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let mut ws =
+        tokio_tungstenite::accept_hdr_async_with_config(io, check, Some(super::ws_config()))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
     if config.mode == Mode::Silent {
         // Hold the connection open, read nothing, answer nothing.
         std::future::pending::<()>().await;

@@ -809,7 +809,7 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
     // swaps land while they are being written, whatever the machine.
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     setup.server.gate = Some(gate.clone());
-    // The next release's record format (schema 2, readable by schema 1),
+    // The next release's record format (schema 3, readable by schema 2),
     // checked by behaviour like any candidate.
     setup.swap_check = SwapCheck::Behaviour { seeds: 3 };
     let mut bot = setup.start();
@@ -906,7 +906,7 @@ async fn an_admin_rollback_goes_back_to_the_guest_before_mid_reply_and_loses_not
         .expect("a schema record");
     assert_eq!(
         String::from_utf8_lossy(&schema),
-        r#"{"version":2,"readable_from":1}"#
+        r#"{"version":3,"readable_from":2}"#
     );
     assert_nothing_pending(&store);
     drop(store);

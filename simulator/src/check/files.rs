@@ -116,7 +116,7 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
             .facts
             .files_to_agent
             .iter()
-            .any(|(name, bytes)| *name == f.name && *bytes == f.bytes);
+            .any(|(name, bytes)| names(name, &f.name) && *bytes == f.bytes);
         // Asked about: the text it went with, or (alone) the files its
         // sender sent there together (the answer replies to the first).
         let questions: Vec<&str> = match carrier {
@@ -136,7 +136,7 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
                 return false;
             };
             let named = e.room_id == f.room_id
-                && body.contains(&f.name)
+                && names(body, &f.name)
                 && (body.contains("too large") || body.contains("did not reach the agent"));
             let not_asked = NOT_ASKED.iter().any(|m| body.contains(m))
                 && super::answers::replied_to(e).is_some_and(|q| questions.contains(&q));
@@ -150,6 +150,65 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// A file its sender deleted before sending the text that would take it
+/// (their next text for the bot in the same place) never goes to the
+/// agent with it: they took it back. (Its bytes could not be fetched any
+/// more; the guest must not try, and tell them it failed.)
+pub fn deleted_files_stay(run: &Run) -> Vec<String> {
+    let order = |id: &str| run.homeserver.events.iter().position(|e| e.event_id == id);
+    let mut v = Vec::new();
+    for f in &run.facts.files_sent {
+        let Some(redaction) = &f.redacted_by else {
+            continue;
+        };
+        let thread = |id: &str| {
+            run.facts
+                .user_messages
+                .iter()
+                .find(|m| m.event_id == id)
+                .and_then(|m| m.thread.clone())
+        };
+        let carrier = run.facts.user_messages.iter().find(|m| {
+            m.sender == f.sender
+                && m.room_id == f.room_id
+                && m.thread == thread(&f.event_id)
+                && m.addressed
+                && !m.command
+                && order(&m.event_id) > order(&f.event_id)
+        });
+        let Some(carrier) = carrier else {
+            continue;
+        };
+        let id = surfaces_embed::media::MediaRef::Event {
+            room_id: f.room_id.clone(),
+            event_id: f.event_id.clone(),
+        }
+        .id();
+        let sent = run.facts.submits.iter().any(|s| s.files.contains(&id));
+        if order(redaction) < order(&carrier.event_id) && sent {
+            v.push(format!(
+                "{} ({:?} from {}) was deleted before {} was sent, yet went to the agent with it",
+                f.event_id, f.name, f.sender, carrier.event_id
+            ));
+        }
+    }
+    v
+}
+
+/// Whether `text` names the file sent as `name`: as it is, or as the guest
+/// renamed it beside others of the same name in one message ("image.png",
+/// "image (2).png").
+fn names(text: &str, name: &str) -> bool {
+    if text.contains(name) {
+        return true;
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem, format!(".{ext}")),
+        _ => (name, String::new()),
+    };
+    (2..=50).any(|k| text.contains(&format!("{stem} ({k}){ext}")))
 }
 
 /// Every file the agent sent with a reply that ended is in the reply's

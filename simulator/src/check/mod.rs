@@ -20,7 +20,7 @@ mod witness;
 
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use controls::{reasked, withdrawn_stays_out};
-pub use files::{agent_files_delivered, files_reach_the_agent};
+pub use files::{agent_files_delivered, deleted_files_stay, files_reach_the_agent};
 pub use quota::quota_kept;
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 pub use witness::witness;
@@ -73,6 +73,10 @@ pub const RULES: &[Rule] = &[
     (
         "every file the agent sent reaches the room",
         agent_files_delivered,
+    ),
+    (
+        "a file deleted before its text never reaches the agent",
+        deleted_files_stay,
     ),
 ];
 

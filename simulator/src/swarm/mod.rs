@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 19] = [
+const PLANTED: [&str; 20] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -134,6 +134,7 @@ const PLANTED: [&str; 19] = [
     "collect-drops-one",
     "quota-ignores-in-flight",
     "held-file-dropped",
+    "deleted-file-sent",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

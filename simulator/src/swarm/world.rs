@@ -287,12 +287,31 @@ fn files(rng: &mut ChaCha8Rng, steps: &mut Vec<Step>, replies: &mut [Reply]) {
         if gone {
             continue;
         }
+        // Now and then its sender deletes it before the text that would
+        // take it.
+        let deleted = !alone && t.at_ms >= at_ms + 2 && rng.random_bool(0.1);
+        if deleted {
+            steps.push(Step {
+                at_ms: at_ms + (t.at_ms - at_ms) / 2,
+                from: t.from.clone(),
+                room: t.room.clone(),
+                redact: true,
+                on: Some(format!("file{n}")),
+                ..Step::default()
+            });
+        }
         steps.push(Step {
             at_ms,
+            label: deleted.then(|| format!("file{n}")),
             from: t.from.clone(),
             room: t.room.clone(),
             thread: t.thread.clone(),
-            file: Some(format!("f{n}.{ext}")),
+            // Phones call every photo alike: some names repeat.
+            file: Some(if rng.random_bool(0.3) {
+                format!("image.{ext}")
+            } else {
+                format!("f{n}.{ext}")
+            }),
             file_bytes: Some(size),
             file_size_unknown,
             ..Step::default()

@@ -99,6 +99,7 @@ impl World<'_> {
                     sender: message.sender.id.clone(),
                     text: message.text.clone(),
                     at_ms: self.now,
+                    files: message.attachments.iter().map(|a| a.url.clone()).collect(),
                 });
                 self.submit(&context_id, request, message);
             }

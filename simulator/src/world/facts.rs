@@ -75,6 +75,8 @@ pub struct FileSent {
     /// was in or invited to by someone allowed (else it is history).
     pub seen: bool,
     pub at: u64,
+    /// The redaction that deleted it, if its sender deleted it.
+    pub redacted_by: Option<String>,
 }
 
 /// A file the agent sent with a reply.
@@ -135,6 +137,8 @@ pub struct Submit {
     pub text: String,
     /// When the guest asked for it.
     pub at_ms: u64,
+    /// The `surfaces-media:` ids of the files the guest sent with it.
+    pub files: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

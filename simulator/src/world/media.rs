@@ -132,6 +132,7 @@ impl World<'_> {
             for_bot: false,
             seen: false,
             at: self.now,
+            redacted_by: None,
         };
         (id, sent)
     }

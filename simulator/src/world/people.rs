@@ -226,6 +226,14 @@ impl World<'_> {
             {
                 m.redacted = true;
             }
+            if let Some(f) = self
+                .facts
+                .files_sent
+                .iter_mut()
+                .find(|f| f.event_id == target && f.sender == from)
+            {
+                f.redacted_by = Some(id);
+            }
         }
     }
 
