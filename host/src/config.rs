@@ -294,6 +294,11 @@ pub struct MatrixConfig {
     pub device_name: String,
     /// Encrypts the matrix-sdk store (keys, room state) at rest.
     pub store_passphrase: Option<Secret>,
+    /// The recovery key `surfaces recovery new` printed: with it, a bot
+    /// whose store was lost signs its new device with its own identity and
+    /// restores its room keys from the server-side backup. Keep it outside
+    /// the data directory (here, or `MATRIX_RECOVERY_KEY`).
+    pub recovery_key: Option<Secret>,
     /// Who may talk to the bot and invite it: user ids, `*` as wildcard
     /// (`*:example.org`). Empty: everyone on the bot's own homeserver.
     pub allow: Vec<String>,
@@ -320,6 +325,7 @@ impl Default for MatrixConfig {
             access_token: None,
             device_name: "surfaces".into(),
             store_passphrase: None,
+            recovery_key: None,
             allow: Vec::new(),
             admins: Vec::new(),
             sync_timeout: Duration::from_secs(30),
@@ -407,6 +413,9 @@ impl Config {
         }
         if let Some(v) = var("MATRIX_ACCESS_TOKEN") {
             self.matrix.access_token = Some(Secret::new(v));
+        }
+        if let Some(v) = var("MATRIX_RECOVERY_KEY") {
+            self.matrix.recovery_key = Some(Secret::new(v));
         }
         if let Some(v) = var("SURFACES_METRICS_LISTEN") {
             let addr = v.parse().map_err(|e| ConfigError::Env {

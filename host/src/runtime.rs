@@ -94,7 +94,8 @@ pub struct Runtime {
     /// Agent connections and the sync task: bounded, they wait for the loop.
     inbound: mpsc::Receiver<Event>,
     control: mpsc::UnboundedReceiver<Control>,
-    timers: HashMap<u64, (u64, AbortHandle)>,
+    /// Each armed timer: its token, when it is due, and its task.
+    timers: HashMap<u64, (u64, Instant, AbortHandle)>,
     timer_token: u64,
     /// Swap requests waiting for the compile in progress (`None`: host);
     /// not empty exactly while a compile runs.
@@ -251,7 +252,7 @@ impl Runtime {
         let mut failure: Option<String> = None;
         loop {
             if let Some(s) = &shutdown
-                && self.drained()
+                && self.drained(s.deadline)
             {
                 tracing::info!(cut = s.cut, "stopped: every reply finished");
                 break;
@@ -324,7 +325,7 @@ impl Runtime {
                 .set(self.agents.in_flight() as i64);
         }
         self.agents.close_all();
-        for (_, (_, abort)) in self.timers.drain() {
+        for (_, (_, _, abort)) in self.timers.drain() {
             abort.abort();
         }
         drop(self.ticker);
@@ -347,11 +348,13 @@ impl Runtime {
         });
     }
 
-    /// Shutdown may end: no reply in flight, no guest timer pending (a
-    /// throttled final edit waits on one), nothing unanswered or unread.
-    fn drained(&self) -> bool {
+    /// Shutdown may end: no reply in flight, no guest timer due within the
+    /// grace period (a throttled final edit waits on one; a file waiting
+    /// for its text, minutes away, is the next run's), nothing unanswered
+    /// or unread.
+    fn drained(&self, deadline: Instant) -> bool {
         self.agents.in_flight() == 0
-            && self.timers.is_empty()
+            && self.timers.values().all(|t| t.1 > deadline)
             && self.matrix.pending() == 0
             && self.events.is_empty()
             && self.inbound.is_empty()
@@ -505,7 +508,7 @@ impl Runtime {
                 }) => self.agents.feedback(&context_id, feedback),
                 Effect::Timer(TimerEffect::Set { id, delay_ms }) => self.set_timer(id, delay_ms),
                 Effect::Timer(TimerEffect::Cancel { id }) => {
-                    if let Some((_, abort)) = self.timers.remove(&id) {
+                    if let Some((_, _, abort)) = self.timers.remove(&id) {
                         abort.abort();
                     }
                 }
@@ -523,7 +526,8 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             let _ = control.send(Control::Timer { id, token });
         });
-        if let Some((_, old)) = self.timers.insert(id, (token, task.abort_handle())) {
+        let due = Instant::now() + Duration::from_millis(delay_ms);
+        if let Some((_, _, old)) = self.timers.insert(id, (token, due, task.abort_handle())) {
             old.abort();
         }
     }

@@ -65,6 +65,26 @@ enum Command {
         #[command(subcommand)]
         command: GuestCommand,
     },
+    /// The bot's encryption identity beyond its store: secret storage and
+    /// server-side key backup, opened by a recovery key.
+    Recovery {
+        #[command(subcommand)]
+        command: RecoveryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecoveryCommand {
+    /// Set up recovery (or replace its key) and print the new recovery key,
+    /// once. Run it with the bot stopped, with the bot's config. Keep the
+    /// key outside the data directory (matrix.recovery_key or
+    /// MATRIX_RECOVERY_KEY): with it, a bot whose store was lost keeps its
+    /// identity and reads what was sent to its earlier device.
+    New {
+        /// The TOML config file (see surfaces.example.toml).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -131,6 +151,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config, terminal } => run_bot(config.as_deref(), terminal)?,
+        Command::Recovery {
+            command: RecoveryCommand::New { config },
+        } => new_recovery_key(config.as_deref())?,
         Command::Guest { command } => match command {
             GuestCommand::Check { file, settings } => check(&file, &settings)?,
             GuestCommand::New { dir, sdk } => new_guest(&dir, sdk.as_deref())?,
@@ -306,6 +329,39 @@ fn run_bot(config_path: Option<&Path>, terminal: bool) -> Result<()> {
     result
 }
 
+/// `surfaces recovery new`.
+fn new_recovery_key(config_path: Option<&Path>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    if config.matrix.homeserver.is_none() {
+        bail!(
+            "no homeserver: set matrix.homeserver and matrix.user (or MATRIX_HOMESERVER, MATRIX_USER)"
+        );
+    }
+    init_logs(&LogConfig {
+        filter: "warn".into(),
+        ..config.log.clone()
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let dir = config.data_dir.join("matrix");
+    let key = runtime.block_on(async {
+        let (client, _lock) = session::connect(&config.matrix, &dir).await?;
+        anyhow::Ok(matrix::recovery::new_key(&client).await?)
+    })?;
+    let user = config.matrix.user.as_deref().unwrap_or("the bot");
+    println!(
+        "A new recovery key for {user} (shown once; any earlier key opens nothing now):\n\n    \
+         {key}\n\nKeep it outside {} (a password manager, your secret store) and give it to \
+         the bot as matrix.recovery_key or MATRIX_RECOVERY_KEY. If the bot's store is lost, it \
+         logs in again, takes back its identity with this key (whoever verified it still sees \
+         it verified) and restores its room keys from the server-side backup.",
+        config.data_dir.display()
+    );
+    Ok(())
+}
+
 enum Front {
     Terminal,
     /// `instance`: the database's id, the prefix of transaction ids; `db`
@@ -361,13 +417,20 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         ),
         max_bytes: config.agent.max_attachment_bytes,
     };
+    // Held to the end: the session's lock, and the client, to let room
+    // keys reach the backup at the stop.
+    let mut dir_lock = None;
+    let mut matrix_client = None;
     let port: Box<dyn FrontEnd> = match &front {
         Front::Terminal => Box::new(Terminal::new(handle.events.clone(), std::io::stdout())),
         Front::Matrix { instance, db } => {
             let position =
                 HostMeta::open(db).with_context(|| format!("cannot open {}", db.display()))?;
             let dir = config.data_dir.join("matrix");
-            let client = session::connect(&config.matrix, &dir).await?;
+            let (client, lock) = session::connect(&config.matrix, &dir).await?;
+            dir_lock = Some(lock);
+            matrix::recovery::on_start(&client, config.matrix.recovery_key.as_ref()).await?;
+            matrix_client = Some(client.clone());
             let user = client
                 .user_id()
                 .map(|u| u.to_owned())
@@ -475,7 +538,12 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
         });
     }
     drop(handle);
-    runtime.run().await.map_err(anyhow::Error::msg)
+    let result = runtime.run().await.map_err(anyhow::Error::msg);
+    if let Some(client) = matrix_client {
+        matrix::recovery::settle(&client, Duration::from_secs(10)).await;
+    }
+    drop(dir_lock);
+    result
 }
 
 /// Show the configured name on the bot's profile; best effort.

@@ -14,6 +14,7 @@
 pub mod convert;
 pub mod media;
 pub mod port;
+pub mod recovery;
 pub mod session;
 mod shared;
 pub mod sync;

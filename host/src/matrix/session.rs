@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use matrix_sdk::authentication::matrix::MatrixSession;
-use matrix_sdk::encryption::EncryptionSettings;
+use matrix_sdk::encryption::{BackupDownloadStrategy, EncryptionSettings};
 use matrix_sdk::ruma::api::error::ErrorKind;
 use matrix_sdk::ruma::{OwnedDeviceId, OwnedUserId};
 use matrix_sdk::{Client, SessionMeta, SessionTokens};
@@ -48,6 +48,36 @@ pub enum SessionError {
     },
     #[error("cannot reach {homeserver}: {message}")]
     Unreachable { homeserver: String, message: String },
+    #[error(
+        "{dir} is in use by another surfaces process (the bot, or `surfaces recovery`): stop it \
+         first; two on one store would corrupt its keys"
+    )]
+    InUse { dir: PathBuf },
+}
+
+/// Held while a process uses the session directory: one at a time.
+#[derive(Debug)]
+pub struct DirLock(#[allow(dead_code)] std::fs::File);
+
+/// Take `dir`'s lock (released when the process ends, however it ends).
+fn lock(dir: &Path) -> Result<DirLock, SessionError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| SessionError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SessionError::InUse {
+            dir: dir.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(SessionError::Io { path, source }),
+    }
 }
 
 /// What `session.json` holds.
@@ -58,8 +88,9 @@ struct Saved {
     session: MatrixSession,
 }
 
-/// A logged-in client, its store in `dir`.
-pub async fn connect(cfg: &MatrixConfig, dir: &Path) -> Result<Client, SessionError> {
+/// A logged-in client, its store in `dir`, and the lock that keeps other
+/// processes out of that store while it is held.
+pub async fn connect(cfg: &MatrixConfig, dir: &Path) -> Result<(Client, DirLock), SessionError> {
     let homeserver = cfg
         .homeserver
         .clone()
@@ -69,6 +100,7 @@ pub async fn connect(cfg: &MatrixConfig, dir: &Path) -> Result<Client, SessionEr
         path: dir.to_owned(),
         source,
     })?;
+    let dir_lock = lock(dir)?;
     let session_path = dir.join("session.json");
     let store = dir.join("store");
     let saved = read_saved(&session_path)?;
@@ -104,6 +136,9 @@ pub async fn connect(cfg: &MatrixConfig, dir: &Path) -> Result<Client, SessionEr
             // Cross-signs the bot's device so other users' clients can
             // verify it by its user identity.
             auto_enable_cross_signing: true,
+            // Once recovery gives this device the backup key (a lost store
+            // taken back), every room key of earlier devices comes back.
+            backup_download_strategy: BackupDownloadStrategy::OneShot,
             ..EncryptionSettings::default()
         })
         .build()
@@ -182,7 +217,7 @@ pub async fn connect(cfg: &MatrixConfig, dir: &Path) -> Result<Client, SessionEr
             },
         });
     }
-    Ok(client)
+    Ok((client, dir_lock))
 }
 
 /// `@name:server` or `name` for the same account.

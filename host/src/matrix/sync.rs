@@ -98,6 +98,17 @@ impl Loop {
     async fn run(&mut self) {
         let position = self.load_position().await;
         let resumed = position.is_some();
+        // matrix-sdk's store was lost (removed, or a new device after a
+        // recovery) while ours kept the position: the first sync brings
+        // every room's whole state, or the new store would not know the
+        // rooms (nor that they are encrypted) until they changed.
+        let mut full_state = position.as_ref().is_some_and(|p| !p.joined.is_empty())
+            && self.r.client.joined_rooms().is_empty();
+        if full_state {
+            tracing::info!(
+                "matrix-sdk's store is new: the first sync brings the rooms' whole state"
+            );
+        }
         self.inbox = Inbox::new(
             &self.r.bot_user_id,
             self.r.access.clone(),
@@ -127,6 +138,9 @@ impl Loop {
                 // matrix-sdk's own stored token), answered at once.
                 None => settings.token(SyncToken::NoToken).timeout(Duration::ZERO),
             };
+            if full_state {
+                settings = settings.full_state(true).timeout(Duration::ZERO);
+            }
             let mut stop = self.r.stop.clone();
             let result = tokio::select! {
                 r = self.r.client.sync_once(settings) => r,
@@ -157,6 +171,7 @@ impl Loop {
                 }
             };
             backoff = Duration::from_secs(1);
+            full_state = false;
             self.r.metrics.sync_succeeded(now_ms());
             let first = self.inbox.is_first();
             let next = response.next_batch.clone();

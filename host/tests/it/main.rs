@@ -7,6 +7,7 @@
 //! - `guestkit`: `surfaces guest new | build | test`, as a guest author runs them.
 //! - `load`: 64 contexts streaming at full speed for a minute.
 //! - `matrix`: end to end on a real Synapse.
+//! - `recovery`: the bot's encryption identity beyond its store, on Synapse.
 //! - `runtime`: the event loop with its real parts.
 //! - `store`: the SQLite store.
 //! - `terminal`: the terminal front end.
@@ -19,6 +20,7 @@ mod cli;
 mod guestkit;
 mod load;
 mod matrix;
+mod recovery;
 mod runtime;
 mod store;
 mod terminal;

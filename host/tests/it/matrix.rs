@@ -19,17 +19,17 @@ use surfaces_tests::synapse::{Options, Synapse, free_port, http};
 use tokio::sync::watch;
 
 /// Every wait below is for an observable event, bounded by this.
-const PATIENCE: Duration = Duration::from_secs(90);
-const BOT_PASSWORD: &str = "bot-password";
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const BOT_PASSWORD: &str = "bot-password";
 
 /// The reference agent server on a loopback port.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     url: String,
 }
 
 impl Agent {
-    fn start(args: &[&str]) -> Agent {
+    pub(crate) fn start(args: &[&str]) -> Agent {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_surfaces-agent"))
@@ -54,7 +54,7 @@ impl Drop for Agent {
 }
 
 /// The bot process, its data directory kept across restarts.
-struct Bot {
+pub(crate) struct Bot {
     child: Option<Child>,
     data: PathBuf,
     homeserver: String,
@@ -66,7 +66,7 @@ struct Bot {
 }
 
 impl Bot {
-    fn start(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
+    pub(crate) fn start(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
         std::fs::write(data.join("surfaces.toml"), config).expect("write config");
         let mut bot = Bot {
             child: None,
@@ -101,7 +101,7 @@ impl Bot {
         bot
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -137,6 +137,29 @@ impl Bot {
         self.child = Some(child);
     }
 
+    /// SIGTERM, and wait for the exit: the bot's shutdown steps run.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let ok = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -TERM");
+            let status = child.wait().expect("the bot exits");
+            assert!(
+                status.success(),
+                "the bot stopped with {status}\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// Wait for the bot to exit by itself (a start it refuses).
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the bot was started");
+        child.wait().expect("the bot exits")
+    }
+
     /// SIGKILL: no shutdown step runs, as in a crash.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -145,7 +168,7 @@ impl Bot {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.data.join("bot.log")).unwrap_or_default()
     }
 
@@ -153,7 +176,7 @@ impl Bot {
     /// empty data dir; the log holds every run): its device keys are
     /// published and it knows its rooms, as for a user who meets a bot
     /// that is already running.
-    async fn wait_first_syncs(&self, n: usize) {
+    pub(crate) async fn wait_first_syncs(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.log().matches("first sync done").count() < n {
             assert!(
@@ -183,11 +206,11 @@ impl Drop for Bot {
 
 /// A message as the human's client shows it.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     room: OwnedRoomId,
     event_id: String,
-    sender: String,
-    content: Value,
+    pub(crate) sender: String,
+    pub(crate) content: Value,
 }
 
 impl Seen {
@@ -201,8 +224,8 @@ impl Seen {
 
 /// The person talking to the bot: a matrix-sdk client that syncs in the
 /// background and records every message it sees.
-struct Human {
-    client: Client,
+pub(crate) struct Human {
+    pub(crate) client: Client,
     seen: watch::Receiver<Vec<Seen>>,
     /// Counts completed syncs: room state may have changed at each.
     beat: watch::Receiver<u64>,
@@ -210,7 +233,7 @@ struct Human {
 }
 
 impl Human {
-    async fn login(synapse: &Synapse, name: &str) -> Human {
+    pub(crate) async fn login(synapse: &Synapse, name: &str) -> Human {
         let password = format!("{name}-password");
         synapse.register(name, &password, false);
         let client = Client::builder()
@@ -275,7 +298,7 @@ impl Human {
     }
 
     /// Wait until what was seen satisfies `done`; panic with `context`.
-    async fn wait_for(
+    pub(crate) async fn wait_for(
         &self,
         what: &str,
         context: impl Fn() -> String,
@@ -304,7 +327,7 @@ impl Human {
     }
 
     /// Send plain text; its event id.
-    async fn send(&self, room: &Room, body: &str) -> String {
+    pub(crate) async fn send(&self, room: &Room, body: &str) -> String {
         post(room, RoomMessageEventContent::text_plain(body)).await
     }
 
@@ -312,7 +335,7 @@ impl Human {
     /// the room and the invite at once, and nobody waits for `user` to
     /// join before writing (a new DM's first message usually reaches the
     /// homeserver before the bot's join).
-    async fn dm(&self, user: &UserId) -> Room {
+    pub(crate) async fn dm(&self, user: &UserId) -> Room {
         self.client.create_dm(user).await.expect("create a DM")
     }
 
@@ -341,7 +364,7 @@ impl Human {
 
     /// Wait until the bot's reply with exactly `text` is final (no live
     /// marker).
-    async fn wait_answer(&self, room: &Room, text: &str, bot: &Bot) {
+    pub(crate) async fn wait_answer(&self, room: &Room, text: &str, bot: &Bot) {
         let what = format!("the final answer {text:?}");
         self.wait_for(
             &what,
@@ -369,7 +392,7 @@ impl Human {
     }
 
     /// Wait for the next sync to complete (at most a long-poll's time).
-    async fn next_sync(&self) {
+    pub(crate) async fn next_sync(&self) {
         let mut beat = self.beat.clone();
         beat.mark_unchanged();
         let _ = tokio::time::timeout(Duration::from_secs(40), beat.changed()).await;
@@ -427,7 +450,7 @@ fn is_live(v: &Value) -> bool {
     v.get("org.matrix.msc4357.live").is_some()
 }
 
-fn replies_to(v: &Value, event: &str) -> bool {
+pub(crate) fn replies_to(v: &Value, event: &str) -> bool {
     v["m.relates_to"]["m.in_reply_to"]["event_id"] == event
 }
 
@@ -491,7 +514,7 @@ impl World {
 }
 
 /// Synapse's rate limits lifted.
-fn relaxed() -> Options {
+pub(crate) fn relaxed() -> Options {
     Options {
         relax_rate_limits: true,
         ..Options::default()
@@ -566,7 +589,7 @@ fn bot_config(extra: &str) -> String {
     bot_config_with(extra, "")
 }
 
-fn bot_config_with(matrix: &str, guest: &str) -> String {
+pub(crate) fn bot_config_with(matrix: &str, guest: &str) -> String {
     // Alice is the admin, unless the test names its own.
     let admins = if matrix.contains("admins") {
         ""
@@ -1731,7 +1754,7 @@ async fn under_synapse_s_default_rate_limit_a_100_kb_reply_arrives_whole_within_
 }
 
 /// SHA-256 of `bytes`, in hex.
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     Sha256::digest(bytes)
         .iter()
@@ -1740,7 +1763,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// `n` bytes that no other test file shares (a seed per file).
-fn file_bytes(seed: u8, n: usize) -> Vec<u8> {
+pub(crate) fn file_bytes(seed: u8, n: usize) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
@@ -1748,7 +1771,7 @@ fn file_bytes(seed: u8, n: usize) -> Vec<u8> {
 
 /// Alice sends a file as Element does (uploaded, encrypted in an encrypted
 /// room), with an optional caption; its event id.
-async fn send_file(
+pub(crate) async fn send_file(
     room: &Room,
     name: &str,
     mime: &mime::Mime,
