@@ -47,7 +47,7 @@ enum Command {
     /// matrix.user, with matrix.password for the first login). Everything
     /// else has embedded defaults: the built-in guest, the in-process echo
     /// agent, SQLite in ./data. Environment overrides: MATRIX_HOMESERVER,
-    /// MATRIX_USER, MATRIX_PASSWORD, MATRIX_ACCESS_TOKEN,
+    /// MATRIX_USER, MATRIX_PASSWORD, MATRIX_ACCESS_TOKEN, MATRIX_RECOVERY_KEY,
     /// MATRIX_PLATFORM_BACKEND=mock|real, AGENT_WS_URL, AGENT_TOKEN,
     /// SURFACES_DATA_DIR, SURFACES_GUEST, SURFACES_GUEST_CACHE, SURFACES_LOG,
     /// SURFACES_LOG_FORMAT=text|json, SURFACES_METRICS_LISTEN.
@@ -430,6 +430,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             let (client, lock) = session::connect(&config.matrix, &dir).await?;
             dir_lock = Some(lock);
             matrix::recovery::on_start(&client, config.matrix.recovery_key.as_ref()).await?;
+            matrix::verification::register(&client, config.matrix.admins.clone());
             matrix_client = Some(client.clone());
             let user = client
                 .user_id()

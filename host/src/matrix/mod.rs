@@ -18,6 +18,7 @@ pub mod recovery;
 pub mod session;
 mod shared;
 pub mod sync;
+pub mod verification;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,6 +11,7 @@
 //! - `runtime`: the event loop with its real parts.
 //! - `store`: the SQLite store.
 //! - `terminal`: the terminal front end.
+//! - `verification`: an admin verifies the bot by emoji, on Synapse.
 
 // matrix-sdk's futures are deep: proving them Send needs more than the default.
 #![recursion_limit = "256"]
@@ -24,3 +25,4 @@ mod recovery;
 mod runtime;
 mod store;
 mod terminal;
+mod verification;

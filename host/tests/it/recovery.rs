@@ -55,7 +55,7 @@ fn bot_device(data: &Path) -> OwnedDeviceId {
 
 /// Alice's own cross-signing keys, so she can verify others (Synapse asks
 /// for her password unless it is the first upload).
-async fn cross_sign(client: &Client, user: &str) {
+pub(super) async fn cross_sign(client: &Client, user: &str) {
     let encryption = client.encryption();
     if let Err(e) = encryption.bootstrap_cross_signing(None).await {
         let info = e.as_uiaa_response().expect("only a password is asked for");
