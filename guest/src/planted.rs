@@ -53,10 +53,13 @@ pub enum Bug {
     /// A file its sender deleted while it waited still goes with their
     /// next text.
     DeletedFileSent,
+    /// A file of the agent's the homeserver refuses for good is dropped
+    /// without a word.
+    AgentFileLostSilently,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 20] = [
+    pub const ALL: [Bug; 21] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -77,6 +80,7 @@ impl Bug {
         Bug::QuotaIgnoresInFlight,
         Bug::HeldFileDropped,
         Bug::DeletedFileSent,
+        Bug::AgentFileLostSilently,
     ];
 
     pub fn name(self) -> &'static str {
@@ -101,6 +105,7 @@ impl Bug {
             Bug::QuotaIgnoresInFlight => "quota-ignores-in-flight",
             Bug::HeldFileDropped => "held-file-dropped",
             Bug::DeletedFileSent => "deleted-file-sent",
+            Bug::AgentFileLostSilently => "agent-file-lost-silently",
         }
     }
 }

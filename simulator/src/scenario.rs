@@ -100,6 +100,9 @@ pub struct Homeserver {
     /// Events per room a sync returns before it calls the timeline limited
     /// (`matrix.timeline_limit`).
     pub timeline_limit: usize,
+    /// The largest file the bot may upload (Synapse's `max_upload_size`):
+    /// a larger one is refused with 413.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Homeserver {
@@ -112,6 +115,7 @@ impl Default for Homeserver {
             lost_response: 0.0,
             failed_joins: 0,
             timeline_limit: 50,
+            max_upload_bytes: 50 << 20,
         }
     }
 }

@@ -151,6 +151,7 @@ prop_compose! {
                 lost_response,
                 failed_joins: 0,
                 timeline_limit: 50,
+                ..Homeserver::default()
             },
             agent: Agent { connect_ms, reconnect_ms, replies, ..Agent::default() },
             faults: Faults::default(),

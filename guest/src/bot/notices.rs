@@ -64,6 +64,7 @@ impl Bot {
                 unknown_failures: 0,
                 hold_ms: 0,
                 file: None,
+                file_name: None,
             },
         )?;
         host.save(&route_key(req), &Route::Notice)?;
@@ -101,12 +102,40 @@ impl Bot {
                 host.log(
                     LogLevel::Error,
                     &format!(
-                        "giving up a notice to {} after {} attempts: {:?} {}",
-                        out.room_id, out.attempts, err.kind, err.message
+                        "giving up {} to {} after {} attempts: {:?} {}",
+                        if out.file.is_some() {
+                            "a file"
+                        } else {
+                            "a notice"
+                        },
+                        out.room_id,
+                        out.attempts,
+                        err.kind,
+                        err.message
                     ),
                 );
                 host.remove(&out_key(r.request));
                 host.remove(&route_key(r.request));
+                // The agent's file cannot go (too large for the homeserver,
+                // no longer kept): its place in the room says so.
+                if out.file.is_some()
+                    && !crate::planted::on(crate::planted::Bug::AgentFileLostSilently)
+                {
+                    let content = MessageContent::from(&out.content);
+                    let text = format!(
+                        "📎 {} could not be sent: {}",
+                        out.file_name.as_deref().unwrap_or("The agent's file"),
+                        super::cut(&err.message, 2 * super::ECHO_MAX)
+                    );
+                    self.send_notice(
+                        host,
+                        &out.room_id,
+                        &text,
+                        content.reply_to.as_deref(),
+                        content.thread_root.as_deref(),
+                        content.mentions,
+                    )?;
+                }
                 return Ok(());
             }
         };

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use matrix_sdk::Client;
+use matrix_sdk::encryption::identities::UserIdentity;
 use matrix_sdk::ruma::api::client::uiaa::{
     AuthData, MatrixUserIdentifier, Password, UserIdentifier,
 };
@@ -71,6 +72,18 @@ pub(super) async fn cross_sign(client: &Client, user: &str) {
     }
 }
 
+/// The bot's cross-signing identity as `human`'s client sees it now (a
+/// keys query).
+pub(super) async fn bot_identity(human: &Human, bot_id: &UserId) -> UserIdentity {
+    human
+        .client
+        .encryption()
+        .request_user_identity(bot_id)
+        .await
+        .expect("keys query")
+        .expect("the bot has a cross-signing identity")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_its_recovery_key_a_bot_whose_store_was_lost_keeps_its_identity_and_reads_what_its_earlier_device_got()
  {
@@ -103,13 +116,7 @@ async fn with_its_recovery_key_a_bot_whose_store_was_lost_keeps_its_identity_and
     alice.send(&room, first).await;
     alice.wait_answer(&room, first, &bot).await;
     // Alice verifies the bot's identity.
-    let identity = alice
-        .client
-        .encryption()
-        .request_user_identity(&bot_id)
-        .await
-        .expect("keys query")
-        .expect("the bot has a cross-signing identity");
+    let identity = bot_identity(&alice, &bot_id).await;
     identity.verify().await.expect("Alice verifies the bot");
     let master = identity.master_key().get_first_key().map(|k| k.to_base64());
     let earlier = bot_device(data.path());
@@ -160,13 +167,7 @@ async fn with_its_recovery_key_a_bot_whose_store_was_lost_keeps_its_identity_and
     // is signed by it: verified too, without her doing anything.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let identity = alice
-            .client
-            .encryption()
-            .request_user_identity(&bot_id)
-            .await
-            .expect("keys query")
-            .expect("the bot's identity");
+        let identity = bot_identity(&alice, &bot_id).await;
         assert_eq!(
             identity.master_key().get_first_key().map(|k| k.to_base64()),
             master,

@@ -12,66 +12,55 @@ use matrix_sdk::ruma::UserId;
 use surfaces_tests::synapse::Synapse;
 
 use super::matrix::{Agent, BOT_PASSWORD, Bot, Human, PATIENCE, bot_config_with, relaxed};
-use super::recovery::cross_sign;
+use super::recovery::{bot_identity, cross_sign};
 
-/// The next state of `request` that `want` picks, within the patience.
+/// The first state of a flow (now, or from `changes`) that `want` picks,
+/// within the patience.
+async fn reaches<S: std::fmt::Debug>(
+    now: S,
+    changes: impl futures_util::Stream<Item = S>,
+    want: impl Fn(&S) -> bool,
+    what: &str,
+    log: impl Fn() -> String,
+) -> S {
+    if want(&now) {
+        return now;
+    }
+    let mut changes = std::pin::pin!(changes);
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(state) = changes.next().await {
+            if want(&state) {
+                return Some(state);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(state)) => state,
+        _ => panic!(
+            "the verification never got {what} (it was {now:?})\n{}",
+            log()
+        ),
+    }
+}
+
 async fn request_reaches(
     request: &VerificationRequest,
     want: impl Fn(&VerificationRequestState) -> bool,
     what: &str,
     log: impl Fn() -> String,
 ) -> VerificationRequestState {
-    if want(&request.state()) {
-        return request.state();
-    }
-    let mut changes = request.changes();
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Some(state) = changes.next().await {
-            if want(&state) {
-                return Some(state);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(state)) => state,
-        _ => panic!(
-            "the request never got {what}: {:?}\n{}",
-            request.state(),
-            log()
-        ),
-    }
+    reaches(request.state(), request.changes(), want, what, log).await
 }
 
-/// The next state of `sas` that `want` picks, within the patience.
 async fn sas_reaches(
     sas: &SasVerification,
     want: impl Fn(&SasState) -> bool,
     what: &str,
     log: impl Fn() -> String,
 ) -> SasState {
-    if want(&sas.state()) {
-        return sas.state();
-    }
-    let mut changes = sas.changes();
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Some(state) = changes.next().await {
-            if want(&state) {
-                return Some(state);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(state)) => state,
-        _ => panic!(
-            "the emoji verification never got {what}: {:?}\n{}",
-            sas.state(),
-            log()
-        ),
-    }
+    reaches(sas.state(), sas.changes(), want, what, log).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,13 +84,7 @@ async fn an_admin_verifies_the_bot_by_emoji_and_anyone_else_is_refused() {
     let hello = "hello before we verify";
     alice.send(&room, hello).await;
     alice.wait_answer(&room, hello, &bot).await;
-    let identity = alice
-        .client
-        .encryption()
-        .request_user_identity(&bot_id)
-        .await
-        .expect("keys query")
-        .expect("the bot's identity");
+    let identity = bot_identity(&alice, &bot_id).await;
     assert!(!identity.is_verified(), "not verified yet");
     let request = identity
         .request_verification()
@@ -158,14 +141,7 @@ async fn an_admin_verifies_the_bot_by_emoji_and_anyone_else_is_refused() {
     // the signature is on the server.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let identity = alice
-            .client
-            .encryption()
-            .request_user_identity(&bot_id)
-            .await
-            .expect("keys query")
-            .expect("the bot's identity");
-        if identity.is_verified() {
+        if bot_identity(&alice, &bot_id).await.is_verified() {
             break;
         }
         assert!(
@@ -192,14 +168,8 @@ async fn an_admin_verifies_the_bot_by_emoji_and_anyone_else_is_refused() {
     let hi = "hi, I am Bob";
     bob.send(&room, hi).await;
     bob.wait_answer(&room, hi, &bot).await;
-    let identity = bob
-        .client
-        .encryption()
-        .request_user_identity(&bot_id)
+    let request = bot_identity(&bob, &bot_id)
         .await
-        .expect("keys query")
-        .expect("the bot's identity");
-    let request = identity
         .request_verification()
         .await
         .expect("a verification request");

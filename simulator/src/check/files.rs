@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::world::{Outcome, Run};
+use crate::world::{FileSent, Outcome, Run, UserMessage};
 
 /// What an answer says when its question did not get to the agent, or
 /// not whole: an error, a refusal, a stop, a withdrawal.
@@ -41,24 +41,8 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
         // The text it went with: its sender's next message for the bot in
         // the same place. Deleted, it takes the file back with it.
         let at = |id: &str| run.homeserver.event(id).map_or(0, |e| e.ts);
-        // Events of one millisecond are ordered by the timeline.
-        let order = |id: &str| run.homeserver.events.iter().position(|e| e.event_id == id);
-        let thread_of = |id: &str| {
-            run.facts
-                .user_messages
-                .iter()
-                .find(|m| m.event_id == id)
-                .and_then(|m| m.thread.clone())
-        };
-        let thread = thread_of(&f.event_id);
-        let carrier = run.facts.user_messages.iter().find(|m| {
-            m.sender == f.sender
-                && m.room_id == f.room_id
-                && m.thread == thread
-                && m.addressed
-                && !m.command
-                && order(&m.event_id) > order(&f.event_id)
-        });
+        let thread = thread_of(run, &f.event_id);
+        let carrier = carrier(run, f);
         // A file not itself for the bot (in a group, without a mention)
         // is owed to the agent once a text for the bot takes it: its
         // sender's next one there, within the wait.
@@ -126,7 +110,7 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
                 .files_sent
                 .iter()
                 .filter(|g| g.sender == f.sender && g.room_id == f.room_id)
-                .filter(|g| thread_of(&g.event_id) == thread)
+                .filter(|g| thread_of(run, &g.event_id) == thread)
                 .map(|g| g.event_id.as_str())
                 .collect(),
         };
@@ -157,28 +141,12 @@ pub fn files_reach_the_agent(run: &Run) -> Vec<String> {
 /// agent with it: they took it back. (Its bytes could not be fetched any
 /// more; the guest must not try, and tell them it failed.)
 pub fn deleted_files_stay(run: &Run) -> Vec<String> {
-    let order = |id: &str| run.homeserver.events.iter().position(|e| e.event_id == id);
     let mut v = Vec::new();
     for f in &run.facts.files_sent {
         let Some(redaction) = &f.redacted_by else {
             continue;
         };
-        let thread = |id: &str| {
-            run.facts
-                .user_messages
-                .iter()
-                .find(|m| m.event_id == id)
-                .and_then(|m| m.thread.clone())
-        };
-        let carrier = run.facts.user_messages.iter().find(|m| {
-            m.sender == f.sender
-                && m.room_id == f.room_id
-                && m.thread == thread(&f.event_id)
-                && m.addressed
-                && !m.command
-                && order(&m.event_id) > order(&f.event_id)
-        });
-        let Some(carrier) = carrier else {
+        let Some(carrier) = carrier(run, f) else {
             continue;
         };
         let id = surfaces_embed::media::MediaRef::Event {
@@ -187,7 +155,7 @@ pub fn deleted_files_stay(run: &Run) -> Vec<String> {
         }
         .id();
         let sent = run.facts.submits.iter().any(|s| s.files.contains(&id));
-        if order(redaction) < order(&carrier.event_id) && sent {
+        if order(run, redaction) < order(run, &carrier.event_id) && sent {
             v.push(format!(
                 "{} ({:?} from {}) was deleted before {} was sent, yet went to the agent with it",
                 f.event_id, f.name, f.sender, carrier.event_id
@@ -195,6 +163,35 @@ pub fn deleted_files_stay(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+/// Where `id` is in the timeline: events of one millisecond are ordered
+/// by it.
+fn order(run: &Run, id: &str) -> Option<usize> {
+    run.homeserver.events.iter().position(|e| e.event_id == id)
+}
+
+/// The thread a person's message (or file) was sent in.
+fn thread_of(run: &Run, id: &str) -> Option<String> {
+    run.facts
+        .user_messages
+        .iter()
+        .find(|m| m.event_id == id)
+        .and_then(|m| m.thread.clone())
+}
+
+/// The text that takes file `f` to the agent: its sender's next message
+/// for the bot in the same room and thread.
+fn carrier<'a>(run: &'a Run, f: &FileSent) -> Option<&'a UserMessage> {
+    let thread = thread_of(run, &f.event_id);
+    run.facts.user_messages.iter().find(|m| {
+        m.sender == f.sender
+            && m.room_id == f.room_id
+            && m.thread == thread
+            && m.addressed
+            && !m.command
+            && order(run, &m.event_id) > order(run, &f.event_id)
+    })
 }
 
 /// Whether `text` names the file sent as `name`: as it is, or as the guest
@@ -212,7 +209,8 @@ fn names(text: &str, name: &str) -> bool {
 }
 
 /// Every file the agent sent with a reply that ended is in the reply's
-/// room, sent by the bot, its bytes whole (unless the bot left the room:
+/// room, sent by the bot, its bytes whole, or (refused for good by the
+/// homeserver) a notice there names it (unless the bot left the room:
 /// nothing more goes there).
 pub fn agent_files_delivered(run: &Run) -> Vec<String> {
     let bot = &run.bot_user_id;
@@ -236,9 +234,20 @@ pub fn agent_files_delivered(run: &Run) -> Vec<String> {
                     .and_then(|uri| run.homeserver.media.get(uri))
                     .is_some_and(|b| *b == f.bytes)
         });
-        if !found {
+        // The homeserver refused it for good (too large): its place in the
+        // room says so, in words.
+        let told = run.homeserver.rendered(bot).iter().any(|(id, content)| {
+            let body = content.get("body").and_then(Value::as_str).unwrap_or("");
+            run.homeserver
+                .event(id)
+                .is_some_and(|e| Some(&e.room_id) == f.room_id.as_ref())
+                && body.contains(&f.name)
+                && body.contains("could not be sent")
+        });
+        if !found && !told {
             v.push(format!(
-                "the agent's file {:?} for request #{} never reached the room",
+                "the agent's file {:?} for request #{} never reached the room, and nobody was \
+                 told",
                 f.name, f.request
             ));
         }

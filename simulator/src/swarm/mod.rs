@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 20] = [
+const PLANTED: [&str; 21] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -135,6 +135,7 @@ const PLANTED: [&str; 20] = [
     "quota-ignores-in-flight",
     "held-file-dropped",
     "deleted-file-sent",
+    "agent-file-lost-silently",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

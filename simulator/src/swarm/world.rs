@@ -224,6 +224,8 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
             } else {
                 50
             },
+            // The agent's files (300 bytes) are too large for it.
+            max_upload_bytes: if mix.has(Fault::Hs413) { 200 } else { 50 << 20 },
         },
         agent: Agent {
             connect_ms: if mix.has(Fault::AgentSlowStatus) {

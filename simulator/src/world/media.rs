@@ -213,6 +213,16 @@ impl World<'_> {
             });
         };
         let size = bytes.len() as u64;
+        if size > self.scenario.homeserver.max_upload_bytes {
+            return Err(MatrixError {
+                kind: MatrixErrorKind::TooLarge,
+                message: format!(
+                    "M_TOO_LARGE: {size} bytes, over the {} this homeserver takes",
+                    self.scenario.homeserver.max_upload_bytes
+                ),
+                retry_after_ms: None,
+            });
+        }
         let uri = self.hs.upload(bytes);
         let mut c = file_content(&uri, &name, Some(size), None);
         if let Some(root) = &content.thread_root {
