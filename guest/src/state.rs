@@ -366,9 +366,6 @@ pub struct Outgoing {
     /// gives its thread and the message it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// That file's name, to say which one could not be sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_name: Option<String>,
 }
 
 /// [`MessageContent`](crate::types::MessageContent) in a serializable form (the SDK's, as its outbox

@@ -348,7 +348,6 @@ impl Bot {
                 unknown_failures: 0,
                 hold_ms: 0,
                 file: Some(f.id.clone()),
-                file_name: Some(f.name.clone()),
             };
             let req = host.next_id()?;
             host.save(&out_key(req), &out)?;

@@ -64,7 +64,6 @@ impl Bot {
                 unknown_failures: 0,
                 hold_ms: 0,
                 file: None,
-                file_name: None,
             },
         )?;
         host.save(&route_key(req), &Route::Notice)?;
@@ -124,7 +123,7 @@ impl Bot {
                     let content = MessageContent::from(&out.content);
                     let text = format!(
                         "📎 {} could not be sent: {}",
-                        out.file_name.as_deref().unwrap_or("The agent's file"),
+                        content.body, // a file's message is its name
                         super::cut(&err.message, 2 * super::ECHO_MAX)
                     );
                     self.send_notice(

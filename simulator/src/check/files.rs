@@ -214,6 +214,7 @@ fn names(text: &str, name: &str) -> bool {
 /// nothing more goes there).
 pub fn agent_files_delivered(run: &Run) -> Vec<String> {
     let bot = &run.bot_user_id;
+    let rendered = run.homeserver.rendered(bot);
     let mut v = Vec::new();
     for f in &run.facts.agent_files {
         let left = f.room_id.as_ref().is_some_and(|r| {
@@ -236,7 +237,7 @@ pub fn agent_files_delivered(run: &Run) -> Vec<String> {
         });
         // The homeserver refused it for good (too large): its place in the
         // room says so, in words.
-        let told = run.homeserver.rendered(bot).iter().any(|(id, content)| {
+        let told = rendered.iter().any(|(id, content)| {
             let body = content.get("body").and_then(Value::as_str).unwrap_or("");
             run.homeserver
                 .event(id)
