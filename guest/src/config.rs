@@ -84,6 +84,14 @@ pub struct Config {
     /// How long files sent without text wait for their sender's next text
     /// (clients send a file and its question as two messages).
     pub attachment_wait_ms: u64,
+    /// The homeserver's rate limit for the bot, as first guessed (see
+    /// [`crate::rate`]): events per 1,000 seconds (0: not limited), and
+    /// the burst.
+    pub rate_per_kilosecond: u64,
+    pub rate_burst: u32,
+    /// The operator set the limit (else it is Synapse's defaults as a
+    /// guess, which holds back only intermediate edits until a 429).
+    pub rate_told: bool,
     /// Settings this guest does not know: logged, not refused, so a guest
     /// older than the operator's configuration still starts (a rollback
     /// must not fail on a setting added since).
@@ -110,6 +118,9 @@ impl Default for Config {
             room_queue_modes: Vec::new(),
             quotas: Quotas::default(),
             attachment_wait_ms: 20_000,
+            rate_per_kilosecond: (crate::rate::SYNAPSE_PER_SECOND * 1000.0) as u64,
+            rate_burst: crate::rate::SYNAPSE_BURST,
+            rate_told: false,
             unknown: Vec::new(),
         }
     }
@@ -167,6 +178,14 @@ impl Config {
                 "quota_tokens_per_month" => c.quotas.defaults.month = limit(key, v)?,
                 "quota_overrides" => c.quotas.overrides = Quotas::parse_overrides(key, v)?,
                 "attachment_wait_ms" => c.attachment_wait_ms = number(key, v, 0, 3_600_000)?,
+                "rate_limit_per_second" => {
+                    c.rate_per_kilosecond = per_kilosecond(key, v)?;
+                    c.rate_told = true;
+                }
+                "rate_limit_burst" => {
+                    c.rate_burst = number(key, v, 1, 100_000)? as u32;
+                    c.rate_told = true;
+                }
                 "stop_reaction" => c.stop_reaction = reaction(key, v)?,
                 "withdraw_reaction" => c.withdraw_reaction = reaction(key, v)?,
                 "on_edit" => {
@@ -186,7 +205,8 @@ impl Config {
     pub const KNOWN: &'static str = "command_prefix, edit_interval_ms, max_edits_per_message, \
         context_scope, queue_limit, admins, skills, auto_join, busy_retries, thread_expiry_days, \
         stop_reaction, withdraw_reaction, on_edit, queue_mode, room_queue_modes, \
-        quota_tokens_per_day, quota_tokens_per_month, quota_overrides, attachment_wait_ms";
+        quota_tokens_per_day, quota_tokens_per_month, quota_overrides, attachment_wait_ms, rate_limit_per_second, \
+        rate_limit_burst";
 
     /// The queue mode of a room.
     pub fn queue_mode(&self, room_id: &str) -> QueueMode {
@@ -205,6 +225,20 @@ fn number(key: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
         return Err(format!("{key}: {n} is outside {min}..={max}"));
     }
     Ok(n)
+}
+
+/// Events a second (a decimal, as Synapse's `per_second`), or `none`:
+/// per 1,000 seconds.
+fn per_kilosecond(key: &str, v: &str) -> Result<u64, String> {
+    if v == "none" {
+        return Ok(0);
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=1000.0).contains(&x) => Ok((x * 1000.0).round() as u64),
+        _ => Err(format!(
+            "{key}: {v:?} is not a number of events a second (0 to 1000) or none"
+        )),
+    }
 }
 
 /// A token limit: a number, or `none`.

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod planted;
 pub mod quota;
+pub mod rate;
 pub mod render;
 pub mod state;
 

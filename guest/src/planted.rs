@@ -56,10 +56,15 @@ pub enum Bug {
     /// A file of the agent's the homeserver refuses for good is dropped
     /// without a word.
     AgentFileLostSilently,
+    /// A final text waits for the edit interval, as intermediate edits do.
+    FinalWaitsInterval,
+    /// Intermediate edits spend the homeserver's whole rate budget,
+    /// leaving nothing for the final text.
+    FinalsUnreserved,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 21] = [
+    pub const ALL: [Bug; 23] = [
         Bug::StrandedQueue,
         Bug::FinalEditDroppedOn429,
         Bug::RetryPostsTwice,
@@ -81,6 +86,8 @@ impl Bug {
         Bug::HeldFileDropped,
         Bug::DeletedFileSent,
         Bug::AgentFileLostSilently,
+        Bug::FinalWaitsInterval,
+        Bug::FinalsUnreserved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -106,6 +113,8 @@ impl Bug {
             Bug::HeldFileDropped => "held-file-dropped",
             Bug::DeletedFileSent => "deleted-file-sent",
             Bug::AgentFileLostSilently => "agent-file-lost-silently",
+            Bug::FinalWaitsInterval => "final-waits-interval",
+            Bug::FinalsUnreserved => "finals-unreserved",
         }
     }
 }

@@ -366,6 +366,20 @@ pub struct Outgoing {
     /// gives its thread and the message it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// A queue notice: the place it tells, checked again when it goes (a
+    /// notice held by the rate budget must not tell a place gone stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place: Option<QueuePlace>,
+}
+
+/// Where a queue notice said a message waits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueuePlace {
+    pub context_id: String,
+    pub event_id: String,
+    /// Its index in the queue when told, and the position shown.
+    pub index: usize,
+    pub position: usize,
 }
 
 /// [`MessageContent`](crate::types::MessageContent) in a serializable form (the SDK's, as its outbox

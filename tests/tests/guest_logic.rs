@@ -463,7 +463,12 @@ mod sanitizing {
 
 mod pump {
     use proptest::prelude::*;
-    use surfaces_guest::bot::pump::{Answer, Next, Pace, Target, Update, answered, issued, next};
+    use std::sync::LazyLock;
+
+    use surfaces_guest::bot::pump::{
+        Answer, Budget, Next, Pace, Target, Update, answered, issued, next,
+    };
+    use surfaces_guest::rate::RateModel;
     use surfaces_guest::render;
     use surfaces_guest::state::{Ending, Queued, Reply};
     use surfaces_guest::types::{MatrixError, MatrixErrorKind};
@@ -474,6 +479,16 @@ mod pump {
         max_edits: 60,
     };
     const BUDGET: usize = 46 * 1024 - render::EDIT_OVERHEAD;
+
+    /// A homeserver that limits nothing: only the pump's own pace counts.
+    fn free() -> Budget<'static> {
+        static UNLIMITED: LazyLock<RateModel> = LazyLock::new(|| RateModel::new(0.0, 1));
+        Budget {
+            rate: &UNLIMITED,
+            open: 1,
+            waiting: 0,
+        }
+    }
 
     fn reply(budget: usize) -> Reply {
         let origin = Queued {
@@ -504,12 +519,13 @@ mod pump {
         assert_eq!(pace.interval(&r, 45, 100, false), 8000);
         // Longer text, longer wait: 8 s, three times over for 40 KiB.
         assert_eq!(pace.interval(&r, 59, 40 * 1024, false), 24_000);
-        // A final text waits for the configured interval only.
-        assert_eq!(pace.interval(&r, 59, 40 * 1024, true), 1000);
-        // Never closer than the homeserver asked.
+        // A final text waits for no interval.
+        assert_eq!(pace.interval(&r, 59, 40 * 1024, true), 0);
+        // Never closer than the homeserver asked (a final text waits for
+        // the hold after a 429 alone).
         r.retry_after_ms = 5000;
         assert_eq!(pace.interval(&r, 0, 100, false), 5000);
-        assert_eq!(pace.interval(&r, 59, 100, true), 5000);
+        assert_eq!(pace.interval(&r, 59, 100, true), 0);
         // One edit is kept for the final text.
         assert!(pace.may_edit(58) && !pace.may_edit(59));
     }
@@ -523,7 +539,7 @@ mod pump {
 
     /// The pump's next update at `now`, issued as `request`.
     fn send(r: &mut Reply, text: &str, request: u64, now: u64) -> Update {
-        let u = update(next(r, text, now, &PACE).unwrap());
+        let u = update(next(r, text, now, &PACE, free()).unwrap());
         issued(r, &u, request, now);
         u
     }
@@ -552,25 +568,28 @@ mod pump {
     #[test]
     fn sends_once_then_edits_the_original_at_most_once_per_interval() {
         let mut r = reply(BUDGET);
-        let u = update(next(&mut r, "Hel", 0, &PACE).unwrap());
+        let u = update(next(&mut r, "Hel", 0, &PACE, free()).unwrap());
         assert_eq!(u.target, Target::First);
         assert!(u.content.live);
         issued(&mut r, &u, 7, 0);
         assert_eq!(r.parts[0].send_request, Some(7));
         // One request in flight per reply.
-        assert_eq!(next(&mut r, "Hello", 10, &PACE).unwrap(), Next::Idle);
+        assert_eq!(
+            next(&mut r, "Hello", 10, &PACE, free()).unwrap(),
+            Next::Idle
+        );
         assert_eq!(answered(&mut r, 7, &Ok("$a".into()), 50), Answer::Pump);
         assert_eq!(
-            next(&mut r, "Hello", 50, &PACE).unwrap(),
+            next(&mut r, "Hello", 50, &PACE, free()).unwrap(),
             Next::FlushIn(950)
         );
-        let u = update(next(&mut r, "Hello", 1000, &PACE).unwrap());
+        let u = update(next(&mut r, "Hello", 1000, &PACE, free()).unwrap());
         assert_eq!(u.target, Target::Edit("$a".into()));
         issued(&mut r, &u, 8, 1000);
         assert_eq!(answered(&mut r, 8, &Ok("$edit".into()), 1050), Answer::Pump);
         // The edit's own id never becomes the target.
         r.ending = Some(Ending::Complete);
-        let u = update(next(&mut r, "Hello", 2000, &PACE).unwrap());
+        let u = update(next(&mut r, "Hello", 2000, &PACE, free()).unwrap());
         assert_eq!(u.target, Target::Edit("$a".into()));
         assert!(!u.content.live, "the final edit drops the live marker");
         issued(&mut r, &u, 9, 2000);
@@ -578,7 +597,10 @@ mod pump {
             answered(&mut r, 9, &Ok("$edit2".into()), 2050),
             Answer::Pump
         );
-        assert_eq!(next(&mut r, "Hello", 2050, &PACE).unwrap(), Next::Done);
+        assert_eq!(
+            next(&mut r, "Hello", 2050, &PACE, free()).unwrap(),
+            Next::Done
+        );
     }
 
     #[test]
@@ -595,11 +617,11 @@ mod pump {
         let (mut r, answer) = first_send_fails("Hi", MatrixErrorKind::RateLimited, Some(5000));
         assert_eq!(answer, Answer::Pump);
         assert_eq!(
-            next(&mut r, "Hi there", 100, &PACE).unwrap(),
+            next(&mut r, "Hi there", 100, &PACE, free()).unwrap(),
             Next::FlushIn(5000)
         );
         // Held edits fold into one: the retry carries the latest text.
-        let u = update(next(&mut r, "Hi there", 5100, &PACE).unwrap());
+        let u = update(next(&mut r, "Hi there", 5100, &PACE, free()).unwrap());
         assert_eq!(
             u.target,
             Target::Again(3),
@@ -613,7 +635,7 @@ mod pump {
         // The homeserver stored it, but the answer was lost.
         let (mut r, answer) = first_send_fails("old", MatrixErrorKind::Unavailable, None);
         assert_eq!(answer, Answer::Pump);
-        let retry = update(next(&mut r, "old and new", 2000, &PACE).unwrap());
+        let retry = update(next(&mut r, "old and new", 2000, &PACE, free()).unwrap());
         assert_eq!(retry.target, Target::Again(3));
         issued(&mut r, &retry, 3, 2000);
         // The transaction id returns the first event, which shows "old".
@@ -621,7 +643,7 @@ mod pump {
             answered(&mut r, 3, &Ok("$first".into()), 2100),
             Answer::Pump
         );
-        let edit = update(next(&mut r, "old and new", 3000, &PACE).unwrap());
+        let edit = update(next(&mut r, "old and new", 3000, &PACE, free()).unwrap());
         assert_eq!(edit.target, Target::Edit("$first".into()));
         assert_eq!(edit.content.body, "old and new");
     }
@@ -667,9 +689,9 @@ mod pump {
     #[test]
     fn an_empty_reply_says_so() {
         let mut r = reply(BUDGET);
-        assert_eq!(next(&mut r, "", 0, &PACE).unwrap(), Next::Idle);
+        assert_eq!(next(&mut r, "", 0, &PACE, free()).unwrap(), Next::Idle);
         r.ending = Some(Ending::Complete);
-        let u = update(next(&mut r, "", 0, &PACE).unwrap());
+        let u = update(next(&mut r, "", 0, &PACE, free()).unwrap());
         assert_eq!(u.content.body, "*(The agent returned an empty reply.)*");
     }
 
@@ -716,10 +738,12 @@ mod pump {
                     }
                 }
                 if in_flight.is_none() {
-                    match next(&mut r, &text, now, &pace).unwrap() {
+                    match next(&mut r, &text, now, &pace, free()).unwrap() {
                         Next::Done => break,
                         Next::Update(u) => {
-                            if let Some(last) = r.parts[u.part].last_update {
+                            if let Some(last) = r.parts[u.part].last_update
+                                && u.content.live
+                            {
                                 prop_assert!(now >= last + INTERVAL, "updated within the interval");
                             }
                             if matches!(u.target, Target::Edit(_)) {
@@ -809,6 +833,242 @@ mod files {
                 want.remove(i);
             }
             prop_assert_eq!(left, want, "{}", message);
+        }
+    }
+}
+
+mod rate {
+    use proptest::prelude::*;
+    use surfaces_guest::rate::{RateModel, Spend};
+
+    /// Synapse's ratelimiter (`synapse/api/ratelimiting.py`), the
+    /// homeserver's side: an action is refused while the actions it has
+    /// counted, less what drained since, exceed `burst - 1`; a refused one
+    /// is not counted, and the answer says when one would be taken.
+    struct Synapse {
+        rate: f64,
+        burst: f64,
+        count: f64,
+        start: f64,
+    }
+
+    impl Synapse {
+        fn new(rate: f64, burst: f64) -> Synapse {
+            Synapse {
+                rate,
+                burst,
+                count: 0.0,
+                start: 0.0,
+            }
+        }
+
+        fn send(&mut self, now_ms: u64) -> Result<(), u64> {
+            let now = now_ms as f64 / 1000.0;
+            let mut performed = self.count - (now - self.start) * self.rate;
+            if performed < 0.0 {
+                performed = 0.0;
+                self.count = 0.0;
+                self.start = now;
+            }
+            if performed > self.burst - 1.0 {
+                let allowed = self.start + (self.count - self.burst + 1.0) / self.rate;
+                return Err(((allowed - now) * 1000.0).ceil().max(1.0) as u64);
+            }
+            self.count += 1.0;
+            Ok(())
+        }
+    }
+
+    /// One streamed reply as the pump spends the budget: it wants an
+    /// update a second from `start` to `end`, its final text at `end`.
+    #[derive(Clone, Debug)]
+    struct Stream {
+        start: u64,
+        end: u64,
+        sent: bool,
+        next_update: u64,
+        /// When its final text went.
+        done: Option<u64>,
+        /// When it began, the budget had an event for its final text
+        /// beyond those the open replies keep for theirs.
+        room: Option<bool>,
+    }
+
+    /// Run `streams` against `server` with `model`, a step per 10 ms;
+    /// the refusals the finals met.
+    fn drive(model: &mut RateModel, server: &mut Synapse, streams: &mut [Stream]) -> u32 {
+        let mut refused_finals = 0;
+        let horizon = streams.iter().map(|s| s.end).max().unwrap_or(0) + 600_000;
+        let mut now = 0;
+        while now < horizon && streams.iter().any(|s| s.done.is_none()) {
+            let mut open = streams
+                .iter()
+                .filter(|s| s.start <= now && s.done.is_none() && s.room.is_some())
+                .count();
+            for s in streams
+                .iter_mut()
+                .filter(|s| s.start <= now && s.room.is_none())
+            {
+                s.room = Some(model.wait_ms(now, Spend::Answer, open) == Some(0));
+                open += 1;
+            }
+            for s in streams.iter_mut() {
+                // A final text waits for no interval.
+                if s.start > now || s.done.is_some() || (now < s.next_update && now < s.end) {
+                    continue;
+                }
+                let spend = if now >= s.end {
+                    Spend::Final
+                } else if s.sent {
+                    Spend::Edit
+                } else {
+                    Spend::Opening
+                };
+                if model.wait_ms(now, spend, open) != Some(0) {
+                    continue;
+                }
+                model.spent(now);
+                match server.send(now) {
+                    Ok(()) => {
+                        model.taken(now);
+                        s.sent = true;
+                        s.next_update = now + 1000;
+                        if spend == Spend::Final {
+                            s.done = Some(now);
+                        }
+                    }
+                    Err(retry) => {
+                        if spend == Spend::Final {
+                            refused_finals += 1;
+                        }
+                        model.refused(now, Some(retry));
+                    }
+                }
+            }
+            now += 10;
+        }
+        refused_finals
+    }
+
+    fn stream(start: u64, seconds: u64) -> Stream {
+        Stream {
+            start,
+            end: start + seconds * 1000,
+            sent: false,
+            next_update: start,
+            done: None,
+            room: None,
+        }
+    }
+
+    #[test]
+    fn three_replies_in_a_row_each_end_at_once_under_synapse_defaults() {
+        let mut model = RateModel::new(0.2, 10);
+        let mut server = Synapse::new(0.2, 10.0);
+        // Each asked a second after the last answer ended.
+        let mut streams = vec![stream(0, 10), stream(11_000, 10), stream(22_000, 10)];
+        assert_eq!(drive(&mut model, &mut server, &mut streams), 0);
+        for s in &streams {
+            assert_eq!(s.done, Some(s.end), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_429_teaches_a_stricter_limit() {
+        // The guess is Synapse's default; this homeserver allows less than
+        // half the burst at half the rate.
+        let mut model = RateModel::guess(0.2, 10);
+        let mut server = Synapse::new(0.1, 4.0);
+        let mut streams: Vec<Stream> = (0..6).map(|i| stream(i * 15_000, 12)).collect();
+        drive(&mut model, &mut server, &mut streams);
+        let (rate, burst) = model.limit().expect("limited");
+        println!("learnt: {rate} a second, bursts of {burst}");
+        assert!((rate - 0.1).abs() < 0.01, "rate {rate}");
+        // Learnt: from here on no final meets a refusal.
+        let mut later: Vec<Stream> = (0..4).map(|i| stream(200_000 + i * 15_000, 12)).collect();
+        assert_eq!(drive(&mut model, &mut server, &mut later), 0);
+        for s in &later {
+            assert_eq!(s.done, Some(s.end), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_guess_holds_back_only_intermediate_edits() {
+        let mut model = RateModel::guess(0.2, 10);
+        for _ in 0..10 {
+            model.spent(0);
+        }
+        // The guess says the bucket is full: a homeserver more generous
+        // than the guess must not make answers or first texts wait for it.
+        assert_eq!(model.wait_ms(0, Spend::Answer, 1), Some(0));
+        assert_eq!(model.wait_ms(0, Spend::Opening, 1), Some(0));
+        assert_eq!(model.wait_ms(0, Spend::Final, 1), Some(0));
+        assert_ne!(model.wait_ms(0, Spend::Edit, 1), Some(0));
+        // A 429 makes it the homeserver's word: now they keep to it.
+        model.refused(0, Some(5_000));
+        assert_ne!(model.wait_ms(5_000, Spend::Answer, 1), Some(0));
+        assert_ne!(model.wait_ms(5_000, Spend::Opening, 1), Some(0));
+    }
+
+    #[test]
+    fn a_told_limit_is_not_raised_by_events_counted_twice() {
+        // Sends that met an outage count (they may have landed) and may
+        // not have reached the bucket: the level then passes the burst
+        // without the burst being larger.
+        let mut model = RateModel::new(0.5, 5);
+        for _ in 0..7 {
+            model.spent(0);
+        }
+        model.taken(0);
+        assert_eq!(model.limit(), Some((0.5, 5.0)));
+        // A guess learns from it (a final text may always go).
+        let mut guess = RateModel::guess(0.5, 5);
+        for _ in 0..7 {
+            guess.spent(0);
+        }
+        guess.taken(0);
+        assert_eq!(guess.limit(), Some((0.5, 7.0)));
+    }
+
+    #[test]
+    fn no_limit_means_no_wait() {
+        let model = RateModel::new(0.0, 10);
+        assert_eq!(model.wait_ms(0, Spend::Edit, 100), Some(0));
+        assert_eq!(model.limit(), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// With the homeserver's limit known, whatever the replies (up to
+        /// the burst less one at a time), every final text goes; and if
+        /// each reply, when it began, found an event for its final text
+        /// beyond those the open replies keep for theirs, none meets a
+        /// 429 or waits. (A reply that begins with the budget spent sends
+        /// its final text anyway and may meet a 429, or take an event
+        /// another reply kept: known, left.)
+        #[test]
+        fn a_known_limit_never_holds_a_final_text(
+            rate in 0.05f64..5.0,
+            burst in 2u32..30,
+            replies in prop::collection::vec((0u64..30_000, 1u64..20), 1..8),
+        ) {
+            let mut model = RateModel::new(rate, burst);
+            let mut server = Synapse::new(model.limit().unwrap().0, f64::from(burst));
+            let mut streams: Vec<Stream> = replies
+                .iter()
+                .map(|&(start, seconds)| stream(start / 10 * 10, seconds))
+                .collect();
+            // At most burst - 1 open at once.
+            streams.truncate((burst - 1) as usize);
+            let refused = drive(&mut model, &mut server, &mut streams);
+            prop_assert!(streams.iter().all(|s| s.done.is_some()));
+            if streams.iter().all(|s| s.room == Some(true)) {
+                prop_assert_eq!(refused, 0);
+                for s in &streams {
+                    prop_assert_eq!(s.done, Some(s.end), "{:?}", s);
+                }
+            }
         }
     }
 }

@@ -17,8 +17,8 @@ use surfaces_contract::human_bytes;
 use super::{Bot, Place};
 use crate::host::Host;
 use crate::state::{
-    Attached, FileKind, HELD, Held, Outgoing, Queued, Records, Reply, Route, StoredContent,
-    TimerPurpose, held_key, out_key, route_key, timer_key,
+    Attached, FileKind, HELD, Held, Outgoing, Queued, Records, Reply, StoredContent, TimerPurpose,
+    held_key, out_key, timer_key,
 };
 use crate::types::{
     AgentAttachment, Attachment, AttachmentContent, LogLevel, Media, MediaKind, MessageContent,
@@ -348,11 +348,11 @@ impl Bot {
                 unknown_failures: 0,
                 hold_ms: 0,
                 file: Some(f.id.clone()),
+                place: None,
             };
             let req = host.next_id()?;
             host.save(&out_key(req), &out)?;
-            host.save(&route_key(req), &Route::Notice)?;
-            send_outgoing(host, req, &out);
+            self.transmit(host, req, &out)?;
         }
         Ok(())
     }

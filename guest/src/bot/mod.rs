@@ -38,9 +38,12 @@ mod stream;
 use crate::commands;
 use crate::config::Config;
 use crate::host::Host;
+use crate::rate::RateModel;
 use crate::state::Queued;
 use crate::state::{Records, Route, TimerPurpose, route_key, timer_key};
-use crate::types::{Event, GuestInfo, HostInfo, LogLevel, MatrixResult, RoomMessage};
+use crate::types::{
+    Event, GuestInfo, HostInfo, LogLevel, MatrixErrorKind, MatrixResult, RoomMessage,
+};
 
 pub use files::{agent_names, drop_failed};
 pub use replies::Fate;
@@ -89,6 +92,12 @@ pub struct Bot {
     /// an unfinished sweep goes on.
     contexts_expired_ms: Option<u64>,
     expiry_after: Option<crate::state::Key<()>>,
+    /// The homeserver's rate limit as this instance believes it to be
+    /// (learned again by a new instance).
+    rate: RateModel,
+    /// Queue notices stored in this call: they go at its end, told the
+    /// place their message has then.
+    placed: Vec<u64>,
 }
 
 impl Bot {
@@ -125,7 +134,15 @@ impl Bot {
         // cannot read raises `readable_from` and adds a migration here.
         schema::open(host, "surfaces-bot", SCHEMA, MIGRATIONS)?;
         let resumed = info.resumed;
+        let (per_second, burst) = (cfg.rate_per_kilosecond as f64 / 1000.0, cfg.rate_burst);
+        let rate = if cfg.rate_told {
+            RateModel::new(per_second, burst)
+        } else {
+            RateModel::guess(per_second, burst)
+        };
         let mut bot = Bot {
+            rate,
+            placed: Vec::new(),
             cfg,
             info,
             replies: replies::Replies::default(),
@@ -135,6 +152,7 @@ impl Bot {
         };
         if !resumed {
             bot.recover(host)?;
+            bot.send_placed(host)?;
         }
         Ok(bot)
     }
@@ -147,6 +165,8 @@ impl Bot {
     }
 
     pub fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {
+        // (Left by a call that failed: its store writes are undone.)
+        self.placed.clear();
         match event {
             Event::Message(m) => self.on_message(host, m),
             Event::Invite(i) => self.on_invite(host, i),
@@ -163,12 +183,37 @@ impl Bot {
             Event::MessageEdited(e) => self.on_edited(host, e),
             Event::Redacted(d) => self.on_redacted(host, d),
             Event::AgentAttachment(a) => self.on_agent_attachment(host, a),
-        }
+        }?;
+        self.send_placed(host)
     }
 
     /// A Matrix request's answer goes to whoever made the request.
     fn on_matrix_result(&mut self, host: &mut dyn Host, r: MatrixResult) -> Result<(), String> {
-        match host.load(&route_key(r.request))? {
+        let route = host.load(&route_key(r.request))?;
+        // Events the bot sent: what the rate limit let through teaches the
+        // model (joins have a limit of their own).
+        if let Some(Route::Part { .. } | Route::Notice) = route {
+            match &r.outcome {
+                Ok(_) => self.rate.taken(host.now()),
+                Err(e) if e.kind == MatrixErrorKind::RateLimited => {
+                    let before = self.rate.limit();
+                    self.rate.refused(host.now(), e.retry_after_ms);
+                    if let Some((rate, burst)) = self.rate.limit()
+                        && self.rate.limit() != before
+                    {
+                        host.log(
+                            LogLevel::Info,
+                            &format!(
+                                "the homeserver's rate limit is taken to be {rate:.3} events a \
+                                 second in bursts of {burst} (from a 429)"
+                            ),
+                        );
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        match route {
             Some(Route::Part { reply }) => self.on_part_result(host, reply, r),
             Some(Route::Notice) => self.on_notice_result(host, &r),
             Some(Route::Join { room_id, attempt }) => {

@@ -5,9 +5,11 @@
 use super::pump::{MAX_FAILURES, MAX_RETRY_AFTER_MS, backoff};
 use super::{Bot, Place};
 use crate::host::Host;
+use crate::rate::Spend;
 use crate::render;
 use crate::state::{
-    Outgoing, Records, Route, StoredContent, TimerPurpose, out_key, route_key, timer_key,
+    Contexts, Outgoing, QueuePlace, Records, Route, StoredContent, TimerPurpose, out_key,
+    route_key, timer_key,
 };
 use crate::types::{LogLevel, MatrixErrorKind, MatrixResult, MessageContent};
 
@@ -20,20 +22,35 @@ impl Bot {
         to: impl Into<Place<'a>>,
         text: &str,
     ) -> Result<(), String> {
-        let to = to.into();
+        self.notice_at(host, to.into(), text, None)
+    }
+
+    /// A notice telling a message its place in a queue: checked again
+    /// when it goes.
+    pub(super) fn queue_notice<'a>(
+        &mut self,
+        host: &mut dyn Host,
+        to: impl Into<Place<'a>>,
+        text: &str,
+        place: QueuePlace,
+    ) -> Result<(), String> {
+        self.notice_at(host, to.into(), text, Some(place))
+    }
+
+    fn notice_at(
+        &mut self,
+        host: &mut dyn Host,
+        to: Place<'_>,
+        text: &str,
+        place: Option<QueuePlace>,
+    ) -> Result<(), String> {
         let mentions = if to.is_direct {
             Vec::new()
         } else {
             vec![to.sender.to_string()]
         };
-        self.send_notice(
-            host,
-            to.room_id,
-            text,
-            Some(to.event_id),
-            to.thread_root,
-            mentions,
-        )
+        let content = notice_content(text, Some(to.event_id), to.thread_root, mentions);
+        self.post(host, to.room_id, &content, place)
     }
 
     pub(super) fn send_notice(
@@ -45,29 +62,117 @@ impl Bot {
         thread_root: Option<&str>,
         mentions: Vec<String>,
     ) -> Result<(), String> {
-        let content = MessageContent {
-            body: text.to_string(),
-            formatted_body: render::to_html(text),
-            notice: true,
-            live: false,
-            thread_root: thread_root.map(str::to_string),
-            reply_to: reply_to.map(str::to_string),
-            mentions,
-        };
+        let content = notice_content(text, reply_to, thread_root, mentions);
+        self.post(host, room_id, &content, None)
+    }
+
+    /// Store a notice and send it (when the rate budget allows).
+    fn post(
+        &mut self,
+        host: &mut dyn Host,
+        room_id: &str,
+        content: &MessageContent,
+        place: Option<QueuePlace>,
+    ) -> Result<(), String> {
         let req = host.next_id()?;
-        host.save(
-            &out_key(req),
-            &Outgoing {
-                room_id: room_id.to_string(),
-                content: StoredContent::from(&content),
-                attempts: 1,
-                unknown_failures: 0,
-                hold_ms: 0,
-                file: None,
-            },
-        )?;
+        let out = Outgoing {
+            room_id: room_id.to_string(),
+            content: StoredContent::from(content),
+            attempts: 1,
+            unknown_failures: 0,
+            hold_ms: 0,
+            file: None,
+            place,
+        };
+        host.save(&out_key(req), &out)?;
+        self.transmit(host, req, &out)
+    }
+
+    /// Send the queue notices this call stored.
+    pub(super) fn send_placed(&mut self, host: &mut dyn Host) -> Result<(), String> {
+        for req in std::mem::take(&mut self.placed) {
+            if let Some(out) = host.load(&out_key(req))? {
+                self.transmit_now(host, req, &out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A queue notice about to go, told its place as it is now: `None`
+    /// if the message has left the queue (its reply or its notice answers
+    /// it now).
+    fn placed_now(
+        host: &mut dyn Host,
+        req: u64,
+        out: &Outgoing,
+    ) -> Result<Option<Outgoing>, String> {
+        let Some(place) = &out.place else {
+            return Ok(Some(out.clone()));
+        };
+        let ctx = host.context(&place.context_id)?;
+        let Some(i) = ctx.queue.iter().position(|q| q.event_id == place.event_id) else {
+            host.remove(&out_key(req));
+            host.remove(&route_key(req));
+            return Ok(None);
+        };
+        if i == place.index {
+            return Ok(Some(out.clone()));
+        }
+        let now = (place.position + i).saturating_sub(place.index);
+        let (was, is) = (
+            format!("(position {})", place.position),
+            format!("(position {now})"),
+        );
+        let mut out = out.clone();
+        out.content.body = out.content.body.replacen(&was, &is, 1);
+        out.content.formatted_body = out.content.formatted_body.map(|f| f.replacen(&was, &is, 1));
+        if let Some(p) = &mut out.place {
+            p.index = i;
+            p.position = now;
+        }
+        host.save(&out_key(req), &out)?;
+        Ok(Some(out))
+    }
+
+    /// Send a stored notice or file now if the homeserver's rate budget
+    /// allows it while leaving every open reply its final text, else when
+    /// it will.
+    /// (A queue notice goes at the end of the call, which may still move
+    /// the queue.)
+    pub(super) fn transmit(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        out: &Outgoing,
+    ) -> Result<(), String> {
+        if out.place.is_some() {
+            self.placed.push(req);
+            return Ok(());
+        }
+        self.transmit_now(host, req, out)
+    }
+
+    fn transmit_now(
+        &mut self,
+        host: &mut dyn Host,
+        req: u64,
+        out: &Outgoing,
+    ) -> Result<(), String> {
+        let Some(out) = Self::placed_now(host, req, out)? else {
+            return Ok(());
+        };
+        let now = host.now();
+        let open = self.replies.open_count(host);
+        let wait = self.rate.wait_ms(now, Spend::Answer, open).unwrap_or(0);
+        if wait > 0 {
+            let timer = host.next_id()?;
+            host.save(&timer_key(timer), &TimerPurpose::Resend { request: req })?;
+            host.set_timer(timer, wait);
+            return Ok(());
+        }
         host.save(&route_key(req), &Route::Notice)?;
-        host.send(req, room_id, &content);
+        self.rate.spent(now);
+        super::files::send_outgoing(host, req, &out);
         Ok(())
     }
 
@@ -164,11 +269,26 @@ impl Bot {
     ) -> Result<(), String> {
         host.remove(&timer_key(id));
         if let Some(out) = host.load(&out_key(request))? {
-            // Its route is gone if a restart came between (recovery drops
-            // the last run's routes).
-            host.save(&route_key(request), &Route::Notice)?;
-            super::files::send_outgoing(host, request, &out);
+            self.transmit(host, request, &out)?;
         }
         Ok(())
+    }
+}
+
+/// A notice's content: plain text rendered as Markdown, not live.
+fn notice_content(
+    text: &str,
+    reply_to: Option<&str>,
+    thread_root: Option<&str>,
+    mentions: Vec<String>,
+) -> MessageContent {
+    MessageContent {
+        body: text.to_string(),
+        formatted_body: render::to_html(text),
+        notice: true,
+        live: false,
+        thread_root: thread_root.map(str::to_string),
+        reply_to: reply_to.map(str::to_string),
+        mentions,
     }
 }

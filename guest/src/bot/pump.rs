@@ -7,11 +7,14 @@
 //! done. The caller carries that out and tells the pump ([`issued`]), and
 //! hands it the homeserver's answer ([`answered`]). Every rule of the
 //! stream lives here: one request in flight per reply, at most one update
-//! per interval, the edit budget, the split at a clean point, a smaller
-//! budget after a 413, the hold after a 429, and the edit that follows a
-//! retried send which may have landed the first time with older text.
+//! per interval, the edit budget, the homeserver's rate budget (through
+//! [`Budget`]: an intermediate edit leaves room for the final texts), the
+//! split at a clean point, a smaller budget after a 413, the hold after a
+//! 429, and the edit that follows a retried send which may have landed
+//! the first time with older text.
 
 use crate::planted::{self, Bug};
+use crate::rate::{RateModel, Spend};
 use crate::render;
 use crate::state::{Ending, Flight, Part, Reply};
 use crate::types::{MatrixError, MatrixErrorKind, MessageContent};
@@ -34,9 +37,9 @@ pub const MAX_INTERVAL_MS: u64 = 30_000;
 /// doubles each time a quarter of the budget is spent (60 edits at 1 s
 /// last about four minutes of streaming), grows with the text an edit
 /// carries (one more interval per 16 KiB), and is never below the longest
-/// `retry_after_ms` the homeserver gave the reply. A final text waits
-/// only for `interval_ms` (and the hold after a 429), so it is not held
-/// back by the growth.
+/// `retry_after_ms` the homeserver gave the reply. A final text waits for
+/// no interval (only for the hold after a 429 and the rate budget): it
+/// goes as soon as the agent ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pace {
     pub interval_ms: u64,
@@ -47,18 +50,18 @@ impl Pace {
     /// The least time between two updates of a part that has had `edits`
     /// edits and shows `len` bytes, in reply `r`.
     pub fn interval(&self, r: &Reply, edits: u32, len: usize, is_final: bool) -> u64 {
-        let grown = if is_final {
-            self.interval_ms
-        } else {
-            let quarter = (self.max_edits / 4).max(1);
-            let doublings = (edits / quarter).min(5);
-            let by_length = 1 + (len / (16 * 1024)) as u64;
-            self.interval_ms
-                .saturating_mul(1 << doublings)
-                .saturating_mul(by_length)
-                .min(MAX_INTERVAL_MS)
-                .max(self.interval_ms)
-        };
+        if is_final && !planted::on(Bug::FinalWaitsInterval) {
+            return 0;
+        }
+        let quarter = (self.max_edits / 4).max(1);
+        let doublings = (edits / quarter).min(5);
+        let by_length = 1 + (len / (16 * 1024)) as u64;
+        let grown = self
+            .interval_ms
+            .saturating_mul(1 << doublings)
+            .saturating_mul(by_length)
+            .min(MAX_INTERVAL_MS)
+            .max(self.interval_ms);
         grown.max(r.retry_after_ms.min(MAX_INTERVAL_MS))
     }
 
@@ -66,6 +69,33 @@ impl Pace {
     /// (one is always kept for the final text).
     pub fn may_edit(&self, edits: u32) -> bool {
         edits.saturating_add(1) < self.max_edits || planted::on(Bug::EditBudgetIgnored)
+    }
+}
+
+/// The homeserver's rate budget as the pump sees it: the model, how many
+/// replies (this one among them) are still owed a final text, and how
+/// many messages wait in this reply's queue (each owed one next: what
+/// streaming spends now, they would wait for).
+#[derive(Clone, Copy, Debug)]
+pub struct Budget<'a> {
+    pub rate: &'a RateModel,
+    pub open: usize,
+    pub waiting: usize,
+}
+
+impl Budget<'_> {
+    /// How long an update of this kind waits for the budget: `None` until
+    /// a reply ends (or more text comes).
+    fn wait_ms(&self, now: u64, spend: Spend) -> Option<u64> {
+        let spend = match spend {
+            Spend::Edit if planted::on(Bug::FinalsUnreserved) => Spend::Final,
+            other => other,
+        };
+        let owed = match spend {
+            Spend::Edit | Spend::Opening => self.open.saturating_add(self.waiting),
+            Spend::Final | Spend::Answer => self.open,
+        };
+        self.rate.wait_ms(now, spend, owed)
     }
 }
 
@@ -117,7 +147,13 @@ pub enum Answer {
 }
 
 /// The next step for reply `r` with text `full` at `now`.
-pub fn next(r: &mut Reply, full: &str, now: u64, pace: &Pace) -> Result<Next, String> {
+pub fn next(
+    r: &mut Reply,
+    full: &str,
+    now: u64,
+    pace: &Pace,
+    budget: Budget<'_>,
+) -> Result<Next, String> {
     if r.abandoned {
         return Ok(if r.ending.is_some() {
             Next::Done
@@ -194,6 +230,26 @@ pub fn next(r: &mut Reply, full: &str, now: u64, pace: &Pace) -> Result<Next, St
         // final text always may go.
         if part.event_id.is_some() && !is_final && !pace.may_edit(part.edits) {
             return Ok(Next::Idle);
+        }
+        // The homeserver's rate budget: an intermediate edit leaves room
+        // for every open reply's final text (and some for notices and new
+        // replies), so a final text never waits for it.
+        // (A part that is full is no reply's final text, even once the
+        // reply has ended: the next part follows, and another reply's
+        // final text may not wait for it.)
+        let reply_final = is_final && part.end.is_none() && r.ending.is_some();
+        let spend = match (reply_final, is_final, &part.event_id) {
+            (true, _, _) => Spend::Final,
+            // A full part: what it shows is final, the next part follows.
+            (false, true, _) => Spend::Answer,
+            // Streaming's first cost: a message the final text will edit.
+            (false, false, None) => Spend::Opening,
+            (false, false, Some(_)) => Spend::Edit,
+        };
+        match budget.wait_ms(now, spend) {
+            Some(0) => {}
+            Some(ms) => return Ok(Next::FlushIn(ms)),
+            None => return Ok(Next::Idle),
         }
         let html = render::to_html(&render::with_fence(part.fence.as_deref(), &body));
         let content = MessageContent {
@@ -303,7 +359,14 @@ pub fn answered(
             Answer::Pump
         }
         Err(err) => {
-            if r.parts[idx].event_id.is_none() {
+            // Only a send whose fate is unknown may have landed (a refusal
+            // made no event: its retry shows what it carries).
+            if r.parts[idx].event_id.is_none()
+                && matches!(
+                    err.kind,
+                    MatrixErrorKind::Unavailable | MatrixErrorKind::Other
+                )
+            {
                 r.parts[idx].retried = true;
             }
             let give_up = match err.kind {

@@ -10,8 +10,8 @@ use crate::config::{QueueMode, Scope};
 use crate::host::Host;
 use crate::render;
 use crate::state::{
-    Conn, Context, Contexts, Queued, Records, Reply, StopFor, TimerPurpose, User, timer_key,
-    user_key,
+    Conn, Context, Contexts, QueuePlace, Queued, Records, Reply, StopFor, TimerPurpose, User,
+    timer_key, user_key,
 };
 use crate::types::{AgentMessage, AgentStatus, ConnectionState, RoomMessage, Sender};
 
@@ -104,17 +104,24 @@ impl Bot {
             );
             return self.notice(host, m, &text);
         }
+        let index = position;
+        let position = index
+            + if crate::planted::on(crate::planted::Bug::QueuePositionSkipped) {
+                2
+            } else {
+                1
+            };
         let text = format!(
-            "⏳ {why}: your message is queued (position {}). React {} to withdraw it.",
-            position
-                + if crate::planted::on(crate::planted::Bug::QueuePositionSkipped) {
-                    2
-                } else {
-                    1
-                },
+            "⏳ {why}: your message is queued (position {position}). React {} to withdraw it.",
             self.cfg.withdraw_reaction
         );
-        self.notice(host, m, &text)
+        let place = QueuePlace {
+            context_id: ctx_id,
+            event_id: m.event_id.clone(),
+            index,
+            position,
+        };
+        self.queue_notice(host, m, &text, place)
     }
 
     /// Give the head of the context's queue to the agent, if it is free.

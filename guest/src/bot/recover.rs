@@ -11,7 +11,7 @@ use super::{Bot, Fate, pump};
 use crate::host::Host;
 use crate::state::{
     Conn, Context, Contexts, OUTGOING, ROUTES, Records, Route, TIMERS, TimerPurpose,
-    context_index_key, route_key, run_key, timer_key,
+    context_index_key, run_key, timer_key,
 };
 
 use crate::types::{AgentError, AgentErrorKind};
@@ -59,8 +59,7 @@ impl Bot {
                     host.set_timer(timer, wait);
                     continue;
                 }
-                host.save(&route_key(req), &Route::Notice)?;
-                super::files::send_outgoing(host, req, &out);
+                self.transmit(host, req, &out)?;
             }
         }
         let mut lost = Vec::new();

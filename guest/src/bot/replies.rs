@@ -8,7 +8,7 @@
 //! is written back, dropped with everything stored for it, or left as the
 //! store has it. None can be forgotten half-changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Bot;
 use crate::host::Host;
@@ -36,6 +36,8 @@ pub struct Replies {
     /// Each record as it is in the store (text extent zeroed), so an
     /// unchanged record is not written again.
     in_store: BTreeMap<u64, Reply>,
+    /// The replies in the store (each owed a final text), once counted.
+    open: Option<BTreeSet<u64>>,
 }
 
 impl Replies {
@@ -89,9 +91,19 @@ impl Replies {
         }
     }
 
+    /// How many replies are in the store: each is owed a final text.
+    pub fn open_count(&mut self, host: &mut dyn Host) -> usize {
+        self.open
+            .get_or_insert_with(|| Self::stored(host).into_iter().collect())
+            .len()
+    }
+
     /// A new reply, with no text yet.
     pub fn open(&mut self, host: &mut dyn Host, req: u64, r: Reply) -> Result<(), String> {
         self.texts.insert(req, String::new());
+        if let Some(open) = &mut self.open {
+            open.insert(req);
+        }
         self.keep(host, req, r)
     }
 
@@ -161,6 +173,9 @@ impl Replies {
         self.texts.remove(&req);
         self.cached.remove(&req);
         self.in_store.remove(&req);
+        if let Some(open) = &mut self.open {
+            open.remove(&req);
+        }
     }
 }
 

@@ -35,6 +35,10 @@ impl Bot {
             attempt,
         };
         host.save(&route_key(req), &route)?;
+        // Synapse counts a membership event against the same limit as
+        // messages (two joins, then eleven events in ten seconds met a 429
+        // under its defaults).
+        self.rate.spent(host.now());
         host.join(req, room_id);
         Ok(())
     }
@@ -117,6 +121,7 @@ impl Bot {
                 LogLevel::Info,
                 &format!("leaving {}: nobody else is here", m.room_id),
             );
+            self.rate.spent(host.now());
             host.leave(req, &m.room_id);
         }
         Ok(())

@@ -320,7 +320,19 @@ impl Bot {
             interval_ms: self.cfg.edit_interval_ms,
             max_edits: self.cfg.max_edits_per_message,
         };
-        match pump::next(r, full, now, &pace)? {
+        // (Streaming's spend is held back for the messages that wait; a
+        // final text spends regardless: no need to count them then.)
+        let waiting = if r.ending.is_none() && self.rate.limit().is_some() {
+            host.context(&r.context_id)?.queue.len()
+        } else {
+            0
+        };
+        let budget = pump::Budget {
+            rate: &self.rate,
+            open: self.replies.open_count(host),
+            waiting,
+        };
+        match pump::next(r, full, now, &pace, budget)? {
             Next::Idle => Ok(false),
             Next::Done => Ok(true),
             Next::FlushIn(delay) => {
@@ -347,6 +359,7 @@ impl Bot {
                     }
                 };
                 host.save(&route_key(request), &Route::Part { reply: req })?;
+                self.rate.spent(now);
                 pump::issued(r, &update, request, now);
                 Ok(false)
             }

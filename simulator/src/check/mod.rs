@@ -4,7 +4,8 @@
 //! texts involved.
 //!
 //! - this file: the registry, and the rules about Matrix itself (sizes,
-//!   edits, throttle, retry_after, leaving, safe links);
+//!   edits, retry_after, leaving, safe links);
+//! - [`pace`]: how often a message is updated, and its final text at once;
 //! - [`answers`]: every message answered, once, in place and in order;
 //! - [`controls`]: edits ask again, withdrawals hold;
 //! - [`quota`]: a token quota is passed by one reply at most;
@@ -14,6 +15,7 @@
 mod answers;
 mod controls;
 mod files;
+mod pace;
 mod quota;
 mod store;
 mod witness;
@@ -21,6 +23,7 @@ mod witness;
 pub use answers::{answered, final_texts, in_order, in_place, one_greeting, true_positions};
 pub use controls::{reasked, withdrawn_stays_out};
 pub use files::{agent_files_delivered, deleted_files_stay, files_reach_the_agent};
+pub use pace::{final_at_once, throttle};
 pub use quota::quota_kept;
 pub use store::{no_leftovers, nothing_waits, tokens_counted};
 pub use witness::witness;
@@ -38,6 +41,7 @@ pub const RULES: &[Rule] = &[
     ("no edit names an edit", no_edit_of_edit),
     ("no event exceeds the size limit", size_limit),
     ("at most one update per interval per message", throttle),
+    ("a final text goes as soon as the agent ends", final_at_once),
     ("no message is edited past its budget", edit_budget),
     ("every addressed message is answered", answered),
     ("no message is left queued or in flight", nothing_waits),
@@ -125,25 +129,6 @@ pub fn size_limit(run: &Run) -> Vec<String> {
         .collect();
     if !too_big.is_empty() {
         v.push(format!("events over the size limit: {too_big:?}"));
-    }
-    v
-}
-
-/// No message is updated (sent, then edited) more than once per interval.
-pub fn throttle(run: &Run) -> Vec<String> {
-    let interval = run.facts.edit_interval_ms;
-    let mut v = Vec::new();
-    for (event, times) in &run.facts.updates {
-        let mut times = times.clone();
-        times.sort_unstable();
-        for pair in times.windows(2) {
-            if pair[1] < pair[0] + interval {
-                v.push(format!(
-                    "{event} updated twice within {}ms (< {interval}ms)",
-                    pair[1] - pair[0]
-                ));
-            }
-        }
     }
     v
 }

@@ -114,7 +114,7 @@ pub fn planted_bugs() -> Vec<&'static str> {
 }
 
 /// The guest's planted bugs (`guest/src/planted.rs`, `Bug::name`).
-const PLANTED: [&str; 21] = [
+const PLANTED: [&str; 23] = [
     "stranded-queue",
     "final-edit-dropped-on-429",
     "retry-posts-twice",
@@ -136,6 +136,8 @@ const PLANTED: [&str; 21] = [
     "held-file-dropped",
     "deleted-file-sent",
     "agent-file-lost-silently",
+    "final-waits-interval",
+    "finals-unreserved",
 ];
 
 /// The first seed from `from` (within `budget` seeds) whose world breaks

@@ -203,6 +203,12 @@ pub fn draw(rng: &mut ChaCha8Rng, mix: &Mix) -> Scenario {
     // Files: drawn last, so the rest of a seed's world stays as it was.
     let mut replies: Vec<Reply> = replies;
     files(rng, &mut steps, &mut replies);
+    // Half the strict homeservers' operators told the bot their limit;
+    // for the others it starts from Synapse's defaults and learns.
+    if strict && rng.random_bool(0.5) {
+        guest.insert("rate_limit_per_second".into(), toml::Value::Float(0.5));
+        guest.insert("rate_limit_burst".into(), toml::Value::Integer(5));
+    }
     Scenario {
         description: "swarm".into(),
         seed: None,

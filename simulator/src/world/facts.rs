@@ -21,10 +21,10 @@ pub struct Facts {
     /// Tokens the agent reported at the end of each request.
     pub ended_tokens: BTreeMap<u64, u64>,
     /// When the guest issued each send/edit of a message, by original
-    /// event id.
-    pub updates: BTreeMap<String, Vec<u64>>,
-    /// Send request -> when the guest issued it.
-    pub sends: BTreeMap<u64, u64>,
+    /// event id, and whether it was still live (not the final text).
+    pub updates: BTreeMap<String, Vec<(u64, bool)>>,
+    /// Send request -> when the guest first issued it, and whether live.
+    pub sends: BTreeMap<u64, (u64, bool)>,
     pub guest_failures: Vec<String>,
     pub edit_interval_ms: u64,
     /// The guest's `max_edits_per_message`.
@@ -58,6 +58,30 @@ pub struct Facts {
     pub files_to_agent: Vec<(String, Vec<u8>)>,
     /// Files the fake agent sent, kept by the host for the guest.
     pub agent_files: Vec<AgentFile>,
+    /// When the guest first heard each agent request's end (or error).
+    pub ends: BTreeMap<u64, u64>,
+    /// Each agent request's reply: its sends and edits as issued.
+    pub reply_updates: BTreeMap<u64, Vec<ReplyUpdate>>,
+    /// When each Matrix request's answers reached the guest.
+    pub answered: BTreeMap<u64, Vec<u64>>,
+    /// When something outside the bot's control struck: a fault, a
+    /// restart, a swap.
+    pub disruptions: Vec<u64>,
+    /// The guest's rate-limit settings are the homeserver's limit.
+    pub limit_known: bool,
+    /// The homeserver's limit: events a second, burst.
+    pub limit: (f64, f64),
+}
+
+/// A send or edit of a reply's message, as the guest issued it.
+#[derive(Clone, Debug)]
+pub struct ReplyUpdate {
+    pub request: u64,
+    pub at: u64,
+    /// Still streaming (not the message's final text).
+    pub live: bool,
+    /// A new message (a part's send, or its retry), not an edit.
+    pub send: bool,
 }
 
 /// A file a person sent.
@@ -108,6 +132,10 @@ pub struct Arrival {
     /// Stored, but the answer was lost on the way back (the guest saw an
     /// error).
     pub lost: bool,
+    /// Refused (429, 413, 503, ...).
+    pub refused: bool,
+    /// An intermediate update of a streaming message.
+    pub live: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -84,6 +84,7 @@ impl World<'_> {
                 .or_default()
                 .push(c.text.clone()),
             Event::AgentEnd(e) => {
+                self.facts.ends.entry(e.request).or_insert(self.now);
                 self.facts.outcomes.insert(e.request, Outcome::Ended);
                 self.facts
                     .ended_tokens
@@ -91,15 +92,21 @@ impl World<'_> {
                     .or_insert(e.tokens_used);
             }
             Event::AgentError(e) => {
+                self.facts.ends.entry(e.request).or_insert(self.now);
                 self.facts
                     .outcomes
                     .insert(e.request, Outcome::Failed(format!("{:?}", e.kind)));
             }
+            Event::MatrixResult(r) => self
+                .facts
+                .answered
+                .entry(r.request)
+                .or_default()
+                .push(self.now),
             // Nothing for the facts in these.
             Event::Message(_)
             | Event::Invite(_)
             | Event::MembersChanged(_)
-            | Event::MatrixResult(_)
             | Event::AgentStatus(_)
             | Event::Timer(_)
             | Event::ReloadResult(_)

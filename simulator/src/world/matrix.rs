@@ -5,7 +5,7 @@
 
 use surfaces_embed::{EditTarget, Event, MatrixEffect, MatrixError, MatrixErrorKind, MatrixResult};
 
-use super::facts::Arrival;
+use super::facts::{Arrival, ReplyUpdate};
 use super::transcript::show;
 use super::{Pending, World};
 
@@ -47,11 +47,15 @@ impl World<'_> {
                 ref content,
             } => {
                 self.log(format!("bot send #{request} {room_id}: {}", show(content)));
+                self.note_reply_update(request, content.live, true);
                 // A send tried again tells what was true when first sent.
                 if !self.facts.sends.contains_key(&request) {
                     self.check_position(content);
                 }
-                self.facts.sends.entry(request).or_insert(self.now);
+                self.facts
+                    .sends
+                    .entry(request)
+                    .or_insert((self.now, content.live));
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
@@ -83,8 +87,9 @@ impl World<'_> {
                         .updates
                         .entry(e.clone())
                         .or_default()
-                        .push(self.now);
+                        .push((self.now, content.live));
                 }
+                self.note_reply_update(request, content.live, false);
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
@@ -126,6 +131,10 @@ impl World<'_> {
         let unavailable = self.scenario.homeserver.unavailable;
         let lost = self.scenario.homeserver.lost_response;
         let mut flow = None;
+        let live = match &effect {
+            MatrixEffect::Send { content, .. } | MatrixEffect::Edit { content, .. } => content.live,
+            _ => false,
+        };
         let (request, result) = match effect {
             MatrixEffect::Send {
                 request,
@@ -240,6 +249,8 @@ impl World<'_> {
                 received: false,
                 landed: result.as_ref().is_ok_and(|id| id.starts_with('$')),
                 lost: false,
+                refused: result.is_err(),
+                live,
             });
         }
         match &result {
@@ -248,10 +259,10 @@ impl World<'_> {
                     self.req_events.insert(request, id.clone());
                     // The first send of a message counts as its first update;
                     // a retry that the transaction id folds into it does not.
-                    if let Some(t) = self.facts.sends.get(&request).copied()
+                    if let Some(first) = self.facts.sends.get(&request).copied()
                         && !self.facts.updates.contains_key(id)
                     {
-                        self.facts.updates.insert(id.clone(), vec![t]);
+                        self.facts.updates.insert(id.clone(), vec![first]);
                     }
                 }
                 self.log(format!("hs #{request} ok {id}"));
@@ -303,6 +314,30 @@ fn unavailable_error() -> MatrixError {
 }
 
 impl World<'_> {
+    /// A send or edit of a reply's message: which agent request's reply
+    /// it is for, the guest's store says (its route).
+    fn note_reply_update(&mut self, request: u64, live: bool, send: bool) {
+        let reply = self
+            .kv
+            .get(&format!("route/{request:020}"))
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.pointer("/Part/reply").and_then(|r| r.as_u64()));
+        if let Some(reply) = reply {
+            self.facts
+                .reply_updates
+                .entry(reply)
+                .or_default()
+                .push(ReplyUpdate {
+                    request,
+                    at: self.now,
+                    live,
+                    send,
+                });
+        }
+    }
+
     /// A queue notice ("⏳ ... (position N)") must tell the message's place
     /// in its context's queue as the store holds it now.
     fn check_position(&mut self, content: &surfaces_embed::MessageContent) {

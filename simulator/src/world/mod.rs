@@ -245,6 +245,24 @@ pub fn run_planted(
     w.shared_scope = scope == "shared";
     w.facts.scope = scope.to_string();
     w.facts.reask = scenario.guest.get("on_edit").and_then(|v| v.as_str()) != Some("ignore");
+    // The operator told the bot the homeserver's rate limit exactly (the
+    // guest's defaults are Synapse's): it has nothing to learn.
+    let told = |key: &str| {
+        scenario
+            .settings()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+    };
+    let per_second = told("rate_limit_per_second").unwrap_or_else(|| "0.2".into());
+    let burst = told("rate_limit_burst").unwrap_or_else(|| "10".into());
+    w.facts.limit_known = per_second.parse::<f64>().ok()
+        == Some(scenario.homeserver.rate_per_second)
+        && burst.parse::<u32>().ok() == Some(scenario.homeserver.burst);
+    w.facts.limit = (
+        scenario.homeserver.rate_per_second,
+        f64::from(scenario.homeserver.burst),
+    );
     w.start_host();
     for (i, step) in scenario.steps.iter().enumerate() {
         w.at(EPOCH_MS + step.at_ms, Pending::Step(i));
@@ -325,6 +343,9 @@ impl World<'_> {
     }
 
     fn log(&mut self, line: String) {
+        if line.starts_with("fault:") || line.starts_with("host:") {
+            self.facts.disruptions.push(self.now);
+        }
         let t = self.now - EPOCH_MS;
         self.transcript
             .push(format!("{:>4}.{:03} {line}", t / 1000, t % 1000));
