@@ -210,10 +210,14 @@ impl RateModel {
     pub fn taken(&mut self, now: u64) {
         self.drain(now);
         if let Some((rate, burst)) = self.limit
-            && !self.trusted
             && self.level > burst
         {
-            self.limit = Some((rate, self.level.ceil().min(MAX_BURST)));
+            if self.trusted {
+                // The homeserver took it: its bucket is not over the burst.
+                self.level = burst;
+            } else {
+                self.limit = Some((rate, self.level.ceil().min(MAX_BURST)));
+            }
         }
         if let Some(r) = &mut self.last_refusal {
             r.1 = r.1.saturating_add(1);

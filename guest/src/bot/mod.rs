@@ -35,6 +35,8 @@ mod rooms;
 mod seen;
 mod stream;
 
+use std::collections::BTreeSet;
+
 use crate::commands;
 use crate::config::Config;
 use crate::host::Host;
@@ -95,6 +97,8 @@ pub struct Bot {
     /// The homeserver's rate limit as this instance believes it to be
     /// (learned again by a new instance).
     rate: RateModel,
+    /// Rooms this instance has sent to (see `spend_into`).
+    sent_to: BTreeSet<String>,
     /// Queue notices stored in this call: they go at its end, told the
     /// place their message has then.
     placed: Vec<u64>,
@@ -143,6 +147,7 @@ impl Bot {
         let mut bot = Bot {
             rate,
             placed: Vec::new(),
+            sent_to: BTreeSet::new(),
             cfg,
             info,
             replies: replies::Replies::default(),
@@ -162,6 +167,19 @@ impl Bot {
             name: env!("CARGO_PKG_NAME").to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+
+    /// Count an event sent into `room_id` at `now` against the rate
+    /// budget. The first into a room per run counts twice: in an
+    /// encrypted room the room key goes to the members' devices first,
+    /// and Synapse counts that against the same limit (a first reply met
+    /// a 429 one event short of the model, on Synapse's defaults).
+    fn spend_into(&mut self, room_id: &str, now: u64) {
+        if !self.sent_to.contains(room_id) {
+            self.sent_to.insert(room_id.to_string());
+            self.rate.spent(now);
+        }
+        self.rate.spent(now);
     }
 
     pub fn handle(&mut self, host: &mut dyn Host, event: Event) -> Result<(), String> {

@@ -171,7 +171,7 @@ impl Bot {
             return Ok(());
         }
         host.save(&route_key(req), &Route::Notice)?;
-        self.rate.spent(now);
+        self.spend_into(&out.room_id, now);
         super::files::send_outgoing(host, req, &out);
         Ok(())
     }

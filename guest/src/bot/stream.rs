@@ -359,7 +359,7 @@ impl Bot {
                     }
                 };
                 host.save(&route_key(request), &Route::Part { reply: req })?;
-                self.rate.spent(now);
+                self.spend_into(&r.origin.room_id, now);
                 pump::issued(r, &update, request, now);
                 Ok(false)
             }

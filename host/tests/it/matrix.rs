@@ -947,11 +947,9 @@ async fn under_synapse_s_default_rate_limit_a_long_reply_ends_complete_within_it
         (1..=3).contains(edits),
         "edited {edits} times, its budget is 3"
     );
+    // (The limit paces the bot now, through its model of it, more than
+    // it refuses it: whether a 429 comes on the way is no longer fixed.)
     let metrics = bot.metrics();
-    assert!(
-        metrics.contains("outcome=\"rate_limited\""),
-        "the homeserver limited the bot on the way (else this test proves nothing):\n{metrics}"
-    );
     assert!(
         metrics.contains("surfaces_matrix_syncs_total{kind=\"ok\"}"),
         "{metrics}"
@@ -1746,10 +1744,89 @@ async fn under_synapse_s_default_rate_limit_a_100_kb_reply_arrives_whole_within_
         edits.iter().all(|e| *e <= 60),
         "edits per message {edits:?}, the budget is 60"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_synapse_s_default_rate_limit_final_texts_wait_for_no_429() {
+    // Synapse's own rc_message (0.2/s, burst 10), replies of 1,034
+    // characters in 50 chunks over 10 s: three in a row in one room, the
+    // third while a fourth streams in another room (a context per room).
+    // Before the bot modelled the limit, each final edit met a 429 and
+    // waited up to 5 s for it.
+    let text: String = "Streaming costs the homeserver's rate budget: every edit is an event. "
+        .repeat(15)
+        .chars()
+        .take(1034)
+        .collect();
+    let script = format!("script:{text}");
+    let DmWorld {
+        synapse: _synapse,
+        _agent,
+        _data,
+        bot,
+        alice,
+        bot_id,
+        room,
+    } = DmWorld::start_with(
+        false,
+        &[
+            "--mode",
+            &script,
+            "--chunks",
+            "50",
+            "--chunk-delay-ms",
+            "200",
+        ],
+        "context_scope = \"room\"",
+    )
+    .await;
+    let other = alice.dm(&bot_id).await;
+    // From asking to the final text on Alice's screen, less the agent's
+    // 10 s: the final text's delay after the agent's end, at most (the
+    // question's way to the agent counts too).
+    let mut delays = Vec::new();
+    let answers = |room: &Room, asked: &str| {
+        let asked = asked.to_string();
+        let room_id = room.room_id().to_owned();
+        let text = text.clone();
+        move |all: &[Seen]| {
+            let view = rendered(all, &room_id, "@bot:localhost");
+            all.iter().any(|s| {
+                is_answer_to(s, &asked)
+                    && view
+                        .get(&s.event_id)
+                        .is_some_and(|(c, _)| body(c) == text && !is_live(c))
+            })
+        }
+    };
+    for q in ["first question", "second question"] {
+        let at = std::time::Instant::now();
+        let asked = alice.send(&room, q).await;
+        alice
+            .wait_for("the answer", || bot.log(), answers(&room, &asked))
+            .await;
+        delays.push(at.elapsed().as_secs_f64() - 10.0);
+    }
+    let at = std::time::Instant::now();
+    let third = alice.send(&room, "third question").await;
+    alice.wait_reply_started(&third, &bot).await;
+    let at_other = std::time::Instant::now();
+    let fourth = alice.send(&other, "and one in another room").await;
+    let done_third = answers(&room, &third);
+    let done_fourth = answers(&other, &fourth);
+    alice
+        .wait_for("the third answer", || bot.log(), &done_third)
+        .await;
+    delays.push(at.elapsed().as_secs_f64() - 10.0);
+    alice
+        .wait_for("the fourth answer", || bot.log(), &done_fourth)
+        .await;
+    delays.push(at_other.elapsed().as_secs_f64() - 10.0);
+    println!("final text after the agent's end, at most: {delays:.2?} s");
     let metrics = bot.metrics();
     assert!(
-        metrics.contains("outcome=\"rate_limited\""),
-        "the homeserver limited the bot on the way (else this test proves nothing):\n{metrics}"
+        !metrics.contains("outcome=\"rate_limited\""),
+        "a final text met a 429:\n{metrics}"
     );
 }
 

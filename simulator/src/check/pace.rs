@@ -60,9 +60,14 @@ pub fn final_at_once(run: &Run) -> Vec<String> {
         // its parts take what the budget allows (and leave other replies'
         // final texts theirs).
         let first_send = updates.iter().find(|u| u.send).map(|u| u.request);
-        if updates
-            .iter()
-            .any(|u| u.send && u.at >= end && Some(u.request) != first_send)
+        let streamed: usize = facts
+            .chunks
+            .get(request)
+            .map_or(0, |c| c.iter().map(String::len).sum());
+        if last.len < streamed
+            || updates
+                .iter()
+                .any(|u| u.send && u.at >= end && Some(u.request) != first_send)
         {
             continue;
         }

@@ -82,6 +82,8 @@ pub struct ReplyUpdate {
     pub live: bool,
     /// A new message (a part's send, or its retry), not an edit.
     pub send: bool,
+    /// The length of the text it shows.
+    pub len: usize,
 }
 
 /// A file a person sent.

@@ -47,7 +47,7 @@ impl World<'_> {
                 ref content,
             } => {
                 self.log(format!("bot send #{request} {room_id}: {}", show(content)));
-                self.note_reply_update(request, content.live, true);
+                self.note_reply_update(request, content.live, true, content.body.len());
                 // A send tried again tells what was true when first sent.
                 if !self.facts.sends.contains_key(&request) {
                     self.check_position(content);
@@ -89,7 +89,7 @@ impl World<'_> {
                         .or_default()
                         .push((self.now, content.live));
                 }
-                self.note_reply_update(request, content.live, false);
+                self.note_reply_update(request, content.live, false, content.body.len());
                 let d = self.latency();
                 self.after(d, Pending::HsArrive(effect));
             }
@@ -316,7 +316,7 @@ fn unavailable_error() -> MatrixError {
 impl World<'_> {
     /// A send or edit of a reply's message: which agent request's reply
     /// it is for, the guest's store says (its route).
-    fn note_reply_update(&mut self, request: u64, live: bool, send: bool) {
+    fn note_reply_update(&mut self, request: u64, live: bool, send: bool, len: usize) {
         let reply = self
             .kv
             .get(&format!("route/{request:020}"))
@@ -334,6 +334,7 @@ impl World<'_> {
                     at: self.now,
                     live,
                     send,
+                    len,
                 });
         }
     }
