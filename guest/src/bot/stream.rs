@@ -320,19 +320,25 @@ impl Bot {
             interval_ms: self.cfg.edit_interval_ms,
             max_edits: self.cfg.max_edits_per_message,
         };
-        // (Streaming's spend is held back for the messages that wait; a
-        // final text spends regardless: no need to count them then.)
-        let waiting = if r.ending.is_none() && self.rate.limit().is_some() {
-            host.context(&r.context_id)?.queue.len()
-        } else {
-            0
-        };
-        let budget = pump::Budget {
+        let mut budget = pump::Budget {
             rate: &self.rate,
             open: self.replies.open_count(host),
-            waiting,
+            waiting: 0,
         };
-        match pump::next(r, full, now, &pace, budget)? {
+        let mut next = pump::next(r, full, now, &pace, budget)?;
+        // Streaming's spend is held back for the messages that wait in the
+        // queue: counted only when an intermediate update would go (not
+        // for every chunk: most wait for the interval).
+        if let Next::Update(u) = &next
+            && u.content.live
+            && self.rate.limit().is_some()
+        {
+            budget.waiting = host.context(&r.context_id)?.queue.len();
+            if budget.waiting > 0 {
+                next = pump::next(r, full, now, &pace, budget)?;
+            }
+        }
+        match next {
             Next::Idle => Ok(false),
             Next::Done => Ok(true),
             Next::FlushIn(delay) => {
