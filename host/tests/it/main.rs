@@ -3,6 +3,7 @@
 //! once per file. A module per subject:
 //!
 //! - `agent`: the agent client against real WebSocket servers on loopback.
+//! - `bench`: the footprint benchmark on Synapse (ignored; `scripts/bench-matrix`).
 //! - `cli`: the `surfaces` command line, run as a user would.
 //! - `guestkit`: `surfaces guest new | build | test`, as a guest author runs them.
 //! - `load`: 64 contexts streaming at full speed for a minute.
@@ -17,6 +18,7 @@
 #![recursion_limit = "256"]
 
 mod agent;
+mod bench;
 mod cli;
 mod guestkit;
 mod load;

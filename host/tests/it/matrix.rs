@@ -21,6 +21,8 @@ use tokio::sync::watch;
 /// Every wait below is for an observable event, bounded by this.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 pub(crate) const BOT_PASSWORD: &str = "bot-password";
+/// The tests' log filter for the bot: its host's decisions at debug level.
+const DEBUG_LOG: &str = "info,surfaces_host=debug";
 
 /// The reference agent server on a loopback port.
 pub(crate) struct Agent {
@@ -63,6 +65,9 @@ pub(crate) struct Bot {
     token: Option<String>,
     /// Where `/metrics` is served.
     metrics_port: u16,
+    /// `SURFACES_LOG`: the tests log the host at debug level; `None`
+    /// keeps the operator's default (the benchmark).
+    log_filter: Option<&'static str>,
 }
 
 impl Bot {
@@ -75,6 +80,23 @@ impl Bot {
             agent: agent.url.clone(),
             token: None,
             metrics_port: free_port(),
+            log_filter: Some(DEBUG_LOG),
+        };
+        bot.spawn();
+        bot
+    }
+
+    /// The same, logging as an operator's bot does by default.
+    pub(crate) fn start_quiet(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
+        std::fs::write(data.join("surfaces.toml"), config).expect("write config");
+        let mut bot = Bot {
+            child: None,
+            data: data.to_owned(),
+            homeserver: synapse.url(),
+            agent: agent.url.clone(),
+            token: None,
+            metrics_port: free_port(),
+            log_filter: None,
         };
         bot.spawn();
         bot
@@ -96,6 +118,7 @@ impl Bot {
             agent: agent.url.clone(),
             token: Some(token.to_string()),
             metrics_port: free_port(),
+            log_filter: Some(DEBUG_LOG),
         };
         bot.spawn();
         bot
@@ -112,6 +135,9 @@ impl Bot {
             Some(token) => command.env("MATRIX_ACCESS_TOKEN", token),
             None => command.env("MATRIX_PASSWORD", BOT_PASSWORD),
         };
+        if let Some(filter) = self.log_filter {
+            command.env("SURFACES_LOG", filter);
+        }
         let child = command
             .args(["run", "--config"])
             .arg(self.data.join("surfaces.toml"))
@@ -120,7 +146,6 @@ impl Bot {
                 "SURFACES_GUEST_CACHE",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("matrix-guest-cache"),
             )
-            .env("SURFACES_LOG", "info,surfaces_host=debug")
             .env("MATRIX_HOMESERVER", &self.homeserver)
             .env("MATRIX_USER", "bot")
             .env(
@@ -168,6 +193,11 @@ impl Bot {
         }
     }
 
+    /// The running bot's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the bot is running").id()
+    }
+
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.data.join("bot.log")).unwrap_or_default()
     }
@@ -190,7 +220,7 @@ impl Bot {
     }
 
     /// The Prometheus text the running bot serves.
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let (status, body) = http(self.metrics_port, "GET", "/metrics", None, None)
             .expect("the metrics endpoint answers");
         assert_eq!(status, 200, "{body}");
@@ -208,7 +238,7 @@ impl Drop for Bot {
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
     room: OwnedRoomId,
-    event_id: String,
+    pub(crate) event_id: String,
     pub(crate) sender: String,
     pub(crate) content: Value,
 }
@@ -339,7 +369,12 @@ impl Human {
         self.client.create_dm(user).await.expect("create a DM")
     }
 
-    async fn wait_joined(&self, room: &Room, user: &UserId, context: impl Fn() -> String) {
+    pub(crate) async fn wait_joined(
+        &self,
+        room: &Room,
+        user: &UserId,
+        context: impl Fn() -> String,
+    ) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             // Membership comes with sync; `sync_beat` wakes on each one.
@@ -379,7 +414,7 @@ impl Human {
     }
 
     /// Wait until the bot's reply to `asked` is on screen, still streaming.
-    async fn wait_reply_started(&self, asked: &str, bot: &Bot) {
+    pub(crate) async fn wait_reply_started(&self, asked: &str, bot: &Bot) {
         self.wait_for(
             "the reply to start",
             || bot.log(),
@@ -412,7 +447,7 @@ impl Drop for Human {
     }
 }
 
-fn rendered(
+pub(crate) fn rendered(
     all: &[Seen],
     room: &matrix_sdk::ruma::RoomId,
     bot: &str,
@@ -435,18 +470,18 @@ fn rendered(
 }
 
 /// A reply message (not a notice, not an edit) from the bot to `event`.
-fn is_answer_to(s: &Seen, event: &str) -> bool {
+pub(crate) fn is_answer_to(s: &Seen, event: &str) -> bool {
     s.sender == "@bot:localhost"
         && s.replaces().is_none()
         && s.content["msgtype"] != "m.notice"
         && replies_to(&s.content, event)
 }
 
-fn body(v: &Value) -> &str {
+pub(crate) fn body(v: &Value) -> &str {
     v["body"].as_str().unwrap_or_default()
 }
 
-fn is_live(v: &Value) -> bool {
+pub(crate) fn is_live(v: &Value) -> bool {
     v.get("org.matrix.msc4357.live").is_some()
 }
 
