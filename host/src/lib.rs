@@ -25,6 +25,7 @@ pub mod channels;
 pub mod config;
 pub mod front;
 pub mod guestkit;
+pub mod heap;
 pub mod history;
 pub mod kept;
 pub mod matrix;

@@ -199,6 +199,9 @@ impl Runtime {
             version = %guest.info().version,
             "guest started"
         );
+        // A compile (the first start, or a new guest) leaves its working
+        // memory with the allocator.
+        crate::heap::release_free_memory();
         let mut runtime = Runtime {
             embedding,
             config,
@@ -636,6 +639,9 @@ impl Runtime {
                     no_way_back,
                 })
             });
+            // The compile and the behaviour check are over: what they
+            // freed goes back to the system.
+            crate::heap::release_free_memory();
             let _ = control.send(Control::Compiled(result));
         });
     }
