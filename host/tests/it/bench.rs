@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use matrix_sdk::ruma::UserId;
 use surfaces_tests::synapse::{Options, Synapse};
 
-use crate::matrix::{Agent, BOT_PASSWORD, Bot, Human, Seen, body, is_answer_to, is_live, rendered};
+use crate::matrix::{
+    Agent, BOT_PASSWORD, Bot, Human, Seen, answered_with, is_answer_to, streamed_agent,
+    streamed_text,
+};
 
 /// The agent's reply takes this long from its first chunk to its end.
 const AGENT_SECONDS: f64 = 10.0;
@@ -25,22 +28,11 @@ const TICKS_PER_SECOND: f64 = 100.0;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: scripts/bench-matrix runs it, in release"]
 async fn bench_three_streamed_replies_in_a_dm() {
-    let text: String = "Streaming costs the homeserver's rate budget: every edit is an event. "
-        .repeat(15)
-        .chars()
-        .take(1034)
-        .collect();
+    let text = streamed_text();
     let script = format!("script:{text}");
     let synapse = Synapse::start(Options::default());
     synapse.register("bot", BOT_PASSWORD, false);
-    let agent = Agent::start(&[
-        "--mode",
-        &script,
-        "--chunks",
-        "50",
-        "--chunk-delay-ms",
-        "200",
-    ]);
+    let agent = Agent::start(&streamed_agent(&script));
     let data = tempfile::tempdir().expect("tempdir");
     // The shipped defaults: no setting changed.
     let bot = Bot::start_quiet(&synapse, data.path(), &agent, "[matrix]\n");
@@ -73,15 +65,7 @@ async fn bench_three_streamed_replies_in_a_dm() {
             .wait_for(
                 "the reply's final text",
                 || bot.log(),
-                |all: &[Seen]| {
-                    let view = rendered(all, &room_id, "@bot:localhost");
-                    all.iter().any(|s| {
-                        is_answer_to(s, &asked)
-                            && view
-                                .get(&s.event_id)
-                                .is_some_and(|(c, _)| body(c) == text && !is_live(c))
-                    })
-                },
+                |all: &[Seen]| answered_with(all, &room_id, &asked, &text),
             )
             .await;
         let last = at.elapsed().as_secs_f64();
@@ -159,7 +143,8 @@ fn print_detail(pid: u32) {
     }
 }
 
-/// The bot's Matrix requests by kind and its syncs, from its metrics.
+/// The bot's Matrix requests by kind (and outcome, when not ok) and its
+/// syncs, from its metrics.
 fn counters(metrics: &str) -> std::collections::BTreeMap<String, f64> {
     let mut out = std::collections::BTreeMap::new();
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
@@ -170,11 +155,19 @@ fn counters(metrics: &str) -> std::collections::BTreeMap<String, f64> {
             continue;
         };
         let what = if name.contains("matrix_requests_total{") {
-            let kind = name
-                .split("kind=\"")
-                .nth(1)
-                .and_then(|k| k.split('"').next());
-            format!("{} requests", kind.unwrap_or("other"))
+            let label = |key: &str| {
+                name.split(&format!("{key}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or("other")
+                    .to_string()
+            };
+            match label("outcome").as_str() {
+                "ok" => format!("{} requests", label("kind")),
+                // A refused request is worth seeing on its own (a 429
+                // delays a final text).
+                outcome => format!("{} requests {outcome}", label("kind")),
+            }
         } else if name.contains("matrix_syncs_total{") {
             "syncs".to_string()
         } else {

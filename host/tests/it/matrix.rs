@@ -72,34 +72,12 @@ pub(crate) struct Bot {
 
 impl Bot {
     pub(crate) fn start(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
-        std::fs::write(data.join("surfaces.toml"), config).expect("write config");
-        let mut bot = Bot {
-            child: None,
-            data: data.to_owned(),
-            homeserver: synapse.url(),
-            agent: agent.url.clone(),
-            token: None,
-            metrics_port: free_port(),
-            log_filter: Some(DEBUG_LOG),
-        };
-        bot.spawn();
-        bot
+        Bot::launch(synapse, data, agent, config, None, Some(DEBUG_LOG))
     }
 
     /// The same, logging as an operator's bot does by default.
     pub(crate) fn start_quiet(synapse: &Synapse, data: &Path, agent: &Agent, config: &str) -> Bot {
-        std::fs::write(data.join("surfaces.toml"), config).expect("write config");
-        let mut bot = Bot {
-            child: None,
-            data: data.to_owned(),
-            homeserver: synapse.url(),
-            agent: agent.url.clone(),
-            token: None,
-            metrics_port: free_port(),
-            log_filter: None,
-        };
-        bot.spawn();
-        bot
+        Bot::launch(synapse, data, agent, config, None, None)
     }
 
     /// The same, logging in with an access token (and its device).
@@ -110,15 +88,26 @@ impl Bot {
         config: &str,
         token: &str,
     ) -> Bot {
+        Bot::launch(synapse, data, agent, config, Some(token), Some(DEBUG_LOG))
+    }
+
+    fn launch(
+        synapse: &Synapse,
+        data: &Path,
+        agent: &Agent,
+        config: &str,
+        token: Option<&str>,
+        log_filter: Option<&'static str>,
+    ) -> Bot {
         std::fs::write(data.join("surfaces.toml"), config).expect("write config");
         let mut bot = Bot {
             child: None,
             data: data.to_owned(),
             homeserver: synapse.url(),
             agent: agent.url.clone(),
-            token: Some(token.to_string()),
+            token: token.map(str::to_string),
             metrics_port: free_port(),
-            log_filter: Some(DEBUG_LOG),
+            log_filter,
         };
         bot.spawn();
         bot
@@ -238,7 +227,7 @@ impl Drop for Bot {
 #[derive(Clone, Debug)]
 pub(crate) struct Seen {
     room: OwnedRoomId,
-    pub(crate) event_id: String,
+    event_id: String,
     pub(crate) sender: String,
     pub(crate) content: Value,
 }
@@ -414,7 +403,7 @@ impl Human {
     }
 
     /// Wait until the bot's reply to `asked` is on screen, still streaming.
-    pub(crate) async fn wait_reply_started(&self, asked: &str, bot: &Bot) {
+    async fn wait_reply_started(&self, asked: &str, bot: &Bot) {
         self.wait_for(
             "the reply to start",
             || bot.log(),
@@ -447,7 +436,7 @@ impl Drop for Human {
     }
 }
 
-pub(crate) fn rendered(
+fn rendered(
     all: &[Seen],
     room: &matrix_sdk::ruma::RoomId,
     bot: &str,
@@ -469,6 +458,23 @@ pub(crate) fn rendered(
     out
 }
 
+/// The bot's reply to `asked` in `room` shows `text`, final (no live
+/// marker).
+pub(crate) fn answered_with(
+    all: &[Seen],
+    room: &matrix_sdk::ruma::RoomId,
+    asked: &str,
+    text: &str,
+) -> bool {
+    let view = rendered(all, room, "@bot:localhost");
+    all.iter().any(|s| {
+        is_answer_to(s, asked)
+            && view
+                .get(&s.event_id)
+                .is_some_and(|(c, _)| body(c) == text && !is_live(c))
+    })
+}
+
 /// A reply message (not a notice, not an edit) from the bot to `event`.
 pub(crate) fn is_answer_to(s: &Seen, event: &str) -> bool {
     s.sender == "@bot:localhost"
@@ -477,11 +483,11 @@ pub(crate) fn is_answer_to(s: &Seen, event: &str) -> bool {
         && replies_to(&s.content, event)
 }
 
-pub(crate) fn body(v: &Value) -> &str {
+fn body(v: &Value) -> &str {
     v["body"].as_str().unwrap_or_default()
 }
 
-pub(crate) fn is_live(v: &Value) -> bool {
+fn is_live(v: &Value) -> bool {
     v.get("org.matrix.msc4357.live").is_some()
 }
 
@@ -1788,11 +1794,7 @@ async fn under_synapse_s_default_rate_limit_final_texts_wait_for_no_429() {
     // third while a fourth streams in another room (a context per room).
     // Before the bot modelled the limit, each final edit met a 429 and
     // waited up to 5 s for it.
-    let text: String = "Streaming costs the homeserver's rate budget: every edit is an event. "
-        .repeat(15)
-        .chars()
-        .take(1034)
-        .collect();
+    let text = streamed_text();
     let script = format!("script:{text}");
     let DmWorld {
         synapse: _synapse,
@@ -1802,19 +1804,7 @@ async fn under_synapse_s_default_rate_limit_final_texts_wait_for_no_429() {
         alice,
         bot_id,
         room,
-    } = DmWorld::start_with(
-        false,
-        &[
-            "--mode",
-            &script,
-            "--chunks",
-            "50",
-            "--chunk-delay-ms",
-            "200",
-        ],
-        "context_scope = \"room\"",
-    )
-    .await;
+    } = DmWorld::start_with(false, &streamed_agent(&script), "context_scope = \"room\"").await;
     let other = alice.dm(&bot_id).await;
     // From asking to the final text on Alice's screen, less the agent's
     // 10 s: the final text's delay after the agent's end, at most (the
@@ -1824,15 +1814,7 @@ async fn under_synapse_s_default_rate_limit_final_texts_wait_for_no_429() {
         let asked = asked.to_string();
         let room_id = room.room_id().to_owned();
         let text = text.clone();
-        move |all: &[Seen]| {
-            let view = rendered(all, &room_id, "@bot:localhost");
-            all.iter().any(|s| {
-                is_answer_to(s, &asked)
-                    && view
-                        .get(&s.event_id)
-                        .is_some_and(|(c, _)| body(c) == text && !is_live(c))
-            })
-        }
+        move |all: &[Seen]| answered_with(all, &room_id, &asked, &text)
     };
     for q in ["first question", "second question"] {
         let at = std::time::Instant::now();
@@ -1863,6 +1845,28 @@ async fn under_synapse_s_default_rate_limit_final_texts_wait_for_no_429() {
         !metrics.contains("outcome=\"rate_limited\""),
         "a final text met a 429:\n{metrics}"
     );
+}
+
+/// The reply the default-limit tests and the benchmark stream: 1,034
+/// characters (baibot's reply in the measurements of issue 15).
+pub(crate) fn streamed_text() -> String {
+    "Streaming costs the homeserver's rate budget: every edit is an event. "
+        .repeat(15)
+        .chars()
+        .take(1034)
+        .collect()
+}
+
+/// The agent's flags for `script` (`script:TEXT`) in 50 chunks over 10 s.
+pub(crate) fn streamed_agent(script: &str) -> [&str; 6] {
+    [
+        "--mode",
+        script,
+        "--chunks",
+        "50",
+        "--chunk-delay-ms",
+        "200",
+    ]
 }
 
 /// SHA-256 of `bytes`, in hex.
