@@ -22,6 +22,7 @@ mod effect;
 pub mod inbox;
 mod kv;
 pub mod media;
+mod ticker;
 pub mod version;
 
 use std::fmt;
@@ -46,21 +47,32 @@ pub use content::matrix_content;
 pub use ctx::LogLine;
 pub use effect::{AgentEffect, Effect, HostEffect, MatrixEffect, TimerEffect};
 pub use kv::{BoxedKv, KvError, KvStore, MemoryKv, Snapshotter, Write};
+pub use ticker::EPOCH_TICK;
 
 use ctx::Ctx;
+use ticker::{Running, Ticker};
 pub use version::Contract;
 use version::{Instance, Pre};
 
 /// How a guest call is bounded in time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Budget {
-    /// Wall-clock budget: the host must tick [`Embedding::engine`]'s epoch
-    /// (see [`Embedding::tick`]); a call may run for this many ticks.
+    /// Wall-clock budget: a call may run for this many [`EPOCH_TICK`]s (the
+    /// embedding's own thread ticks while a call runs; see `ticker`).
     Epoch { ticks: u64 },
     /// Deterministic budget in wasmtime fuel (about one unit per wasm
     /// instruction); the simulator uses this so a looping guest stops at the
     /// same point on every run.
     Fuel { units: u64 },
+}
+
+impl Budget {
+    /// A wall-clock budget of `ms` milliseconds, rounded up to whole ticks.
+    pub fn epoch_ms(ms: u64) -> Budget {
+        Budget::Epoch {
+            ticks: ticker::ticks_for_ms(ms),
+        }
+    }
 }
 
 /// Sandbox limits for every guest instance.
@@ -154,6 +166,8 @@ struct EmbeddingInner {
     engine: Engine,
     linker: Linker<Ctx>,
     sandbox: Sandbox,
+    /// Advances the epoch while a call runs (`Budget::Epoch` only).
+    ticker: Option<Ticker>,
 }
 
 impl fmt::Debug for Embedding {
@@ -183,11 +197,19 @@ impl Embedding {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EmbedError::Engine(e.to_string()))?;
         version::add_to_linker(&mut linker).map_err(|e| EmbedError::Engine(e.to_string()))?;
+        let ticker =
+            match sandbox.budget {
+                Budget::Epoch { .. } => Some(Ticker::start(engine.clone()).map_err(|e| {
+                    EmbedError::Engine(format!("cannot start the epoch ticker: {e}"))
+                })?),
+                Budget::Fuel { .. } => None,
+            };
         Ok(Embedding {
             inner: Arc::new(EmbeddingInner {
                 engine,
                 linker,
                 sandbox,
+                ticker,
             }),
         })
     }
@@ -200,10 +222,10 @@ impl Embedding {
         self.inner.sandbox
     }
 
-    /// Advance the epoch by one tick (only meaningful with
-    /// [`Budget::Epoch`]); the native host calls this from a timer.
-    pub fn tick(&self) {
-        self.inner.engine.increment_epoch();
+    /// Keep the epoch advancing until the guard drops (a wall-clock
+    /// budget only): held across every guest call.
+    fn running(&self) -> Option<Running> {
+        self.inner.ticker.as_ref().map(Ticker::running)
     }
 
     /// Compile a guest from its `.wasm` bytes and check that it fits the
@@ -493,6 +515,7 @@ impl Guest {
             return Err((e, Vec::new()));
         };
         let mut sandbox = self.component.embedding.sandbox();
+        let _running = self.component.embedding.running();
         if let (Some(units), Budget::Fuel { .. }) = (self.starve.take(), sandbox.budget) {
             sandbox.budget = Budget::Fuel { units };
         }
@@ -568,6 +591,7 @@ impl Guest {
         }
         let embedding = &self.component.embedding;
         let sandbox = embedding.sandbox();
+        let _running = embedding.running();
         let ctx = Ctx::new(
             sandbox.memory_bytes,
             sandbox.entropy,

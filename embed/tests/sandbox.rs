@@ -5,9 +5,6 @@
 mod common;
 use common::{dm, info};
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use surfaces_embed::{
     BoxedKv, Budget, Effect, Embedding, Entropy, Guest, GuestComponent, GuestError, LogLevel,
     MatrixEffect, MemoryKv, Sandbox,
@@ -91,23 +88,12 @@ fn an_endless_loop_hits_the_epoch_deadline() {
     })
     .expect("engine");
     let c = e.compile(surfaces_artifacts::CHAOS_WASM).expect("compiles");
-    // The host's ticker: advances the epoch until the test is done.
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (e, done) = (e.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                e.tick();
-            }
-        })
-    };
+    // No ticker here: the embedding advances its epoch while a call runs
+    // (and only then).
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
     let (mut g, _) = Guest::start(&c, info(&[]), &mut kv, 0).expect("starts");
     let err = g.handle(&dm("loop"), &mut kv, 0).unwrap_err();
     let ok = g.handle(&dm("send after"), &mut kv, 0);
-    done.store(true, Ordering::Relaxed);
-    ticker.join().expect("ticker");
     assert!(matches!(err, GuestError::Timeout), "{err}");
     assert_eq!(sent(&ok.expect("recovers").effects), vec!["after"]);
 }

@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use divan::counter::ItemsCount;
-use surfaces_embed::{Entropy, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox};
+use surfaces_embed::{
+    Budget, Entropy, Event, HostInfo, MatrixEffect, MatrixResult, RoomMessage, Sandbox,
+};
 use surfaces_host::agent::client::{Backend, ClientConfig};
 use surfaces_host::agent::pool::AgentPool;
 use surfaces_host::agent::server::ServerConfig;
 use surfaces_host::channels::{self, EventSender, Handle};
 use surfaces_host::front::FrontEnd;
 use surfaces_host::metrics::Metrics;
-use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
+use surfaces_host::runtime::{GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
 use tokio::sync::mpsc;
 
@@ -97,7 +99,7 @@ fn host() -> Host {
         source: GuestSource::Builtin(surfaces_artifacts::GUEST_WASM),
         cache_dir: dir.path().join("guest-cache"),
         sandbox: Sandbox {
-            budget: runtime::epoch_budget(200),
+            budget: Budget::epoch_ms(200),
             memory_bytes: 64 << 20,
             entropy: Entropy::Os,
         },

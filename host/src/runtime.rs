@@ -17,14 +17,13 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use surfaces_contract::HOST_RELOAD;
 use surfaces_embed::{
-    AgentEffect, BoxedKv, Budget, Effect, Embedding, Event, Guest, GuestComponent, GuestError,
-    HostEffect, HostInfo, LogLevel, LogLine, NO_EARLIER_GUEST, Output, ReloadOutcome, ReloadResult,
-    Sandbox, TimerEffect,
+    AgentEffect, BoxedKv, Effect, Embedding, Event, Guest, GuestComponent, GuestError, HostEffect,
+    HostInfo, LogLevel, LogLine, NO_EARLIER_GUEST, Output, ReloadOutcome, ReloadResult, Sandbox,
+    TimerEffect,
 };
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -40,9 +39,6 @@ use crate::metrics::{Health, Kind, Metrics};
 use crate::probation::{Probation, Verdict};
 use crate::swapcheck::{self, SwapCheck};
 use crate::time::{now_ms, sleep_until_opt};
-
-/// How often the guest's epoch advances: the unit of its time budget.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Where the guest comes from.
 #[derive(Clone, Debug)]
@@ -104,7 +100,6 @@ pub struct Runtime {
     /// again, so they share the next compile.
     next_swap_requests: Vec<Option<u64>>,
     metrics: Arc<Metrics>,
-    ticker: Ticker,
     /// The guest swapped in last, while it may still be sent back.
     probation: Option<Probation<GuestComponent>>,
     /// The file (SHA-256) of a guest sent back: refused until it changes.
@@ -115,43 +110,6 @@ pub struct Runtime {
     /// Guests of other files that ran before, for `rollback`.
     history: History,
     kept: Kept,
-}
-
-/// Advances the engine's epoch from a thread of its own.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-}
-
-impl Ticker {
-    fn start(embedding: &Embedding) -> Ticker {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let embedding = embedding.clone();
-        std::thread::Builder::new()
-            .name("surfaces-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    embedding.tick();
-                }
-            })
-            .map(|_| ())
-            .unwrap_or_else(|e| tracing::error!("cannot start the epoch ticker: {e}"));
-        Ticker { stop }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// The epoch budget for a call of `ms` milliseconds.
-pub fn epoch_budget(ms: u64) -> Budget {
-    Budget::Epoch {
-        ticks: ms.div_ceil(EPOCH_TICK.as_millis() as u64).max(1),
-    }
 }
 
 impl Runtime {
@@ -166,7 +124,6 @@ impl Runtime {
         metrics: Arc<Metrics>,
     ) -> Result<Runtime, StartError> {
         let embedding = Embedding::new(config.sandbox)?;
-        let ticker = Ticker::start(&embedding);
         let kept = Kept::new(&config.kept_dir);
         let load_error = |e: LoadError| match e {
             LoadError::Read { path, source } => StartError::ReadGuest { path, source },
@@ -218,7 +175,6 @@ impl Runtime {
             swap_requests: Vec::new(),
             next_swap_requests: Vec::new(),
             metrics,
-            ticker,
             probation: None,
             rolled_back: first.last.refused,
             stepped_back: first.last.stepped_back,
@@ -331,7 +287,6 @@ impl Runtime {
         for (_, (_, _, abort)) in self.timers.drain() {
             abort.abort();
         }
-        drop(self.ticker);
         // Dropping the store closes SQLite, which checkpoints its WAL.
         failure.map_or(Ok(()), Err)
     }

@@ -23,7 +23,7 @@ use surfaces_host::matrix::media::SdkFetch;
 use surfaces_host::matrix::{self, FrontEndConfig, session};
 use surfaces_host::media::{Files, Kept};
 use surfaces_host::metrics::{self, Metrics};
-use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
+use surfaces_host::runtime::{GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::{HostMeta, SqliteStore};
 use surfaces_host::terminal::{self, Terminal};
 use surfaces_host::watch;
@@ -492,7 +492,7 @@ async fn serve(config: Config, kv: BoxedKv, front: Front) -> Result<()> {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("guest-cache")),
         sandbox: Sandbox {
-            budget: runtime::epoch_budget(config.guest.call_budget_ms),
+            budget: Budget::epoch_ms(config.guest.call_budget_ms),
             memory_bytes: config.guest.memory_mib << 20,
             entropy: Entropy::Os,
         },

@@ -19,7 +19,7 @@ use std::time::Duration;
 use matrix_sdk::config::{SyncSettings, SyncToken};
 use matrix_sdk::deserialized_responses::{TimelineEvent, TimelineEventKind};
 use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::ruma::api::client::filter::FilterDefinition;
+use matrix_sdk::ruma::api::client::filter::{self as filters, FilterDefinition, RoomEventFilter};
 use matrix_sdk::ruma::api::client::membership::joined_members;
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
 use matrix_sdk::ruma::api::error::ErrorKind;
@@ -126,6 +126,13 @@ impl Loop {
         let mut backoff = Duration::from_secs(1);
         let mut filter = FilterDefinition::default();
         filter.room.timeline.limit = Some(UInt::from(self.r.timeline_limit));
+        // Typing notices, read receipts (the bot's own among them) and
+        // presence reach no guest; left in, each would end a long poll,
+        // and matrix-sdk saves its crypto account on every sync
+        // (matrix-rust-sdk#2448). Synapse holds a poll whose filtered
+        // answer is empty.
+        filter.room.ephemeral = RoomEventFilter::ignore_all();
+        filter.presence = filters::Filter::ignore_all();
         loop {
             if *self.r.stop.borrow() {
                 return;

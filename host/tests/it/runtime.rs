@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surfaces_embed::{
-    BoxedKv, EditTarget, Entropy, Event, HostInfo, KvStore, MatrixEffect, MatrixResult,
+    BoxedKv, Budget, EditTarget, Entropy, Event, HostInfo, KvStore, MatrixEffect, MatrixResult,
     RoomMessage, Sandbox,
 };
 use surfaces_host::agent::client::{Backend, ClientConfig};
@@ -20,7 +20,7 @@ use surfaces_host::agent::server::ServerConfig;
 use surfaces_host::channels::{self, Control, EventSender, Handle};
 use surfaces_host::front::FrontEnd;
 use surfaces_host::metrics::Metrics;
-use surfaces_host::runtime::{self, GuestSource, Runtime, RuntimeConfig};
+use surfaces_host::runtime::{GuestSource, Runtime, RuntimeConfig};
 use surfaces_host::store::SqliteStore;
 use surfaces_host::swapcheck::SwapCheck;
 use tokio::sync::mpsc;
@@ -225,7 +225,7 @@ impl Setup {
             source: self.source.clone(),
             cache_dir: self.cache.clone(),
             sandbox: Sandbox {
-                budget: runtime::epoch_budget(self.budget_ms),
+                budget: Budget::epoch_ms(self.budget_ms),
                 memory_bytes: 64 << 20,
                 entropy: Entropy::Os,
             },
