@@ -1,7 +1,8 @@
 //! The epoch ticker behind [`crate::Budget::Epoch`]: a thread that advances
 //! the engine's epoch every [`EPOCH_TICK`] while a guest call runs, and is
 //! parked otherwise. A ticker that ran all the time woke 200 times a second
-//! for calls that take microseconds: a fifth of an idle bot's CPU.
+//! for calls that take microseconds: a quarter of the bot's CPU while it
+//! streamed a reply, and all of it while idle.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
