@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use surfaces_embed::{
-    AgentChunk, BoxedKv, Budget, Embedding, Entropy, Event, Guest, GuestComponent, HostInfo,
-    MemoryKv, RoomMessage, Sandbox,
+    AgentChunk, BoxedKv, Budget, Effect, Embedding, Entropy, Event, Guest, GuestComponent,
+    HostInfo, MatrixEffect, MatrixResult, MemoryKv, RoomMessage, Sandbox,
 };
 use surfaces_guest::bot::Bot;
 use surfaces_guest::host::Host;
@@ -66,8 +66,13 @@ const REQUEST: u64 = 2;
 fn streaming_wasm() -> (Guest, BoxedKv) {
     let e = embedding();
     let c = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    streaming_wasm_of(&c)
+}
+
+/// The same, with the guest compiled once.
+fn streaming_wasm_of(c: &GuestComponent) -> (Guest, BoxedKv) {
     let mut kv: BoxedKv = Box::<MemoryKv>::default();
-    let (mut guest, _) = Guest::start(&c, info(), &mut kv, 0).expect("starts");
+    let (mut guest, _) = Guest::start(c, info(), &mut kv, 0).expect("starts");
     guest
         .handle(&Event::Message(message()), &mut kv, 0)
         .expect("message");
@@ -79,11 +84,15 @@ fn streaming_wasm() -> (Guest, BoxedKv) {
 struct NativeHost {
     store: BTreeMap<String, Vec<u8>>,
     effects: usize,
+    /// The last send's request id.
+    sent: Option<u64>,
+    now: u64,
 }
 
 impl Host for NativeHost {
-    fn send(&mut self, _: u64, _: &str, _: &g::MessageContent) {
+    fn send(&mut self, request: u64, _: &str, _: &g::MessageContent) {
         self.effects += 1;
+        self.sent = Some(request);
     }
     fn send_attachment(&mut self, _: u64, _: &str, _: &g::AttachmentContent) {
         self.effects += 1;
@@ -125,7 +134,7 @@ impl Host for NativeHost {
         keys
     }
     fn now(&mut self) -> u64 {
-        0
+        self.now
     }
     fn set_timer(&mut self, _: u64, _: u64) {}
     fn cancel_timer(&mut self, _: u64) {}
@@ -171,30 +180,99 @@ fn streaming_native() -> (Bot, NativeHost) {
     (bot, host)
 }
 
-/// An agent chunk for the reply in flight (throttled: no Matrix request).
-#[divan::bench(name = "chunk_wasm")]
-fn chunk_wasm(bencher: divan::Bencher) {
-    let (mut guest, mut kv) = streaming_wasm();
-    let event = Event::AgentChunk(AgentChunk {
-        request: REQUEST,
-        text: "word ".into(),
+/// Chunks of the reply the guest is streaming, before the timed one: the
+/// benchmark's reply (`scripts/bench-matrix`) is 50 chunks, 1 KB.
+const CHUNKS_BEFORE: u64 = 25;
+const CHUNK: &str = "word word word word ";
+
+/// A wasm guest whose reply shows its first text (sent, answered) and has
+/// had more chunks since: the state most chunks meet (between two
+/// updates, so the chunk makes no Matrix request).
+fn throttled_wasm(c: &GuestComponent) -> (Guest, BoxedKv) {
+    let (mut guest, mut kv) = streaming_wasm_of(c);
+    let chunk = |t: &str| {
+        Event::AgentChunk(AgentChunk {
+            request: REQUEST,
+            text: t.into(),
+        })
+    };
+    let out = guest.handle(&chunk(CHUNK), &mut kv, 0).expect("chunk");
+    let sent = out
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            Effect::Matrix(MatrixEffect::Send { request, .. }) => Some(*request),
+            _ => None,
+        })
+        .expect("the first chunk is sent");
+    let answer = Event::MatrixResult(MatrixResult {
+        request: sent,
+        outcome: Ok("$reply".into()),
     });
-    bencher.bench_local(|| guest.handle(&event, &mut kv, 0).expect("chunk"));
+    guest.handle(&answer, &mut kv, 10).expect("answer");
+    for n in 1..CHUNKS_BEFORE {
+        guest.handle(&chunk(CHUNK), &mut kv, 10 + n).expect("chunk");
+    }
+    (guest, kv)
 }
 
-#[divan::bench(name = "chunk_native")]
-fn chunk_native(bencher: divan::Bencher) {
-    let (mut bot, mut host) = streaming_native();
-    bencher.bench_local(|| {
-        bot.handle(
-            &mut host,
-            g::Event::AgentChunk(g::AgentChunk {
-                request: REQUEST,
-                text: "word ".into(),
-            }),
-        )
-        .expect("chunk")
+/// An agent chunk for a reply between two updates, each sample on a fresh
+/// reply of the same length (a reply whose text grew with every sample
+/// would time a different state at each).
+#[divan::bench(name = "chunk_wasm", sample_size = 1)]
+fn chunk_wasm(bencher: divan::Bencher) {
+    let event = Event::AgentChunk(AgentChunk {
+        request: REQUEST,
+        text: CHUNK.into(),
     });
+    let e = embedding();
+    let c = e.compile(surfaces_artifacts::GUEST_WASM).expect("compiles");
+    bencher
+        .with_inputs(|| throttled_wasm(&c))
+        .bench_local_refs(|(guest, kv)| guest.handle(&event, kv, 100).expect("chunk"));
+}
+
+fn throttled_native() -> (Bot, NativeHost) {
+    let (mut bot, mut host) = streaming_native();
+    let chunk = || {
+        g::Event::AgentChunk(g::AgentChunk {
+            request: REQUEST,
+            text: CHUNK.into(),
+        })
+    };
+    bot.handle(&mut host, chunk()).expect("chunk");
+    let sent = host.sent.take().expect("the first chunk is sent");
+    host.now = 10;
+    bot.handle(
+        &mut host,
+        g::Event::MatrixResult(g::MatrixResult {
+            request: sent,
+            outcome: Ok("$reply".into()),
+        }),
+    )
+    .expect("answer");
+    for n in 1..CHUNKS_BEFORE {
+        host.now = 10 + n;
+        bot.handle(&mut host, chunk()).expect("chunk");
+    }
+    host.now = 100;
+    (bot, host)
+}
+
+#[divan::bench(name = "chunk_native", sample_size = 1)]
+fn chunk_native(bencher: divan::Bencher) {
+    bencher
+        .with_inputs(throttled_native)
+        .bench_local_refs(|(bot, host)| {
+            bot.handle(
+                host,
+                g::Event::AgentChunk(g::AgentChunk {
+                    request: REQUEST,
+                    text: CHUNK.into(),
+                }),
+            )
+            .expect("chunk")
+        });
 }
 
 /// A timer nobody set: the cheapest event, mostly boundary cost.

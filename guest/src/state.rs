@@ -265,6 +265,10 @@ pub struct Part {
     /// Edits issued that may have landed (the edit budget, `pump::Pace`).
     #[serde(default)]
     pub edits: u32,
+    /// The reply's text length when the last send or edit was issued: more
+    /// text since then is more to show (see `pump::next`).
+    #[serde(default)]
+    pub issued_len: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -649,6 +649,34 @@ mod pump {
     }
 
     #[test]
+    fn more_text_within_the_interval_waits_and_a_full_part_is_cut_at_its_next_update() {
+        let mut r = reply(8 * 1024);
+        send(&mut r, "Hi", 3, 0);
+        assert_eq!(answered(&mut r, 3, &Ok("$m".into()), 50), Answer::Pump);
+        // More text, even past what one event holds, waits for the
+        // interval (decided before the part is rendered: chunks come far
+        // more often than updates).
+        let long = format!("Hi {}", "word ".repeat(4000));
+        assert_eq!(
+            next(&mut r, "Hi there", 100, &PACE, free()).unwrap(),
+            Next::FlushIn(900)
+        );
+        assert_eq!(
+            next(&mut r, &long, 200, &PACE, free()).unwrap(),
+            Next::FlushIn(800)
+        );
+        // Then the part is cut where it fits, as its final text, and the
+        // rest goes on in a new message.
+        let cut = send(&mut r, &long, 4, 1000);
+        assert!(!cut.content.live && cut.target == Target::Edit("$m".into()));
+        assert!(cut.content.body.len() < long.len() && long.starts_with(&cut.content.body));
+        assert_eq!(answered(&mut r, 4, &Ok("$e".into()), 1050), Answer::Pump);
+        let rest = send(&mut r, &long, 5, 1050);
+        assert_eq!((rest.part, rest.target), (1, Target::First));
+        assert!(long[cut.content.body.len()..].starts_with(&rest.content.body));
+    }
+
+    #[test]
     fn a_413_shrinks_the_budget_and_splits_again() {
         let (mut r, answer) = first_send_fails("some text", MatrixErrorKind::TooLarge, None);
         assert_eq!(answer, Answer::Pump);

@@ -170,6 +170,24 @@ pub fn next(
             return Ok(Next::FlushIn(r.hold_until - now));
         }
         let part = &r.parts[idx];
+        // More text for a part whose last update was a moment ago waits for
+        // the interval: said before the part is rendered, copied and
+        // hashed, which costs its length, for every chunk. (So a part that
+        // no longer fits is cut at its next update, not at once: the cut
+        // is the same then. The interval is the one after the last update,
+        // by what that carried.)
+        if part.end.is_none()
+            && r.ending.is_none()
+            && full.len() != part.issued_len
+            && !planted::on(Bug::ThrottleOff)
+            && let Some(last) = part.last_update
+        {
+            let carried = part.issued_len.saturating_sub(part.start);
+            let due = last.saturating_add(pace.interval(r, part.edits, carried, false));
+            if now < due {
+                return Ok(Next::FlushIn(due - now));
+            }
+        }
         let (body, is_final) = part_body(r, part, full)?;
         if body.is_empty() && !is_final {
             return Ok(Next::Idle); // nothing to show yet
@@ -307,6 +325,9 @@ pub fn issued(r: &mut Reply, update: &Update, request: u64, now: u64) {
         fingerprint: update.fingerprint,
     });
     part.last_update = Some(now);
+    // (The text up to where this update shows it, for one that is not
+    // final: final ones are not throttled.)
+    part.issued_len = part.start.saturating_add(update.content.body.len());
 }
 
 /// The homeserver answered `request` at `now`.

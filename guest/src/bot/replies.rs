@@ -38,6 +38,9 @@ pub struct Replies {
     in_store: BTreeMap<u64, Reply>,
     /// The replies in the store (each owed a final text), once counted.
     open: Option<BTreeSet<u64>>,
+    /// Each reply's flush timer as this instance set it (id, when due): a
+    /// chunk that asks for the same time sets nothing again.
+    flush_due: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Replies {
@@ -96,6 +99,17 @@ impl Replies {
         self.open
             .get_or_insert_with(|| Self::stored(host).into_iter().collect())
             .len()
+    }
+
+    /// Note that reply `req`'s flush timer `id` is set for `due`; false if
+    /// it already was (nothing to set).
+    pub fn flush_at(&mut self, req: u64, id: u64, due: u64) -> bool {
+        self.flush_due.insert(req, (id, due)) != Some((id, due))
+    }
+
+    /// Reply `req`'s flush timer fired.
+    pub fn flush_done(&mut self, req: u64) {
+        self.flush_due.remove(&req);
     }
 
     /// A new reply, with no text yet.
@@ -159,6 +173,7 @@ impl Replies {
 
     /// Forget a reply and everything stored for it.
     fn discard(&mut self, host: &mut dyn Host, req: u64, r: &Reply) {
+        self.flush_due.remove(&req);
         for t in [r.flush_timer, r.typing_timer].into_iter().flatten() {
             host.cancel_timer(t);
             host.remove(&timer_key(t));

@@ -342,7 +342,7 @@ impl Bot {
             Next::Idle => Ok(false),
             Next::Done => Ok(true),
             Next::FlushIn(delay) => {
-                self.schedule_flush(host, req, r, delay)?;
+                self.schedule_flush(host, req, r, now, delay)?;
                 Ok(false)
             }
             Next::Update(update) => {
@@ -377,6 +377,7 @@ impl Bot {
         host: &mut dyn Host,
         req: u64,
         r: &mut Reply,
+        now: u64,
         delay: u64,
     ) -> Result<(), String> {
         let id = match r.flush_timer {
@@ -388,7 +389,11 @@ impl Bot {
                 id
             }
         };
-        host.set_timer(id, delay);
+        // Most chunks of a reply fall within one interval and ask for the
+        // same time: set it once.
+        if self.replies.flush_at(req, id, now.saturating_add(delay)) {
+            host.set_timer(id, delay);
+        }
         Ok(())
     }
 
@@ -440,6 +445,7 @@ impl Bot {
         id: u64,
         reply: u64,
     ) -> Result<(), String> {
+        self.replies.flush_done(reply);
         let found = self.with_reply(host, reply, |bot, host, r| bot.pump_fate(host, reply, r))?;
         if !found {
             host.remove(&timer_key(id));
