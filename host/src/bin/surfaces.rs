@@ -296,6 +296,7 @@ fn check(file: &Path, settings: &[String]) -> Result<()> {
 }
 
 fn run_bot(config_path: Option<&Path>, terminal: bool) -> Result<()> {
+    surfaces_host::heap::one_arena();
     let config = Config::load(config_path)?;
     if !terminal && config.matrix.homeserver.is_none() {
         bail!(
