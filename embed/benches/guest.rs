@@ -211,7 +211,12 @@ fn throttled_wasm(c: &GuestComponent) -> (Guest, BoxedKv) {
     });
     guest.handle(&answer, &mut kv, 10).expect("answer");
     for n in 1..CHUNKS_BEFORE {
-        guest.handle(&chunk(CHUNK), &mut kv, 10 + n).expect("chunk");
+        let out = guest.handle(&chunk(CHUNK), &mut kv, 10 + n).expect("chunk");
+        // The state the benchmark is for: between two updates.
+        assert!(
+            !out.effects.iter().any(|e| matches!(e, Effect::Matrix(_))),
+            "a chunk between two updates makes no Matrix request"
+        );
     }
     (guest, kv)
 }
@@ -251,10 +256,16 @@ fn throttled_native() -> (Bot, NativeHost) {
         }),
     )
     .expect("answer");
+    let before = host.effects;
     for n in 1..CHUNKS_BEFORE {
         host.now = 10 + n;
         bot.handle(&mut host, chunk()).expect("chunk");
     }
+    // The state the benchmark is for: between two updates.
+    assert_eq!(
+        host.effects, before,
+        "a chunk between two updates makes no request"
+    );
     host.now = 100;
     (bot, host)
 }

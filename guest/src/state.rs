@@ -265,8 +265,9 @@ pub struct Part {
     /// Edits issued that may have landed (the edit budget, `pump::Pace`).
     #[serde(default)]
     pub edits: u32,
-    /// The reply's text length when the last send or edit was issued: more
-    /// text since then is more to show (see `pump::next`).
+    /// Where in the reply's text the last send or edit issued ends (the
+    /// whole text then, for one that is not final): more text since is
+    /// more to show (see `pump::next`).
     #[serde(default)]
     pub issued_len: usize,
 }

@@ -23,8 +23,9 @@ pub fn release_free_memory() {
 /// worker, the blocking pool's SQLite calls) allocate little and seldom
 /// at once, and each thread keeps its small-allocation cache regardless.
 /// One arena: 0.5-1 MB less RSS after three replies on the benchmark
-/// (`scripts/bench-matrix`), CPU unchanged. `MALLOC_ARENA_MAX` in the
-/// environment still overrides it. Call before the threads start.
+/// (`scripts/bench-matrix`), CPU unchanged within its 10 ms resolution.
+/// `MALLOC_ARENA_MAX` in the environment still overrides it. Call before
+/// the threads start.
 pub fn one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
