@@ -34,9 +34,13 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use surfaces_guest_sdk::store::numbered;
 pub use surfaces_guest_sdk::store::{BAD, Key, Prefix, Records};
 
 use crate::host::Host;
+
+mod reply;
+pub use reply::{ChunkKey, Ending, Fixed, Flight, Part, Reply, StopFor, chunk_prefix};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct User {
@@ -221,138 +225,6 @@ pub struct Asked {
     pub files: Vec<Attached>,
 }
 
-/// Why a reply was stopped other than by a `stop`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum StopFor {
-    /// Its question was edited: it is asked again.
-    Edit,
-    /// Its asker wrote again (queue mode `interrupt`): the newer message
-    /// is asked instead.
-    Newer,
-}
-
-/// How a streamed reply ended.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Ending {
-    Complete,
-    /// Ended early; the note is appended to the text shown.
-    Cut(String),
-}
-
-/// One Matrix message of a reply. A reply longer than one event holds
-/// continues in the next part.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Part {
-    /// Byte offset in the reply's text where this part starts.
-    pub start: usize,
-    /// Set once the part is full: where it ends.
-    pub end: Option<usize>,
-    /// The code fence open at `start`, if the part starts inside code.
-    pub fence: Option<String>,
-    pub event_id: Option<String>,
-    /// Request id of this part's first send; reused for its retries, so
-    /// the homeserver de-duplicates them.
-    pub send_request: Option<u64>,
-    pub in_flight: Option<Flight>,
-    /// Fingerprint of the content the homeserver has.
-    pub shown: Option<u64>,
-    /// When the last send or edit was issued (throttle).
-    pub last_update: Option<u64>,
-    /// The first send failed once: if a retry finds it landed after all,
-    /// the content it shows may be older.
-    #[serde(default)]
-    pub retried: bool,
-    /// Edits issued that may have landed (the edit budget, `pump::Pace`).
-    #[serde(default)]
-    pub edits: u32,
-    /// Where in the reply's text the last send or edit issued ends (the
-    /// whole text then, for one that is not final): more text since is
-    /// more to show (see `pump::next`).
-    #[serde(default)]
-    pub issued_len: usize,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Flight {
-    pub request: u64,
-    pub fingerprint: u64,
-}
-
-/// A reply being streamed into Matrix.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Reply {
-    pub context_id: String,
-    pub origin: Queued,
-    /// Chunks received and their total length: counted from the `chunk/`
-    /// keys when the record is read, never stored (see `bot::replies`).
-    #[serde(skip)]
-    pub chunks: u32,
-    #[serde(skip)]
-    pub len: usize,
-    pub ending: Option<Ending>,
-    pub stop_requested: bool,
-    /// Why it was stopped, when not by a `stop` (its ending says so).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopped_for: Option<StopFor>,
-    /// The room refused the reply: drop what is left of it.
-    pub abandoned: bool,
-    pub parts: Vec<Part>,
-    /// Largest edit event to produce, in bytes (shrinks after a 413).
-    pub budget: usize,
-    /// No Matrix request before this time (after a 429 or a failure).
-    pub hold_until: u64,
-    /// How long that hold was when it was set (0 once a request succeeds):
-    /// after a restart it holds that long again (see `pump::restarted`).
-    #[serde(default)]
-    pub hold_ms: u64,
-    /// The longest `retry_after_ms` the homeserver gave this reply: no
-    /// two updates closer than that (`pump::Pace`).
-    #[serde(default)]
-    pub retry_after_ms: u64,
-    pub failures: u32,
-    /// Of those, errors of no known kind: only they count toward giving up
-    /// (an outage is waited out however long it lasts).
-    #[serde(default)]
-    pub unknown_failures: u32,
-    pub flush_timer: Option<u64>,
-    pub typing_timer: Option<u64>,
-    /// Files the agent sent with it: they follow its text once shown.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<Attached>,
-}
-
-impl Reply {
-    /// A reply to `origin` that has just gone to the agent: no text yet, one
-    /// empty part, events of at most `budget` bytes.
-    pub fn new(
-        context_id: String,
-        origin: Queued,
-        budget: usize,
-        typing_timer: Option<u64>,
-    ) -> Reply {
-        Reply {
-            context_id,
-            origin,
-            chunks: 0,
-            len: 0,
-            ending: None,
-            stop_requested: false,
-            stopped_for: None,
-            abandoned: false,
-            parts: vec![Part::default()],
-            budget,
-            hold_until: 0,
-            hold_ms: 0,
-            retry_after_ms: 0,
-            failures: 0,
-            unknown_failures: 0,
-            flush_timer: None,
-            typing_timer,
-            files: Vec::new(),
-        }
-    }
-}
-
 /// A notice (command output, queue position, error) until it is delivered.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Outgoing {
@@ -465,16 +337,16 @@ pub fn run_key() -> Key<u64> {
     Key::new("meta/run".into())
 }
 pub fn reply_key(req: u64) -> Key<Reply> {
-    Key::new(format!("reply/{req:020}"))
+    Key::new(numbered("reply/", req, 20))
 }
 pub fn out_key(req: u64) -> Key<Outgoing> {
-    Key::new(format!("out/{req:020}"))
+    Key::new(numbered("out/", req, 20))
 }
 pub fn timer_key(id: u64) -> Key<TimerPurpose> {
     surfaces_guest_sdk::timers::key(id)
 }
 pub fn route_key(req: u64) -> Key<Route> {
-    Key::new(format!("route/{req:020}"))
+    Key::new(numbered("route/", req, 20))
 }
 /// A message the bot has acted on, by event id, with when it was seen (a
 /// redelivered one is ignored).
@@ -509,15 +381,6 @@ pub fn last_reload_key() -> Key<LastReload> {
 pub const SWAPS_KEPT: usize = 5;
 pub fn swaps_key() -> Key<Vec<LastReload>> {
     Key::new("meta/swaps".into())
-}
-
-/// A reply's text is kept one piece per agent chunk, raw UTF-8 (not JSON),
-/// so a chunk is one write whatever the reply's length.
-pub fn chunk_prefix(req: u64) -> String {
-    format!("chunk/{req:020}/")
-}
-pub fn chunk_key(req: u64, n: u32) -> String {
-    format!("chunk/{req:020}/{n:08}")
 }
 
 /// The bot's contexts, on the host handle: reached only through these, which

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
-use surfaces_guest_sdk::store::{BAD, Prefix, Records};
+use surfaces_guest_sdk::store::{BAD, Prefix, Records, numbered};
 use surfaces_guest_sdk::testing::{Effect, MemoryHost};
 use surfaces_guest_sdk::{Host, timers};
 
@@ -131,6 +131,23 @@ proptest! {
             after = Some(last);
         }
         prop_assert_eq!(paged, scanned);
+    }
+
+    /// Keys with numbers in them are written as `format!` would write
+    /// them (stored keys must not change), without its machinery.
+    #[test]
+    fn numbered_keys_are_what_format_writes(
+        n in prop_oneof![0u64..1000, any::<u64>(), Just(u64::MAX), Just(u64::from(u32::MAX) + 1)],
+        width in 0usize..26,
+        chunk in any::<u32>(),
+    ) {
+        prop_assert_eq!(numbered("out/", n, width), format!("out/{n:0width$}"));
+        let key = surfaces_guest::state::ChunkKey::new(n, chunk);
+        prop_assert_eq!(key.as_str(), format!("chunk/{n:020}/{chunk:08}"));
+        prop_assert_eq!(
+            surfaces_guest::state::chunk_prefix(n),
+            format!("chunk/{n:020}/")
+        );
     }
 }
 

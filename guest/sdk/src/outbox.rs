@@ -25,7 +25,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::host::Host;
-use crate::store::{Key, Prefix, Records};
+use crate::store::{Key, Prefix, Records, numbered};
 use crate::types::{MatrixErrorKind, MatrixResult, MessageContent};
 
 /// Unknown failures a request survives before it is given up.
@@ -99,11 +99,11 @@ const PENDING: Prefix<Pending> = Prefix::new("out/msg/");
 const TIMERS: Prefix<u64> = Prefix::new("out/timer/");
 
 fn pending_key(request: u64) -> Key<Pending> {
-    PENDING.key(&format!("{request:020}"))
+    Key::new(numbered(PENDING.as_str(), request, 20))
 }
 
 fn timer_key(id: u64) -> Key<u64> {
-    TIMERS.key(&format!("{id:020}"))
+    Key::new(numbered(TIMERS.as_str(), id, 20))
 }
 
 /// Send `content` to `room_id` until it is confirmed; the request id.

@@ -25,6 +25,55 @@ pub use surfaces_contract::TRANSIENT;
 /// Records set aside because they no longer decoded, under their old key.
 pub const BAD: &str = "bad/";
 
+/// `n` in decimal: the digits are `buf[start..]` of the returned
+/// `(buf, start)`.
+pub fn decimal(n: u64) -> ([u8; 20], usize) {
+    let mut digits = [b'0'; 20]; // u64::MAX has 20
+    let mut i = digits.len();
+    let mut rest = n;
+    // In 32 bits once it fits: wasm32 divides a u64 by a constant through
+    // a 128-bit multiply call.
+    while rest > u64::from(u32::MAX) {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let mut small = rest as u32;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (small % 10) as u8;
+        small /= 10;
+        if small == 0 {
+            break;
+        }
+    }
+    (digits, i)
+}
+
+/// Append `n` in decimal, zero-padded to `width` digits: what `{n:0w$}`
+/// writes, without `format!`'s machinery, which in wasm was a third of
+/// the guest's own time for an agent chunk (a key is made for most
+/// events).
+pub fn push_padded(s: &mut String, n: u64, width: usize) {
+    const ZEROS: &str = "00000000000000000000";
+    let (digits, start) = decimal(n);
+    let mut pad = width.saturating_sub(digits.len() - start);
+    while pad > 0 {
+        let k = pad.min(ZEROS.len());
+        s.push_str(&ZEROS[..k]);
+        pad -= k;
+    }
+    s.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+/// `prefix` followed by `n` zero-padded to `width` digits.
+pub fn numbered(prefix: &str, n: u64, width: usize) -> String {
+    let mut s = String::with_capacity(prefix.len() + width.max(20));
+    s.push_str(prefix);
+    push_padded(&mut s, n, width);
+    s
+}
+
 /// A record's key in the store, typed by the record it holds.
 pub struct Key<T> {
     name: String,

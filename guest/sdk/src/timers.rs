@@ -22,7 +22,7 @@ pub const PREFIX: &str = "timer/";
 
 /// The record of timer `id`'s purpose.
 pub fn key<P>(id: u64) -> Key<P> {
-    Key::new(format!("{PREFIX}{id:020}"))
+    Key::new(crate::store::numbered(PREFIX, id, 20))
 }
 
 /// Set a timer for `purpose` that fires after `delay_ms`; its id.

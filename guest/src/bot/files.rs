@@ -330,7 +330,7 @@ impl Bot {
         if r.abandoned {
             return Ok(());
         }
-        let to = Place::from(&r.origin);
+        let to = Place::from(r.origin.get());
         for f in &r.files {
             let content = MessageContent {
                 body: f.name.clone(),

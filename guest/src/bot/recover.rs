@@ -68,7 +68,7 @@ impl Bot {
                 pump::restarted(r, host.now());
                 if r.ending.is_none() {
                     // Its agent request died with the last run.
-                    lost.push((req, r.context_id.clone()));
+                    lost.push((req, r.context_id.get().clone()));
                 }
                 Ok(Fate::Keep)
             })?;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Bot;
 use crate::host::Host;
-use crate::state::{REPLIES, Records, Reply, chunk_key, chunk_prefix, reply_key, timer_key};
+use crate::state::{ChunkKey, REPLIES, Records, Reply, chunk_prefix, reply_key, timer_key};
 
 /// What becomes of a reply after a handler had it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,10 +31,12 @@ pub enum Fate {
 pub struct Replies {
     /// Reply texts, rebuilt from their chunks when missing.
     texts: BTreeMap<u64, String>,
-    /// Reply records as last kept.
-    cached: BTreeMap<u64, Reply>,
-    /// Each record as it is in the store (text extent zeroed), so an
-    /// unchanged record is not written again.
+    /// Reply records as last kept. A handler takes one out of its slot
+    /// and puts it back for every chunk: the slot stays (no rebalancing),
+    /// and only the box moves. An empty slot is not cached.
+    cached: BTreeMap<u64, Option<Box<Reply>>>,
+    /// Each record as it is in the store, so an unchanged record is not
+    /// written again.
     in_store: BTreeMap<u64, Reply>,
     /// The replies in the store (each owed a final text), once counted.
     open: Option<BTreeSet<u64>>,
@@ -76,17 +78,27 @@ impl Replies {
                 ));
             }
         }
-        Ok(self.texts.remove(&req).unwrap_or_default())
+        // Taken out of its entry, which stays (no rebalancing per chunk).
+        Ok(self
+            .texts
+            .get_mut(&req)
+            .map(std::mem::take)
+            .unwrap_or_default())
     }
 
     pub fn put_text(&mut self, req: u64, text: String) {
-        self.texts.insert(req, text);
+        match self.texts.get_mut(&req) {
+            Some(t) => *t = text,
+            None => {
+                self.texts.insert(req, text);
+            }
+        }
     }
 
     /// Append an agent chunk to the reply's text.
     pub fn append(&mut self, host: &mut dyn Host, req: u64, r: &mut Reply, chunk: &str) {
         self.text(host, req);
-        host.store_put(&chunk_key(req, r.chunks), chunk.as_bytes());
+        host.store_put(ChunkKey::new(req, r.chunks).as_str(), chunk.as_bytes());
         r.chunks += 1;
         r.len += chunk.len();
         if let Some(t) = self.texts.get_mut(&req) {
@@ -104,7 +116,11 @@ impl Replies {
     /// Note that reply `req`'s flush timer `id` is set for `due`; false if
     /// it already was (nothing to set).
     pub fn flush_at(&mut self, req: u64, id: u64, due: u64) -> bool {
-        self.flush_due.insert(req, (id, due)) != Some((id, due))
+        if self.flush_due.get(&req) == Some(&(id, due)) {
+            return false;
+        }
+        self.flush_due.insert(req, (id, due));
+        true
     }
 
     /// Reply `req`'s flush timer fired.
@@ -118,18 +134,18 @@ impl Replies {
         if let Some(open) = &mut self.open {
             open.insert(req);
         }
-        self.keep(host, req, r)
+        self.keep(host, req, Box::new(r))
     }
 
     /// The reply, read-only.
     pub fn peek(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<&Reply>, String> {
-        if !self.cached.contains_key(&req) {
+        if !self.cached.get(&req).is_some_and(Option::is_some) {
             let Some(r) = self.read(host, req)? else {
                 return Ok(None);
             };
-            self.cached.insert(req, r);
+            self.cached.insert(req, Some(r));
         }
-        Ok(self.cached.get(&req))
+        Ok(self.cached.get(&req).and_then(|r| r.as_deref()))
     }
 
     /// The request ids of every reply in the store.
@@ -140,34 +156,35 @@ impl Replies {
             .collect()
     }
 
-    fn take(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<Reply>, String> {
-        if let Some(r) = self.cached.remove(&req) {
+    fn take(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<Box<Reply>>, String> {
+        if let Some(r) = self.cached.get_mut(&req).and_then(Option::take) {
             return Ok(Some(r));
         }
         self.read(host, req)
     }
 
-    fn read(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<Reply>, String> {
-        let Some(mut r) = host.load(&reply_key(req))? else {
+    fn read(&mut self, host: &mut dyn Host, req: u64) -> Result<Option<Box<Reply>>, String> {
+        let Some(mut r) = host.load(&reply_key(req))?.map(Box::new) else {
             return Ok(None);
         };
-        self.in_store.insert(req, r.clone());
+        self.in_store.insert(req, (*r).clone());
         r.chunks = host.store_keys(&chunk_prefix(req)).len() as u32;
         r.len = self.text(host, req).len();
         Ok(Some(r))
     }
 
     /// Store the record (unless it is unchanged) and cache it.
-    fn keep(&mut self, host: &mut dyn Host, req: u64, mut r: Reply) -> Result<(), String> {
-        // Compare without the text extent, which is not stored.
-        let extent = (r.chunks, r.len);
-        (r.chunks, r.len) = (0, 0);
-        if self.in_store.get(&req) != Some(&r) {
-            host.save(&reply_key(req), &r)?;
-            self.in_store.insert(req, r.clone());
+    fn keep(&mut self, host: &mut dyn Host, req: u64, r: Box<Reply>) -> Result<(), String> {
+        if !self.in_store.get(&req).is_some_and(|s| r.same_state(s)) {
+            host.save(&reply_key(req), &*r)?;
+            self.in_store.insert(req, (*r).clone());
         }
-        (r.chunks, r.len) = extent;
-        self.cached.insert(req, r);
+        match self.cached.get_mut(&req) {
+            Some(slot) => *slot = Some(r),
+            None => {
+                self.cached.insert(req, Some(r));
+            }
+        }
         Ok(())
     }
 

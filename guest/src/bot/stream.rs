@@ -61,7 +61,7 @@ impl Bot {
                 None if r.stop_requested => Ending::Cut("⏹️ *Stopped.*".into()),
                 None => Ending::Complete,
             });
-            let ctx_id = r.context_id.clone();
+            let ctx_id = r.context_id.get().clone();
             let mut ctx = host.context(&ctx_id)?;
             ctx.tokens = ctx.tokens.saturating_add(e.tokens_used);
             ctx.messages = ctx.messages.saturating_add(1);
@@ -129,7 +129,7 @@ impl Bot {
         r: &mut Reply,
         after: &mut After,
     ) -> Result<Fate, String> {
-        let ctx_id = r.context_id.clone();
+        let ctx_id = r.context_id.get().clone();
         let mut ctx = host.context(&ctx_id)?;
         if ctx.in_flight == Some(e.request) {
             ctx.in_flight = None;
@@ -145,7 +145,7 @@ impl Bot {
         // A file the host could not pass (too large once fetched, not
         // fetched): the message goes again without it, if anything is
         // left of it.
-        let mut origin = r.origin.clone();
+        let mut origin = r.origin.get().clone();
         if e.kind == AgentErrorKind::Attachment && nothing_shown {
             super::files::drop_failed(&mut origin.files, &e.message);
         }
@@ -174,7 +174,7 @@ impl Bot {
                 _ => false,
             };
         if requeue {
-            let mut origin = r.origin.clone();
+            let mut origin = r.origin.get().clone();
             let first_time = match e.kind {
                 AgentErrorKind::Busy => {
                     ctx.busy_attempts += 1;
