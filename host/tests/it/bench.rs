@@ -7,6 +7,9 @@
 //! three. Not a test (it asserts nothing about the numbers): ignored, run
 //! by the script.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::UserId;
@@ -24,6 +27,8 @@ const AGENT_SECONDS: f64 = 10.0;
 const SETTLE: Duration = Duration::from_secs(2);
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
 const TICKS_PER_SECOND: f64 = 100.0;
+/// How often the CPU probe reads the bot's threads.
+const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: scripts/bench-matrix runs it, in release"]
@@ -42,13 +47,17 @@ async fn bench_three_streamed_replies_in_a_dm() {
     let room = alice.dm(&bot_id).await;
     alice.wait_joined(&room, &bot_id, || bot.log()).await;
     let rss_start = rss_mb(bot.pid());
+    let probe = CpuProbe::start(bot.pid());
 
     let mut rows = Vec::new();
+    // The CPU time in /proc/PID/stat's 10 ms ticks, beside the probe's.
+    let mut ticked = Vec::new();
     // What each reply cost the homeserver: the bot's requests by kind,
     // and its syncs (each edit comes back through one).
     let mut spent = Vec::new();
     for n in 1..=3 {
         let cpu_before = cpu_seconds(bot.pid());
+        let exact_before = probe.seconds();
         let counted_before = counters(&bot.metrics());
         let at = Instant::now();
         let asked = alice.send(&room, &format!("question {n}")).await;
@@ -72,7 +81,9 @@ async fn bench_three_streamed_replies_in_a_dm() {
         // A measuring window, not a synchronisation: nothing waits on it.
         tokio::time::sleep(SETTLE).await;
         let cpu = cpu_seconds(bot.pid()) - cpu_before;
-        rows.push((first, last, cpu));
+        let exact = probe.seconds().map(|s| s - exact_before.unwrap_or(0.0));
+        rows.push((first, last, exact.unwrap_or(cpu)));
+        ticked.push(cpu);
         let mut counted = counters(&bot.metrics());
         for (what, n) in &mut counted {
             *n -= counted_before.get(what).copied().unwrap_or(0.0);
@@ -106,6 +117,16 @@ async fn bench_three_streamed_replies_in_a_dm() {
         let list: Vec<String> = counted.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("reply {}: {}", n + 1, list.join(", "));
     }
+    let ticks: Vec<String> = ticked.iter().map(|c| format!("{c:.2}")).collect();
+    println!(
+        "bot CPU {}; in 10 ms ticks: {} s",
+        if probe.seconds().is_some() {
+            "from the threads' sum_exec_runtime"
+        } else {
+            "in ticks only (no /proc/PID/task/*/sched here)"
+        },
+        ticks.join(" / ")
+    );
     println!("bot RSS: {rss_start:.1} MB after start, {rss_end:.1} MB after three replies");
     if std::env::var_os("BENCH_DETAIL").is_some() {
         print_detail(bot.pid());
@@ -116,7 +137,7 @@ async fn bench_three_streamed_replies_in_a_dm() {
 /// many threads it runs: what to look at when RSS moves.
 fn print_detail(pid: u32) {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("proc smaps");
-    let mut by_name: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut by_name: BTreeMap<String, u64> = Default::default();
     let mut name = String::new();
     for line in smaps.lines() {
         let mut words = line.split_whitespace();
@@ -145,8 +166,8 @@ fn print_detail(pid: u32) {
 
 /// The bot's Matrix requests by kind (and outcome, when not ok) and its
 /// syncs, from its metrics.
-fn counters(metrics: &str) -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
+fn counters(metrics: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
@@ -187,6 +208,85 @@ fn rss_mb(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
     kb * 1024.0 / 1e6
+}
+
+/// The CPU time of a process to the microsecond: the sum of its threads'
+/// `se.sum_exec_runtime` (`/proc/PID/task/*/sched`), read every
+/// [`PROBE_EVERY`] so that a thread that ends (an idle blocking thread
+/// does) keeps what it used. `/proc/PID/stat` counts in 10 ms ticks, too
+/// coarse for a reply's 60 ms.
+struct CpuProbe {
+    pid: u32,
+    /// Milliseconds each thread has run, as last read.
+    threads: Arc<Mutex<BTreeMap<String, f64>>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CpuProbe {
+    fn start(pid: u32) -> CpuProbe {
+        let threads: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (threads, stop) = (threads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = thread_runtimes(pid);
+                    if let Ok(mut seen) = threads.lock() {
+                        seen.extend(now);
+                    }
+                    // A measuring interval, not a synchronisation.
+                    std::thread::sleep(PROBE_EVERY);
+                }
+            })
+        };
+        CpuProbe {
+            pid,
+            threads,
+            stop,
+            reader: Some(reader),
+        }
+    }
+
+    /// Seconds of CPU so far, all threads (None where the kernel does not
+    /// show `sched`).
+    fn seconds(&self) -> Option<f64> {
+        let latest = thread_runtimes(self.pid);
+        let mut seen = self.threads.lock().ok()?;
+        seen.extend(latest);
+        (!seen.is_empty()).then(|| seen.values().sum::<f64>() / 1e3)
+    }
+}
+
+/// Each thread's `se.sum_exec_runtime` in ms, by thread id.
+fn thread_runtimes(pid: u32) -> Vec<(String, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let sched = std::fs::read_to_string(t.path().join("sched")).ok()?;
+            let ms = sched
+                .lines()
+                .find(|l| l.starts_with("se.sum_exec_runtime"))?
+                .rsplit(':')
+                .next()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((t.file_name().to_string_lossy().into_owned(), ms))
+        })
+        .collect()
+}
+
+impl Drop for CpuProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 /// User and system CPU time process `pid` has used, all its threads.
