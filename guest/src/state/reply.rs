@@ -181,8 +181,10 @@ impl Reply {
 }
 
 /// A field set when its record is made and never changed after: it can
-/// be read (`Deref`) but not written (no `DerefMut`), so a write-back can
-/// skip comparing it ([`Reply::same_state`]). Stored as the value itself.
+/// be read (`Deref`) but not changed in place (no `DerefMut`), and no
+/// other module can make one (its field is private), so only
+/// [`Reply::new`] and decoding set it and a write-back can skip comparing
+/// it ([`Reply::same_state`]). Stored as the value itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Fixed<T>(T);

@@ -8,8 +8,6 @@
 //! by the script.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use matrix_sdk::ruma::UserId;
@@ -27,8 +25,6 @@ const AGENT_SECONDS: f64 = 10.0;
 const SETTLE: Duration = Duration::from_secs(2);
 /// Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
 const TICKS_PER_SECOND: f64 = 100.0;
-/// How often the CPU probe reads the bot's threads.
-const PROBE_EVERY: Duration = Duration::from_millis(50);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: scripts/bench-matrix runs it, in release"]
@@ -47,17 +43,16 @@ async fn bench_three_streamed_replies_in_a_dm() {
     let room = alice.dm(&bot_id).await;
     alice.wait_joined(&room, &bot_id, || bot.log()).await;
     let rss_start = rss_mb(bot.pid());
-    let probe = CpuProbe::start(bot.pid());
 
     let mut rows = Vec::new();
-    // The CPU time in /proc/PID/stat's 10 ms ticks, beside the probe's.
+    // The CPU time in /proc/PID/stat's 10 ms ticks, beside the clock's.
     let mut ticked = Vec::new();
     // What each reply cost the homeserver: the bot's requests by kind,
     // and its syncs (each edit comes back through one).
     let mut spent = Vec::new();
     for n in 1..=3 {
         let cpu_before = cpu_seconds(bot.pid());
-        let exact_before = probe.seconds();
+        let exact_before = cpu_seconds_exact(bot.pid());
         let counted_before = counters(&bot.metrics());
         let at = Instant::now();
         let asked = alice.send(&room, &format!("question {n}")).await;
@@ -81,7 +76,9 @@ async fn bench_three_streamed_replies_in_a_dm() {
         // A measuring window, not a synchronisation: nothing waits on it.
         tokio::time::sleep(SETTLE).await;
         let cpu = cpu_seconds(bot.pid()) - cpu_before;
-        let exact = probe.seconds().map(|s| s - exact_before.unwrap_or(0.0));
+        let exact = cpu_seconds_exact(bot.pid())
+            .zip(exact_before)
+            .map(|(a, b)| a - b);
         rows.push((first, last, exact.unwrap_or(cpu)));
         ticked.push(cpu);
         let mut counted = counters(&bot.metrics());
@@ -120,10 +117,10 @@ async fn bench_three_streamed_replies_in_a_dm() {
     let ticks: Vec<String> = ticked.iter().map(|c| format!("{c:.2}")).collect();
     println!(
         "bot CPU {}; in 10 ms ticks: {} s",
-        if probe.seconds().is_some() {
-            "from the threads' sum_exec_runtime"
+        if cpu_seconds_exact(bot.pid()).is_some() {
+            "from its CPU-time clock"
         } else {
-            "in ticks only (no /proc/PID/task/*/sched here)"
+            "in ticks only (no CPU-time clock here)"
         },
         ticks.join(" / ")
     );
@@ -210,83 +207,26 @@ fn rss_mb(pid: u32) -> f64 {
     kb * 1024.0 / 1e6
 }
 
-/// The CPU time of a process to the microsecond: the sum of its threads'
-/// `se.sum_exec_runtime` (`/proc/PID/task/*/sched`), read every
-/// [`PROBE_EVERY`] so that a thread that ends (an idle blocking thread
-/// does) keeps what it used. `/proc/PID/stat` counts in 10 ms ticks, too
-/// coarse for a reply's 60 ms.
-struct CpuProbe {
-    pid: u32,
-    /// Milliseconds each thread has run, as last read.
-    threads: Arc<Mutex<BTreeMap<String, f64>>>,
-    stop: Arc<AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl CpuProbe {
-    fn start(pid: u32) -> CpuProbe {
-        let threads: Arc<Mutex<BTreeMap<String, f64>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let (threads, stop) = (threads.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let now = thread_runtimes(pid);
-                    if let Ok(mut seen) = threads.lock() {
-                        seen.extend(now);
-                    }
-                    // A measuring interval, not a synchronisation.
-                    std::thread::sleep(PROBE_EVERY);
-                }
-            })
-        };
-        CpuProbe {
-            pid,
-            threads,
-            stop,
-            reader: Some(reader),
-        }
+/// CPU time process `pid` has used, all its threads (ended ones too),
+/// in ns: its CPU-time clock (`clock_getcpuclockid`). `/proc/PID/stat`
+/// counts the same in 10 ms ticks, too coarse for a reply's 60 ms. None
+/// where the kernel refuses the clock.
+fn cpu_seconds_exact(pid: u32) -> Option<f64> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: each call writes only to the local it is given.
+    if unsafe { libc::clock_getcpuclockid(pid, &mut clock) } != 0 {
+        return None;
     }
-
-    /// Seconds of CPU so far, all threads (None where the kernel does not
-    /// show `sched`).
-    fn seconds(&self) -> Option<f64> {
-        let latest = thread_runtimes(self.pid);
-        let mut seen = self.threads.lock().ok()?;
-        seen.extend(latest);
-        (!seen.is_empty()).then(|| seen.values().sum::<f64>() / 1e3)
-    }
-}
-
-/// Each thread's `se.sum_exec_runtime` in ms, by thread id.
-fn thread_runtimes(pid: u32) -> Vec<(String, f64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    tasks
-        .flatten()
-        .filter_map(|t| {
-            let sched = std::fs::read_to_string(t.path().join("sched")).ok()?;
-            let ms = sched
-                .lines()
-                .find(|l| l.starts_with("se.sum_exec_runtime"))?
-                .rsplit(':')
-                .next()?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((t.file_name().to_string_lossy().into_owned(), ms))
-        })
-        .collect()
-}
-
-impl Drop for CpuProbe {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
+    // SAFETY: as above.
+    if unsafe { libc::clock_gettime(clock, &mut t) } != 0 {
+        return None;
     }
+    Some(t.tv_sec as f64 + t.tv_nsec as f64 / 1e9)
 }
 
 /// User and system CPU time process `pid` has used, all its threads.
